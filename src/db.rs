@@ -1,0 +1,435 @@
+//! The database handle, its builder, write handles, batches and read snapshots.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::query::merge::{MergeOperator, MergeRegistry};
+use crate::storage::frame::FrameBuilder;
+use crate::storage::fsutil::FaultPlan;
+use crate::storage::log::{Config, Log, RecoveryReport, Transaction};
+use crate::storage::meta::{Compression, Durability, Settings};
+use crate::storage::record::{now_micros, validate_stream_name, Clock, Op, SystemClock};
+use crate::storage::view::View;
+use crate::{Error, Result};
+
+/// Default largest key: 4 KiB.
+pub const DEFAULT_MAX_KEY_SIZE: usize = 4096;
+/// Default largest value: 16 MiB.
+pub const DEFAULT_MAX_VALUE_SIZE: usize = 16 << 20;
+/// Hard key limit of the format.
+pub const MAX_KEY_SIZE: usize = u16::MAX as usize;
+/// Hard value limit (a record must fit in one frame).
+pub const MAX_VALUE_SIZE: usize = 128 << 20;
+
+/// Options for opening a [`Db`]. Every setter documents its default.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct DbBuilder {
+    dir: PathBuf,
+    segment_size: Option<u64>,
+    compression: Option<Compression>,
+    durability: Option<Durability>,
+    max_key_size: usize,
+    max_value_size: usize,
+    read_only: bool,
+    create: bool,
+    clock: Arc<dyn Clock>,
+    faults: Option<Arc<FaultPlan>>,
+    merge: HashMap<String, Arc<dyn MergeOperator>>,
+    default_merge: Option<Arc<dyn MergeOperator>>,
+}
+
+impl DbBuilder {
+    /// Size at which the active segment is sealed and a new one started. Stored in
+    /// the database when it is created. Default 64 MiB. A segment rolls at the first
+    /// commit boundary past this size, so one transaction is never split across
+    /// segments.
+    pub fn segment_size(mut self, bytes: u64) -> Self {
+        self.segment_size = Some(bytes.max(4096));
+        self
+    }
+
+    /// Per-batch compression. Stored at creation. Default [`Compression::None`].
+    pub fn compression(mut self, c: Compression) -> Self {
+        self.compression = Some(c);
+        self
+    }
+
+    /// When commits are durable. Stored at creation. Default [`Durability::Buffered`].
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = Some(d);
+        self
+    }
+
+    /// Largest accepted key, up to 65,535. Default 4 KiB.
+    pub fn max_key_size(mut self, bytes: usize) -> Self {
+        self.max_key_size = bytes.min(MAX_KEY_SIZE);
+        self
+    }
+
+    /// Largest accepted value, up to 128 MiB. Default 16 MiB.
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.max_value_size = bytes.min(MAX_VALUE_SIZE);
+        self
+    }
+
+    /// Opens without the writer lock, refusing writes (any number of read-only
+    /// handles may coexist with one writer process). Default false.
+    pub fn read_only(mut self, yes: bool) -> Self {
+        self.read_only = yes;
+        self
+    }
+
+    /// Whether to create the database when the directory holds none. Default true
+    /// (false for read-only handles).
+    pub fn create_if_missing(mut self, yes: bool) -> Self {
+        self.create = yes;
+        self
+    }
+
+    /// The wall clock used for recorded_at stamps. Default: the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Test hook: fail the N-th write or fsync of the log. Default none.
+    #[doc(hidden)]
+    pub fn fault_plan(mut self, plan: Arc<FaultPlan>) -> Self {
+        self.faults = Some(plan);
+        self
+    }
+
+    /// Registers the merge operator that applies `patch` records of `stream`.
+    pub fn merge_operator(mut self, stream: &str, op: Arc<dyn MergeOperator>) -> Self {
+        self.merge.insert(stream.to_string(), op);
+        self
+    }
+
+    /// The merge operator for streams without their own. Default none: a patch in
+    /// such a stream makes queries fail with [`Error::NoMergeOperator`].
+    pub fn default_merge_operator(mut self, op: Arc<dyn MergeOperator>) -> Self {
+        self.default_merge = Some(op);
+        self
+    }
+
+    /// Opens (or creates) the database.
+    pub fn open(self) -> Result<Db> {
+        let dir = self.dir.clone();
+        let stored = match Settings::load(&dir) {
+            Ok(s) => Some(s),
+            Err(Error::NotADatabase(_)) => None,
+            Err(e) => return Err(e),
+        };
+        let settings = match stored {
+            Some(s) => Settings {
+                segment_size: self.segment_size.unwrap_or(s.segment_size),
+                compression: self.compression.unwrap_or(s.compression),
+                durability: self.durability.unwrap_or(s.durability),
+            },
+            None => {
+                if self.read_only || !self.create {
+                    return Err(Error::NotADatabase(dir));
+                }
+                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                let d = Settings::default();
+                let s = Settings {
+                    segment_size: self.segment_size.unwrap_or(d.segment_size),
+                    compression: self.compression.unwrap_or(d.compression),
+                    durability: self.durability.unwrap_or(d.durability),
+                };
+                s.store(&dir)?;
+                s
+            }
+        };
+        let log = Log::open(
+            &dir,
+            Config {
+                settings,
+                max_key_size: self.max_key_size,
+                max_value_size: self.max_value_size,
+                read_only: self.read_only,
+                clock: self.clock,
+                faults: self.faults,
+            },
+        )?;
+        Ok(Db {
+            log,
+            merge: Arc::new(MergeRegistry::new(self.merge, self.default_merge)),
+        })
+    }
+}
+
+/// An open database: a directory of segments, written by one process, read by many.
+///
+/// ```
+/// use tablelog::{Batch, Db, GetResult};
+/// # let dir = tempfile::tempdir()?;
+/// let db = Db::builder(dir.path()).open()?;
+/// let mut batch = Batch::new();
+/// batch.put_at("inventory", "apple", br#"{"price":1.0}"#, 1_000)?;
+/// db.writer().commit(batch)?;
+/// let snap = db.snapshot()?;
+/// assert!(matches!(snap.get("inventory", b"apple", 1_000, None)?, GetResult::Present { .. }));
+/// # Ok::<(), tablelog::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Db {
+    log: Arc<Log>,
+    merge: Arc<MergeRegistry>,
+}
+
+impl Db {
+    /// Options for opening the database in `dir`.
+    pub fn builder(dir: impl AsRef<Path>) -> DbBuilder {
+        DbBuilder {
+            dir: dir.as_ref().to_path_buf(),
+            segment_size: None,
+            compression: None,
+            durability: None,
+            max_key_size: DEFAULT_MAX_KEY_SIZE,
+            max_value_size: DEFAULT_MAX_VALUE_SIZE,
+            read_only: false,
+            create: true,
+            clock: Arc::new(SystemClock),
+            faults: None,
+            merge: HashMap::new(),
+            default_merge: None,
+        }
+    }
+
+    /// Opens or creates the database in `dir` with default options.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Db> {
+        Db::builder(dir).open()
+    }
+
+    /// A write handle: cheap to clone, `Send + Sync`, usable from many threads.
+    #[must_use]
+    pub fn writer(&self) -> Writer {
+        Writer { log: self.log.clone() }
+    }
+
+    /// A consistent snapshot of everything committed now.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        Ok(Snapshot {
+            view: View::new(self.log.state())?,
+            merge: self.merge.clone(),
+        })
+    }
+
+    /// Fsyncs everything committed so far, whatever the durability mode.
+    pub fn flush(&self) -> Result<()> {
+        self.log.flush()
+    }
+
+    /// The settings in force for this handle.
+    #[must_use]
+    pub fn settings(&self) -> Settings {
+        self.log.config.settings
+    }
+
+    /// What opening repaired (a torn tail cut, and why).
+    #[must_use]
+    pub fn recovery(&self) -> &RecoveryReport {
+        &self.log.recovery
+    }
+
+    /// The database directory.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.log.dir
+    }
+}
+
+/// Positions assigned to a committed batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The batch's positions (empty for an empty batch).
+    pub positions: Range<u64>,
+}
+
+/// A write handle. Clone it freely; concurrent commits are serialised in position
+/// order and, under sync durability, share fsyncs.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    log: Arc<Log>,
+}
+
+impl Writer {
+    /// Commits a batch atomically with the database's durability.
+    pub fn commit(&self, batch: Batch) -> Result<Receipt> {
+        self.commit_with(batch, false)
+    }
+
+    /// Commits a batch and returns only once it is fsynced, whatever the
+    /// database's durability mode.
+    pub fn commit_sync(&self, batch: Batch) -> Result<Receipt> {
+        self.commit_with(batch, true)
+    }
+
+    fn commit_with(&self, mut batch: Batch, force_sync: bool) -> Result<Receipt> {
+        batch.frames.push(std::mem::take(&mut batch.cur));
+        let positions = self.log.commit(batch.frames, force_sync)?;
+        Ok(Receipt { positions })
+    }
+
+    /// Starts a streaming transaction for batches larger than memory. It holds the
+    /// writer (other commits wait) until it commits or is dropped; dropping it
+    /// without committing leaves no trace.
+    pub fn transaction(&self) -> Result<Txn<'_>> {
+        Ok(Txn {
+            inner: self.log.transaction()?,
+            max_key: self.log.config.max_key_size,
+            max_value: self.log.config.max_value_size,
+        })
+    }
+}
+
+fn check_record(stream: &str, key: &[u8], value: &[u8], max_key: usize, max_value: usize) -> Result<()> {
+    validate_stream_name(stream)?;
+    if key.len() > max_key {
+        return Err(Error::InvalidInput(format!(
+            "key of {} bytes exceeds the limit of {max_key} bytes",
+            key.len()
+        )));
+    }
+    if value.len() > max_value {
+        return Err(Error::InvalidInput(format!(
+            "value of {} bytes exceeds the limit of {max_value} bytes",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Records to commit atomically, across any streams. Built in memory; for
+/// larger-than-memory batches use [`Writer::transaction`].
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    frames: Vec<FrameBuilder>,
+    cur: FrameBuilder,
+}
+
+impl Batch {
+    /// An empty batch.
+    #[must_use]
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// Records in the batch.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.frames.iter().map(|f| f.count() as usize).sum::<usize>() + self.cur.count() as usize
+    }
+
+    /// Whether the batch is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a record. Stream names and the format's hard size limits are checked
+    /// here; the database's configured limits when the batch is committed.
+    pub fn push(&mut self, stream: &str, key: &[u8], op: Op, value: &[u8], event_time: i64) -> Result<&mut Self> {
+        check_record(stream, key, value, MAX_KEY_SIZE, MAX_VALUE_SIZE)?;
+        let extra = key.len() + value.len() + crate::storage::frame::RECORD_HEADER_LEN;
+        if self.cur.is_full_for(stream, extra) {
+            self.frames.push(std::mem::take(&mut self.cur));
+        }
+        self.cur.push(stream, op, key, value, event_time);
+        Ok(self)
+    }
+
+    /// Adds a put at `event_time` (µs since the epoch).
+    pub fn put_at(&mut self, stream: &str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, event_time: i64) -> Result<&mut Self> {
+        self.push(stream, key.as_ref(), Op::Put, value.as_ref(), event_time)
+    }
+
+    /// Adds a put happening now.
+    pub fn put(&mut self, stream: &str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<&mut Self> {
+        self.put_at(stream, key, value, now_micros())
+    }
+
+    /// Adds a patch (merged into the previous row by the stream's merge operator).
+    pub fn patch_at(&mut self, stream: &str, key: impl AsRef<[u8]>, patch: impl AsRef<[u8]>, event_time: i64) -> Result<&mut Self> {
+        self.push(stream, key.as_ref(), Op::Patch, patch.as_ref(), event_time)
+    }
+
+    /// Adds a delete (tombstone) at `event_time`.
+    pub fn delete_at(&mut self, stream: &str, key: impl AsRef<[u8]>, event_time: i64) -> Result<&mut Self> {
+        self.push(stream, key.as_ref(), Op::Delete, b"", event_time)
+    }
+}
+
+/// A streaming transaction (see [`Writer::transaction`]).
+pub struct Txn<'a> {
+    inner: Transaction<'a>,
+    max_key: usize,
+    max_value: usize,
+}
+
+impl std::fmt::Debug for Txn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Txn").field("next_position", &self.inner.next_position()).finish()
+    }
+}
+
+impl Txn<'_> {
+    /// Adds a record; full frames are written to disk (invisible until commit).
+    pub fn push(&mut self, stream: &str, key: &[u8], op: Op, value: &[u8], event_time: i64) -> Result<u64> {
+        check_record(stream, key, value, self.max_key, self.max_value)?;
+        let pos = self.inner.next_position();
+        let extra = key.len() + value.len() + crate::storage::frame::RECORD_HEADER_LEN;
+        self.inner.frame_for(stream, extra)?.push(stream, op, key, value, event_time);
+        Ok(pos)
+    }
+
+    /// Position of the transaction's first record.
+    #[must_use]
+    pub fn first_position(&self) -> u64 {
+        self.inner.first_position()
+    }
+
+    /// Records added so far.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.inner.next_position() - self.inner.first_position()
+    }
+
+    /// Whether nothing was added.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Commits: everything added becomes visible at once.
+    pub fn commit(self) -> Result<Receipt> {
+        Ok(Receipt {
+            positions: self.inner.commit(false)?,
+        })
+    }
+}
+
+/// A consistent read snapshot. Cheap to clone; holds the segments it reads alive.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub(crate) view: View,
+    pub(crate) merge: Arc<MergeRegistry>,
+}
+
+impl Snapshot {
+    /// The storage-level view (scans, versions, positions).
+    #[must_use]
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// One past the last visible position.
+    #[must_use]
+    pub fn end_position(&self) -> u64 {
+        self.view.end_position()
+    }
+}

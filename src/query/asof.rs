@@ -1,0 +1,235 @@
+//! Rows as of a time: `get` and the streamed `table`, and the fold of one key's
+//! versions that every query shares.
+//!
+//! The contract (`DESIGN.md`): a record is visible as of `T`, known at `K`, when
+//! `event_time <= T` and `position <= K`; a key's visible records apply in ascending
+//! `(event_time, position)` order, so at equal event time the later position wins.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::merge::MergeOperator;
+use crate::db::Snapshot;
+use crate::storage::index::VersionRef;
+use crate::storage::record::{Hlc, Op};
+use crate::storage::view::KeyCursor;
+use crate::{Error, Result};
+
+/// Which writes a query takes into account ("as known at").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KnownAt {
+    /// Everything committed in the snapshot.
+    #[default]
+    Latest,
+    /// Records at positions `<= p` only.
+    Position(u64),
+    /// Records recorded at or before this stamp (maps to the last such position).
+    RecordedAt(Hlc),
+}
+
+impl From<u64> for KnownAt {
+    fn from(p: u64) -> Self {
+        KnownAt::Position(p)
+    }
+}
+
+impl From<Option<u64>> for KnownAt {
+    fn from(p: Option<u64>) -> Self {
+        p.map_or(KnownAt::Latest, KnownAt::Position)
+    }
+}
+
+/// A live row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    /// The key.
+    pub key: Bytes,
+    /// The row (the stored object, patches applied).
+    pub value: Bytes,
+    /// Event time of the last record applied to the row.
+    pub event_time: i64,
+    /// Position of the last record applied to the row.
+    pub position: u64,
+}
+
+/// The answer of a lookup as of a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GetResult {
+    /// The row exists.
+    Present(Row),
+    /// The row was deleted by the tombstone at this event time and position.
+    Deleted {
+        /// Event time of the delete.
+        event_time: i64,
+        /// Position of the delete.
+        position: u64,
+    },
+    /// No visible record of the key exists at or before the time.
+    NeverSeen,
+}
+
+impl GetResult {
+    /// The row, if present.
+    #[must_use]
+    pub fn row(self) -> Option<Row> {
+        match self {
+            GetResult::Present(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Folds a key's versions (sorted by `(event_time, position)`, all visible) into the
+/// row after the last one. Reads values only from the last put or delete on.
+pub(crate) fn fold(
+    snap: &Snapshot,
+    stream: &str,
+    merge: Option<&Arc<dyn MergeOperator>>,
+    key: &Bytes,
+    versions: &[VersionRef],
+) -> Result<GetResult> {
+    let Some(last) = versions.last() else {
+        return Ok(GetResult::NeverSeen);
+    };
+    let base = versions.iter().rposition(|v| v.op != Op::Patch);
+    let mut row: Option<(Bytes, &VersionRef)> = None;
+    let start = match base {
+        Some(i) => {
+            let v = &versions[i];
+            if v.op == Op::Put {
+                row = Some((snap.view.value(v)?, v));
+            }
+            i + 1
+        }
+        None => 0,
+    };
+    for v in &versions[start..] {
+        let op = merge.ok_or_else(|| Error::NoMergeOperator(stream.to_string()))?;
+        let patch = snap.view.value(v)?;
+        let merged = op
+            .merge(row.as_ref().map(|(b, _)| &b[..]), &patch)
+            .map_err(|reason| Error::Merge {
+                stream: stream.to_string(),
+                position: v.position,
+                reason,
+            })?;
+        row = Some((Bytes::from(merged), v));
+    }
+    Ok(match row {
+        Some((value, v)) => GetResult::Present(Row {
+            key: key.clone(),
+            value,
+            event_time: v.event_time,
+            position: v.position,
+        }),
+        None => GetResult::Deleted {
+            event_time: last.event_time,
+            position: last.position,
+        },
+    })
+}
+
+/// Keeps the versions visible as of `as_of` and known below `end` (exclusive).
+pub(crate) fn visible(versions: &mut Vec<VersionRef>, as_of: i64, end: u64) {
+    versions.retain(|v| v.event_time <= as_of && v.position < end);
+}
+
+impl Snapshot {
+    /// Resolves `known_at` to the exclusive end position of visible records.
+    pub fn known_end(&self, known_at: impl Into<KnownAt>) -> Result<u64> {
+        let end = self.view.end_position();
+        match known_at.into() {
+            KnownAt::Latest => Ok(end),
+            KnownAt::Position(p) if p < end => Ok(p + 1),
+            KnownAt::Position(p) => Err(Error::PositionNotWritten {
+                requested: p,
+                next: end,
+            }),
+            KnownAt::RecordedAt(h) => Ok(self.view.position_at(h)?.map_or(0, |p| p + 1)),
+        }
+    }
+
+    pub(crate) fn check_stream(&self, stream: &str) -> Result<()> {
+        crate::storage::record::validate_stream_name(stream)?;
+        if self.view.has_stream(stream)? {
+            Ok(())
+        } else {
+            Err(Error::UnknownStream(stream.to_string()))
+        }
+    }
+
+    /// The row of `key` in `stream` as of event time `as_of` (µs), known at `known_at`.
+    ///
+    /// Uses the key indexes: the cost grows with the key's versions, not the log.
+    ///
+    /// ```
+    /// # use tablelog::{Batch, Db, GetResult};
+    /// # let dir = tempfile::tempdir()?;
+    /// # let db = Db::open(dir.path())?;
+    /// let w = db.writer();
+    /// let mut b = Batch::new();
+    /// b.put_at("prices", "apple", "1", 100)?;
+    /// w.commit(b)?;
+    /// let mut late = Batch::new();
+    /// late.delete_at("prices", "apple", 50)?; // a late event, before the put
+    /// w.commit(late)?;
+    /// let s = db.snapshot()?;
+    /// assert!(matches!(s.get("prices", b"apple", 60, None)?, GetResult::Deleted { position: 1, .. }));
+    /// assert!(matches!(s.get("prices", b"apple", 60, Some(0))?, GetResult::NeverSeen));
+    /// assert!(matches!(s.get("prices", b"apple", 100, None)?, GetResult::Present(_)));
+    /// # Ok::<(), tablelog::Error>(())
+    /// ```
+    pub fn get(&self, stream: &str, key: &[u8], as_of: i64, known_at: impl Into<KnownAt>) -> Result<GetResult> {
+        let end = self.known_end(known_at)?;
+        self.check_stream(stream)?;
+        let mut versions = self.view.versions(stream, key)?;
+        visible(&mut versions, as_of, end);
+        fold(self, stream, self.merge.get(stream), &Bytes::copy_from_slice(key), &versions)
+    }
+
+    /// Every live row of `stream` as of `as_of`, known at `known_at`, in key order,
+    /// streamed: the iterator merges the segments' sorted key indexes.
+    pub fn table(&self, stream: &str, as_of: i64, known_at: impl Into<KnownAt>) -> Result<Table> {
+        let end = self.known_end(known_at)?;
+        self.check_stream(stream)?;
+        Ok(Table {
+            snap: self.clone(),
+            stream: stream.to_string(),
+            cursor: self.view.keys(stream)?,
+            as_of,
+            end,
+            buf: Vec::new(),
+        })
+    }
+}
+
+/// Streamed rows of a table as of a time (see [`Snapshot::table`]).
+#[derive(Debug)]
+pub struct Table {
+    snap: Snapshot,
+    stream: String,
+    cursor: KeyCursor,
+    as_of: i64,
+    end: u64,
+    buf: Vec<VersionRef>,
+}
+
+impl Iterator for Table {
+    type Item = Result<Row>;
+
+    fn next(&mut self) -> Option<Result<Row>> {
+        loop {
+            let key = self.cursor.next_key(&mut self.buf)?;
+            visible(&mut self.buf, self.as_of, self.end);
+            if self.buf.is_empty() {
+                continue;
+            }
+            match fold(&self.snap, &self.stream, self.snap.merge.get(&self.stream), &key, &self.buf) {
+                Ok(GetResult::Present(row)) => return Some(Ok(row)),
+                Ok(_) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! The query layer: tables as of any time, history, changes, as-of joins and
+//! windows, all on a [`Snapshot`](crate::Snapshot) and all obeying the time
+//! semantics of `DESIGN.md`.
+
+pub mod asof;
+pub mod history;
+pub mod join;
+pub mod merge;
+pub mod window;

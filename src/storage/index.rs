@@ -1,0 +1,467 @@
+//! Per-segment indexes: the frame index (position and event-time blocks) and the
+//! key index (a stream's keys and where each version lives), in memory and as
+//! checksummed sidecar files.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use bytes::Bytes;
+use foldhash::fast::RandomState;
+
+use super::frame::{Frame, FrameKind};
+use super::record::{Hlc, Op};
+use crate::{Error, Result};
+
+/// Sidecar format version.
+pub const INDEX_VERSION: u32 = 1;
+const FIDX_MAGIC: &[u8; 8] = b"TLOGFIDX";
+const KIDX_MAGIC: &[u8; 8] = b"TLOGKIDX";
+const FRAME_ENTRY: usize = 56;
+const KEY_ENTRY: usize = 16;
+const VERSION_ENTRY: usize = 32;
+
+/// One frame of a segment: the sparse position index and the event-time index in one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameMeta {
+    /// Byte offset of the frame in the segment file.
+    pub offset: u64,
+    /// Position of its first record.
+    pub first_pos: u64,
+    /// Recorded-at stamp of its first record.
+    pub hlc: Hlc,
+    /// Smallest event time in the frame.
+    pub min_et: i64,
+    /// Largest event time in the frame.
+    pub max_et: i64,
+    /// Bytes on disk, header included.
+    pub total_len: u32,
+    /// Records in the frame.
+    pub count: u32,
+    /// Data or commit.
+    pub kind: FrameKind,
+}
+
+impl FrameMeta {
+    /// One past the frame's last position.
+    #[must_use]
+    pub fn end_pos(&self) -> u64 {
+        self.first_pos + u64::from(self.count)
+    }
+}
+
+/// Where one version of a key lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionRef {
+    /// Event time (µs).
+    pub event_time: i64,
+    /// Position.
+    pub position: u64,
+    /// Offset of the frame in its segment.
+    pub frame_off: u64,
+    /// Offset of the record inside the frame's raw payload.
+    pub rec_off: u32,
+    /// The record's op.
+    pub op: Op,
+}
+
+impl VersionRef {
+    /// The order in which versions apply: `(event_time, position)`.
+    #[must_use]
+    pub fn order(&self) -> (i64, u64) {
+        (self.event_time, self.position)
+    }
+}
+
+/// Map from key to its versions, for one stream.
+pub type KeyMap = HashMap<Box<[u8]>, Vec<VersionRef>, RandomState>;
+
+/// In-memory indexes of a segment: built while writing the active segment, or by
+/// scanning a segment whose sidecars are missing or damaged.
+#[derive(Debug, Default)]
+pub struct MemIndex {
+    /// Frames in position order.
+    pub frames: Vec<FrameMeta>,
+    /// Per stream, the key map. Versions are in position order.
+    pub streams: HashMap<String, KeyMap, RandomState>,
+}
+
+impl MemIndex {
+    /// Adds the records of a frame. `records` yields `(stream, key, op, event_time,
+    /// rec_off)` in position order starting at `meta.first_pos`.
+    pub fn add_frame<'a>(
+        &mut self,
+        mut meta: FrameMeta,
+        records: impl Iterator<Item = (&'a str, &'a [u8], Op, i64, u32)>,
+    ) {
+        let mut min_et = i64::MAX;
+        let mut max_et = i64::MIN;
+        let mut pos = meta.first_pos;
+        for (stream, key, op, et, rec_off) in records {
+            min_et = min_et.min(et);
+            max_et = max_et.max(et);
+            let map = self.streams.entry_ref_or_insert(stream);
+            let v = VersionRef {
+                event_time: et,
+                position: pos,
+                frame_off: meta.offset,
+                rec_off,
+                op,
+            };
+            match map.get_mut(key) {
+                Some(vs) => vs.push(v),
+                None => {
+                    map.insert(key.into(), vec![v]);
+                }
+            }
+            pos += 1;
+        }
+        if meta.count > 0 {
+            meta.min_et = min_et;
+            meta.max_et = max_et;
+        }
+        self.frames.push(meta);
+    }
+
+    /// Scans every frame of `seg[start..end]`, which must all be valid.
+    pub fn from_frames(seg: &Bytes, start: usize, end: usize, path: &Path) -> Result<MemIndex> {
+        let mut idx = MemIndex::default();
+        let mut off = start;
+        while off < end {
+            let frame = Frame::decode(seg, off, path)?;
+            idx.add_decoded(&frame, off as u64);
+            off += frame.header.total_len() as usize;
+        }
+        Ok(idx)
+    }
+
+    /// Adds a decoded frame found at `offset`.
+    pub fn add_decoded(&mut self, frame: &Frame, offset: u64) {
+        let meta = FrameMeta {
+            offset,
+            first_pos: frame.header.first_pos,
+            hlc: frame.header.hlc,
+            min_et: 0,
+            max_et: 0,
+            total_len: frame.header.total_len() as u32,
+            count: frame.header.count,
+            kind: frame.header.kind,
+        };
+        let streams = &frame.streams;
+        self.add_frame(
+            meta,
+            frame
+                .records()
+                .map(|r| (streams[usize::from(r.stream_idx)].as_str(), r.key, r.op, r.event_time, r.offset as u32)),
+        );
+    }
+
+    /// Encodes the frame index sidecar.
+    #[must_use]
+    pub fn encode_fidx(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(20 + self.frames.len() * FRAME_ENTRY);
+        out.extend_from_slice(FIDX_MAGIC);
+        out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+        out.extend_from_slice(&(self.frames.len() as u32).to_le_bytes());
+        for f in &self.frames {
+            out.extend_from_slice(&f.offset.to_le_bytes());
+            out.extend_from_slice(&f.first_pos.to_le_bytes());
+            out.extend_from_slice(&f.hlc.0.to_le_bytes());
+            out.extend_from_slice(&f.min_et.to_le_bytes());
+            out.extend_from_slice(&f.max_et.to_le_bytes());
+            out.extend_from_slice(&f.total_len.to_le_bytes());
+            out.extend_from_slice(&f.count.to_le_bytes());
+            out.push(f.kind as u8);
+            out.extend_from_slice(&[0u8; 7]);
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Encodes the key index sidecar: streams sorted by name, keys sorted by bytes,
+    /// each key's versions sorted by `(event_time, position)`.
+    #[must_use]
+    pub fn encode_kidx(&self) -> Vec<u8> {
+        let mut names: Vec<&String> = self.streams.keys().collect();
+        names.sort();
+        let mut out = Vec::new();
+        out.extend_from_slice(KIDX_MAGIC);
+        out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+        out.extend_from_slice(&(names.len() as u32).to_le_bytes());
+        // Directory: name, key count, then three absolute offsets patched below.
+        let mut patch_at = Vec::new();
+        for n in &names {
+            out.push(n.len() as u8);
+            out.extend_from_slice(n.as_bytes());
+            out.extend_from_slice(&(self.streams[*n].len() as u32).to_le_bytes());
+            patch_at.push(out.len());
+            out.extend_from_slice(&[0u8; 24]);
+        }
+        for (n, at) in names.iter().zip(patch_at) {
+            let map = &self.streams[*n];
+            let mut keys: Vec<(&Box<[u8]>, &Vec<VersionRef>)> = map.iter().collect();
+            keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let keys_off = out.len() as u64;
+            let mut blob_len = 0u32;
+            let mut ver_start = 0u32;
+            for (k, vs) in &keys {
+                out.extend_from_slice(&blob_len.to_le_bytes());
+                out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+                out.extend_from_slice(&ver_start.to_le_bytes());
+                out.extend_from_slice(&(vs.len() as u32).to_le_bytes());
+                blob_len += k.len() as u32;
+                ver_start += vs.len() as u32;
+            }
+            let blob_off = out.len() as u64;
+            for (k, _) in &keys {
+                out.extend_from_slice(k);
+            }
+            let vers_off = out.len() as u64;
+            for (_, vs) in &keys {
+                let mut sorted: Vec<VersionRef> = (*vs).clone();
+                sorted.sort_unstable_by_key(VersionRef::order);
+                for v in sorted {
+                    out.extend_from_slice(&v.position.to_le_bytes());
+                    out.extend_from_slice(&v.event_time.to_le_bytes());
+                    out.extend_from_slice(&v.frame_off.to_le_bytes());
+                    out.extend_from_slice(&v.rec_off.to_le_bytes());
+                    out.push(v.op as u8);
+                    out.extend_from_slice(&[0u8; 3]);
+                }
+            }
+            out[at..at + 8].copy_from_slice(&keys_off.to_le_bytes());
+            out[at + 8..at + 16].copy_from_slice(&blob_off.to_le_bytes());
+            out[at + 16..at + 24].copy_from_slice(&vers_off.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+}
+
+/// `HashMap::entry` without allocating the key when it is present.
+trait EntryRef {
+    fn entry_ref_or_insert(&mut self, k: &str) -> &mut KeyMap;
+}
+
+impl EntryRef for HashMap<String, KeyMap, RandomState> {
+    fn entry_ref_or_insert(&mut self, k: &str) -> &mut KeyMap {
+        if !self.contains_key(k) {
+            self.insert(k.to_string(), KeyMap::default());
+        }
+        self.get_mut(k).expect("just inserted")
+    }
+}
+
+fn le_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn le_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Checks magic, version and trailing checksum of a sidecar; returns the body length.
+fn check_sidecar(b: &[u8], magic: &[u8; 8], path: &Path) -> Result<usize> {
+    if b.len() < 16 + 4 {
+        return Err(Error::corrupt(path, 0, format!("index file too short ({} bytes)", b.len())));
+    }
+    if &b[..8] != magic {
+        return Err(Error::corrupt(path, 0, "bad index magic"));
+    }
+    let body = b.len() - 4;
+    let stored = le_u32(b, body).unwrap_or(0);
+    let crc = crc32fast::hash(&b[..body]);
+    if stored != crc {
+        return Err(Error::corrupt(
+            path,
+            body as u64,
+            format!("index checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"),
+        ));
+    }
+    let version = le_u32(b, 8).unwrap_or(0);
+    if version != INDEX_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: INDEX_VERSION,
+        });
+    }
+    Ok(body)
+}
+
+/// Decodes a frame index sidecar.
+pub fn decode_fidx(b: &[u8], path: &Path) -> Result<Vec<FrameMeta>> {
+    let body = check_sidecar(b, FIDX_MAGIC, path)?;
+    let n = le_u32(b, 12).unwrap_or(0) as usize;
+    if 16 + n * FRAME_ENTRY != body {
+        return Err(Error::corrupt(path, 12, format!("frame count {n} does not match file size")));
+    }
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let at = 16 + i * FRAME_ENTRY;
+        let e = &b[at..at + FRAME_ENTRY];
+        let kind = match e[48] {
+            1 => FrameKind::Data,
+            2 => FrameKind::Commit,
+            k => return Err(Error::corrupt(path, at as u64 + 48, format!("unknown frame kind {k}"))),
+        };
+        out.push(FrameMeta {
+            offset: le_u64(e, 0).unwrap_or(0),
+            first_pos: le_u64(e, 8).unwrap_or(0),
+            hlc: Hlc(le_u64(e, 16).unwrap_or(0)),
+            min_et: le_u64(e, 24).unwrap_or(0) as i64,
+            max_et: le_u64(e, 32).unwrap_or(0) as i64,
+            total_len: le_u32(e, 40).unwrap_or(0),
+            count: le_u32(e, 44).unwrap_or(0),
+            kind,
+        });
+    }
+    Ok(out)
+}
+
+/// A stream's section of a key index file.
+#[derive(Debug, Clone)]
+struct StreamSection {
+    key_count: usize,
+    keys_off: usize,
+    blob_off: usize,
+    vers_off: usize,
+}
+
+/// A validated, memory-mapped key index sidecar, searched in place.
+#[derive(Debug, Clone)]
+pub struct KeyIndexFile {
+    bytes: Bytes,
+    streams: Vec<(String, StreamSection)>,
+}
+
+impl KeyIndexFile {
+    /// Validates the checksum and every offset of the file.
+    pub fn open(bytes: Bytes, path: &Path) -> Result<KeyIndexFile> {
+        let body = check_sidecar(&bytes, KIDX_MAGIC, path)?;
+        let b = &bytes[..body];
+        let bad = |at: usize, why: &str| Error::corrupt(path, at as u64, why.to_string());
+        let n = le_u32(b, 12).ok_or_else(|| bad(12, "truncated"))? as usize;
+        let mut at = 16;
+        let mut streams = Vec::with_capacity(n.min(b.len()));
+        for _ in 0..n {
+            let len = usize::from(*b.get(at).ok_or_else(|| bad(at, "directory truncated"))?);
+            let name = b.get(at + 1..at + 1 + len).ok_or_else(|| bad(at, "directory truncated"))?;
+            let name = std::str::from_utf8(name).map_err(|_| bad(at, "stream name not UTF-8"))?.to_string();
+            at += 1 + len;
+            let key_count = le_u32(b, at).ok_or_else(|| bad(at, "directory truncated"))? as usize;
+            let keys_off = le_u64(b, at + 4).ok_or_else(|| bad(at, "directory truncated"))? as usize;
+            let blob_off = le_u64(b, at + 12).ok_or_else(|| bad(at, "directory truncated"))? as usize;
+            let vers_off = le_u64(b, at + 20).ok_or_else(|| bad(at, "directory truncated"))? as usize;
+            if keys_off.checked_add(key_count.saturating_mul(KEY_ENTRY)) != Some(blob_off)
+                || blob_off > vers_off
+                || vers_off > body
+            {
+                return Err(bad(at, "stream section offsets out of bounds"));
+            }
+            let sec = StreamSection {
+                key_count,
+                keys_off,
+                blob_off,
+                vers_off,
+            };
+            // Validate every key entry once so lookups can index without checks failing.
+            let blob_len = vers_off - blob_off;
+            let mut versions = 0usize;
+            for i in 0..key_count {
+                let e = keys_off + i * KEY_ENTRY;
+                let (ko, kl, vs, vc) = (
+                    le_u32(b, e).unwrap_or(u32::MAX) as usize,
+                    le_u32(b, e + 4).unwrap_or(u32::MAX) as usize,
+                    le_u32(b, e + 8).unwrap_or(u32::MAX) as usize,
+                    le_u32(b, e + 12).unwrap_or(u32::MAX) as usize,
+                );
+                if ko + kl > blob_len || vs != versions || vc == 0 {
+                    return Err(bad(e, "key entry out of bounds"));
+                }
+                versions += vc;
+            }
+            if vers_off + versions * VERSION_ENTRY > body {
+                return Err(bad(vers_off, "versions beyond end of file"));
+            }
+            streams.push((name, sec));
+            at += 28;
+        }
+        Ok(KeyIndexFile { bytes, streams })
+    }
+
+    fn section(&self, stream: &str) -> Option<&StreamSection> {
+        self.streams.iter().find(|(n, _)| n == stream).map(|(_, s)| s)
+    }
+
+    /// Stream names in this segment.
+    pub fn stream_names(&self) -> impl Iterator<Item = &str> {
+        self.streams.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Number of keys of `stream`.
+    #[must_use]
+    pub fn key_count(&self, stream: &str) -> usize {
+        self.section(stream).map_or(0, |s| s.key_count)
+    }
+
+    fn key_entry(&self, s: &StreamSection, i: usize) -> (Bytes, usize, usize) {
+        let b = &self.bytes;
+        let e = s.keys_off + i * KEY_ENTRY;
+        let ko = le_u32(b, e).unwrap_or(0) as usize;
+        let kl = le_u32(b, e + 4).unwrap_or(0) as usize;
+        let vs = le_u32(b, e + 8).unwrap_or(0) as usize;
+        let vc = le_u32(b, e + 12).unwrap_or(0) as usize;
+        (self.bytes.slice(s.blob_off + ko..s.blob_off + ko + kl), vs, vc)
+    }
+
+    fn versions_at(&self, s: &StreamSection, start: usize, count: usize, out: &mut Vec<VersionRef>) {
+        let b = &self.bytes;
+        for i in start..start + count {
+            let at = s.vers_off + i * VERSION_ENTRY;
+            out.push(VersionRef {
+                position: le_u64(b, at).unwrap_or(0),
+                event_time: le_u64(b, at + 8).unwrap_or(0) as i64,
+                frame_off: le_u64(b, at + 16).unwrap_or(0),
+                rec_off: le_u32(b, at + 24).unwrap_or(0),
+                op: Op::from_u8(b[at + 28]).unwrap_or(Op::Put),
+            });
+        }
+    }
+
+    /// Appends the versions of `key` in `stream` (sorted by `(event_time, position)`)
+    /// to `out`. Binary search over the sorted key table.
+    pub fn versions(&self, stream: &str, key: &[u8], out: &mut Vec<VersionRef>) {
+        let Some(s) = self.section(stream) else { return };
+        let (mut lo, mut hi) = (0usize, s.key_count);
+        let b = &self.bytes;
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let e = s.keys_off + mid * KEY_ENTRY;
+            let ko = le_u32(b, e).unwrap_or(0) as usize;
+            let kl = le_u32(b, e + 4).unwrap_or(0) as usize;
+            let k = &b[s.blob_off + ko..s.blob_off + ko + kl];
+            match k.cmp(key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => {
+                    let (_, vs, vc) = self.key_entry(s, mid);
+                    self.versions_at(s, vs, vc, out);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The `i`-th key of `stream` in byte order, with its versions.
+    pub fn entry(&self, stream: &str, i: usize, out: &mut Vec<VersionRef>) -> Option<Bytes> {
+        let s = self.section(stream)?;
+        if i >= s.key_count {
+            return None;
+        }
+        let (k, vs, vc) = self.key_entry(s, i);
+        self.versions_at(s, vs, vc, out);
+        Some(k)
+    }
+}

@@ -1,0 +1,595 @@
+//! The log: opening and recovery, the single writer with group commit, segment
+//! rolls, and the published state readers snapshot.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::frame::{FrameBuilder, FrameKind};
+use super::fsutil::{self, FaultOp, FaultPlan};
+use super::index::{FrameMeta, MemIndex};
+use super::meta::{self, Durability, Settings};
+use super::mmap;
+use super::record::{Clock, Hlc, HlcState};
+use super::segment::{self, SealedSegment};
+use crate::{Error, Result};
+
+/// Resolved configuration of an open log.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Persisted settings (possibly overridden for this handle).
+    pub settings: Settings,
+    /// Largest key accepted.
+    pub max_key_size: usize,
+    /// Largest value accepted.
+    pub max_value_size: usize,
+    /// Open without the writer lock; refuse writes.
+    pub read_only: bool,
+    /// Wall clock for recorded_at stamps.
+    pub clock: Arc<dyn Clock>,
+    /// Test hook failing the N-th write or sync.
+    pub faults: Option<Arc<FaultPlan>>,
+}
+
+/// What opening found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Bytes cut from the end of the active segment (torn or uncommitted tail).
+    pub truncated_bytes: u64,
+    /// Why the tail was cut, if it was.
+    pub reason: Option<String>,
+}
+
+/// The segment being appended to.
+#[derive(Debug)]
+pub struct ActiveSegment {
+    /// First position.
+    pub base: u64,
+    /// File path.
+    pub path: PathBuf,
+    file: File,
+    /// Indexes and the committed (visible) end.
+    pub inner: RwLock<ActiveInner>,
+    map: Mutex<Bytes>,
+}
+
+/// Mutable state of the active segment, shared with readers.
+#[derive(Debug)]
+pub struct ActiveInner {
+    /// Indexes of every frame written (readers filter by `end_pos`).
+    pub index: MemIndex,
+    /// One past the last visible position.
+    pub end_pos: u64,
+    /// Bytes of the file that are visible.
+    pub end_off: u64,
+}
+
+impl ActiveSegment {
+    /// The first `len` bytes of the file, mapped (remapped when it has grown).
+    pub fn bytes_upto(&self, len: u64) -> Result<Bytes> {
+        let mut m = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if (m.len() as u64) < len {
+            *m = mmap::map(&self.file, len as usize, &self.path)?;
+        }
+        Ok(m.slice(..len as usize))
+    }
+}
+
+/// The segments readers see: an immutable list, replaced on every roll.
+#[derive(Debug)]
+pub struct LogState {
+    /// Sealed segments in position order.
+    pub sealed: Vec<Arc<SealedSegment>>,
+    /// The active segment.
+    pub active: Arc<ActiveSegment>,
+}
+
+struct WriterState {
+    active: Arc<ActiveSegment>,
+    off: u64,
+    next_pos: u64,
+    hlc: HlcState,
+}
+
+struct SyncState {
+    written: (Arc<ActiveSegment>, u64, u64),
+    synced_pos: u64,
+    syncing: bool,
+}
+
+/// The append-only log of one database directory.
+pub struct Log {
+    /// The database directory.
+    pub dir: PathBuf,
+    /// Configuration.
+    pub config: Config,
+    state: RwLock<Arc<LogState>>,
+    writer: Option<Mutex<WriterState>>,
+    sync: Mutex<SyncState>,
+    sync_cv: Condvar,
+    poison: Mutex<Option<String>>,
+    /// What recovery did at open.
+    pub recovery: RecoveryReport,
+    _lock: Option<File>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Log {
+    /// Opens (or, when `create`, creates) the log in `dir`.
+    pub fn open(dir: &Path, config: Config) -> Result<Arc<Log>> {
+        let lock_file = if config.read_only { None } else { Some(meta::lock(dir)?) };
+        let mut segs = segment::list(dir)?;
+        if segs.is_empty() {
+            if config.read_only {
+                return Err(Error::NotADatabase(dir.to_path_buf()));
+            }
+            let (_, path) = segment::create(dir, 0)?;
+            segs.push((0, path));
+        }
+        let (active_base, active_path) = segs.pop().expect("at least one segment");
+        let writable = !config.read_only;
+        let sealed = segs
+            .into_iter()
+            .map(|(base, path)| SealedSegment::open(path, base, writable).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+
+        let file = OpenOptions::new()
+            .read(true)
+            .write(writable)
+            .open(&active_path)
+            .map_err(|e| Error::io(&active_path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(&active_path, e))?.len();
+        let mut recovery = RecoveryReport::default();
+        if len < segment::SEGMENT_HEADER_LEN as u64 && writable {
+            // Crash while creating the segment: the header never became durable.
+            fsutil::write_all_at(&file, &segment::encode_header(), 0, &active_path)?;
+            file.sync_all().map_err(|e| Error::io(&active_path, e))?;
+        }
+        let len = file.metadata().map_err(|e| Error::io(&active_path, e))?.len();
+        let bytes = mmap::map(&file, len as usize, &active_path)?;
+        let scan = segment::scan(&bytes, active_base, &active_path)?;
+        drop(bytes);
+        if scan.committed_end < len {
+            recovery.truncated_bytes = len - scan.committed_end;
+            recovery.reason = scan.stopped.as_ref().map(|(off, why)| format!("at offset {off}: {why}"));
+            if writable {
+                log::warn!(
+                    "{}: cut {} bytes of torn or uncommitted tail ({})",
+                    active_path.display(),
+                    recovery.truncated_bytes,
+                    recovery.reason.as_deref().unwrap_or("")
+                );
+                file.set_len(scan.committed_end).map_err(|e| Error::io(&active_path, e))?;
+                file.sync_all().map_err(|e| Error::io(&active_path, e))?;
+            }
+        }
+        if let Some(prev) = sealed.last() {
+            let end = prev.end_pos()?;
+            if end != active_base {
+                return Err(Error::corrupt(
+                    &prev.path,
+                    0,
+                    format!("segment ends at position {end} but the next segment starts at {active_base}"),
+                ));
+            }
+        }
+        let last_hlc = match scan.index.frames.last() {
+            Some(f) => Hlc(f.hlc.0 + u64::from(f.count.max(1)) - 1),
+            None => match sealed.last() {
+                Some(s) => s.frames()?.last().map_or(Hlc(0), |f| Hlc(f.hlc.0 + u64::from(f.count.max(1)) - 1)),
+                None => Hlc(0),
+            },
+        };
+        let active = Arc::new(ActiveSegment {
+            base: active_base,
+            path: active_path,
+            file,
+            inner: RwLock::new(ActiveInner {
+                index: scan.index,
+                end_pos: scan.end_pos,
+                end_off: scan.committed_end,
+            }),
+            map: Mutex::new(Bytes::new()),
+        });
+        let writer = writable.then(|| {
+            Mutex::new(WriterState {
+                active: active.clone(),
+                off: scan.committed_end,
+                next_pos: scan.end_pos,
+                hlc: HlcState::starting_after(last_hlc),
+            })
+        });
+        let log = Arc::new(Log {
+            dir: dir.to_path_buf(),
+            config,
+            state: RwLock::new(Arc::new(LogState { sealed, active: active.clone() })),
+            writer,
+            sync: Mutex::new(SyncState {
+                written: (active, scan.end_pos, scan.committed_end),
+                synced_pos: scan.end_pos,
+                syncing: false,
+            }),
+            sync_cv: Condvar::new(),
+            poison: Mutex::new(None),
+            recovery,
+            _lock: lock_file,
+        });
+        if let (Durability::Periodic(every), false) = (log.config.settings.durability, log.config.read_only) {
+            spawn_periodic_sync(Arc::downgrade(&log), every);
+        }
+        Ok(log)
+    }
+
+    /// The current segment list.
+    pub fn state(&self) -> Arc<LogState> {
+        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn check_poison(&self) -> Result<()> {
+        match &*lock(&self.poison) {
+            Some(why) => Err(Error::Poisoned(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn poison_with(&self, e: Error) -> Error {
+        {
+            let mut p = lock(&self.poison);
+            if p.is_none() {
+                *p = Some(e.to_string());
+            }
+        }
+        let _g = lock(&self.sync);
+        self.sync_cv.notify_all();
+        e
+    }
+
+    fn fault(&self, op: FaultOp, path: &Path) -> Result<()> {
+        match &self.config.faults {
+            Some(f) => f.check(op, path),
+            None => Ok(()),
+        }
+    }
+
+    fn writer(&self) -> Result<MutexGuard<'_, WriterState>> {
+        let w = self.writer.as_ref().ok_or(Error::ReadOnly)?;
+        let g = lock(w);
+        self.check_poison()?;
+        Ok(g)
+    }
+
+    /// Checks limits on every record of the frames before anything is written.
+    fn validate(&self, frames: &[FrameBuilder]) -> Result<()> {
+        for f in frames {
+            for (_, r) in f.records() {
+                if r.key.len() > self.config.max_key_size {
+                    return Err(Error::InvalidInput(format!(
+                        "key of {} bytes exceeds the limit of {} bytes",
+                        r.key.len(),
+                        self.config.max_key_size
+                    )));
+                }
+                if r.value.len() > self.config.max_value_size {
+                    return Err(Error::InvalidInput(format!(
+                        "value of {} bytes exceeds the limit of {} bytes",
+                        r.value.len(),
+                        self.config.max_value_size
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits a batch of frames atomically. Returns the position range.
+    pub fn commit(&self, mut frames: Vec<FrameBuilder>, force_sync: bool) -> Result<std::ops::Range<u64>> {
+        frames.retain(|f| f.count() > 0);
+        self.validate(&frames)?;
+        let mut w = self.writer()?;
+        if frames.is_empty() {
+            return Ok(w.next_pos..w.next_pos);
+        }
+        let first = w.next_pos;
+        let n = frames.len();
+        let start_off = w.off;
+        let mut metas = Vec::with_capacity(n);
+        let mut pos = first;
+        let mut off = w.off;
+        for (i, f) in frames.iter_mut().enumerate() {
+            let kind = if i + 1 == n { FrameKind::Commit } else { FrameKind::Data };
+            let hlc = w.hlc.reserve(self.config.clock.now_ms(), u64::from(f.count()));
+            f.finish(kind, pos, hlc, self.config.settings.compression.level())?;
+            let bytes = f.encoded();
+            if let Err(e) = self
+                .fault(FaultOp::Write, &w.active.path)
+                .and_then(|()| fsutil::write_all_at(&w.active.file, bytes, off, &w.active.path))
+            {
+                let _ = w.active.file.set_len(start_off);
+                return Err(self.poison_with(e));
+            }
+            metas.push(FrameMeta {
+                offset: off,
+                first_pos: pos,
+                hlc,
+                min_et: 0,
+                max_et: 0,
+                total_len: bytes.len() as u32,
+                count: f.count(),
+                kind,
+            });
+            off += bytes.len() as u64;
+            pos += u64::from(f.count());
+        }
+        {
+            let mut inner = w.active.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (f, meta) in frames.iter().zip(metas) {
+                inner
+                    .index
+                    .add_frame(meta, f.records().map(|(s, r)| (s, r.key, r.op, r.event_time, r.offset as u32)));
+            }
+        }
+        let wait = self.finish_commit(&mut w, pos, off, force_sync)?;
+        drop(w);
+        if wait {
+            self.wait_synced(pos)?;
+        }
+        Ok(first..pos)
+    }
+
+    /// Publishes a written transaction and rolls the segment if full. Returns whether
+    /// the caller must wait for the fsync (after releasing the writer, so the next
+    /// batches are written while this one syncs).
+    fn finish_commit(&self, w: &mut WriterState, end_pos: u64, end_off: u64, force_sync: bool) -> Result<bool> {
+        w.off = end_off;
+        w.next_pos = end_pos;
+        let sync_mode = self.config.settings.durability == Durability::Sync;
+        if !sync_mode {
+            let mut inner = w.active.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            inner.end_pos = end_pos;
+            inner.end_off = end_off;
+        }
+        lock(&self.sync).written = (w.active.clone(), end_pos, end_off);
+        if w.off >= self.config.settings.segment_size {
+            self.roll(w)?;
+        }
+        Ok(sync_mode || force_sync)
+    }
+
+    /// Waits until every position below `end` is durable, leading an fsync when no
+    /// one else is (group commit).
+    fn wait_synced(&self, end: u64) -> Result<()> {
+        let mut s = lock(&self.sync);
+        loop {
+            if s.synced_pos >= end {
+                return Ok(());
+            }
+            self.check_poison()?;
+            if s.syncing {
+                s = self.sync_cv.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            s.syncing = true;
+            let (seg, pos, off) = s.written.clone();
+            drop(s);
+            let r = self
+                .fault(FaultOp::Sync, &seg.path)
+                .and_then(|()| seg.file.sync_data().map_err(|e| Error::io(&seg.path, e)));
+            if r.is_ok() {
+                let mut inner = seg.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                inner.end_pos = inner.end_pos.max(pos);
+                inner.end_off = inner.end_off.max(off);
+            }
+            s = lock(&self.sync);
+            s.syncing = false;
+            if let Err(e) = r {
+                drop(s);
+                return Err(self.poison_with(e));
+            }
+            s.synced_pos = s.synced_pos.max(pos);
+            self.sync_cv.notify_all();
+        }
+    }
+
+    /// Makes everything committed so far durable.
+    pub fn flush(&self) -> Result<()> {
+        if self.writer.is_none() {
+            return Ok(());
+        }
+        let end = lock(&self.sync).written.1;
+        self.wait_synced(end)
+    }
+
+    /// Seals the active segment and starts a new one.
+    fn roll(&self, w: &mut WriterState) -> Result<()> {
+        let old = w.active.clone();
+        self.fault(FaultOp::Sync, &old.path)
+            .and_then(|()| old.file.sync_data().map_err(|e| Error::io(&old.path, e)))
+            .map_err(|e| self.poison_with(e))?;
+        let frames = {
+            let mut inner = old.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            inner.end_pos = w.next_pos;
+            inner.end_off = w.off;
+            segment::write_sidecars(&old.path, &inner.index).map_err(|e| self.poison_with(e))?;
+            inner.index.frames.clone()
+        };
+        {
+            let mut s = lock(&self.sync);
+            s.synced_pos = s.synced_pos.max(w.next_pos);
+            self.sync_cv.notify_all();
+        }
+        let (file, path) = segment::create(&self.dir, w.next_pos).map_err(|e| self.poison_with(e))?;
+        let sealed = Arc::new(SealedSegment::from_sealed(old.path.clone(), old.base, frames)?);
+        let active = Arc::new(ActiveSegment {
+            base: w.next_pos,
+            path,
+            file,
+            inner: RwLock::new(ActiveInner {
+                index: MemIndex::default(),
+                end_pos: w.next_pos,
+                end_off: segment::SEGMENT_HEADER_LEN as u64,
+            }),
+            map: Mutex::new(Bytes::new()),
+        });
+        {
+            let mut st = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut sealed_list = st.sealed.clone();
+            sealed_list.push(sealed);
+            *st = Arc::new(LogState {
+                sealed: sealed_list,
+                active: active.clone(),
+            });
+        }
+        lock(&self.sync).written = (active.clone(), w.next_pos, segment::SEGMENT_HEADER_LEN as u64);
+        w.active = active;
+        w.off = segment::SEGMENT_HEADER_LEN as u64;
+        Ok(())
+    }
+
+    /// Starts a streaming transaction that holds the writer until it commits or drops.
+    pub fn transaction(&self) -> Result<Transaction<'_>> {
+        let w = self.writer()?;
+        Ok(Transaction {
+            log: self,
+            start_off: w.off,
+            first: w.next_pos,
+            next: w.next_pos,
+            off: w.off,
+            data_frames: Vec::new(),
+            w,
+            cur: FrameBuilder::new(),
+            done: false,
+        })
+    }
+}
+
+/// A transaction written as it is built, for batches larger than memory: full frames
+/// go to disk as data frames; the commit frame makes them all visible at once.
+/// Dropping it without commit erases what it wrote.
+pub struct Transaction<'a> {
+    log: &'a Log,
+    w: MutexGuard<'a, WriterState>,
+    cur: FrameBuilder,
+    start_off: u64,
+    first: u64,
+    next: u64,
+    off: u64,
+    data_frames: Vec<u64>,
+    done: bool,
+}
+
+impl Transaction<'_> {
+    /// The frame being filled; flushes it first when `extra` more bytes would overflow it.
+    pub fn frame_for(&mut self, stream: &str, extra: usize) -> Result<&mut FrameBuilder> {
+        if self.cur.is_full_for(stream, extra) {
+            self.flush_frame(FrameKind::Data)?;
+        }
+        Ok(&mut self.cur)
+    }
+
+    /// Position the next record will get.
+    #[must_use]
+    pub fn next_position(&self) -> u64 {
+        self.next + u64::from(self.cur.count())
+    }
+
+    /// First position of the transaction.
+    #[must_use]
+    pub fn first_position(&self) -> u64 {
+        self.first
+    }
+
+    fn flush_frame(&mut self, kind: FrameKind) -> Result<()> {
+        let log = self.log;
+        let mut f = std::mem::take(&mut self.cur);
+        log.validate(std::slice::from_ref(&f))?;
+        let hlc = self.w.hlc.reserve(log.config.clock.now_ms(), u64::from(f.count()));
+        f.finish(kind, self.next, hlc, log.config.settings.compression.level())?;
+        let path = self.w.active.path.clone();
+        if let Err(e) = log
+            .fault(FaultOp::Write, &path)
+            .and_then(|()| fsutil::write_all_at(&self.w.active.file, f.encoded(), self.off, &path))
+        {
+            return Err(log.poison_with(e));
+        }
+        if kind == FrameKind::Data {
+            self.data_frames.push(self.off);
+        } else {
+            let meta = FrameMeta {
+                offset: self.off,
+                first_pos: self.next,
+                hlc,
+                min_et: 0,
+                max_et: 0,
+                total_len: f.encoded().len() as u32,
+                count: f.count(),
+                kind,
+            };
+            // Index the data frames from disk (page cache), then the commit frame.
+            let bytes = mmap::map(&self.w.active.file, self.off as usize, &path)?;
+            let mut inner = self.w.active.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for &at in &self.data_frames {
+                let frame = super::frame::Frame::decode(&bytes, at as usize, &path)?;
+                inner.index.add_decoded(&frame, at);
+            }
+            inner
+                .index
+                .add_frame(meta, f.records().map(|(s, r)| (s, r.key, r.op, r.event_time, r.offset as u32)));
+        }
+        self.off += f.encoded().len() as u64;
+        self.next += u64::from(f.count());
+        Ok(())
+    }
+
+    /// Writes the commit frame and publishes the whole transaction.
+    pub fn commit(mut self, force_sync: bool) -> Result<std::ops::Range<u64>> {
+        if self.next == self.first && self.cur.count() == 0 {
+            self.done = true;
+            return Ok(self.first..self.first);
+        }
+        self.flush_frame(FrameKind::Commit)?;
+        self.done = true;
+        let (first, end, off, log) = (self.first, self.next, self.off, self.log);
+        let wait = log.finish_commit(&mut self.w, end, off, force_sync)?;
+        drop(self);
+        if wait {
+            log.wait_synced(end)?;
+        }
+        Ok(first..end)
+    }
+}
+
+impl Drop for Transaction<'_> {
+    fn drop(&mut self) {
+        if !self.done && self.off > self.start_off {
+            let path = self.w.active.path.clone();
+            if let Err(e) = self.w.active.file.set_len(self.start_off) {
+                self.log.poison_with(Error::io(path, e));
+            }
+        }
+    }
+}
+
+fn spawn_periodic_sync(log: Weak<Log>, every: Duration) {
+    let spawned = std::thread::Builder::new().name("tablelog-sync".into()).spawn(move || loop {
+        std::thread::sleep(every);
+        let Some(log) = log.upgrade() else { return };
+        if log.flush().is_err() {
+            return;
+        }
+    });
+    if let Err(e) = spawned {
+        log::error!("could not start the periodic sync thread: {e}");
+    }
+}

@@ -1,0 +1,19 @@
+//! The bottom layer: the append-only log on disk.
+//!
+//! - [`record`]: records, ops, the hybrid logical clock.
+//! - [`frame`]: the checksummed unit written to disk (a batch, or part of one).
+//! - [`segment`]: segment files, their header, and the recovery scan.
+//! - [`index`]: frame (position/time) and key indexes, in memory and as sidecars.
+//! - [`log`]: opening, the writer, group commit, segment rolls.
+//! - [`view`]: read snapshots and scans.
+//! - [`meta`]: persisted settings and the writer lock.
+
+pub mod frame;
+pub mod fsutil;
+pub mod index;
+pub mod log;
+pub mod meta;
+mod mmap;
+pub mod record;
+pub mod segment;
+pub mod view;

@@ -1,0 +1,492 @@
+//! A read view: a snapshot of the committed log that never changes and never
+//! blocks the writer. Scans by position, stream and event time; key versions.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::frame::trusted_records;
+use super::frame::parse_record;
+use super::index::{FrameMeta, VersionRef};
+use super::log::{LogState, RecoveryReport};
+use super::record::{Hlc, Record};
+use super::segment::SealedSegment;
+use crate::{Error, Result};
+
+/// A consistent, immutable view of the log up to a committed position.
+#[derive(Debug, Clone)]
+pub struct View {
+    state: Arc<LogState>,
+    end_pos: u64,
+    active_bytes: Bytes,
+    active_frames: Arc<[FrameMeta]>,
+}
+
+/// One segment as seen by a view.
+#[derive(Clone, Copy)]
+enum Seg<'a> {
+    Sealed(&'a SealedSegment),
+    Active(&'a View),
+}
+
+impl<'a> Seg<'a> {
+    fn path(self) -> &'a Path {
+        match self {
+            Seg::Sealed(s) => &s.path,
+            Seg::Active(v) => &v.state.active.path,
+        }
+    }
+
+    fn bytes(self) -> &'a Bytes {
+        match self {
+            Seg::Sealed(s) => &s.bytes,
+            Seg::Active(v) => &v.active_bytes,
+        }
+    }
+
+    fn frames(self) -> Result<&'a [FrameMeta]> {
+        match self {
+            Seg::Sealed(s) => s.frames(),
+            Seg::Active(v) => Ok(&v.active_frames),
+        }
+    }
+
+    /// The raw records of frame `i`, validated.
+    fn records(self, i: usize) -> Result<(FrameMeta, Bytes, Vec<Arc<str>>)> {
+        let frames = self.frames()?;
+        let meta = frames[i];
+        if let Seg::Sealed(s) = self {
+            s.check_frame_once(i)?;
+        }
+        let (header, recs) = trusted_records(self.bytes(), meta.offset as usize, self.path())?;
+        // The stream table follows the records in the raw payload; re-derive it.
+        let streams = stream_table(self.bytes(), meta.offset as usize, header.records_len, self.path())?;
+        Ok((meta, recs, streams))
+    }
+}
+
+fn stream_table(seg: &Bytes, off: usize, records_len: u32, path: &Path) -> Result<Vec<Arc<str>>> {
+    let (_, payload) = full_payload(seg, off, path)?;
+    let b = &payload[records_len as usize..];
+    let n = usize::from(u16::from_le_bytes([b[0], b[1]]));
+    let mut at = 2;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = usize::from(b[at]);
+        let name = std::str::from_utf8(&b[at + 1..at + 1 + len])
+            .map_err(|_| Error::corrupt(path, off as u64, "stream name not UTF-8"))?;
+        out.push(Arc::from(name));
+        at += 1 + len;
+    }
+    Ok(out)
+}
+
+fn full_payload(seg: &Bytes, off: usize, path: &Path) -> Result<(super::frame::FrameHeader, Bytes)> {
+    let (h, _) = trusted_records(seg, off, path)?;
+    let start = off + super::frame::HEADER_LEN;
+    if h.flags & super::frame::FLAG_ZSTD != 0 {
+        let raw = zstd::bulk::decompress(&seg[start..start + h.stored_len as usize], h.raw_len as usize)
+            .map_err(|e| Error::corrupt(path, off as u64, format!("zstd: {e}")))?;
+        Ok((h, Bytes::from(raw)))
+    } else {
+        Ok((h, seg.slice(start..start + h.stored_len as usize)))
+    }
+}
+
+impl View {
+    /// Takes a view of everything committed in `state` now.
+    pub fn new(state: Arc<LogState>) -> Result<View> {
+        let (end_pos, end_off, frames) = {
+            let inner = state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = inner.index.frames.partition_point(|f| f.end_pos() <= inner.end_pos && f.offset < inner.end_off);
+            (inner.end_pos, inner.end_off, Arc::from(&inner.index.frames[..n]))
+        };
+        let active_bytes = state.active.bytes_upto(end_off)?;
+        Ok(View {
+            state,
+            end_pos,
+            active_bytes,
+            active_frames: frames,
+        })
+    }
+
+    /// One past the last visible position (the number of records ever committed).
+    #[must_use]
+    pub fn end_position(&self) -> u64 {
+        self.end_pos
+    }
+
+    fn segs(&self) -> impl DoubleEndedIterator<Item = Seg<'_>> + '_ {
+        self.state
+            .sealed
+            .iter()
+            .map(|s| Seg::Sealed(s))
+            .chain(std::iter::once(Seg::Active(self)))
+    }
+
+    fn seg_count(&self) -> usize {
+        self.state.sealed.len() + 1
+    }
+
+    fn seg(&self, i: usize) -> Seg<'_> {
+        if i < self.state.sealed.len() {
+            Seg::Sealed(&self.state.sealed[i])
+        } else {
+            Seg::Active(self)
+        }
+    }
+
+    fn seg_index_for(&self, pos: u64) -> usize {
+        let sealed = &self.state.sealed;
+        if pos >= self.state.active.base {
+            return sealed.len();
+        }
+        sealed.partition_point(|s| s.base <= pos).saturating_sub(1)
+    }
+
+    /// Sealed segments (for stats and verify).
+    #[must_use]
+    pub fn sealed_segments(&self) -> &[Arc<SealedSegment>] {
+        &self.state.sealed
+    }
+
+    /// Path and visible byte length of the active segment.
+    #[must_use]
+    pub fn active_segment(&self) -> (&Path, u64, &[FrameMeta]) {
+        (&self.state.active.path, self.active_bytes.len() as u64, &self.active_frames)
+    }
+
+    /// Reads the record at `pos`.
+    pub fn read(&self, pos: u64) -> Result<Record> {
+        if pos >= self.end_pos {
+            return Err(Error::PositionNotWritten {
+                requested: pos,
+                next: self.end_pos,
+            });
+        }
+        self.scan(pos, None).next().unwrap_or(Err(Error::PositionNotWritten {
+            requested: pos,
+            next: self.end_pos,
+        }))
+    }
+
+    /// Iterates records from position `from` on, optionally of one stream only.
+    #[must_use]
+    pub fn scan(&self, from: u64, stream: Option<&str>) -> Scan {
+        Scan::new(self.clone(), from, stream.map(Arc::from), i64::MIN, i64::MAX)
+    }
+
+    /// Iterates a stream's records with `lo <= event_time <= hi`, in position order,
+    /// skipping frames whose event-time range does not overlap.
+    #[must_use]
+    pub fn scan_time(&self, stream: &str, lo: i64, hi: i64) -> Scan {
+        Scan::new(self.clone(), 0, Some(Arc::from(stream)), lo, hi)
+    }
+
+    /// Every visible version of `key` in `stream`, sorted by `(event_time, position)`.
+    /// Uses the key indexes: cost grows with the key's versions and the number of
+    /// segments, not with the log.
+    pub fn versions(&self, stream: &str, key: &[u8]) -> Result<Vec<VersionRef>> {
+        let mut out = Vec::new();
+        for s in &self.state.sealed {
+            s.keys()?.versions(stream, key, &mut out);
+        }
+        {
+            let inner = self.state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(vs) = inner.index.streams.get(stream).and_then(|m| m.get(key)) {
+                out.extend(vs.iter().filter(|v| v.position < self.end_pos));
+            }
+        }
+        out.sort_unstable_by_key(VersionRef::order);
+        Ok(out)
+    }
+
+    /// The value of the record a version points to (zero-copy when uncompressed).
+    pub fn value(&self, v: &VersionRef) -> Result<Bytes> {
+        let seg = self.seg(self.seg_index_for(v.position));
+        if let Seg::Sealed(s) = seg {
+            let frames = s.frames()?;
+            let i = frames.partition_point(|f| f.offset < v.frame_off);
+            if frames.get(i).map(|f| f.offset) != Some(v.frame_off) {
+                return Err(Error::corrupt(s.path.with_extension("kidx"), 0, "version points at no frame"));
+            }
+            s.check_frame_once(i)?;
+        }
+        let (_, recs) = trusted_records(seg.bytes(), v.frame_off as usize, seg.path())?;
+        let r = parse_record(&recs, v.rec_off as usize).ok_or_else(|| {
+            Error::corrupt(seg.path(), v.frame_off, format!("no record at payload offset {}", v.rec_off))
+        })?;
+        Ok(recs.slice(r.value_off..r.value_off + r.value.len()))
+    }
+
+    /// Stream names with at least one visible record.
+    pub fn streams(&self) -> Result<Vec<String>> {
+        let mut names = std::collections::BTreeSet::new();
+        for s in &self.state.sealed {
+            names.extend(s.keys()?.stream_names().map(str::to_string));
+        }
+        let inner = self.state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (name, keys) in &inner.index.streams {
+            if keys.values().any(|vs| vs.first().is_some_and(|v| v.position < self.end_pos)) {
+                names.insert(name.clone());
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// Whether `stream` has any visible record.
+    pub fn has_stream(&self, stream: &str) -> Result<bool> {
+        for s in &self.state.sealed {
+            if s.keys()?.key_count(stream) > 0 {
+                return Ok(true);
+            }
+        }
+        let inner = self.state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(inner
+            .index
+            .streams
+            .get(stream)
+            .is_some_and(|m| m.values().any(|vs| vs.first().is_some_and(|v| v.position < self.end_pos))))
+    }
+
+    /// Every key of `stream` in byte order with its visible versions sorted by
+    /// `(event_time, position)`: a merge of the segments' key indexes.
+    pub fn keys(&self, stream: &str) -> Result<KeyCursor> {
+        let mut sealed = Vec::new();
+        for s in &self.state.sealed {
+            let k = s.keys()?;
+            if k.key_count(stream) > 0 {
+                sealed.push((k.clone(), 0usize));
+            }
+        }
+        let active = {
+            let inner = self.state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut v: Vec<(Bytes, Vec<VersionRef>)> = inner
+                .index
+                .streams
+                .get(stream)
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|(k, vs)| {
+                            let vis: Vec<VersionRef> = vs.iter().copied().filter(|v| v.position < self.end_pos).collect();
+                            (!vis.is_empty()).then(|| (Bytes::copy_from_slice(k), vis))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        Ok(KeyCursor {
+            stream: stream.to_string(),
+            sealed,
+            heads: Vec::new(),
+            active: active.into_iter().peekable(),
+            end_pos: self.end_pos,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The last position recorded at or before `at`, or `None` if nothing was.
+    pub fn position_at(&self, at: Hlc) -> Result<Option<u64>> {
+        // Walk segments from the newest; frames are in hlc order.
+        for seg in self.segs().rev() {
+            let frames = seg.frames()?;
+            let i = frames.partition_point(|f| f.hlc <= at);
+            if i == 0 {
+                continue;
+            }
+            let f = frames[i - 1];
+            if f.count == 0 {
+                return Ok(f.first_pos.checked_sub(1));
+            }
+            let within = (at.0 - f.hlc.0).min(u64::from(f.count) - 1);
+            return Ok(Some((f.first_pos + within).min(self.end_pos.saturating_sub(1))));
+        }
+        Ok(None)
+    }
+
+    /// What recovery found at open (the view's log).
+    #[must_use]
+    pub fn state(&self) -> &LogState {
+        &self.state
+    }
+}
+
+/// Report of recovery, re-exported for the database handle.
+pub type Recovery = RecoveryReport;
+
+/// Merged, key-ordered iteration over one stream's keys across all segments.
+#[derive(Debug)]
+pub struct KeyCursor {
+    stream: String,
+    sealed: Vec<(super::index::KeyIndexFile, usize)>,
+    heads: Vec<Option<Bytes>>,
+    active: std::iter::Peekable<std::vec::IntoIter<(Bytes, Vec<VersionRef>)>>,
+    end_pos: u64,
+    scratch: Vec<VersionRef>,
+}
+
+impl KeyCursor {
+    /// The next key with every visible version, sorted by `(event_time, position)`.
+    pub fn next_key(&mut self, out: &mut Vec<VersionRef>) -> Option<Bytes> {
+        out.clear();
+        if self.heads.len() != self.sealed.len() {
+            self.heads = self
+                .sealed
+                .iter()
+                .map(|(k, i)| {
+                    let mut tmp = Vec::new();
+                    k.entry(&self.stream, *i, &mut tmp)
+                })
+                .collect();
+        }
+        let mut min: Option<Bytes> = self.active.peek().map(|(k, _)| k.clone());
+        for h in self.heads.iter().flatten() {
+            if min.as_ref().is_none_or(|m| h < m) {
+                min = Some(h.clone());
+            }
+        }
+        let key = min?;
+        for (j, (k, i)) in self.sealed.iter_mut().enumerate() {
+            if self.heads[j].as_ref() == Some(&key) {
+                self.scratch.clear();
+                k.entry(&self.stream, *i, &mut self.scratch);
+                out.extend(self.scratch.iter().filter(|v| v.position < self.end_pos));
+                *i += 1;
+                self.scratch.clear();
+                self.heads[j] = k.entry(&self.stream, *i, &mut self.scratch);
+            }
+        }
+        if self.active.peek().is_some_and(|(k, _)| *k == key) {
+            if let Some((_, vs)) = self.active.next() {
+                out.extend(vs);
+            }
+        }
+        if self.sealed.len() + 1 > 1 {
+            out.sort_unstable_by_key(VersionRef::order);
+        }
+        Some(key)
+    }
+}
+
+/// Iterator over records in position order (see [`View::scan`]).
+#[derive(Debug)]
+pub struct Scan {
+    view: View,
+    stream: Option<Arc<str>>,
+    from: u64,
+    lo: i64,
+    hi: i64,
+    seg: usize,
+    frame: usize,
+    cur: Option<(FrameMeta, Bytes, Vec<Arc<str>>, usize, u32)>,
+    failed: bool,
+}
+
+impl Scan {
+    fn new(view: View, from: u64, stream: Option<Arc<str>>, lo: i64, hi: i64) -> Scan {
+        let seg = view.seg_index_for(from);
+        Scan {
+            view,
+            stream,
+            from,
+            lo,
+            hi,
+            seg,
+            frame: usize::MAX,
+            cur: None,
+            failed: false,
+        }
+    }
+
+    fn advance_frame(&mut self) -> Result<bool> {
+        loop {
+            if self.seg >= self.view.seg_count() {
+                return Ok(false);
+            }
+            let seg = self.view.seg(self.seg);
+            let frames = seg.frames()?;
+            if self.frame == usize::MAX {
+                self.frame = frames.partition_point(|f| f.end_pos() <= self.from);
+            } else {
+                self.frame += 1;
+            }
+            let Some(meta) = frames.get(self.frame).copied() else {
+                self.seg += 1;
+                self.frame = usize::MAX;
+                continue;
+            };
+            if meta.first_pos >= self.view.end_pos {
+                self.seg = usize::MAX;
+                return Ok(false);
+            }
+            if meta.count == 0 || meta.max_et < self.lo || meta.min_et > self.hi {
+                continue;
+            }
+            let (meta, recs, streams) = seg.records(self.frame)?;
+            if let Some(want) = &self.stream {
+                if !streams.iter().any(|s| s == want) {
+                    continue;
+                }
+            }
+            self.cur = Some((meta, recs, streams, 0, 0));
+            return Ok(true);
+        }
+    }
+}
+
+impl Iterator for Scan {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Result<Record>> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            if let Some((meta, recs, streams, at, i)) = &mut self.cur {
+                while *i < meta.count {
+                    let pos = meta.first_pos + u64::from(*i);
+                    let Some(r) = parse_record(recs, *at) else {
+                        self.failed = true;
+                        let path = self.view.seg(self.seg).path().to_path_buf();
+                        return Some(Err(Error::corrupt(path, meta.offset, "record does not parse")));
+                    };
+                    *at = r.value_off + r.value.len();
+                    *i += 1;
+                    if pos >= self.view.end_pos {
+                        self.failed = true;
+                        return None;
+                    }
+                    if pos < self.from || r.event_time < self.lo || r.event_time > self.hi {
+                        continue;
+                    }
+                    let stream = &streams[usize::from(r.stream_idx)];
+                    if self.stream.as_ref().is_some_and(|s| s != stream) {
+                        continue;
+                    }
+                    let key_off = r.offset + super::frame::RECORD_HEADER_LEN;
+                    return Some(Ok(Record {
+                        stream: stream.clone(),
+                        key: recs.slice(key_off..key_off + r.key.len()),
+                        op: r.op,
+                        value: recs.slice(r.value_off..r.value_off + r.value.len()),
+                        event_time: r.event_time,
+                        position: pos,
+                        recorded_at: Hlc(meta.hlc.0 + u64::from(*i - 1)),
+                    }));
+                }
+                self.cur = None;
+            }
+            match self.advance_frame() {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
