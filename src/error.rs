@@ -56,6 +56,16 @@ pub enum Error {
     /// A key or value over the configured limit, or another rejected input.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A bad line in an input file: `FILE:LINE: reason`.
+    #[error("{file}:{line}: {reason}")]
+    BadInput {
+        /// The input file (`-` for standard input).
+        file: String,
+        /// 1-based line number.
+        line: u64,
+        /// What was wrong.
+        reason: String,
+    },
     /// The stream has never been written.
     #[error("unknown stream {0:?}")]
     UnknownStream(String),

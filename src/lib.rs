@@ -40,6 +40,7 @@
 
 pub mod db;
 pub mod error;
+pub mod ingest;
 pub mod query;
 pub mod storage;
 

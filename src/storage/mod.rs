@@ -16,4 +16,6 @@ pub mod meta;
 mod mmap;
 pub mod record;
 pub mod segment;
+pub mod stats;
+pub mod verify;
 pub mod view;

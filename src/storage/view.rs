@@ -235,6 +235,21 @@ impl View {
         Ok(names.into_iter().collect())
     }
 
+    /// Records and distinct keys of `stream` (keys counted once per segment they
+    /// appear in is avoided by a merge over the key indexes).
+    pub fn stream_counts(&self, stream: &str) -> Result<(u64, u64)> {
+        let mut cursor = self.keys(stream)?;
+        let mut buf = Vec::new();
+        let (mut records, mut keys) = (0u64, 0u64);
+        while cursor.next_key(&mut buf).is_some() {
+            if !buf.is_empty() {
+                keys += 1;
+                records += buf.len() as u64;
+            }
+        }
+        Ok((records, keys))
+    }
+
     /// Whether `stream` has any visible record.
     pub fn has_stream(&self, stream: &str) -> Result<bool> {
         for s in &self.state.sealed {

@@ -1,0 +1,145 @@
+//! Output: JSON lines (streamed), CSV and aligned tables (buffered to learn the
+//! columns), with broken pipes treated as a normal end.
+
+use std::io::{self, BufWriter, Write};
+
+use serde_json::{Map, Value};
+
+use crate::args::{anyhow_lite, CliResult};
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Format {
+    /// One JSON object per line (streamed).
+    #[default]
+    Jsonl,
+    /// CSV with a header of every field seen (buffered).
+    Csv,
+    /// An aligned text table (buffered).
+    Table,
+}
+
+/// Whether an error is a closed stdout (`tablelog … | head`).
+pub fn is_broken_pipe(e: &anyhow_lite::Error) -> bool {
+    e.0.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}
+
+/// Where rows go.
+pub struct Sink {
+    format: Format,
+    w: BufWriter<io::StdoutLock<'static>>,
+    rows: Vec<Map<String, Value>>,
+}
+
+impl Sink {
+    pub fn new(format: Format) -> Sink {
+        Sink {
+            format,
+            w: BufWriter::with_capacity(1 << 16, io::stdout().lock()),
+            rows: Vec::new(),
+        }
+    }
+
+    /// A row given as its stored JSON bytes.
+    pub fn raw(&mut self, bytes: &[u8]) -> CliResult<()> {
+        if self.format == Format::Jsonl {
+            self.w.write_all(bytes)?;
+            self.w.write_all(b"\n")?;
+            return Ok(());
+        }
+        match serde_json::from_slice(bytes) {
+            Ok(Value::Object(m)) => self.rows.push(m),
+            Ok(other) => {
+                let mut m = Map::new();
+                m.insert("value".into(), other);
+                self.rows.push(m);
+            }
+            Err(_) => {
+                let mut m = Map::new();
+                m.insert("value".into(), Value::String(String::from_utf8_lossy(bytes).into_owned()));
+                self.rows.push(m);
+            }
+        }
+        Ok(())
+    }
+
+    /// A row given as an object.
+    pub fn object(&mut self, m: Map<String, Value>) -> CliResult<()> {
+        if self.format == Format::Jsonl {
+            serde_json::to_writer(&mut self.w, &Value::Object(m)).map_err(io::Error::from)?;
+            self.w.write_all(b"\n")?;
+        } else {
+            self.rows.push(m);
+        }
+        Ok(())
+    }
+
+    /// Writes buffered rows and flushes.
+    pub fn finish(mut self) -> CliResult<()> {
+        let mut cols: Vec<String> = Vec::new();
+        for r in &self.rows {
+            for k in r.keys() {
+                if !cols.contains(k) {
+                    cols.push(k.clone());
+                }
+            }
+        }
+        match self.format {
+            Format::Jsonl => {}
+            Format::Csv => {
+                let mut c = csv::Writer::from_writer(&mut self.w);
+                c.write_record(&cols).map_err(io::Error::from)?;
+                for r in &self.rows {
+                    c.write_record(cols.iter().map(|k| cell(r.get(k)))).map_err(io::Error::from)?;
+                }
+                c.flush()?;
+            }
+            Format::Table => {
+                let cells: Vec<Vec<String>> = self.rows.iter().map(|r| cols.iter().map(|k| cell(r.get(k))).collect()).collect();
+                let widths: Vec<usize> = cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).max().unwrap_or(0).max(c.chars().count()))
+                    .collect();
+                let line = |w: &mut dyn Write, vals: &[String]| -> io::Result<()> {
+                    let parts: Vec<String> = vals.iter().zip(&widths).map(|(v, n)| format!("{v:<n$}")).collect();
+                    writeln!(w, "{}", parts.join("  ").trim_end())
+                };
+                line(&mut self.w, &cols)?;
+                let rule: Vec<String> = widths.iter().map(|n| "-".repeat(*n)).collect();
+                line(&mut self.w, &rule)?;
+                for r in &cells {
+                    line(&mut self.w, r)?;
+                }
+            }
+        }
+        self.w.flush()?;
+        Ok(())
+    }
+}
+
+/// A JSON value as a CSV/table cell: strings raw, null empty, the rest as JSON.
+pub fn cell(v: Option<&Value>) -> String {
+    match v {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// Parses a stored row into an object (non-objects go under `value`).
+pub fn to_object(bytes: &[u8]) -> Map<String, Value> {
+    match serde_json::from_slice(bytes) {
+        Ok(Value::Object(m)) => m,
+        Ok(other) => {
+            let mut m = Map::new();
+            m.insert("value".into(), other);
+            m
+        }
+        Err(_) => {
+            let mut m = Map::new();
+            m.insert("value".into(), Value::String(String::from_utf8_lossy(bytes).into_owned()));
+            m
+        }
+    }
+}
