@@ -1,0 +1,329 @@
+//! Behaviour of the storage core through the public API: round trips across
+//! segment rolls, atomic batches, gap-free positions, the hybrid logical clock,
+//! concurrency, reopen, locking and poisoning.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tablelog::storage::fsutil::FaultPlan;
+use tablelog::{Batch, Clock, Db, Durability, Error, Hlc, Op, Record, Result};
+
+fn all(db: &Db) -> Vec<Record> {
+    db.snapshot().unwrap().view().scan(0, None).collect::<Result<_>>().unwrap()
+}
+
+fn small(dir: &std::path::Path) -> Db {
+    Db::builder(dir).segment_size(4096).open().unwrap()
+}
+
+#[test]
+fn round_trip_across_segment_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = small(dir.path());
+    let w = db.writer();
+    for i in 0..300u64 {
+        let mut b = Batch::new();
+        b.put_at("s", format!("k{}", i % 10), format!(r#"{{"v":{i}}}"#), i as i64).unwrap();
+        b.delete_at("t", "x", -(i as i64)).unwrap();
+        assert_eq!(w.commit(b).unwrap().positions, 2 * i..2 * i + 2);
+    }
+    let snap = db.snapshot().unwrap();
+    assert!(snap.view().sealed_segments().len() >= 5, "segments must roll");
+    let recs = all(&db);
+    assert_eq!(recs.len(), 600);
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r.position, i as u64);
+        let n = i as u64 / 2;
+        if i % 2 == 0 {
+            assert_eq!((&*r.stream, r.op, r.event_time), ("s", Op::Put, n as i64));
+            assert_eq!(r.key, format!("k{}", n % 10).as_bytes());
+            assert_eq!(r.value, format!(r#"{{"v":{n}}}"#).as_bytes());
+        } else {
+            assert_eq!((&*r.stream, r.op, r.event_time, r.value.len()), ("t", Op::Delete, -(n as i64), 0));
+        }
+        assert_eq!(snap.view().read(r.position).unwrap(), *r);
+    }
+    // Stream scans and event-time scans.
+    let t: Vec<_> = snap.view().scan(0, Some("t")).collect::<Result<_>>().unwrap();
+    assert_eq!(t.len(), 300);
+    let mid: Vec<_> = snap.view().scan_time("s", 100, 109).collect::<Result<_>>().unwrap();
+    assert_eq!(mid.iter().map(|r| r.event_time).collect::<Vec<_>>(), (100..110).collect::<Vec<_>>());
+    let from: Vec<_> = snap.view().scan(597, None).collect::<Result<_>>().unwrap();
+    assert_eq!(from.len(), 3);
+    assert!(matches!(snap.view().read(600), Err(Error::PositionNotWritten { requested: 600, next: 600 })));
+    // Key versions through the key indexes, across segments.
+    let vs = snap.view().versions("s", b"k3").unwrap();
+    assert_eq!(vs.len(), 30);
+    assert!(vs.windows(2).all(|w| w[0].order() < w[1].order()));
+    drop(snap);
+    drop(w);
+    drop(db);
+
+    let db = small(dir.path());
+    assert_eq!(all(&db), recs, "reopen must equal before close");
+    assert_eq!(db.recovery().truncated_bytes, 0);
+}
+
+#[test]
+fn multi_stream_batch_is_atomic_and_positions_are_consecutive() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let mut b = Batch::new();
+    for i in 0..5 {
+        b.put_at(["a", "b", "c"][i % 3], format!("k{i}"), "v", 10).unwrap();
+    }
+    let r = db.writer().commit(b).unwrap();
+    assert_eq!(r.positions, 0..5);
+    let recs = all(&db);
+    let streams: Vec<&str> = recs.iter().map(|r| &*r.stream).collect();
+    assert_eq!(streams, ["a", "b", "c", "a", "b"]);
+    let empty = db.writer().commit(Batch::new()).unwrap();
+    assert_eq!(empty.positions, 5..5);
+}
+
+#[test]
+fn a_batch_larger_than_a_frame_is_still_one_atomic_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path()).segment_size(1 << 20).open().unwrap();
+    let mut b = Batch::new();
+    let value = vec![b'x'; 10_000];
+    for i in 0..300 {
+        b.put_at("big", format!("k{i}"), &value, i).unwrap();
+    }
+    assert_eq!(db.writer().commit(b).unwrap().positions, 0..300);
+    let snap = db.snapshot().unwrap();
+    assert_eq!(snap.view().scan(0, None).count(), 300);
+    drop(snap);
+    drop(db);
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(all(&db).len(), 300);
+}
+
+#[test]
+fn streaming_transaction_commits_at_once_and_drop_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path()).segment_size(1 << 16).open().unwrap();
+    let w = db.writer();
+    let value = vec![b'v'; 1000];
+    {
+        let mut tx = w.transaction().unwrap();
+        for i in 0..3000 {
+            tx.push("s", format!("k{i}").as_bytes(), Op::Put, &value, i).unwrap();
+        }
+        // Several data frames are on disk by now, but nothing is visible.
+        assert_eq!(db.snapshot().unwrap().end_position(), 0);
+        drop(tx); // abort
+    }
+    assert_eq!(db.snapshot().unwrap().end_position(), 0);
+    let mut tx = w.transaction().unwrap();
+    for i in 0..3000 {
+        tx.push("s", format!("k{i}").as_bytes(), Op::Put, &value, i).unwrap();
+    }
+    assert_eq!(tx.commit().unwrap().positions, 0..3000);
+    let mut b = Batch::new();
+    b.put_at("s", "after", "1", 0).unwrap();
+    assert_eq!(w.commit(b).unwrap().positions, 3000..3001);
+    drop(w);
+    drop(db);
+    let db = Db::open(dir.path()).unwrap();
+    let recs = all(&db);
+    assert_eq!(recs.len(), 3001);
+    assert_eq!(recs[2999].key, &b"k2999"[..]);
+    let snap = db.snapshot().unwrap();
+    assert_eq!(snap.view().versions("s", b"k1234").unwrap().len(), 1);
+}
+
+#[derive(Debug)]
+struct SteppingClock(AtomicU64);
+
+impl Clock for SteppingClock {
+    fn now_ms(&self) -> u64 {
+        // Goes back 5 ms on every call after the first.
+        let now = self.0.load(Ordering::SeqCst);
+        self.0.store(now.saturating_sub(5), Ordering::SeqCst);
+        now
+    }
+}
+
+#[test]
+fn recorded_at_increases_with_position_when_the_clock_steps_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(SteppingClock(AtomicU64::new(1_000_000)));
+    let db = Db::builder(dir.path()).clock(clock).open().unwrap();
+    for i in 0..50 {
+        let mut b = Batch::new();
+        for j in 0..(i % 4 + 1) {
+            b.put_at("s", "k", "v", j).unwrap();
+        }
+        db.writer().commit(b).unwrap();
+    }
+    let recs = all(&db);
+    assert!(recs.windows(2).all(|w| w[0].recorded_at < w[1].recorded_at));
+    assert_eq!(recs[0].recorded_at, Hlc::new(1_000_000, 0));
+    // And after reopen the clock continues after the last stamp.
+    let last = recs.last().unwrap().recorded_at;
+    drop(db);
+    let db = Db::builder(dir.path()).clock(Arc::new(SteppingClock(AtomicU64::new(10)))).open().unwrap();
+    let mut b = Batch::new();
+    b.put_at("s", "k", "v", 0).unwrap();
+    db.writer().commit(b).unwrap();
+    assert!(all(&db).last().unwrap().recorded_at > last);
+    // known_at by recorded-at maps to the last position recorded at or before it.
+    let snap = db.snapshot().unwrap();
+    let p = snap.view().position_at(recs[10].recorded_at).unwrap();
+    assert_eq!(p, Some(10));
+    assert_eq!(snap.view().position_at(Hlc(0)).unwrap(), None);
+}
+
+#[test]
+fn concurrent_writers_and_readers_see_only_whole_batches() {
+    for durability in [Durability::Buffered, Durability::Sync] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::builder(dir.path()).segment_size(64 << 10).durability(durability).open().unwrap();
+        let writers = 8;
+        let batches = 60;
+        std::thread::scope(|s| {
+            for t in 0..writers {
+                let w = db.writer();
+                s.spawn(move || {
+                    for i in 0..batches {
+                        let n = 1 + (i + t) % 5;
+                        let mut b = Batch::new();
+                        for j in 0..n {
+                            // Every record of a batch names the batch and its size.
+                            b.put_at(&format!("w{t}"), format!("{t}-{i}-{j}-{n}"), vec![b'x'; 50], i64::from(j as u32))
+                                .unwrap();
+                        }
+                        let r = w.commit(b).unwrap();
+                        assert_eq!(r.positions.end - r.positions.start, n as u64);
+                    }
+                });
+            }
+            for _ in 0..2 {
+                let db = db.clone();
+                s.spawn(move || {
+                    for _ in 0..40 {
+                        let recs = all(&db);
+                        assert!(recs.iter().enumerate().all(|(i, r)| r.position == i as u64));
+                        // Group by batch id: every batch seen must be complete.
+                        let mut seen = std::collections::HashMap::<String, usize>::new();
+                        for r in &recs {
+                            let k = String::from_utf8(r.key.to_vec()).unwrap();
+                            let parts: Vec<&str> = k.split('-').collect();
+                            *seen.entry(format!("{}-{}", parts[0], parts[1])).or_default() += 1;
+                        }
+                        for r in &recs {
+                            let k = String::from_utf8(r.key.to_vec()).unwrap();
+                            let parts: Vec<&str> = k.split('-').collect();
+                            let n: usize = parts[3].parse().unwrap();
+                            assert_eq!(seen[&format!("{}-{}", parts[0], parts[1])], n, "partial batch visible");
+                        }
+                    }
+                });
+            }
+        });
+        let total: u64 = (0..writers).map(|t| (0..batches).map(|i| 1 + ((i + t) % 5) as u64).sum::<u64>()).sum();
+        assert_eq!(db.snapshot().unwrap().end_position(), total);
+        drop(db);
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(all(&db).len() as u64, total);
+    }
+}
+
+#[test]
+fn second_writer_is_locked_out_readers_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let mut b = Batch::new();
+    b.put_at("s", "k", "v", 1).unwrap();
+    db.writer().commit(b).unwrap();
+    match Db::open(dir.path()) {
+        Err(Error::Locked(p)) => assert_eq!(p, dir.path()),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    // Another process: the CLI's import takes the writer lock too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tablelog"))
+        .args(["import", dir.path().to_str().unwrap(), "--stream", "s", "--key", "k", "--time", "t"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("locked"), "{err}");
+    // Read-only handles coexist with the writer and see its commits.
+    let ro = Db::builder(dir.path()).read_only(true).open().unwrap();
+    assert_eq!(ro.snapshot().unwrap().end_position(), 1);
+    assert!(matches!(ro.writer().commit(Batch::new()), Err(Error::ReadOnly)));
+    drop(db);
+    assert!(Db::open(dir.path()).is_ok(), "lock released on drop");
+}
+
+#[test]
+fn an_io_error_poisons_the_database_until_reopened() {
+    for forever in [false, true] {
+        for n in 1..=4u64 {
+            let dir = tempfile::tempdir().unwrap();
+            let plan = Arc::new(FaultPlan::new(n, forever));
+            let db = Db::builder(dir.path())
+                .durability(Durability::Sync)
+                .segment_size(4096)
+                .fault_plan(plan.clone())
+                .open()
+                .unwrap();
+            let w = db.writer();
+            let mut acked = Vec::new();
+            let mut failed = false;
+            for i in 0..20 {
+                let mut b = Batch::new();
+                b.put_at("s", format!("k{i}"), vec![b'v'; 300], i).unwrap();
+                match w.commit(b) {
+                    Ok(r) => {
+                        assert!(!failed, "a commit succeeded after a failure");
+                        acked.push(r.positions.start);
+                    }
+                    Err(Error::Poisoned(_)) => assert!(failed),
+                    Err(Error::Io { .. }) => {
+                        assert!(!failed);
+                        failed = true;
+                    }
+                    Err(e) => panic!("unexpected {e}"),
+                }
+            }
+            assert!(failed, "fault {n} was never hit");
+            drop(w);
+            drop(db);
+            let db = Db::open(dir.path()).unwrap();
+            let recs = all(&db);
+            // A prefix of what was written, including every acknowledged batch.
+            assert!(recs.len() >= acked.len());
+            for (i, r) in recs.iter().enumerate() {
+                assert_eq!(r.key, format!("k{i}").as_bytes());
+            }
+            assert!(tablelog::storage::verify::verify(dir.path()).unwrap().is_clean());
+        }
+    }
+}
+
+#[test]
+fn limits_and_bad_input_are_typed_errors_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path()).max_key_size(8).max_value_size(16).open().unwrap();
+    let w = db.writer();
+    let mut b = Batch::new();
+    assert!(matches!(b.put_at("bad name", "k", "v", 0), Err(Error::InvalidStreamName(_))));
+    assert!(matches!(b.put_at("", "k", "v", 0), Err(Error::InvalidStreamName(_))));
+    b.put_at("s", "ok", "v", 0).unwrap();
+    b.put_at("s", "much-too-long-key", "v", 0).unwrap();
+    let e = w.commit(b).unwrap_err();
+    assert!(matches!(&e, Error::InvalidInput(m) if m.contains("key of 17 bytes")), "{e}");
+    let mut b = Batch::new();
+    b.put_at("s", "k", vec![0u8; 17], 0).unwrap();
+    assert!(matches!(w.commit(b), Err(Error::InvalidInput(m)) if m.contains("value of 17 bytes")));
+    assert_eq!(db.snapshot().unwrap().end_position(), 0, "a rejected batch writes nothing");
+    let mut b = Batch::new();
+    assert!(b.put_at("s", vec![0u8; 70_000], "v", 0).is_err(), "format key limit");
+    // A directory that is not a database.
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(Db::builder(empty.path()).create_if_missing(false).open(), Err(Error::NotADatabase(_))));
+    assert!(matches!(Db::builder(empty.path()).read_only(true).open(), Err(Error::NotADatabase(_))));
+}
