@@ -9,6 +9,7 @@ mod init;
 mod inspect;
 mod out;
 mod query;
+mod torture;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,9 @@ enum Command {
     Verify(inspect::VerifyArgs),
     Stats(inspect::StatsArgs),
     Demo(demo::DemoArgs),
+    /// Crash-test child: appends with sync durability and prints ACK lines.
+    #[command(hide = true)]
+    TortureWriter(torture::TortureArgs),
 }
 
 /// How a subcommand ended when it did not fail.
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => inspect::verify(a),
         Command::Stats(a) => inspect::stats(a),
         Command::Demo(a) => demo::run(a),
+        Command::TortureWriter(a) => torture::run(a),
     };
     match result {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
