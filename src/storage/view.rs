@@ -20,7 +20,8 @@ pub struct View {
     state: Arc<LogState>,
     end_pos: u64,
     active_bytes: Bytes,
-    active_frames: Arc<[FrameMeta]>,
+    active_nframes: usize,
+    active_frames: std::sync::OnceLock<Arc<[FrameMeta]>>,
 }
 
 /// One segment as seen by a view.
@@ -48,7 +49,7 @@ impl<'a> Seg<'a> {
     fn frames(self) -> Result<&'a [FrameMeta]> {
         match self {
             Seg::Sealed(s) => s.frames(),
-            Seg::Active(v) => Ok(&v.active_frames),
+            Seg::Active(v) => Ok(v.active_frames()),
         }
     }
 
@@ -97,17 +98,27 @@ fn full_payload(seg: &Bytes, off: usize, path: &Path) -> Result<(super::frame::F
 impl View {
     /// Takes a view of everything committed in `state` now.
     pub fn new(state: Arc<LogState>) -> Result<View> {
-        let (end_pos, end_off, frames) = {
+        let (end_pos, end_off, n) = {
             let inner = state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             let n = inner.index.frames.partition_point(|f| f.end_pos() <= inner.end_pos && f.offset < inner.end_off);
-            (inner.end_pos, inner.end_off, Arc::from(&inner.index.frames[..n]))
+            (inner.end_pos, inner.end_off, n)
         };
         let active_bytes = state.active.bytes_upto(end_off)?;
         Ok(View {
             state,
             end_pos,
             active_bytes,
-            active_frames: frames,
+            active_nframes: n,
+            active_frames: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The active segment's committed frames, copied on first use only (scans
+    /// need them; lookups do not), so taking a view costs O(1).
+    fn active_frames(&self) -> &[FrameMeta] {
+        self.active_frames.get_or_init(|| {
+            let inner = self.state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::from(&inner.index.frames[..self.active_nframes])
         })
     }
 
@@ -154,7 +165,7 @@ impl View {
     /// Path and visible byte length of the active segment.
     #[must_use]
     pub fn active_segment(&self) -> (&Path, u64, &[FrameMeta]) {
-        (&self.state.active.path, self.active_bytes.len() as u64, &self.active_frames)
+        (&self.state.active.path, self.active_bytes.len() as u64, self.active_frames())
     }
 
     /// Reads the record at `pos`.
