@@ -173,7 +173,7 @@ impl DbBuilder {
 /// db.writer().commit(batch)?;
 /// let snap = db.snapshot()?;
 /// assert!(matches!(snap.get("inventory", b"apple", 1_000, None)?, GetResult::Present { .. }));
-/// # Ok::<(), tablelog::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone)]
 pub struct Db {

@@ -28,7 +28,7 @@
 //! assert_eq!(&rows[0].value[..], br#"{"price":1.0,"qty":5}"#);
 //! let now = snap.get("inventory", b"apple", i64::MAX, None)?.row().unwrap();
 //! assert_eq!(&now.value[..], br#"{"price":1.0,"qty":4}"#);
-//! # Ok::<(), tablelog::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! Layers, bottom up: [`storage`] (segments, frames, indexes, the writer), the
@@ -43,6 +43,7 @@ pub mod error;
 pub mod ingest;
 pub mod query;
 pub mod storage;
+pub mod workload;
 
 pub use db::{Batch, Db, DbBuilder, Receipt, Snapshot, Txn, Writer};
 pub use error::{Error, Result};

@@ -178,7 +178,7 @@ impl Snapshot {
     /// assert!(matches!(s.get("prices", b"apple", 60, None)?, GetResult::Deleted { position: 1, .. }));
     /// assert!(matches!(s.get("prices", b"apple", 60, Some(0))?, GetResult::NeverSeen));
     /// assert!(matches!(s.get("prices", b"apple", 100, None)?, GetResult::Present(_)));
-    /// # Ok::<(), tablelog::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get(&self, stream: &str, key: &[u8], as_of: i64, known_at: impl Into<KnownAt>) -> Result<GetResult> {
         let end = self.known_end(known_at)?;

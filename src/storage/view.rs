@@ -390,9 +390,9 @@ impl KeyCursor {
                 out.extend(vs);
             }
         }
-        if self.sealed.len() + 1 > 1 {
-            out.sort_unstable_by_key(VersionRef::order);
-        }
+        // Each source is sorted by (event_time, position), except the active
+        // segment's, which is in position order: always sort the merge.
+        out.sort_unstable_by_key(VersionRef::order);
         Some(key)
     }
 }

@@ -41,6 +41,15 @@ pub mod anyhow_lite {
 
 pub use anyhow_lite::msg;
 
+/// Writes a line to stdout, returning the I/O error (a closed pipe ends quietly).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 /// `--time-unit`.
 pub fn time_unit(s: &str) -> Result<TimeUnit, String> {
     TimeUnit::parse(s).ok_or_else(|| format!("unknown time unit {s:?}: expected s, ms, us or ns"))
@@ -59,8 +68,15 @@ impl TimeArg {
 
 /// Checks a time argument's syntax early (clap), keeping the text for the unit.
 pub fn time_arg(s: &str) -> Result<TimeArg, String> {
-    // Integers are valid in every unit; everything else must parse now.
-    parse_time(s, TimeUnit::Micros).map_err(|e| e.0)?;
+    // Integers are valid in every unit (read later with --time-unit); everything
+    // else must parse now.
+    let t = s.trim();
+    let digits = t.strip_prefix('-').unwrap_or(t);
+    if !(digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit())) {
+        t.parse::<i64>().map_err(|_| format!("integer time {s:?} out of range"))?;
+        return Ok(TimeArg(s.to_string()));
+    }
+    parse_time(s, TimeUnit::Millis).map_err(|e| e.0)?;
     Ok(TimeArg(s.to_string()))
 }
 

@@ -60,18 +60,18 @@ fn load(db: &Db, stream: &str, key: &str, data: &str, source: &str) -> CliResult
 }
 
 fn print_table(snap: &Snapshot, as_of: i64, known: KnownAt) -> CliResult<()> {
-    println!("    {:<8} {:>6} {:>5}   last change", "item", "price", "qty");
+    crate::outln!("    {:<8} {:>6} {:>5}   last change", "item", "price", "qty")?;
     for row in snap.table("inventory", as_of, known)? {
         let row = row?;
         let o = to_object(&row.value);
-        println!(
+        crate::outln!(
             "    {:<8} {:>6} {:>5}   {} (position {})",
             String::from_utf8_lossy(&row.key),
             o.get("price").map_or(String::new(), |v| format!("{:.2}", v.as_f64().unwrap_or(f64::NAN))),
             o.get("qty").map_or(String::new(), ToString::to_string),
             format_time(row.event_time),
             row.position
-        );
+        )?;
     }
     Ok(())
 }
@@ -109,24 +109,24 @@ pub fn run(a: DemoArgs) -> CliResult<Outcome> {
     };
     let db = Db::builder(&dir).default_merge_operator(std::sync::Arc::new(JsonMergePatch)).open()?;
 
-    println!("tablelog demo: an event log that rebuilds tables as of any time\n");
-    println!("1. Import the inventory events (prices change, a patch updates only qty,");
-    println!("   cherry is deleted, durian appears). One file = one atomic batch.");
+    crate::outln!("tablelog demo: an event log that rebuilds tables as of any time\n")?;
+    crate::outln!("1. Import the inventory events (prices change, a patch updates only qty,")?;
+    crate::outln!("   cherry is deleted, durian appears). One file = one atomic batch.")?;
     let p = load(&db, "inventory", "item", INVENTORY, "data/inventory.jsonl")?;
-    println!("   imported {} events at positions {}..={}\n", p.end - p.start, p.start, p.end - 1);
+    crate::outln!("   imported {} events at positions {}..={}\n", p.end - p.start, p.start, p.end - 1)?;
     let before_correction = p.end - 1;
 
     let snap = db.snapshot()?;
     for when in ["2024-01-01T12:00:00Z", "2024-01-03T12:00:00Z"] {
-        println!("   inventory as of {when}:");
+        crate::outln!("   inventory as of {when}:")?;
         print_table(&snap, t(when)?, KnownAt::Latest)?;
-        println!();
+        crate::outln!()?;
     }
 
-    println!("2. A late correction arrives: banana's price changed to 0.30 on");
-    println!("   2024-01-01T15:00 but is only recorded now (higher position, old event time).");
+    crate::outln!("2. A late correction arrives: banana's price changed to 0.30 on")?;
+    crate::outln!("   2024-01-01T15:00 but is only recorded now (higher position, old event time).")?;
     let c = load(&db, "inventory", "item", CORRECTIONS, "data/corrections.jsonl")?;
-    println!("   imported at position {}", c.start);
+    crate::outln!("   imported at position {}", c.start)?;
     let snap = db.snapshot()?;
     let at = t("2024-01-02T18:00:00Z")?;
     let show = |label: &str, r: GetResult| {
@@ -137,20 +137,20 @@ pub fn run(a: DemoArgs) -> CliResult<Outcome> {
             }
             other => format!("{other:?}"),
         };
-        println!("   {label:<46} {v}");
+        crate::outln!("   {label:<46} {v}")
     };
-    println!("   banana as of 2024-01-02T18:00 (after the qty patch):");
-    show("known now (corrected truth):", snap.get("inventory", b"banana", at, KnownAt::Latest)?);
+    crate::outln!("   banana as of 2024-01-02T18:00 (after the qty patch):")?;
+    show("known now (corrected truth):", snap.get("inventory", b"banana", at, KnownAt::Latest)?)?;
     show(
         &format!("as known at position {before_correction} (what production saw):"),
         snap.get("inventory", b"banana", at, KnownAt::Position(before_correction))?,
-    );
-    println!("   The patch (qty 95) applies on top of the corrected price: patches fold in");
-    println!("   (event_time, position) order, so the late event lands where it belongs.\n");
+    )?;
+    crate::outln!("   The patch (qty 95) applies on top of the corrected price: patches fold in")?;
+    crate::outln!("   (event_time, position) order, so the late event lands where it belongs.\n")?;
 
-    println!("3. A generated clickstream: {} views of items by 50 users over three days.", a.views);
-    println!("   Each view is enriched with the item's price as of the view (an as-of join),");
-    println!("   then stored in the `views` stream keyed by user.");
+    crate::outln!("3. A generated clickstream: {} views of items by 50 users over three days.", a.views)?;
+    crate::outln!("   Each view is enriched with the item's price as of the view (an as-of join),")?;
+    crate::outln!("   then stored in the `views` stream keyed by user.")?;
     let items = ["apple", "banana", "cherry", "durian"];
     let start = t("2024-01-01T09:00:00Z")?;
     let span = 3 * 86_400_000_000i64;
@@ -176,16 +176,16 @@ pub fn run(a: DemoArgs) -> CliResult<Outcome> {
         lines.push('\n');
     }
     let p = load(&db, "views", "user", &lines, "generated views")?;
-    println!(
+    crate::outln!(
         "   {} views imported at positions {}..={} ({} had a price; views of items not\n   listed yet or deleted have price null and are left out of averages)\n",
         p.end - p.start,
         p.start,
         p.end - 1,
         priced
-    );
+    )?;
 
-    println!("4. Purchases joined point-in-time to avg(price) of the user's views in the");
-    println!("   previous 30 minutes, window (t - 30m, t]; nothing from after t leaks in.");
+    crate::outln!("4. Purchases joined point-in-time to avg(price) of the user's views in the")?;
+    crate::outln!("   previous 30 minutes, window (t - 30m, t]; nothing from after t leaks in.")?;
     let purchases: Vec<Request> = (0..12)
         .map(|i| {
             let (user, _, ts) = &views[(i * views.len() / 12 + 7).min(views.len() - 1)];
@@ -195,21 +195,21 @@ pub fn run(a: DemoArgs) -> CliResult<Outcome> {
     let snap = db.snapshot()?;
     let avg = snap.window("views", "price", Agg::Avg, 30 * 60_000_000, &purchases, KnownAt::Latest)?;
     let cnt = snap.window("views", "price", Agg::Count, 30 * 60_000_000, &purchases, KnownAt::Latest)?;
-    println!("    {:<5} {:<21} {:>6} {:>15}", "user", "purchase time", "views", "avg_price_30m");
+    crate::outln!("    {:<5} {:<21} {:>6} {:>15}", "user", "purchase time", "views", "avg_price_30m")?;
     for ((r, a), c) in purchases.iter().zip(&avg).zip(&cnt) {
-        println!(
+        crate::outln!(
             "    {:<5} {:<21} {:>6} {:>15}",
             String::from_utf8_lossy(&r.key),
             format_time(r.time),
             c.unwrap_or(0.0) as u64,
             a.map_or("null".to_string(), |x| format!("{x:.3}"))
-        );
+        )?;
     }
 
     let end = snap.end_position();
-    println!("\n{end} records in {}.", dir.display());
+    crate::outln!("\n{end} records in {}.", dir.display())?;
     if a.dir.is_some() {
-        println!("Try: tablelog table {} --stream inventory --as-of 2024-01-02 --format table", dir.display());
+        crate::outln!("Try: tablelog table {} --stream inventory --as-of 2024-01-02 --format table", dir.display())?;
     }
     Ok(Outcome::Ok)
 }

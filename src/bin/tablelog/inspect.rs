@@ -22,21 +22,21 @@ pub struct VerifyArgs {
 pub fn verify(a: VerifyArgs) -> CliResult<Outcome> {
     let r = tablelog::storage::verify::verify(&a.db)?;
     for p in &r.problems {
-        println!(
+        crate::outln!(
             "{}: {}:{}: {}",
             if p.repairable { "repairable" } else { "damaged" },
             p.path.display(),
             p.offset,
             p.reason
-        );
+        )?;
     }
-    println!(
+    crate::outln!(
         "checked {} segments, {} frames, {} records: {} problems",
         r.segments,
         r.frames,
         r.records,
         r.problems.len()
-    );
+    )?;
     if r.is_clean() {
         Ok(Outcome::Ok)
     } else {
@@ -60,36 +60,36 @@ pub fn stats(a: StatsArgs) -> CliResult<Outcome> {
     let snap = db.snapshot()?;
     let s = tablelog::storage::stats::stats(snap.view())?;
     let total: u64 = s.segments.iter().map(|g| g.bytes).sum();
-    println!("database      {}", a.db.display());
-    println!(
+    crate::outln!("database      {}", a.db.display())?;
+    crate::outln!(
         "settings      segment size {} bytes, compression {}, durability {}",
         settings.segment_size, settings.compression, settings.durability
-    );
-    println!(
+    )?;
+    crate::outln!(
         "segments      {} ({} sealed), {} bytes",
         s.segments.len(),
         s.segments.iter().filter(|g| g.sealed).count(),
         total
-    );
-    println!(
+    )?;
+    crate::outln!(
         "payload       {} bytes raw, {} stored, compression ratio {:.2}",
         s.raw_bytes,
         s.stored_bytes,
         s.compression_ratio()
-    );
+    )?;
     if s.end_position == 0 {
-        println!("positions     none (empty)");
+        crate::outln!("positions     none (empty)")?;
     } else {
-        println!("positions     0 to {} ({} records)", s.end_position - 1, s.end_position);
+        crate::outln!("positions     0 to {} ({} records)", s.end_position - 1, s.end_position)?;
     }
     if let Some((lo, hi)) = s.event_time {
-        println!("event time    {} to {}", format_time(lo), format_time(hi));
+        crate::outln!("event time    {} to {}", format_time(lo), format_time(hi))?;
     }
     for st in &s.streams {
-        println!("stream        {}: {} records, {} keys", st.name, st.records, st.keys);
+        crate::outln!("stream        {}: {} records, {} keys", st.name, st.records, st.keys)?;
     }
     for g in &s.segments {
-        println!(
+        crate::outln!(
             "segment       {} first position {}, {} records, {} frames, {} bytes{}",
             g.path.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
             g.base,
@@ -97,7 +97,7 @@ pub fn stats(a: StatsArgs) -> CliResult<Outcome> {
             g.frames,
             g.bytes,
             if g.sealed { "" } else { " (active)" }
-        );
+        )?;
     }
     Ok(Outcome::Ok)
 }

@@ -3,6 +3,7 @@
 //! status on failure.
 
 mod args;
+mod bench;
 mod demo;
 mod import;
 mod init;
@@ -41,6 +42,7 @@ enum Command {
     Verify(inspect::VerifyArgs),
     Stats(inspect::StatsArgs),
     Demo(demo::DemoArgs),
+    Bench(bench::BenchArgs),
     /// Crash-test child: appends with sync durability and prints ACK lines.
     #[command(hide = true)]
     TortureWriter(torture::TortureArgs),
@@ -55,7 +57,19 @@ pub enum Outcome {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+                e.exit();
+            }
+            // One line, as for every other error: clap's first line is `error: …`.
+            let text = e.render().to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: invalid arguments"));
+            return ExitCode::from(2);
+        }
+    };
     let result = match cli.command {
         Command::Init(a) => init::run(a),
         Command::Import(a) => import::run(a),
@@ -68,6 +82,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => inspect::verify(a),
         Command::Stats(a) => inspect::stats(a),
         Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::TortureWriter(a) => torture::run(a),
     };
     match result {

@@ -1,0 +1,313 @@
+//! `tablelog bench`: the standard throughput suite, with the machine's own
+//! ceilings measured in the same run.
+
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use tablelog::workload::{Rng, Workload};
+use tablelog::{Agg, Batch, Db, Durability, Request};
+
+use crate::args::{size_arg, CliResult};
+use crate::init::durability;
+use crate::Outcome;
+
+/// Run the standard benchmark suite on a temporary database and print a table.
+///
+/// Measures, in one run: the machine's ceilings (raw CRC'd sequential write,
+/// buffered and with fdatasync every batch; memory copy), buffered append
+/// (100-byte and 1 KiB values), sync group commit from 1, 4 and 16 threads, full
+/// scan, read by position, get as of T, table as of T, as-of join and window over
+/// 100k requests, open time and recovery time after a torn tail. Each tablelog
+/// figure is also shown as a fraction of its ceiling.
+///
+/// Example: tablelog bench --records 2000000 --keys 100000 --dir /mnt/nvme/tmp --json
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Events appended for the read and query benchmarks.
+    #[arg(long, default_value_t = 1_000_000)]
+    records: u64,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Value size in bytes for the main workload.
+    #[arg(long, default_value = "100", value_parser = size_arg)]
+    value_size: u64,
+    /// Durability of the append benchmark (group commit always uses sync).
+    #[arg(long, default_value = "buffered")]
+    durability: String,
+    /// Directory for the temporary database (to measure your own disk).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Row {
+    name: String,
+    params: String,
+    value: f64,
+    unit: &'static str,
+    ceiling: Option<(String, f64)>,
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort_unstable();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn records(w: &Workload, n: u64) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
+    let mut rng = Rng(11);
+    (0..n)
+        .map(|i| {
+            let (k, t) = w.event(i, &mut rng);
+            (w.key(k), w.value(i), t)
+        })
+        .collect()
+}
+
+/// Raw ceiling: the same record bytes (header + key + value) CRC'd and written
+/// sequentially through a 1 MiB buffer; with `sync_every`, fdatasync every that
+/// many records, else one fsync at the end.
+fn raw_append(dir: &std::path::Path, recs: &[(Vec<u8>, Vec<u8>, i64)], sync_every: Option<usize>) -> CliResult<Duration> {
+    let path = dir.join("raw-ceiling.bin");
+    let f = std::fs::File::create(&path)?;
+    let start = Instant::now();
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut off = 0u64;
+    for (i, (k, v, t)) in recs.iter().enumerate() {
+        let mut h = crc32fast::Hasher::new();
+        h.update(k);
+        h.update(v);
+        buf.extend_from_slice(&h.finalize().to_le_bytes());
+        buf.extend_from_slice(&t.to_le_bytes());
+        buf.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        buf.extend_from_slice(k);
+        buf.extend_from_slice(v);
+        let sync_now = sync_every.is_some_and(|n| (i + 1) % n == 0);
+        if buf.len() >= 1 << 20 || sync_now {
+            f.write_all_at(&buf, off)?;
+            off += buf.len() as u64;
+            buf.clear();
+        }
+        if sync_now {
+            f.sync_data()?;
+        }
+    }
+    f.write_all_at(&buf, off)?;
+    f.sync_data()?;
+    let d = start.elapsed();
+    std::fs::remove_file(&path)?;
+    Ok(d)
+}
+
+fn memcpy_rate() -> f64 {
+    let src = vec![7u8; 64 << 20];
+    let mut dst = vec![0u8; 64 << 20];
+    let start = Instant::now();
+    for _ in 0..8 {
+        dst.copy_from_slice(&src);
+        std::hint::black_box(&dst);
+    }
+    rate(8 * (64 << 20), start.elapsed())
+}
+
+pub fn run(a: BenchArgs) -> CliResult<Outcome> {
+    let tmp = match &a.dir {
+        Some(d) => tempfile::tempdir_in(d)?,
+        None => tempfile::tempdir()?,
+    };
+    let base = tmp.path();
+    let w = Workload {
+        events: a.records,
+        keys: a.keys.max(1),
+        value_size: a.value_size as usize,
+        ..Workload::default()
+    };
+    let append_durability = durability(&a.durability).map_err(crate::args::msg)?;
+    let steps = 12u64;
+    let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template("{spinner} bench [{bar:30}] {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let mut rows: Vec<Row> = Vec::new();
+    let rec_bytes = (w.key_size + w.value_size + 17) as f64;
+
+    // Ceilings.
+    bar.set_message("ceilings");
+    let n_ceiling = a.records.min(2_000_000);
+    let recs = records(&w, n_ceiling);
+    let raw_buf = rate(n_ceiling, raw_append(base, &recs, None)?);
+    let raw_sync = rate(n_ceiling, raw_append(base, &recs, Some(1000))?);
+    let mem = memcpy_rate();
+    rows.push(Row { name: "ceiling: raw CRC'd append, 1 fsync".into(), params: format!("{n_ceiling} records"), value: raw_buf, unit: "rec/s", ceiling: None });
+    rows.push(Row { name: "ceiling: raw CRC'd append, fdatasync/1000".into(), params: format!("{n_ceiling} records"), value: raw_sync, unit: "rec/s", ceiling: None });
+    rows.push(Row { name: "ceiling: memory copy".into(), params: "64 MiB × 8".into(), value: mem / 1e9, unit: "GB/s", ceiling: None });
+    bar.inc(1);
+
+    // Buffered append, 100-byte and 1 KiB values, batches of 1000.
+    for value_size in [w.value_size, 1024] {
+        bar.set_message(format!("append {value_size}-byte values"));
+        let wl = Workload { value_size, ..w };
+        let n = if value_size >= 1024 { n_ceiling / 4 } else { n_ceiling };
+        let recs = records(&wl, n);
+        let dir = base.join(format!("append{value_size}"));
+        let db = Db::builder(&dir).durability(append_durability).open()?;
+        let writer = db.writer();
+        let start = Instant::now();
+        for chunk in recs.chunks(1000) {
+            let mut b = Batch::new();
+            for (k, v, t) in chunk {
+                b.put_at("bench", k, v, *t)?;
+            }
+            writer.commit(b)?;
+        }
+        db.flush()?;
+        let r = rate(n, start.elapsed());
+        let ceiling = if value_size == w.value_size { Some(("raw append".to_string(), raw_buf)) } else { None };
+        rows.push(Row { name: format!("append {}, batches of 1000", a.durability), params: format!("{n} × {}B key, {value_size}B value", wl.key_size), value: r, unit: "rec/s", ceiling });
+        drop(db);
+        std::fs::remove_dir_all(&dir)?;
+        bar.inc(1);
+    }
+
+    // Group commit, sync durability.
+    for threads in [1u64, 4, 16] {
+        bar.set_message(format!("group commit {threads} threads"));
+        let dir = base.join(format!("gc{threads}"));
+        let db = Db::builder(&dir).durability(Durability::Sync).open()?;
+        let per_thread = (n_ceiling / 1000 / threads).max(4);
+        let batch: Vec<_> = recs.iter().take(1000).cloned().collect();
+        let start = Instant::now();
+        std::thread::scope(|s| -> CliResult<()> {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    let writer = db.writer();
+                    let batch = &batch;
+                    s.spawn(move || -> tablelog::Result<()> {
+                        for _ in 0..per_thread {
+                            let mut b = Batch::new();
+                            for (k, v, t) in batch {
+                                b.put_at("bench", k, v, *t)?;
+                            }
+                            writer.commit(b)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().map_err(|_| crate::args::msg("writer thread panicked"))??;
+            }
+            Ok(())
+        })?;
+        let n = per_thread * threads * 1000;
+        rows.push(Row { name: format!("append sync, group commit {threads} thr"), params: format!("{n} records, batches of 1000"), value: rate(n, start.elapsed()), unit: "rec/s", ceiling: Some(("raw fdatasync".into(), raw_sync)) });
+        drop(db);
+        std::fs::remove_dir_all(&dir)?;
+        bar.inc(1);
+    }
+
+    // The main database for reads and queries.
+    bar.set_message(format!("loading {} events", w.events));
+    let dir = base.join("main");
+    let db = Db::open(&dir)?;
+    w.load(&db.writer(), "bench", |_| {})?;
+    db.flush()?;
+    let snap = db.snapshot()?;
+    bar.inc(1);
+
+    bar.set_message("full scan");
+    let start = Instant::now();
+    let bytes: usize = snap.view().scan(0, None).map(|r| r.map(|r| r.key.len() + r.value.len())).sum::<tablelog::Result<usize>>()?;
+    let d = start.elapsed();
+    rows.push(Row { name: "full scan".into(), params: format!("{} records, {} MB", w.events, bytes / 1_000_000), value: rate(w.events, d), unit: "rec/s", ceiling: Some(("memory copy".into(), mem / rec_bytes)) });
+    bar.inc(1);
+
+    bar.set_message("point reads");
+    let mut rng = Rng(3);
+    let mut lat: Vec<Duration> = (0..20_000)
+        .map(|_| {
+            let p = rng.below(w.events);
+            let s = Instant::now();
+            let _ = std::hint::black_box(snap.view().read(p));
+            s.elapsed()
+        })
+        .collect();
+    rows.push(Row { name: "read by position, median".into(), params: "20k random".into(), value: percentile(&mut lat, 0.5).as_secs_f64() * 1e6, unit: "µs", ceiling: None });
+    let mid = (w.events as i64 / 2) * w.step_us;
+    let mut lat: Vec<Duration> = (0..20_000)
+        .map(|_| {
+            let k = w.key(rng.below(w.keys));
+            let s = Instant::now();
+            let _ = std::hint::black_box(snap.get("bench", &k, mid, None));
+            s.elapsed()
+        })
+        .collect();
+    rows.push(Row { name: "get as of T, median".into(), params: "20k random keys, warm".into(), value: percentile(&mut lat, 0.5).as_secs_f64() * 1e6, unit: "µs", ceiling: None });
+    rows.push(Row { name: "get as of T, p99".into(), params: "20k random keys, warm".into(), value: percentile(&mut lat, 0.99).as_secs_f64() * 1e6, unit: "µs", ceiling: None });
+    bar.inc(1);
+
+    bar.set_message("table as of T");
+    let start = Instant::now();
+    let live = snap.table("bench", mid, None)?.try_fold(0u64, |n, r| r.map(|_| n + 1))?;
+    rows.push(Row { name: "table as of T (scratch)".into(), params: format!("{live} live rows of {} keys", w.keys), value: start.elapsed().as_secs_f64() * 1e3, unit: "ms", ceiling: None });
+    bar.inc(1);
+
+    bar.set_message("join and window");
+    let requests: Vec<Request> = (0..100_000)
+        .map(|_| Request { key: Bytes::from(w.key(rng.below(w.keys))), time: rng.below(w.events) as i64 * w.step_us })
+        .collect();
+    let start = Instant::now();
+    snap.asof_join(&requests, &["bench"], None, None)?;
+    rows.push(Row { name: "as-of join".into(), params: "100k requests".into(), value: start.elapsed().as_secs_f64() * 1e3, unit: "ms", ceiling: None });
+    let start = Instant::now();
+    snap.window("bench", "price", Agg::Avg, 1_800_000_000, &requests, None)?;
+    rows.push(Row { name: "window avg 30m".into(), params: "100k requests".into(), value: start.elapsed().as_secs_f64() * 1e3, unit: "ms", ceiling: None });
+    bar.inc(1);
+
+    bar.set_message("open and recovery");
+    drop(snap);
+    drop(db);
+    let start = Instant::now();
+    let db = Db::open(&dir)?;
+    rows.push(Row { name: "open".into(), params: format!("{} events", w.events), value: start.elapsed().as_secs_f64() * 1e3, unit: "ms", ceiling: None });
+    drop(db);
+    let active = tablelog::storage::segment::list(&dir)?.pop().map(|(_, p)| p);
+    if let Some(active) = active {
+        let mut f = std::fs::OpenOptions::new().append(true).open(&active)?;
+        f.write_all(&[0x5a; 3000])?;
+    }
+    let start = Instant::now();
+    let db = Db::open(&dir)?;
+    rows.push(Row { name: "recovery after torn tail".into(), params: format!("{} bytes cut", db.recovery().truncated_bytes), value: start.elapsed().as_secs_f64() * 1e3, unit: "ms", ceiling: None });
+    drop(db);
+    bar.inc(1);
+    bar.finish_and_clear();
+
+    if a.json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|r| json!({"name": r.name, "params": r.params, "value": r.value, "unit": r.unit,
+                "ceiling": r.ceiling.as_ref().map(|(n, c)| json!({"name": n, "value": c, "fraction": r.value / c}))}))
+            .collect();
+        crate::outln!("{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        crate::outln!("{:<42} {:<34} {:>14}  {}", "benchmark", "parameters", "result", "of ceiling")?;
+        for r in &rows {
+            let val = if r.value >= 1000.0 { format!("{:.0} {}", r.value, r.unit) } else { format!("{:.2} {}", r.value, r.unit) };
+            let frac = r.ceiling.as_ref().map_or(String::new(), |(n, c)| format!("{:.0}% of {n}", 100.0 * r.value / c));
+            crate::outln!("{:<42} {:<34} {:>14}  {}", r.name, r.params, val, frac)?;
+        }
+    }
+    Ok(Outcome::Ok)
+}
