@@ -220,11 +220,7 @@ impl Iterator for Table {
 
     fn next(&mut self) -> Option<Result<Row>> {
         loop {
-            let key = self.cursor.next_key(&mut self.buf)?;
-            visible(&mut self.buf, self.as_of, self.end);
-            if self.buf.is_empty() {
-                continue;
-            }
+            let key = self.cursor.next_visible(self.as_of, self.end, &mut self.buf)?;
             match fold(&self.snap, &self.stream, self.snap.merge.get(&self.stream), &key, &self.buf) {
                 Ok(GetResult::Present(row)) => return Some(Ok(row)),
                 Ok(_) => {}

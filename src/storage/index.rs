@@ -9,6 +9,7 @@ use bytes::Bytes;
 use foldhash::fast::RandomState;
 
 use super::frame::{Frame, FrameKind};
+use super::keytable::KeyTable;
 use super::record::{Hlc, Op};
 use crate::{Error, Result};
 
@@ -72,20 +73,37 @@ impl VersionRef {
     }
 }
 
-/// Map from key to its versions, for one stream.
-pub type KeyMap = HashMap<Box<[u8]>, Vec<VersionRef>, RandomState>;
-
 /// In-memory indexes of a segment: built while writing the active segment, or by
 /// scanning a segment whose sidecars are missing or damaged.
 #[derive(Debug, Default)]
 pub struct MemIndex {
     /// Frames in position order.
     pub frames: Vec<FrameMeta>,
-    /// Per stream, the key map. Versions are in position order.
-    pub streams: HashMap<String, KeyMap, RandomState>,
+    streams: Vec<(String, KeyTable)>,
+    by_name: HashMap<String, usize, RandomState>,
 }
 
 impl MemIndex {
+    /// The key table of `stream`.
+    #[must_use]
+    pub fn stream(&self, name: &str) -> Option<&KeyTable> {
+        self.by_name.get(name).map(|&i| &self.streams[i].1)
+    }
+
+    /// Every stream with its key table.
+    pub fn streams(&self) -> impl Iterator<Item = (&str, &KeyTable)> {
+        self.streams.iter().map(|(n, t)| (n.as_str(), t))
+    }
+
+    fn stream_index(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.by_name.get(name) {
+            return i;
+        }
+        self.streams.push((name.to_string(), KeyTable::default()));
+        self.by_name.insert(name.to_string(), self.streams.len() - 1);
+        self.streams.len() - 1
+    }
+
     /// Adds the records of a frame. `records` yields `(stream, key, op, event_time,
     /// rec_off)` in position order starting at `meta.first_pos`.
     pub fn add_frame<'a>(
@@ -96,23 +114,28 @@ impl MemIndex {
         let mut min_et = i64::MAX;
         let mut max_et = i64::MIN;
         let mut pos = meta.first_pos;
+        let mut last: Option<(&str, usize)> = None;
         for (stream, key, op, et, rec_off) in records {
             min_et = min_et.min(et);
             max_et = max_et.max(et);
-            let map = self.streams.entry_ref_or_insert(stream);
-            let v = VersionRef {
-                event_time: et,
-                position: pos,
-                frame_off: meta.offset,
-                rec_off,
-                op,
-            };
-            match map.get_mut(key) {
-                Some(vs) => vs.push(v),
-                None => {
-                    map.insert(key.into(), vec![v]);
+            let i = match last {
+                Some((s, i)) if s == stream => i,
+                _ => {
+                    let i = self.stream_index(stream);
+                    last = Some((stream, i));
+                    i
                 }
-            }
+            };
+            self.streams[i].1.push(
+                key,
+                VersionRef {
+                    event_time: et,
+                    position: pos,
+                    frame_off: meta.offset,
+                    rec_off,
+                    op,
+                },
+            );
             pos += 1;
         }
         if meta.count > 0 {
@@ -182,24 +205,23 @@ impl MemIndex {
     /// each key's versions sorted by `(event_time, position)`.
     #[must_use]
     pub fn encode_kidx(&self) -> Vec<u8> {
-        let mut names: Vec<&String> = self.streams.keys().collect();
-        names.sort();
+        let mut names: Vec<&(String, KeyTable)> = self.streams.iter().filter(|(_, t)| !t.is_empty()).collect();
+        names.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = Vec::new();
         out.extend_from_slice(KIDX_MAGIC);
         out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
         out.extend_from_slice(&(names.len() as u32).to_le_bytes());
         // Directory: name, key count, then three absolute offsets patched below.
         let mut patch_at = Vec::new();
-        for n in &names {
+        for (n, table) in &names {
             out.push(n.len() as u8);
             out.extend_from_slice(n.as_bytes());
-            out.extend_from_slice(&(self.streams[*n].len() as u32).to_le_bytes());
+            out.extend_from_slice(&(table.len() as u32).to_le_bytes());
             patch_at.push(out.len());
             out.extend_from_slice(&[0u8; 24]);
         }
-        for (n, at) in names.iter().zip(patch_at) {
-            let map = &self.streams[*n];
-            let mut keys: Vec<(&Box<[u8]>, &Vec<VersionRef>)> = map.iter().collect();
+        for ((_, table), at) in names.iter().zip(patch_at) {
+            let mut keys: Vec<(&[u8], Vec<VersionRef>)> = table.iter().map(|(k, vs)| (k, vs.copied().collect())).collect();
             keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
             let keys_off = out.len() as u64;
             let mut blob_len = 0u32;
@@ -217,10 +239,9 @@ impl MemIndex {
                 out.extend_from_slice(k);
             }
             let vers_off = out.len() as u64;
-            for (_, vs) in &keys {
-                let mut sorted: Vec<VersionRef> = (*vs).clone();
-                sorted.sort_unstable_by_key(VersionRef::order);
-                for v in sorted {
+            for (_, vs) in &mut keys {
+                vs.sort_unstable_by_key(VersionRef::order);
+                for v in vs.iter() {
                     out.extend_from_slice(&v.position.to_le_bytes());
                     out.extend_from_slice(&v.event_time.to_le_bytes());
                     out.extend_from_slice(&v.frame_off.to_le_bytes());
@@ -236,20 +257,6 @@ impl MemIndex {
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
-    }
-}
-
-/// `HashMap::entry` without allocating the key when it is present.
-trait EntryRef {
-    fn entry_ref_or_insert(&mut self, k: &str) -> &mut KeyMap;
-}
-
-impl EntryRef for HashMap<String, KeyMap, RandomState> {
-    fn entry_ref_or_insert(&mut self, k: &str) -> &mut KeyMap {
-        if !self.contains_key(k) {
-            self.insert(k.to_string(), KeyMap::default());
-        }
-        self.get_mut(k).expect("just inserted")
     }
 }
 
@@ -454,6 +461,17 @@ impl KeyIndexFile {
         }
     }
 
+    /// A cursor over the keys of `stream` in byte order (`None`: no such stream).
+    #[must_use]
+    pub fn cursor(&self, stream: &str) -> Option<KeyFileCursor> {
+        let s = self.section(stream)?.clone();
+        Some(KeyFileCursor {
+            file: self.clone(),
+            section: s,
+            i: 0,
+        })
+    }
+
     /// The `i`-th key of `stream` in byte order, with its versions.
     pub fn entry(&self, stream: &str, i: usize, out: &mut Vec<VersionRef>) -> Option<Bytes> {
         let s = self.section(stream)?;
@@ -463,5 +481,75 @@ impl KeyIndexFile {
         let (k, vs, vc) = self.key_entry(s, i);
         self.versions_at(s, vs, vc, out);
         Some(k)
+    }
+}
+
+/// Key-ordered iteration over one stream's section of a key index file.
+#[derive(Debug, Clone)]
+pub struct KeyFileCursor {
+    file: KeyIndexFile,
+    section: StreamSection,
+    i: usize,
+}
+
+impl KeyFileCursor {
+    /// The current key, `None` at the end.
+    #[must_use]
+    pub fn key(&self) -> Option<&[u8]> {
+        if self.i >= self.section.key_count {
+            return None;
+        }
+        let b = &self.file.bytes;
+        let e = self.section.keys_off + self.i * KEY_ENTRY;
+        let ko = le_u32(b, e).unwrap_or(0) as usize;
+        let kl = le_u32(b, e + 4).unwrap_or(0) as usize;
+        b.get(self.section.blob_off + ko..self.section.blob_off + ko + kl)
+    }
+
+    /// The current key as shared bytes (zero-copy).
+    #[must_use]
+    pub fn key_bytes(&self) -> Bytes {
+        let (k, _, _) = self.file.key_entry(&self.section, self.i);
+        k
+    }
+
+    /// The current key's newest version visible as of `as_of` below position
+    /// `end`, by `(event_time, position)`: a binary search, since the key's
+    /// versions are sorted by `(event_time, position)`.
+    #[must_use]
+    pub fn best(&self, as_of: i64, end: u64) -> Option<VersionRef> {
+        let (_, vs, vc) = self.file.key_entry(&self.section, self.i);
+        let b = &self.file.bytes;
+        let at = |j: usize| self.section.vers_off + (vs + j) * VERSION_ENTRY;
+        let et = |j: usize| le_u64(b, at(j) + 8).unwrap_or(0) as i64;
+        let (mut lo, mut hi) = (0usize, vc);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if et(mid) <= as_of {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut one = Vec::with_capacity(1);
+        for j in (0..lo).rev() {
+            if le_u64(b, at(j)).unwrap_or(u64::MAX) < end {
+                self.file.versions_at(&self.section, vs + j, 1, &mut one);
+                return one.pop();
+            }
+        }
+        None
+    }
+
+    /// Moves to the next key without reading the current one's versions.
+    pub fn skip(&mut self) {
+        self.i += 1;
+    }
+
+    /// Appends the current key's versions to `out` and moves to the next key.
+    pub fn take(&mut self, out: &mut Vec<VersionRef>) {
+        let (_, vs, vc) = self.file.key_entry(&self.section, self.i);
+        self.file.versions_at(&self.section, vs, vc, out);
+        self.i += 1;
     }
 }

@@ -11,6 +11,7 @@
 pub mod frame;
 pub mod fsutil;
 pub mod index;
+pub mod keytable;
 pub mod log;
 pub mod meta;
 mod mmap;

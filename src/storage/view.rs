@@ -9,8 +9,9 @@ use bytes::Bytes;
 use super::frame::trusted_records;
 use super::frame::parse_record;
 use super::index::{FrameMeta, VersionRef};
+use super::keytable::KeyTable;
 use super::log::{LogState, RecoveryReport};
-use super::record::{Hlc, Record};
+use super::record::{Hlc, Op, Record};
 use super::segment::SealedSegment;
 use crate::{Error, Result};
 
@@ -205,8 +206,8 @@ impl View {
         }
         {
             let inner = self.state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(vs) = inner.index.streams.get(stream).and_then(|m| m.get(key)) {
-                out.extend(vs.iter().filter(|v| v.position < self.end_pos));
+            if let Some(t) = inner.index.stream(stream) {
+                out.extend(t.get(key).filter(|v| v.position < self.end_pos));
             }
         }
         out.sort_unstable_by_key(VersionRef::order);
@@ -238,9 +239,9 @@ impl View {
             names.extend(s.keys()?.stream_names().map(str::to_string));
         }
         let inner = self.state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (name, keys) in &inner.index.streams {
-            if keys.values().any(|vs| vs.first().is_some_and(|v| v.position < self.end_pos)) {
-                names.insert(name.clone());
+        for (name, keys) in inner.index.streams() {
+            if keys.first_position().is_some_and(|p| p < self.end_pos) {
+                names.insert(name.to_string());
             }
         }
         Ok(names.into_iter().collect())
@@ -271,9 +272,9 @@ impl View {
         let inner = self.state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(inner
             .index
-            .streams
-            .get(stream)
-            .is_some_and(|m| m.values().any(|vs| vs.first().is_some_and(|v| v.position < self.end_pos))))
+            .stream(stream)
+            .and_then(KeyTable::first_position)
+            .is_some_and(|p| p < self.end_pos))
     }
 
     /// Every key of `stream` in byte order with its visible versions sorted by
@@ -281,36 +282,21 @@ impl View {
     pub fn keys(&self, stream: &str) -> Result<KeyCursor> {
         let mut sealed = Vec::new();
         for s in &self.state.sealed {
-            let k = s.keys()?;
-            if k.key_count(stream) > 0 {
-                sealed.push((k.clone(), 0usize));
+            if let Some(c) = s.keys()?.cursor(stream) {
+                sealed.push(c);
             }
         }
-        let active = {
+        let (keys, ranges, versions) = {
             let inner = self.state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut v: Vec<(Bytes, Vec<VersionRef>)> = inner
-                .index
-                .streams
-                .get(stream)
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|(k, vs)| {
-                            let vis: Vec<VersionRef> = vs.iter().copied().filter(|v| v.position < self.end_pos).collect();
-                            (!vis.is_empty()).then(|| (Bytes::copy_from_slice(k), vis))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-            v
+            inner.index.stream(stream).map(|t| t.sorted_below(self.end_pos)).unwrap_or_default()
         };
         Ok(KeyCursor {
-            stream: stream.to_string(),
             sealed,
-            heads: Vec::new(),
-            active: active.into_iter().peekable(),
+            active_keys: Bytes::from(keys),
+            active: ranges,
+            active_versions: versions,
+            next_active: 0,
             end_pos: self.end_pos,
-            scratch: Vec::new(),
         })
     }
 
@@ -346,53 +332,121 @@ pub type Recovery = RecoveryReport;
 /// Merged, key-ordered iteration over one stream's keys across all segments.
 #[derive(Debug)]
 pub struct KeyCursor {
-    stream: String,
-    sealed: Vec<(super::index::KeyIndexFile, usize)>,
-    heads: Vec<Option<Bytes>>,
-    active: std::iter::Peekable<std::vec::IntoIter<(Bytes, Vec<VersionRef>)>>,
+    sealed: Vec<super::index::KeyFileCursor>,
+    active_keys: Bytes,
+    active: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    active_versions: Vec<VersionRef>,
+    next_active: usize,
     end_pos: u64,
-    scratch: Vec<VersionRef>,
 }
 
 impl KeyCursor {
+    /// The next key that has a version visible as of `as_of` (below the view's end
+    /// and `end`), with the versions needed to fold its row into `out`: only the
+    /// newest visible version when that is a put or delete, else every visible
+    /// version, sorted by `(event_time, position)`. Keys with no visible version
+    /// are skipped. Sealed segments answer by binary search in their key index.
+    pub fn next_visible(&mut self, as_of: i64, end: u64, out: &mut Vec<VersionRef>) -> Option<Bytes> {
+        let end = end.min(self.end_pos);
+        loop {
+            out.clear();
+            const ACTIVE: usize = usize::MAX;
+            let mut min: Option<(&[u8], usize)> =
+                self.active.get(self.next_active).map(|(k, _)| (&self.active_keys[k.clone()], ACTIVE));
+            for (i, c) in self.sealed.iter().enumerate() {
+                if let Some(k) = c.key() {
+                    if min.is_none_or(|(m, _)| k < m) {
+                        min = Some((k, i));
+                    }
+                }
+            }
+            let (_, src) = min?;
+            let key = if src == ACTIVE {
+                self.active_keys.slice(self.active[self.next_active].0.clone())
+            } else {
+                self.sealed[src].key_bytes()
+            };
+            let visible = |v: &VersionRef| v.event_time <= as_of && v.position < end;
+            let mut best: Option<VersionRef> = None;
+            let active_here = self.active.get(self.next_active).is_some_and(|(k, _)| self.active_keys[k.clone()] == key[..]);
+            if active_here {
+                let vs = &self.active_versions[self.active[self.next_active].1.clone()];
+                best = vs.iter().copied().filter(visible).max_by_key(VersionRef::order);
+            }
+            for c in &self.sealed {
+                if c.key() == Some(&key[..]) {
+                    if let Some(b) = c.best(as_of, end) {
+                        if best.is_none_or(|x| b.order() > x.order()) {
+                            best = Some(b);
+                        }
+                    }
+                }
+            }
+            let full = best.is_some_and(|b| b.op == Op::Patch);
+            if active_here {
+                if full {
+                    let vs = &self.active_versions[self.active[self.next_active].1.clone()];
+                    out.extend(vs.iter().copied().filter(visible));
+                }
+                self.next_active += 1;
+            }
+            for c in &mut self.sealed {
+                if c.key() == Some(&key[..]) {
+                    if full {
+                        let before = out.len();
+                        c.take(out);
+                        let kept: Vec<VersionRef> = out.drain(before..).filter(visible).collect();
+                        out.extend(kept);
+                    } else {
+                        c.skip();
+                    }
+                }
+            }
+            match best {
+                None => continue,
+                Some(b) if !full => out.push(b),
+                Some(_) => out.sort_unstable_by_key(VersionRef::order),
+            }
+            return Some(key);
+        }
+    }
+
     /// The next key with every visible version, sorted by `(event_time, position)`.
     pub fn next_key(&mut self, out: &mut Vec<VersionRef>) -> Option<Bytes> {
         out.clear();
-        if self.heads.len() != self.sealed.len() {
-            self.heads = self
-                .sealed
-                .iter()
-                .map(|(k, i)| {
-                    let mut tmp = Vec::new();
-                    k.entry(&self.stream, *i, &mut tmp)
-                })
-                .collect();
-        }
-        let mut min: Option<Bytes> = self.active.peek().map(|(k, _)| k.clone());
-        for h in self.heads.iter().flatten() {
-            if min.as_ref().is_none_or(|m| h < m) {
-                min = Some(h.clone());
+        const ACTIVE: usize = usize::MAX;
+        let mut min: Option<(&[u8], usize)> = self.active.get(self.next_active).map(|(k, _)| (&self.active_keys[k.clone()], ACTIVE));
+        for (i, c) in self.sealed.iter().enumerate() {
+            if let Some(k) = c.key() {
+                if min.is_none_or(|(m, _)| k < m) {
+                    min = Some((k, i));
+                }
             }
         }
-        let key = min?;
-        for (j, (k, i)) in self.sealed.iter_mut().enumerate() {
-            if self.heads[j].as_ref() == Some(&key) {
-                self.scratch.clear();
-                k.entry(&self.stream, *i, &mut self.scratch);
-                out.extend(self.scratch.iter().filter(|v| v.position < self.end_pos));
-                *i += 1;
-                self.scratch.clear();
-                self.heads[j] = k.entry(&self.stream, *i, &mut self.scratch);
+        let (_, src) = min?;
+        let key = if src == ACTIVE {
+            let (k, vs) = self.active[self.next_active].clone();
+            out.extend_from_slice(&self.active_versions[vs]);
+            self.next_active += 1;
+            self.active_keys.slice(k)
+        } else {
+            self.sealed[src].key_bytes()
+        };
+        let before = out.len();
+        for c in &mut self.sealed {
+            if c.key() == Some(&key[..]) {
+                c.take(out);
             }
         }
-        if self.active.peek().is_some_and(|(k, _)| *k == key) {
-            if let Some((_, vs)) = self.active.next() {
-                out.extend(vs);
-            }
+        if out.len() > before {
+            out.retain(|v| v.position < self.end_pos);
         }
-        // Each source is sorted by (event_time, position), except the active
-        // segment's, which is in position order: always sort the merge.
-        out.sort_unstable_by_key(VersionRef::order);
+        // Each source is sorted by (event_time, position) except the active
+        // segment's, which is in position order: sort whenever sources mix or the
+        // active part has more than one version.
+        if out.len() > 1 {
+            out.sort_unstable_by_key(VersionRef::order);
+        }
         Some(key)
     }
 }

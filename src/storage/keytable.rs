@@ -1,0 +1,202 @@
+//! The in-memory key index of one stream in the active segment.
+//!
+//! Built for the append path: keys live in one byte arena, versions in one arena
+//! where each version links back to the key's previous one, and the hash table
+//! holds small fixed-size slots with the key's first 16 bytes inline. Indexing a
+//! record allocates nothing beyond amortised arena growth and, for keys of up to
+//! 16 bytes, touches only the slot (no arena read, no write to an old version).
+//! A key costs about 56 bytes of table (slot, control byte, load factor) beyond
+//! its own bytes.
+
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+
+use super::index::VersionRef;
+
+const NONE: u32 = u32::MAX;
+
+const INLINE: usize = 16;
+
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    hash: u64,
+    prefix: [u8; INLINE],
+    key_off: u32,
+    key_len: u32,
+    tail: u32,
+}
+
+fn prefix_of(key: &[u8]) -> [u8; INLINE] {
+    let mut p = [0u8; INLINE];
+    let n = key.len().min(INLINE);
+    p[..n].copy_from_slice(&key[..n]);
+    p
+}
+
+/// Keys of one stream mapped to their versions, in position order.
+#[derive(Debug, Default)]
+pub struct KeyTable {
+    table: HashTable<Slot>,
+    keys: Vec<u8>,
+    versions: Vec<VersionRef>,
+    prev: Vec<u32>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl KeyTable {
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn key_of(&self, s: &Slot) -> &[u8] {
+        &self.keys[s.key_off as usize..(s.key_off + s.key_len) as usize]
+    }
+
+    fn matches(keys: &[u8], s: &Slot, hash: u64, key: &[u8], prefix: &[u8; INLINE]) -> bool {
+        s.hash == hash
+            && s.key_len as usize == key.len()
+            && s.prefix == *prefix
+            && (key.len() <= INLINE || &keys[s.key_off as usize..(s.key_off + s.key_len) as usize] == key)
+    }
+
+    /// Appends a version of `key`. Versions must arrive in position order.
+    pub fn push(&mut self, key: &[u8], v: VersionRef) {
+        let idx = self.versions.len() as u32;
+        self.versions.push(v);
+        let hash = self.hash(key);
+        let prefix = prefix_of(key);
+        let keys = &self.keys;
+        match self.table.find_mut(hash, |s| Self::matches(keys, s, hash, key, &prefix)) {
+            Some(slot) => {
+                self.prev.push(slot.tail);
+                slot.tail = idx;
+            }
+            None => {
+                self.prev.push(NONE);
+                let slot = Slot {
+                    hash,
+                    prefix,
+                    key_off: self.keys.len() as u32,
+                    key_len: key.len() as u32,
+                    tail: idx,
+                };
+                self.keys.extend_from_slice(key);
+                self.table.insert_unique(hash, slot, |s| s.hash);
+            }
+        }
+    }
+
+    /// Number of distinct keys.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Whether there are no keys.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    /// Smallest position indexed (versions arrive in position order).
+    #[must_use]
+    pub fn first_position(&self) -> Option<u64> {
+        self.versions.first().map(|v| v.position)
+    }
+
+    /// The versions ending at `tail`, in position order.
+    fn chain(&self, tail: u32) -> std::vec::IntoIter<&VersionRef> {
+        let mut out = Vec::new();
+        let mut at = tail;
+        while at != NONE {
+            out.push(&self.versions[at as usize]);
+            at = self.prev[at as usize];
+        }
+        out.reverse();
+        out.into_iter()
+    }
+
+    /// The versions of `key`, in position order.
+    pub fn get(&self, key: &[u8]) -> impl Iterator<Item = &VersionRef> + '_ {
+        let hash = self.hash(key);
+        let prefix = prefix_of(key);
+        let tail = self
+            .table
+            .find(hash, |s| Self::matches(&self.keys, s, hash, key, &prefix))
+            .map_or(NONE, |s| s.tail);
+        self.chain(tail)
+    }
+
+    /// Every key (sorted) with its versions below position `end`, flattened:
+    /// returns the key arena, `(key range, versions range)` per key, and the
+    /// versions in position order per key. Keys with no such version are left out.
+    #[must_use]
+    pub fn sorted_below(&self, end: u64) -> (Vec<u8>, Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>, Vec<VersionRef>) {
+        let mut slots: Vec<&Slot> = self.table.iter().collect();
+        slots.sort_unstable_by(|a, b| self.key_of(a).cmp(self.key_of(b)));
+        let mut keys = Vec::with_capacity(self.keys.len());
+        let mut ranges = Vec::with_capacity(slots.len());
+        let mut versions = Vec::with_capacity(self.versions.len());
+        for s in slots {
+            let start = versions.len();
+            let mut at = s.tail;
+            while at != NONE {
+                let v = self.versions[at as usize];
+                if v.position < end {
+                    versions.push(v);
+                }
+                at = self.prev[at as usize];
+            }
+            if versions.len() == start {
+                continue;
+            }
+            versions[start..].reverse();
+            let k = keys.len();
+            keys.extend_from_slice(self.key_of(s));
+            ranges.push((k..keys.len(), start..versions.len()));
+        }
+        (keys, ranges, versions)
+    }
+
+    /// Every key with its versions (position order), in no particular key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], impl Iterator<Item = &VersionRef> + '_)> + '_ {
+        self.table.iter().map(|s| (self.key_of(s), self.chain(s.tail)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::record::Op;
+
+    fn v(p: u64) -> VersionRef {
+        VersionRef {
+            event_time: -(p as i64),
+            position: p,
+            frame_off: 0,
+            rec_off: 0,
+            op: Op::Put,
+        }
+    }
+
+    #[test]
+    fn versions_chain_per_key_in_push_order() {
+        let mut t = KeyTable::default();
+        for p in 0..1000u64 {
+            t.push(format!("k{}", p % 7).as_bytes(), v(p));
+            // Long keys sharing a 16-byte prefix must stay distinct.
+            t.push(format!("a-long-shared-prefix-{}", p % 3).as_bytes(), v(p));
+        }
+        assert_eq!(t.len(), 10);
+        assert_eq!(t.get(b"a-long-shared-prefix-2").count(), 333);
+        let got: Vec<u64> = t.get(b"k3").map(|v| v.position).collect();
+        assert_eq!(got, (0..1000).filter(|p| p % 7 == 3).collect::<Vec<_>>());
+        assert_eq!(t.get(b"nope").count(), 0);
+        assert_eq!(t.iter().map(|(_, vs)| vs.count()).sum::<usize>(), 2000);
+        assert_eq!(t.first_position(), Some(0));
+        let mut empty_key = KeyTable::default();
+        empty_key.push(b"", v(5));
+        assert_eq!(empty_key.get(b"").count(), 1);
+    }
+}
