@@ -5,6 +5,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::checkpoint::{Catalog, CheckpointInfo};
 use crate::query::merge::{MergeOperator, MergeRegistry};
 use crate::storage::frame::FrameBuilder;
 use crate::storage::fsutil::FaultPlan;
@@ -156,6 +157,7 @@ impl DbBuilder {
             },
         )?;
         Ok(Db {
+            checkpoints: Arc::new(Catalog::load(&dir)),
             log,
             merge: Arc::new(MergeRegistry::new(self.merge, self.default_merge)),
         })
@@ -179,6 +181,7 @@ impl DbBuilder {
 pub struct Db {
     log: Arc<Log>,
     merge: Arc<MergeRegistry>,
+    checkpoints: Arc<Catalog>,
 }
 
 impl Db {
@@ -216,7 +219,29 @@ impl Db {
         Ok(Snapshot {
             view: View::new(self.log.state())?,
             merge: self.merge.clone(),
+            checkpoints: self.checkpoints.clone(),
         })
+    }
+
+    /// Saves `stream`'s table as of `as_of` (default: the largest event time in the
+    /// log), known at the latest committed position, to a checkpoint file that
+    /// later `table` queries as of `T >= as_of` start from. Needs a writable handle.
+    pub fn checkpoint(&self, stream: &str, as_of: Option<i64>) -> Result<CheckpointInfo> {
+        if self.log.config.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let snap = self.snapshot()?;
+        let as_of = match as_of {
+            Some(t) => t,
+            None => snap.view.max_event_time()?.unwrap_or(i64::MIN),
+        };
+        self.checkpoints.take(&snap, stream, as_of)
+    }
+
+    /// The checkpoints of this database.
+    #[must_use]
+    pub fn checkpoints(&self) -> Vec<CheckpointInfo> {
+        self.checkpoints.list()
     }
 
     /// Fsyncs everything committed so far, whatever the durability mode.
@@ -418,6 +443,7 @@ impl Txn<'_> {
 pub struct Snapshot {
     pub(crate) view: View,
     pub(crate) merge: Arc<MergeRegistry>,
+    pub(crate) checkpoints: Arc<Catalog>,
 }
 
 impl Snapshot {

@@ -38,6 +38,7 @@
 #![warn(missing_docs)]
 #![deny(clippy::unwrap_used)]
 
+pub mod checkpoint;
 pub mod db;
 pub mod error;
 pub mod ingest;
@@ -45,6 +46,7 @@ pub mod query;
 pub mod storage;
 pub mod workload;
 
+pub use checkpoint::CheckpointInfo;
 pub use db::{Batch, Db, DbBuilder, Receipt, Snapshot, Txn, Writer};
 pub use error::{Error, Result};
 pub use query::asof::{GetResult, KnownAt, Row, Table};

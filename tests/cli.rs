@@ -822,6 +822,36 @@ fn query_subcommands_on_missing_database_fail_without_creating_one() {
 }
 
 #[test]
+fn checkpoint_on_missing_database_fails_without_creating_one() {
+    let e = Env::new();
+    let empty = e.tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let cmds = vec![("checkpoint", vec![])];
+    let failures = missing_db_failures(&empty, "", &cmds);
+    assert!(
+        failures.is_empty(),
+        "contract violations:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn checkpoint_then_table_gives_the_same_rows() {
+    let e = Env::new();
+    e.import(
+        "s",
+        "{\"id\":\"a\",\"ts\":\"2024-01-01\",\"v\":1}\n{\"id\":\"b\",\"ts\":\"2024-01-02\",\"v\":2}\n",
+    );
+    let before = e.cmd("table", &["--stream", "s"]).ok().stdout;
+    let r = e.cmd("checkpoint", &["--stream", "s"]).ok();
+    assert!(r.stdout.contains("2 rows"), "{}", r.stdout);
+    e.import("s", "{\"id\":\"a\",\"ts\":\"2023-12-31\",\"v\":0}\n");
+    assert_eq!(e.cmd("table", &["--stream", "s"]).ok().stdout, before, "a late, older event changes nothing");
+    e.cmd("checkpoint", &["--stream", "nope"]).fails_with_one_line_error();
+    e.cmd("verify", &[]).ok();
+}
+
+#[test]
 fn unknown_stream_is_a_one_line_error() {
     let e = Env::new();
     e.import("s", "{\"id\":\"a\",\"ts\":\"2024-01-01\",\"v\":1}\n");
@@ -2229,9 +2259,9 @@ fn help_of_every_subcommand_exits_0_with_example() {
 }
 
 #[test]
-fn help_of_bench_exits_0_with_example() {
+fn help_of_checkpoint_and_bench_exits_0_with_example() {
     let mut failures = Vec::new();
-    for sub in ["bench"] {
+    for sub in ["checkpoint", "bench"] {
         let r = tl([sub, "--help"]);
         if !r.success() || !r.stdout.contains("Example") {
             failures.push(format!(

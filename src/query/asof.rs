@@ -189,17 +189,59 @@ impl Snapshot {
     }
 
     /// Every live row of `stream` as of `as_of`, known at `known_at`, in key order,
-    /// streamed: the iterator merges the segments' sorted key indexes.
+    /// streamed.
+    ///
+    /// Starts from the best usable checkpoint (see [`crate::checkpoint`]) when its
+    /// tail is smaller than the table, else merges the segments' sorted key
+    /// indexes ([`Snapshot::table_from_scratch`]). Both give the same rows.
     pub fn table(&self, stream: &str, as_of: i64, known_at: impl Into<KnownAt>) -> Result<Table> {
         let end = self.known_end(known_at)?;
         self.check_stream(stream)?;
+        if let Some(ck) = self.checkpoints.best(stream, as_of, end) {
+            if let Some(tail) = crate::checkpoint::tail_keys(self, &ck, as_of, end)? {
+                match crate::checkpoint::file::open(&ck.path)
+                    .and_then(|(info, bytes)| crate::checkpoint::file::Rows::new(&info, &bytes))
+                {
+                    Ok(rows) => {
+                        return Ok(Table {
+                            inner: Inner::Checkpoint(Box::new(crate::checkpoint::FromCheckpoint {
+                                snap: self.clone(),
+                                stream: stream.to_string(),
+                                as_of,
+                                end,
+                                rows,
+                                peeked: None,
+                                tail: tail.into_iter(),
+                                next_tail: None,
+                                buf: Vec::new(),
+                            })),
+                        })
+                    }
+                    Err(e) => log::warn!("checkpoint {} unusable, rebuilding from the log: {e}", ck.path.display()),
+                }
+            }
+        }
+        self.scratch(stream, as_of, end)
+    }
+
+    /// Like [`Snapshot::table`], but always from the log's key indexes, never from
+    /// a checkpoint.
+    pub fn table_from_scratch(&self, stream: &str, as_of: i64, known_at: impl Into<KnownAt>) -> Result<Table> {
+        let end = self.known_end(known_at)?;
+        self.check_stream(stream)?;
+        self.scratch(stream, as_of, end)
+    }
+
+    fn scratch(&self, stream: &str, as_of: i64, end: u64) -> Result<Table> {
         Ok(Table {
-            snap: self.clone(),
-            stream: stream.to_string(),
-            cursor: self.view.keys(stream)?,
-            as_of,
-            end,
-            buf: Vec::new(),
+            inner: Inner::Scratch {
+                snap: self.clone(),
+                stream: stream.to_string(),
+                cursor: self.view.keys(stream)?,
+                as_of,
+                end,
+                buf: Vec::new(),
+            },
         })
     }
 }
@@ -207,25 +249,51 @@ impl Snapshot {
 /// Streamed rows of a table as of a time (see [`Snapshot::table`]).
 #[derive(Debug)]
 pub struct Table {
-    snap: Snapshot,
-    stream: String,
-    cursor: KeyCursor,
-    as_of: i64,
-    end: u64,
-    buf: Vec<VersionRef>,
+    inner: Inner,
+}
+
+#[derive(Debug)]
+enum Inner {
+    Scratch {
+        snap: Snapshot,
+        stream: String,
+        cursor: KeyCursor,
+        as_of: i64,
+        end: u64,
+        buf: Vec<VersionRef>,
+    },
+    Checkpoint(Box<crate::checkpoint::FromCheckpoint>),
+}
+
+impl Table {
+    /// Whether the rows come from a checkpoint plus its tail.
+    #[must_use]
+    pub fn from_checkpoint(&self) -> bool {
+        matches!(self.inner, Inner::Checkpoint(_))
+    }
 }
 
 impl Iterator for Table {
     type Item = Result<Row>;
 
     fn next(&mut self) -> Option<Result<Row>> {
-        loop {
-            let key = self.cursor.next_visible(self.as_of, self.end, &mut self.buf)?;
-            match fold(&self.snap, &self.stream, self.snap.merge.get(&self.stream), &key, &self.buf) {
-                Ok(GetResult::Present(row)) => return Some(Ok(row)),
-                Ok(_) => {}
-                Err(e) => return Some(Err(e)),
-            }
+        match &mut self.inner {
+            Inner::Checkpoint(c) => c.next_row(),
+            Inner::Scratch {
+                snap,
+                stream,
+                cursor,
+                as_of,
+                end,
+                buf,
+            } => loop {
+                let key = cursor.next_visible(*as_of, *end, buf)?;
+                match fold(snap, stream, snap.merge.get(stream), &key, buf) {
+                    Ok(GetResult::Present(row)) => return Some(Ok(row)),
+                    Ok(_) => {}
+                    Err(e) => return Some(Err(e)),
+                }
+            },
         }
     }
 }

@@ -20,3 +20,10 @@ pub mod segment;
 pub mod stats;
 pub mod verify;
 pub mod view;
+
+/// Maps a whole file read-only (for immutable files: sidecars, checkpoints).
+pub(crate) fn mmap_file(path: &std::path::Path) -> crate::Result<bytes::Bytes> {
+    let f = std::fs::File::open(path).map_err(|e| crate::Error::io(path, e))?;
+    let len = f.metadata().map_err(|e| crate::Error::io(path, e))?.len();
+    mmap::map(&f, len as usize, path)
+}

@@ -280,9 +280,7 @@ impl SealedSegment {
 }
 
 fn read_sidecar(path: &Path) -> Result<Bytes> {
-    let f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
-    mmap::map(&f, len as usize, path)
+    super::mmap_file(path)
 }
 
 /// Writes both sidecars of a segment atomically.

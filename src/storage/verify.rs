@@ -134,5 +134,27 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             }
         }
     }
+    let ck_dir = dir.join(crate::checkpoint::CHECKPOINT_DIR);
+    if let Ok(rd) = std::fs::read_dir(&ck_dir) {
+        let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "ckpt")).collect();
+        files.sort();
+        for path in files {
+            let problem = match read(&path) {
+                Err(e) => Some((0, format!("unreadable: {e}"))),
+                Ok(b) => match crate::checkpoint::file::parse(&b, &path) {
+                    Ok(info) if info.known_end > expected_base => {
+                        Some((0, format!("checkpoint reflects positions up to {} but the log ends at {expected_base}", info.known_end)))
+                    }
+                    Ok(_) => None,
+                    Err(Error::Corruption { offset, reason, .. }) => Some((offset, reason)),
+                    Err(e) => Some((0, e.to_string())),
+                },
+            };
+            if let Some((offset, reason)) = problem {
+                // Queries ignore a bad checkpoint and rebuild from the log.
+                report.problems.push(Problem { path, offset, reason, repairable: true });
+            }
+        }
+    }
     Ok(report)
 }

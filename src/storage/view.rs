@@ -319,6 +319,17 @@ impl View {
         Ok(None)
     }
 
+    /// The largest event time of any visible record (from the frame indexes).
+    pub fn max_event_time(&self) -> Result<Option<i64>> {
+        let mut best: Option<i64> = None;
+        for seg in self.segs() {
+            for f in seg.frames()?.iter().filter(|f| f.count > 0 && f.first_pos < self.end_pos) {
+                best = Some(best.map_or(f.max_et, |b| b.max(f.max_et)));
+            }
+        }
+        Ok(best)
+    }
+
     /// What recovery found at open (the view's log).
     #[must_use]
     pub fn state(&self) -> &LogState {

@@ -136,7 +136,7 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
         ..Workload::default()
     };
     let append_durability = durability(&a.durability).map_err(crate::args::msg)?;
-    let steps = 12u64;
+    let steps = 13u64;
     let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
     bar.set_style(ProgressStyle::with_template("{spinner} bench [{bar:30}] {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
     let mut rows: Vec<Row> = Vec::new();
@@ -261,6 +261,42 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
     let start = Instant::now();
     let live = snap.table("bench", mid, None)?.try_fold(0u64, |n, r| r.map(|_| n + 1))?;
     rows.push(Row { name: "table as of T (scratch)".into(), params: format!("{live} live rows of {} keys", w.keys), value: start.elapsed().as_secs_f64() * 1e3, unit: "ms", ceiling: None });
+    bar.inc(1);
+
+    bar.set_message("checkpoint");
+    // A checkpoint as of the latest event time, then 1% more events (some late),
+    // then the latest table with and without it.
+    let max_t = (w.events as i64) * w.step_us;
+    db.checkpoint("bench", Some(max_t))?;
+    let more = Workload { events: (w.events / 100).max(1), ..w };
+    let mut rng2 = Rng(17);
+    let mut b = Batch::new();
+    for i in 0..more.events {
+        let (k, t) = more.event(i, &mut rng2);
+        b.put_at("bench", w.key(k), w.value(i), max_t - 3_600_000_000 + t % 7_200_000_000)?;
+    }
+    db.writer().commit(b)?;
+    let snap = db.snapshot()?;
+    let latest = max_t + 3_600_000_000;
+    let start = Instant::now();
+    let n1 = snap.table_from_scratch("bench", latest, None)?.try_fold(0u64, |n, r| r.map(|_| n + 1))?;
+    let scratch = start.elapsed();
+    let start = Instant::now();
+    let mut t = snap.table("bench", latest, None)?;
+    let used = t.from_checkpoint();
+    let n2 = t.try_fold(0u64, |n, r| r.map(|_| n + 1))?;
+    let from_ck = start.elapsed();
+    if n1 != n2 {
+        return Err(crate::args::msg(format!("checkpoint table has {n2} rows, scratch {n1}")));
+    }
+    rows.push(Row { name: "table as of latest (scratch)".into(), params: format!("{n1} rows, {} tail events", more.events), value: scratch.as_secs_f64() * 1e3, unit: "ms", ceiling: None });
+    rows.push(Row {
+        name: format!("table as of latest (checkpoint{})", if used { "" } else { " NOT USED" }),
+        params: format!("{:.1}× faster than scratch", scratch.as_secs_f64() / from_ck.as_secs_f64()),
+        value: from_ck.as_secs_f64() * 1e3,
+        unit: "ms",
+        ceiling: None,
+    });
     bar.inc(1);
 
     bar.set_message("join and window");

@@ -4,6 +4,7 @@
 
 mod args;
 mod bench;
+mod checkpoint;
 mod demo;
 mod import;
 mod init;
@@ -39,6 +40,7 @@ enum Command {
     Changes(query::ChangesArgs),
     Join(query::JoinArgs),
     Window(query::WindowArgs),
+    Checkpoint(checkpoint::CheckpointArgs),
     Verify(inspect::VerifyArgs),
     Stats(inspect::StatsArgs),
     Demo(demo::DemoArgs),
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Changes(a) => query::changes(a),
         Command::Join(a) => query::join(a),
         Command::Window(a) => query::window(a),
+        Command::Checkpoint(a) => checkpoint::run(a),
         Command::Verify(a) => inspect::verify(a),
         Command::Stats(a) => inspect::stats(a),
         Command::Demo(a) => demo::run(a),

@@ -1,0 +1,196 @@
+//! Snapshot checkpoints: a stream's table saved as of event time `T`, known below
+//! position `K`, so `table` as of `T' >= T` starts from it and reads only the
+//! tail, instead of every version in history.
+//!
+//! A checkpoint never changes an answer. Rows that the tail can change are
+//! recomputed from the key index: the tail is every visible record the
+//! checkpoint does not reflect, i.e. with `T < event_time <= T'`, or with
+//! `position >= K` (late events whose event time may be at or before `T`, which
+//! must be folded in `(event_time, position)` order with what the checkpoint
+//! already folded). Every other key's row is the checkpoint's.
+//!
+//! Files live in `DIR/checkpoints/<stream>@<K, 20 digits>.ckpt` (format in
+//! [`file`]).
+
+pub mod file;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+use crate::db::Snapshot;
+use crate::query::asof::{fold, GetResult, Row};
+use crate::storage::index::VersionRef;
+use crate::{Error, Result};
+pub use file::CheckpointInfo;
+
+/// Subdirectory holding checkpoint files.
+pub const CHECKPOINT_DIR: &str = "checkpoints";
+
+/// The checkpoints of a database, by stream.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    dir: PathBuf,
+    infos: Mutex<Vec<CheckpointInfo>>,
+}
+
+impl Catalog {
+    /// Lists the checkpoint files of the database at `db_dir` (headers only).
+    /// Files that do not parse are ignored here and reported by `verify`.
+    #[must_use]
+    pub fn load(db_dir: &Path) -> Catalog {
+        let dir = db_dir.join(CHECKPOINT_DIR);
+        let mut infos = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.extension().is_some_and(|x| x == "ckpt") {
+                    match file::peek(&p) {
+                        Ok(i) => infos.push(i),
+                        Err(err) => log::warn!("ignoring checkpoint {}: {err}", p.display()),
+                    }
+                }
+            }
+        }
+        Catalog {
+            dir,
+            infos: Mutex::new(infos),
+        }
+    }
+
+    /// Every checkpoint known, oldest first.
+    #[must_use]
+    pub fn list(&self) -> Vec<CheckpointInfo> {
+        let mut v = self.infos.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        v.sort_by_key(|i| (i.stream.clone(), i.known_end, i.as_of));
+        v
+    }
+
+    /// The best checkpoint of `stream` usable for a query as of `as_of` known below
+    /// `end`: the latest `T <= as_of` with `K <= end`.
+    #[must_use]
+    pub fn best(&self, stream: &str, as_of: i64, end: u64) -> Option<CheckpointInfo> {
+        self.infos
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter(|i| i.stream == stream && i.as_of <= as_of && i.known_end <= end)
+            .max_by_key(|i| (i.as_of, i.known_end))
+            .cloned()
+    }
+
+    /// Writes a checkpoint of `stream` as of `as_of`, known at the snapshot's end.
+    pub fn take(&self, snap: &Snapshot, stream: &str, as_of: i64) -> Result<CheckpointInfo> {
+        let end = snap.end_position();
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let path = self.dir.join(format!("{stream}@{end:020}.ckpt"));
+        let rows = snap.table_from_scratch(stream, as_of, crate::KnownAt::Latest)?;
+        let info = file::write(&path, stream, as_of, end, rows, 3)?;
+        let mut infos = self.infos.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        infos.retain(|i| i.path != path);
+        infos.push(info.clone());
+        Ok(info)
+    }
+}
+
+/// Keys of `stream` with a visible record (below `end`, at or before `as_of`)
+/// that the checkpoint does not reflect, sorted; `None` when the tail looks larger
+/// than the checkpoint itself (starting from scratch is then cheaper).
+pub(crate) fn tail_keys(snap: &Snapshot, ck: &CheckpointInfo, as_of: i64, end: u64) -> Result<Option<Vec<Bytes>>> {
+    let view = snap.view();
+    let budget = ck.rows.max(1024);
+    let mut keys = Vec::new();
+    let mut seen = 0u64;
+    // Records newer in event time than the checkpoint (skipping frames by the
+    // time index), then records appended after it (late events included).
+    for r in view.scan_time(&ck.stream, ck.as_of.saturating_add(1), as_of) {
+        let r = r?;
+        if r.position < end {
+            keys.push(r.key);
+        }
+        seen += 1;
+        if seen > budget {
+            return Ok(None);
+        }
+    }
+    for r in view.scan(ck.known_end, Some(&ck.stream)) {
+        let r = r?;
+        if r.position >= end {
+            break;
+        }
+        if r.event_time <= ck.as_of {
+            keys.push(r.key);
+        }
+        seen += 1;
+        if seen > budget {
+            return Ok(None);
+        }
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    Ok(Some(keys))
+}
+
+/// Rows of a table from a checkpoint plus its tail, in key order.
+pub(crate) struct FromCheckpoint {
+    pub(crate) snap: Snapshot,
+    pub(crate) stream: String,
+    pub(crate) as_of: i64,
+    pub(crate) end: u64,
+    pub(crate) rows: file::Rows,
+    pub(crate) peeked: Option<Row>,
+    pub(crate) tail: std::vec::IntoIter<Bytes>,
+    pub(crate) next_tail: Option<Bytes>,
+    pub(crate) buf: Vec<VersionRef>,
+}
+
+impl std::fmt::Debug for FromCheckpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FromCheckpoint").field("stream", &self.stream).finish_non_exhaustive()
+    }
+}
+
+impl FromCheckpoint {
+    fn recompute(&mut self, key: &Bytes) -> Result<Option<Row>> {
+        self.buf = self.snap.view().versions(&self.stream, key)?;
+        crate::query::asof::visible(&mut self.buf, self.as_of, self.end);
+        Ok(match fold(&self.snap, &self.stream, self.snap.merge.get(&self.stream), key, &self.buf)? {
+            GetResult::Present(r) => Some(r),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn next_row(&mut self) -> Option<Result<Row>> {
+        loop {
+            if self.peeked.is_none() {
+                match self.rows.next() {
+                    Some(Ok(r)) => self.peeked = Some(r),
+                    Some(Err(e)) => return Some(Err(e)),
+                    None => {}
+                }
+            }
+            if self.next_tail.is_none() {
+                self.next_tail = self.tail.next();
+            }
+            let take_tail = match (&self.peeked, &self.next_tail) {
+                (None, None) => return None,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some(r), Some(k)) => *k <= r.key,
+            };
+            if !take_tail {
+                return self.peeked.take().map(Ok);
+            }
+            let Some(key) = self.next_tail.take() else { continue };
+            if self.peeked.as_ref().is_some_and(|r| r.key == key) {
+                self.peeked = None;
+            }
+            match self.recompute(&key) {
+                Ok(Some(row)) => return Some(Ok(row)),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Checkpoints change how fast a table comes, never what it is: late events,
+//! late patches and deletes that land before a checkpoint's time are folded in the
+//! right order, for every as-of time and known-at position.
+
+use std::sync::Arc;
+
+use tablelog::workload::Rng;
+use tablelog::{Batch, Db, JsonMergePatch, Result, Row};
+
+fn open(dir: &std::path::Path) -> Db {
+    Db::builder(dir).segment_size(8192).default_merge_operator(Arc::new(JsonMergePatch)).open().unwrap()
+}
+
+/// A second, read-only handle: a fresh open that loads the checkpoint catalog.
+fn reader(dir: &std::path::Path) -> Db {
+    Db::builder(dir).read_only(true).default_merge_operator(Arc::new(JsonMergePatch)).open().unwrap()
+}
+
+fn rows(t: impl Iterator<Item = Result<Row>>) -> Vec<(Vec<u8>, Vec<u8>, i64, u64)> {
+    t.map(|r| {
+        let r = r.unwrap();
+        (r.key.to_vec(), r.value.to_vec(), r.event_time, r.position)
+    })
+    .collect()
+}
+
+/// Appends `n` random batches: puts, patches, deletes, event times out of order.
+fn append(db: &Db, rng: &mut Rng, n: usize) {
+    for _ in 0..n {
+        let mut b = Batch::new();
+        for _ in 0..=rng.below(3) {
+            let key = format!("k{}", rng.below(12));
+            let t = rng.below(1000) as i64;
+            match rng.below(10) {
+                0 => b.delete_at("s", &key, t).unwrap(),
+                1..=3 => b.patch_at("s", &key, format!(r#"{{"p{}":{}}}"#, rng.below(3), rng.below(100)), t).unwrap(),
+                _ => b.put_at("s", &key, format!(r#"{{"v":{}}}"#, rng.below(1000)), t).unwrap(),
+            };
+        }
+        db.writer().commit(b).unwrap();
+    }
+}
+
+#[test]
+fn checkpointed_tables_equal_tables_from_scratch() {
+    let mut rng = Rng(99);
+    let mut used = 0;
+    for round in 0..12 {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        append(&db, &mut rng, 40);
+        let ck_t = rng.below(1000) as i64;
+        let info = db.checkpoint("s", Some(ck_t)).unwrap();
+        assert_eq!(info.as_of, ck_t);
+        // Late events, patches and deletes, many with event times before ck_t.
+        append(&db, &mut rng, 10 + round);
+        for reopen in [false, true] {
+            let db = if reopen { reader(dir.path()) } else { db.clone() };
+            let snap = db.snapshot().unwrap();
+            let end = snap.end_position();
+            for _ in 0..40 {
+                let t = rng.below(1100) as i64 - 50;
+                let k = if rng.below(3) == 0 { None } else { Some(rng.below(end)) };
+                let fast = snap.table("s", t, k).unwrap();
+                used += usize::from(fast.from_checkpoint());
+                assert_eq!(rows(fast), rows(snap.table_from_scratch("s", t, k).unwrap()), "round {round} as of {t} known at {k:?}");
+            }
+        }
+    }
+    assert!(used > 100, "checkpoints were used only {used} times");
+}
+
+#[test]
+fn a_late_patch_before_the_checkpoint_time_lands_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let w = db.writer();
+    let mut b = Batch::new();
+    b.put_at("s", "a", r#"{"v":1}"#, 10).unwrap();
+    b.put_at("s", "a", r#"{"v":3}"#, 30).unwrap();
+    b.put_at("s", "b", r#"{"v":1}"#, 10).unwrap();
+    w.commit(b).unwrap();
+    db.checkpoint("s", Some(50)).unwrap();
+    let mut late = Batch::new();
+    late.patch_at("s", "a", r#"{"late":true}"#, 20).unwrap(); // before v:3 in event time
+    late.put_at("s", "b", r#"{"v":0}"#, 5).unwrap(); // older than the row it would replace
+    w.commit(late).unwrap();
+    let snap = db.snapshot().unwrap();
+    let t = snap.table("s", 60, None).unwrap();
+    assert!(t.from_checkpoint());
+    let got = rows(t);
+    assert_eq!(got[0].1, br#"{"v":3}"#, "the put at 30 still wins over the late patch at 20");
+    assert_eq!(got[1].1, br#"{"v":1}"#, "the late put at 5 does not replace the row from 10");
+    let as_of_25 = rows(snap.table("s", 25, None).unwrap());
+    assert_eq!(as_of_25[0].1, br#"{"v":1,"late":true}"#);
+    // As known before the late batch, the checkpoint alone answers.
+    let before = rows(snap.table("s", 60, Some(2)).unwrap());
+    assert_eq!(before, rows(snap.table_from_scratch("s", 60, Some(2)).unwrap()));
+}
+
+#[test]
+fn a_damaged_checkpoint_is_never_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    append(&db, &mut Rng(5), 50);
+    let info = db.checkpoint("s", None).unwrap();
+    let expect = rows(db.snapshot().unwrap().table_from_scratch("s", i64::MAX, None).unwrap());
+    let original = std::fs::read(&info.path).unwrap();
+    for at in (0..original.len()).step_by(7) {
+        let mut bad = original.clone();
+        bad[at] ^= 0x08;
+        std::fs::write(&info.path, &bad).unwrap();
+        let db = reader(dir.path());
+        let t = db.snapshot().unwrap().table("s", i64::MAX, None).unwrap();
+        assert!(!t.from_checkpoint(), "flip at {at} was trusted");
+        assert_eq!(rows(t), expect, "flip at {at}");
+        assert!(!tablelog::storage::verify::verify(dir.path()).unwrap().is_clean(), "flip at {at} not reported");
+    }
+}
+
+#[test]
+fn read_only_handles_cannot_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    append(&db, &mut Rng(1), 3);
+    let ro = Db::builder(dir.path()).read_only(true).open().unwrap();
+    assert!(matches!(ro.checkpoint("s", None), Err(tablelog::Error::ReadOnly)));
+}
