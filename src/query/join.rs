@@ -91,7 +91,7 @@ impl Snapshot {
                     }
                     out[order[i]][j] = row
                         .as_ref()
-                        .filter(|row| ttl.is_none_or(|t| r.time.saturating_sub(row.event_time) <= t))
+                        .filter(|row| ttl.is_none_or(|t| i128::from(r.time) - i128::from(row.event_time) <= i128::from(t)))
                         .cloned();
                     i += 1;
                 }

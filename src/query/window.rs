@@ -157,7 +157,7 @@ impl Snapshot {
                     win.add(hi, values[hi]);
                     hi += 1;
                 }
-                while lo < hi && versions[lo].event_time <= t.saturating_sub(width) {
+                while lo < hi && i128::from(versions[lo].event_time) <= i128::from(t) - i128::from(width) {
                     win.remove(lo, values[lo]);
                     lo += 1;
                 }

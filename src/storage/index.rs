@@ -218,7 +218,7 @@ impl MemIndex {
             out.extend_from_slice(n.as_bytes());
             out.extend_from_slice(&(table.len() as u32).to_le_bytes());
             patch_at.push(out.len());
-            out.extend_from_slice(&[0u8; 24]);
+            out.extend_from_slice(&[0u8; 32]);
         }
         for ((_, table), at) in names.iter().zip(patch_at) {
             let mut keys: Vec<(&[u8], Vec<VersionRef>)> = table.iter().map(|(k, vs)| (k, vs.copied().collect())).collect();
@@ -250,14 +250,58 @@ impl MemIndex {
                     out.extend_from_slice(&[0u8; 3]);
                 }
             }
+            // Hash section: open addressing with linear probing; bucket = key
+            // number + 1, 0 = empty.
+            let hash_off = out.len() as u64;
+            let n = bucket_count(keys.len());
+            let mut buckets = vec![0u32; n];
+            for (i, (k, _)) in keys.iter().enumerate() {
+                let mut b = (stable_hash(k) as usize) & (n - 1);
+                while buckets[b] != 0 {
+                    b = (b + 1) & (n - 1);
+                }
+                buckets[b] = i as u32 + 1;
+            }
+            for b in buckets {
+                out.extend_from_slice(&b.to_le_bytes());
+            }
             out[at..at + 8].copy_from_slice(&keys_off.to_le_bytes());
             out[at + 8..at + 16].copy_from_slice(&blob_off.to_le_bytes());
             out[at + 16..at + 24].copy_from_slice(&vers_off.to_le_bytes());
+            out[at + 24..at + 32].copy_from_slice(&hash_off.to_le_bytes());
         }
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         out
     }
+}
+
+/// The key hash stored in key index files: stable across builds and platforms
+/// (64-bit multiply-rotate over 8-byte little-endian words, then the murmur3
+/// finaliser). Part of the on-disk format.
+#[must_use]
+pub fn stable_hash(key: &[u8]) -> u64 {
+    const K: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h = (key.len() as u64).wrapping_mul(K);
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h ^ w).wrapping_mul(K).rotate_left(31);
+    }
+    let mut last = [0u8; 8];
+    let rest = chunks.remainder();
+    last[..rest.len()].copy_from_slice(rest);
+    h = (h ^ u64::from_le_bytes(last)).wrapping_mul(K);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// Buckets of a stream's hash section: a power of two at least twice the keys.
+fn bucket_count(keys: usize) -> usize {
+    (keys * 2).next_power_of_two().max(2)
 }
 
 fn le_u32(b: &[u8], at: usize) -> Option<u32> {
@@ -334,6 +378,7 @@ struct StreamSection {
     keys_off: usize,
     blob_off: usize,
     vers_off: usize,
+    hash_off: usize,
 }
 
 /// A validated, memory-mapped key index sidecar, searched in place.
@@ -361,6 +406,7 @@ impl KeyIndexFile {
             let keys_off = le_u64(b, at + 4).ok_or_else(|| bad(at, "directory truncated"))? as usize;
             let blob_off = le_u64(b, at + 12).ok_or_else(|| bad(at, "directory truncated"))? as usize;
             let vers_off = le_u64(b, at + 20).ok_or_else(|| bad(at, "directory truncated"))? as usize;
+            let hash_off = le_u64(b, at + 28).ok_or_else(|| bad(at, "directory truncated"))? as usize;
             if keys_off.checked_add(key_count.saturating_mul(KEY_ENTRY)) != Some(blob_off)
                 || blob_off > vers_off
                 || vers_off > body
@@ -372,6 +418,7 @@ impl KeyIndexFile {
                 keys_off,
                 blob_off,
                 vers_off,
+                hash_off,
             };
             // Validate every key entry once so lookups can index without checks failing.
             let blob_len = vers_off - blob_off;
@@ -389,11 +436,20 @@ impl KeyIndexFile {
                 }
                 versions += vc;
             }
-            if vers_off + versions * VERSION_ENTRY > body {
-                return Err(bad(vers_off, "versions beyond end of file"));
+            if vers_off + versions * VERSION_ENTRY != hash_off {
+                return Err(bad(vers_off, "versions do not end where the hash section starts"));
+            }
+            let buckets = bucket_count(key_count);
+            if hash_off + buckets * 4 > body {
+                return Err(bad(hash_off, "hash section beyond end of file"));
+            }
+            for j in 0..buckets {
+                if le_u32(b, hash_off + 4 * j).unwrap_or(u32::MAX) as usize > key_count {
+                    return Err(bad(hash_off + 4 * j, "hash bucket names no key"));
+                }
             }
             streams.push((name, sec));
-            at += 28;
+            at += 36;
         }
         Ok(KeyIndexFile { bytes, streams })
     }
@@ -438,26 +494,27 @@ impl KeyIndexFile {
     }
 
     /// Appends the versions of `key` in `stream` (sorted by `(event_time, position)`)
-    /// to `out`. Binary search over the sorted key table.
+    /// to `out`: one probe of the stream's hash section, usually.
     pub fn versions(&self, stream: &str, key: &[u8], out: &mut Vec<VersionRef>) {
         let Some(s) = self.section(stream) else { return };
-        let (mut lo, mut hi) = (0usize, s.key_count);
         let b = &self.bytes;
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            let e = s.keys_off + mid * KEY_ENTRY;
+        let n = bucket_count(s.key_count);
+        let mut at = (stable_hash(key) as usize) & (n - 1);
+        // At most n probes: the table is at most half full, so an empty bucket ends it.
+        for _ in 0..n {
+            let slot = le_u32(b, s.hash_off + 4 * at).unwrap_or(0) as usize;
+            if slot == 0 {
+                return;
+            }
+            let e = s.keys_off + (slot - 1) * KEY_ENTRY;
             let ko = le_u32(b, e).unwrap_or(0) as usize;
             let kl = le_u32(b, e + 4).unwrap_or(0) as usize;
-            let k = &b[s.blob_off + ko..s.blob_off + ko + kl];
-            match k.cmp(key) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => {
-                    let (_, vs, vc) = self.key_entry(s, mid);
-                    self.versions_at(s, vs, vc, out);
-                    return;
-                }
+            if b.get(s.blob_off + ko..s.blob_off + ko + kl) == Some(key) {
+                let (_, vs, vc) = self.key_entry(s, slot - 1);
+                self.versions_at(s, vs, vc, out);
+                return;
             }
+            at = (at + 1) & (n - 1);
         }
     }
 

@@ -117,6 +117,26 @@ impl KeyTable {
         out.into_iter()
     }
 
+    /// Appends the versions of `key` below position `end` to `out`, in position
+    /// order, without allocating.
+    pub fn versions_into(&self, key: &[u8], end: u64, out: &mut Vec<VersionRef>) {
+        let hash = self.hash(key);
+        let prefix = prefix_of(key);
+        let Some(slot) = self.table.find(hash, |s| Self::matches(&self.keys, s, hash, key, &prefix)) else {
+            return;
+        };
+        let start = out.len();
+        let mut at = slot.tail;
+        while at != NONE {
+            let v = self.versions[at as usize];
+            if v.position < end {
+                out.push(v);
+            }
+            at = self.prev[at as usize];
+        }
+        out[start..].reverse();
+    }
+
     /// The versions of `key`, in position order.
     pub fn get(&self, key: &[u8]) -> impl Iterator<Item = &VersionRef> + '_ {
         let hash = self.hash(key);

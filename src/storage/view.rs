@@ -207,7 +207,7 @@ impl View {
         {
             let inner = self.state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(t) = inner.index.stream(stream) {
-                out.extend(t.get(key).filter(|v| v.position < self.end_pos));
+                t.versions_into(key, self.end_pos, &mut out);
             }
         }
         out.sort_unstable_by_key(VersionRef::order);
