@@ -20,21 +20,27 @@ fn records(w: &Workload, n: u64) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
 fn buffered(c: &mut Criterion) {
     let mut g = c.benchmark_group("append_buffered");
     for value_size in [100usize, 1024] {
-        let w = Workload { value_size, ..Workload::default() };
+        let w = Workload {
+            value_size,
+            ..Workload::default()
+        };
         let batch = records(&w, 1000);
         let dir = tempfile::tempdir().unwrap();
         let db = Db::builder(dir.path()).open().unwrap();
         let writer = db.writer();
         g.throughput(Throughput::Elements(batch.len() as u64));
-        g.bench_function(BenchmarkId::new("batch1000", format!("value{value_size}")), |b| {
-            b.iter(|| {
-                let mut bt = Batch::new();
-                for (k, v, t) in &batch {
-                    bt.put_at("bench", k, v, *t).unwrap();
-                }
-                writer.commit(bt).unwrap()
-            });
-        });
+        g.bench_function(
+            BenchmarkId::new("batch1000", format!("value{value_size}")),
+            |b| {
+                b.iter(|| {
+                    let mut bt = Batch::new();
+                    for (k, v, t) in &batch {
+                        bt.put_at("bench", k, v, *t).unwrap();
+                    }
+                    writer.commit(bt).unwrap()
+                });
+            },
+        );
     }
     g.finish();
 }
@@ -47,27 +53,33 @@ fn group_commit(c: &mut Criterion) {
     let commits_per_iter = 64u64;
     for threads in [1u64, 4, 16] {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::builder(dir.path()).durability(Durability::Sync).open().unwrap();
+        let db = Db::builder(dir.path())
+            .durability(Durability::Sync)
+            .open()
+            .unwrap();
         g.throughput(Throughput::Elements(commits_per_iter * recs.len() as u64));
-        g.bench_function(BenchmarkId::new("batch10", format!("{threads}threads")), |b| {
-            b.iter(|| {
-                std::thread::scope(|s| {
-                    for _ in 0..threads {
-                        let writer = db.writer();
-                        let recs = &recs;
-                        s.spawn(move || {
-                            for _ in 0..commits_per_iter / threads {
-                                let mut bt = Batch::new();
-                                for (k, v, t) in recs {
-                                    bt.put_at("bench", k, v, *t).unwrap();
+        g.bench_function(
+            BenchmarkId::new("batch10", format!("{threads}threads")),
+            |b| {
+                b.iter(|| {
+                    std::thread::scope(|s| {
+                        for _ in 0..threads {
+                            let writer = db.writer();
+                            let recs = &recs;
+                            s.spawn(move || {
+                                for _ in 0..commits_per_iter / threads {
+                                    let mut bt = Batch::new();
+                                    for (k, v, t) in recs {
+                                        bt.put_at("bench", k, v, *t).unwrap();
+                                    }
+                                    writer.commit(bt).unwrap();
                                 }
-                                writer.commit(bt).unwrap();
-                            }
-                        });
-                    }
+                            });
+                        }
+                    });
                 });
-            });
-        });
+            },
+        );
     }
     g.finish();
 }

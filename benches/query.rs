@@ -10,7 +10,10 @@ use tablelog::workload::{Rng, Workload};
 use tablelog::{Agg, Db, Request};
 
 fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn queries(c: &mut Criterion) {
@@ -27,14 +30,25 @@ fn queries(c: &mut Criterion) {
     let mut g = c.benchmark_group("query");
     g.sample_size(10);
     g.throughput(Throughput::Elements(w.keys));
-    g.bench_function(format!("table_asof_mid_{}keys_{}events", w.keys, w.events), |b| {
-        b.iter(|| snap.table("bench", mid, None).unwrap().map(|r| r.unwrap().value.len()).sum::<usize>());
-    });
+    g.bench_function(
+        format!("table_asof_mid_{}keys_{}events", w.keys, w.events),
+        |b| {
+            b.iter(|| {
+                snap.table("bench", mid, None)
+                    .unwrap()
+                    .map(|r| r.unwrap().value.len())
+                    .sum::<usize>()
+            });
+        },
+    );
     g.throughput(Throughput::Elements(1));
     g.sample_size(50);
     let mut rng = Rng(5);
     g.bench_function("get_asof", |b| {
-        b.iter(|| snap.get("bench", &w.key(rng.below(w.keys)), mid, None).unwrap());
+        b.iter(|| {
+            snap.get("bench", &w.key(rng.below(w.keys)), mid, None)
+                .unwrap()
+        });
     });
     let mut rng = Rng(6);
     let requests: Vec<Request> = (0..100_000)
@@ -46,10 +60,18 @@ fn queries(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Elements(requests.len() as u64));
     g.bench_function("asof_join_100k", |b| {
-        b.iter(|| snap.asof_join(&requests, &["bench"], None, None).unwrap().len());
+        b.iter(|| {
+            snap.asof_join(&requests, &["bench"], None, None)
+                .unwrap()
+                .len()
+        });
     });
     g.bench_function("window_avg_30m_100k", |b| {
-        b.iter(|| snap.window("bench", "price", Agg::Avg, 1_800_000_000, &requests, None).unwrap().len());
+        b.iter(|| {
+            snap.window("bench", "price", Agg::Avg, 1_800_000_000, &requests, None)
+                .unwrap()
+                .len()
+        });
     });
     g.finish();
 }

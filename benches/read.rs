@@ -17,7 +17,12 @@ fn reads(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Elements(w.events));
     g.bench_function("full_scan_1M", |b| {
-        b.iter(|| snap.view().scan(0, None).map(|r| r.unwrap().value.len()).sum::<usize>());
+        b.iter(|| {
+            snap.view()
+                .scan(0, None)
+                .map(|r| r.unwrap().value.len())
+                .sum::<usize>()
+        });
     });
     g.throughput(Throughput::Elements(1));
     g.sample_size(50);
@@ -28,7 +33,10 @@ fn reads(c: &mut Criterion) {
     let mut rng = Rng(4);
     g.bench_function("key_versions", |b| {
         b.iter(|| {
-            let vs = snap.view().versions("bench", &w.key(rng.below(w.keys))).unwrap();
+            let vs = snap
+                .view()
+                .versions("bench", &w.key(rng.below(w.keys)))
+                .unwrap();
             snap.view().value(vs.last().unwrap()).unwrap()
         });
     });

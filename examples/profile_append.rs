@@ -5,18 +5,29 @@ use tablelog::workload::Workload;
 use tablelog::Db;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2_000_000);
-    let w = Workload { events: n, ..Workload::default() };
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2_000_000);
+    let w = Workload {
+        events: n,
+        ..Workload::default()
+    };
     let dir = tempfile::tempdir()?;
     let db = Db::open(dir.path())?;
     let t = std::time::Instant::now();
     w.load(&db.writer(), "bench", |_| {})?;
     eprintln!("append: {:.0} rec/s", n as f64 / t.elapsed().as_secs_f64());
     let snap = db.snapshot()?;
-    let reps: usize = std::env::var("TABLE_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let reps: usize = std::env::var("TABLE_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     for _ in 0..reps {
         let t = std::time::Instant::now();
-        let rows = snap.table("bench", (n as i64 / 2) * w.step_us, None)?.count();
+        let rows = snap
+            .table("bench", (n as i64 / 2) * w.step_us, None)?
+            .count();
         eprintln!("table: {rows} rows in {:?}", t.elapsed());
     }
     drop(snap);

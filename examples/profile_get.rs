@@ -4,8 +4,14 @@ use tablelog::workload::{Rng, Workload};
 use tablelog::Db;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
-    let w = Workload { events: n, ..Workload::default() };
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let w = Workload {
+        events: n,
+        ..Workload::default()
+    };
     let dir = tempfile::tempdir()?;
     let db = Db::open(dir.path())?;
     w.load(&db.writer(), "bench", |_| {})?;
@@ -20,6 +26,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for k in &keys {
         found += usize::from(snap.get("bench", k, mid, None)?.row().is_some());
     }
-    eprintln!("get: {:.2} µs/lookup ({found} found)", t.elapsed().as_secs_f64() * 1e6 / keys.len() as f64);
+    eprintln!(
+        "get: {:.2} µs/lookup ({found} found)",
+        t.elapsed().as_secs_f64() * 1e6 / keys.len() as f64
+    );
     Ok(())
 }

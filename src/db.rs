@@ -211,7 +211,9 @@ impl Db {
     /// A write handle: cheap to clone, `Send + Sync`, usable from many threads.
     #[must_use]
     pub fn writer(&self) -> Writer {
-        Writer { log: self.log.clone() }
+        Writer {
+            log: self.log.clone(),
+        }
     }
 
     /// A consistent snapshot of everything committed now.
@@ -312,7 +314,13 @@ impl Writer {
     }
 }
 
-fn check_record(stream: &str, key: &[u8], value: &[u8], max_key: usize, max_value: usize) -> Result<()> {
+fn check_record(
+    stream: &str,
+    key: &[u8],
+    value: &[u8],
+    max_key: usize,
+    max_value: usize,
+) -> Result<()> {
     validate_stream_name(stream)?;
     if key.len() > max_key {
         return Err(Error::InvalidInput(format!(
@@ -347,7 +355,11 @@ impl Batch {
     /// Records in the batch.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.frames.iter().map(|f| f.count() as usize).sum::<usize>() + self.cur.count() as usize
+        self.frames
+            .iter()
+            .map(|f| f.count() as usize)
+            .sum::<usize>()
+            + self.cur.count() as usize
     }
 
     /// Whether the batch is empty.
@@ -358,7 +370,14 @@ impl Batch {
 
     /// Adds a record. Stream names and the format's hard size limits are checked
     /// here; the database's configured limits when the batch is committed.
-    pub fn push(&mut self, stream: &str, key: &[u8], op: Op, value: &[u8], event_time: i64) -> Result<&mut Self> {
+    pub fn push(
+        &mut self,
+        stream: &str,
+        key: &[u8],
+        op: Op,
+        value: &[u8],
+        event_time: i64,
+    ) -> Result<&mut Self> {
         check_record(stream, key, value, MAX_KEY_SIZE, MAX_VALUE_SIZE)?;
         let extra = key.len() + value.len() + crate::storage::frame::RECORD_HEADER_LEN;
         if self.cur.is_full_for(stream, extra) {
@@ -369,22 +388,44 @@ impl Batch {
     }
 
     /// Adds a put at `event_time` (µs since the epoch).
-    pub fn put_at(&mut self, stream: &str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, event_time: i64) -> Result<&mut Self> {
+    pub fn put_at(
+        &mut self,
+        stream: &str,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        event_time: i64,
+    ) -> Result<&mut Self> {
         self.push(stream, key.as_ref(), Op::Put, value.as_ref(), event_time)
     }
 
     /// Adds a put happening now.
-    pub fn put(&mut self, stream: &str, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<&mut Self> {
+    pub fn put(
+        &mut self,
+        stream: &str,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<&mut Self> {
         self.put_at(stream, key, value, now_micros())
     }
 
     /// Adds a patch (merged into the previous row by the stream's merge operator).
-    pub fn patch_at(&mut self, stream: &str, key: impl AsRef<[u8]>, patch: impl AsRef<[u8]>, event_time: i64) -> Result<&mut Self> {
+    pub fn patch_at(
+        &mut self,
+        stream: &str,
+        key: impl AsRef<[u8]>,
+        patch: impl AsRef<[u8]>,
+        event_time: i64,
+    ) -> Result<&mut Self> {
         self.push(stream, key.as_ref(), Op::Patch, patch.as_ref(), event_time)
     }
 
     /// Adds a delete (tombstone) at `event_time`.
-    pub fn delete_at(&mut self, stream: &str, key: impl AsRef<[u8]>, event_time: i64) -> Result<&mut Self> {
+    pub fn delete_at(
+        &mut self,
+        stream: &str,
+        key: impl AsRef<[u8]>,
+        event_time: i64,
+    ) -> Result<&mut Self> {
         self.push(stream, key.as_ref(), Op::Delete, b"", event_time)
     }
 }
@@ -398,17 +439,28 @@ pub struct Txn<'a> {
 
 impl std::fmt::Debug for Txn<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Txn").field("next_position", &self.inner.next_position()).finish()
+        f.debug_struct("Txn")
+            .field("next_position", &self.inner.next_position())
+            .finish()
     }
 }
 
 impl Txn<'_> {
     /// Adds a record; full frames are written to disk (invisible until commit).
-    pub fn push(&mut self, stream: &str, key: &[u8], op: Op, value: &[u8], event_time: i64) -> Result<u64> {
+    pub fn push(
+        &mut self,
+        stream: &str,
+        key: &[u8],
+        op: Op,
+        value: &[u8],
+        event_time: i64,
+    ) -> Result<u64> {
         check_record(stream, key, value, self.max_key, self.max_value)?;
         let pos = self.inner.next_position();
         let extra = key.len() + value.len() + crate::storage::frame::RECORD_HEADER_LEN;
-        self.inner.frame_for(stream, extra)?.push(stream, op, key, value, event_time);
+        self.inner
+            .frame_for(stream, extra)?
+            .push(stream, op, key, value, event_time);
         Ok(pos)
     }
 

@@ -8,12 +8,20 @@ use tablelog::workload::Rng;
 use tablelog::{Batch, Db, JsonMergePatch, Result, Row};
 
 fn open(dir: &std::path::Path) -> Db {
-    Db::builder(dir).segment_size(8192).default_merge_operator(Arc::new(JsonMergePatch)).open().unwrap()
+    Db::builder(dir)
+        .segment_size(8192)
+        .default_merge_operator(Arc::new(JsonMergePatch))
+        .open()
+        .unwrap()
 }
 
 /// A second, read-only handle: a fresh open that loads the checkpoint catalog.
 fn reader(dir: &std::path::Path) -> Db {
-    Db::builder(dir).read_only(true).default_merge_operator(Arc::new(JsonMergePatch)).open().unwrap()
+    Db::builder(dir)
+        .read_only(true)
+        .default_merge_operator(Arc::new(JsonMergePatch))
+        .open()
+        .unwrap()
 }
 
 fn rows(t: impl Iterator<Item = Result<Row>>) -> Vec<(Vec<u8>, Vec<u8>, i64, u64)> {
@@ -33,8 +41,17 @@ fn append(db: &Db, rng: &mut Rng, n: usize) {
             let t = rng.below(1000) as i64;
             match rng.below(10) {
                 0 => b.delete_at("s", &key, t).unwrap(),
-                1..=3 => b.patch_at("s", &key, format!(r#"{{"p{}":{}}}"#, rng.below(3), rng.below(100)), t).unwrap(),
-                _ => b.put_at("s", &key, format!(r#"{{"v":{}}}"#, rng.below(1000)), t).unwrap(),
+                1..=3 => b
+                    .patch_at(
+                        "s",
+                        &key,
+                        format!(r#"{{"p{}":{}}}"#, rng.below(3), rng.below(100)),
+                        t,
+                    )
+                    .unwrap(),
+                _ => b
+                    .put_at("s", &key, format!(r#"{{"v":{}}}"#, rng.below(1000)), t)
+                    .unwrap(),
             };
         }
         db.writer().commit(b).unwrap();
@@ -55,15 +72,27 @@ fn checkpointed_tables_equal_tables_from_scratch() {
         // Late events, patches and deletes, many with event times before ck_t.
         append(&db, &mut rng, 10 + round);
         for reopen in [false, true] {
-            let db = if reopen { reader(dir.path()) } else { db.clone() };
+            let db = if reopen {
+                reader(dir.path())
+            } else {
+                db.clone()
+            };
             let snap = db.snapshot().unwrap();
             let end = snap.end_position();
             for _ in 0..40 {
                 let t = rng.below(1100) as i64 - 50;
-                let k = if rng.below(3) == 0 { None } else { Some(rng.below(end)) };
+                let k = if rng.below(3) == 0 {
+                    None
+                } else {
+                    Some(rng.below(end))
+                };
                 let fast = snap.table("s", t, k).unwrap();
                 used += usize::from(fast.from_checkpoint());
-                assert_eq!(rows(fast), rows(snap.table_from_scratch("s", t, k).unwrap()), "round {round} as of {t} known at {k:?}");
+                assert_eq!(
+                    rows(fast),
+                    rows(snap.table_from_scratch("s", t, k).unwrap()),
+                    "round {round} as of {t} known at {k:?}"
+                );
             }
         }
     }
@@ -89,13 +118,22 @@ fn a_late_patch_before_the_checkpoint_time_lands_in_order() {
     let t = snap.table("s", 60, None).unwrap();
     assert!(t.from_checkpoint());
     let got = rows(t);
-    assert_eq!(got[0].1, br#"{"v":3}"#, "the put at 30 still wins over the late patch at 20");
-    assert_eq!(got[1].1, br#"{"v":1}"#, "the late put at 5 does not replace the row from 10");
+    assert_eq!(
+        got[0].1, br#"{"v":3}"#,
+        "the put at 30 still wins over the late patch at 20"
+    );
+    assert_eq!(
+        got[1].1, br#"{"v":1}"#,
+        "the late put at 5 does not replace the row from 10"
+    );
     let as_of_25 = rows(snap.table("s", 25, None).unwrap());
     assert_eq!(as_of_25[0].1, br#"{"v":1,"late":true}"#);
     // As known before the late batch, the checkpoint alone answers.
     let before = rows(snap.table("s", 60, Some(2)).unwrap());
-    assert_eq!(before, rows(snap.table_from_scratch("s", 60, Some(2)).unwrap()));
+    assert_eq!(
+        before,
+        rows(snap.table_from_scratch("s", 60, Some(2)).unwrap())
+    );
 }
 
 #[test]
@@ -104,7 +142,12 @@ fn a_damaged_checkpoint_is_never_trusted() {
     let db = open(dir.path());
     append(&db, &mut Rng(5), 50);
     let info = db.checkpoint("s", None).unwrap();
-    let expect = rows(db.snapshot().unwrap().table_from_scratch("s", i64::MAX, None).unwrap());
+    let expect = rows(
+        db.snapshot()
+            .unwrap()
+            .table_from_scratch("s", i64::MAX, None)
+            .unwrap(),
+    );
     let original = std::fs::read(&info.path).unwrap();
     for at in (0..original.len()).step_by(7) {
         let mut bad = original.clone();
@@ -114,7 +157,12 @@ fn a_damaged_checkpoint_is_never_trusted() {
         let t = db.snapshot().unwrap().table("s", i64::MAX, None).unwrap();
         assert!(!t.from_checkpoint(), "flip at {at} was trusted");
         assert_eq!(rows(t), expect, "flip at {at}");
-        assert!(!tablelog::storage::verify::verify(dir.path()).unwrap().is_clean(), "flip at {at} not reported");
+        assert!(
+            !tablelog::storage::verify::verify(dir.path())
+                .unwrap()
+                .is_clean(),
+            "flip at {at} not reported"
+        );
     }
 }
 
@@ -124,5 +172,8 @@ fn read_only_handles_cannot_checkpoint() {
     let db = open(dir.path());
     append(&db, &mut Rng(1), 3);
     let ro = Db::builder(dir.path()).read_only(true).open().unwrap();
-    assert!(matches!(ro.checkpoint("s", None), Err(tablelog::Error::ReadOnly)));
+    assert!(matches!(
+        ro.checkpoint("s", None),
+        Err(tablelog::Error::ReadOnly)
+    ));
 }

@@ -739,7 +739,7 @@ fn missing_db_failures(dir: &Path, req: &str, cmds: &[(&str, Vec<&str>)]) -> Vec
             failures.push(format!("{sub}: stderr {:?}, expected {want:?}", r.stderr));
         }
         if dir.join("tablelog.meta").exists()
-            || std::fs::read_dir(dir).map_or(false, |mut it| it.next().is_some())
+            || std::fs::read_dir(dir).is_ok_and(|mut it| it.next().is_some())
         {
             failures.push(format!("{sub}: created files in {d}"));
         }
@@ -846,8 +846,13 @@ fn checkpoint_then_table_gives_the_same_rows() {
     let r = e.cmd("checkpoint", &["--stream", "s"]).ok();
     assert!(r.stdout.contains("2 rows"), "{}", r.stdout);
     e.import("s", "{\"id\":\"a\",\"ts\":\"2023-12-31\",\"v\":0}\n");
-    assert_eq!(e.cmd("table", &["--stream", "s"]).ok().stdout, before, "a late, older event changes nothing");
-    e.cmd("checkpoint", &["--stream", "nope"]).fails_with_one_line_error();
+    assert_eq!(
+        e.cmd("table", &["--stream", "s"]).ok().stdout,
+        before,
+        "a late, older event changes nothing"
+    );
+    e.cmd("checkpoint", &["--stream", "nope"])
+        .fails_with_one_line_error();
     e.cmd("verify", &[]).ok();
 }
 

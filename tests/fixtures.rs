@@ -23,8 +23,13 @@ fn format_v1_fixture_opens_with_the_same_answers() {
             std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
         }
     }
-    assert!(tablelog::storage::verify::verify(dir.path()).unwrap().is_clean());
-    let db = Db::builder(dir.path()).default_merge_operator(Arc::new(JsonMergePatch)).open().unwrap();
+    assert!(tablelog::storage::verify::verify(dir.path())
+        .unwrap()
+        .is_clean());
+    let db = Db::builder(dir.path())
+        .default_merge_operator(Arc::new(JsonMergePatch))
+        .open()
+        .unwrap();
     assert_eq!(db.recovery().truncated_bytes, 0);
     let s = db.snapshot().unwrap();
     assert_eq!(s.end_position(), 429);
@@ -46,13 +51,28 @@ fn format_v1_fixture_opens_with_the_same_answers() {
     let t = s.table("inventory", 1_704_326_400_000_000, None).unwrap();
     assert!(t.from_checkpoint());
     let from_ck: Vec<_> = t.map(|r| r.unwrap()).collect();
-    let scratch: Vec<_> = s.table_from_scratch("inventory", 1_704_326_400_000_000, None).unwrap().map(|r| r.unwrap()).collect();
+    let scratch: Vec<_> = s
+        .table_from_scratch("inventory", 1_704_326_400_000_000, None)
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
     assert_eq!(from_ck, scratch);
     assert_eq!(from_ck.len(), 3);
-    let views: Vec<_> = s.view().scan(0, Some("views")).collect::<Result<_>>().unwrap();
+    let views: Vec<_> = s
+        .view()
+        .scan(0, Some("views"))
+        .collect::<Result<_>>()
+        .unwrap();
     assert_eq!(views.len(), 420);
     assert_eq!(views[0].position, 8);
     assert_eq!(s.view().versions("views", b"u3").unwrap().len(), 46);
-    let row = s.get("views", b"u0", 1_704_110_400_000_000, None).unwrap().row().unwrap();
-    assert_eq!(&row.value[..], br#"{"user": "u0", "ts": 1704110400000, "price": 11, "note": "yyyyyyyyyyyyyyyyyyyy"}"#);
+    let row = s
+        .get("views", b"u0", 1_704_110_400_000_000, None)
+        .unwrap()
+        .row()
+        .unwrap();
+    assert_eq!(
+        &row.value[..],
+        br#"{"user": "u0", "ts": 1704110400000, "price": 11, "note": "yyyyyyyyyyyyyyyyyyyy"}"#
+    );
 }

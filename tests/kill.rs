@@ -16,19 +16,32 @@ fn check(dir: &std::path::Path, acked: u64) -> u64 {
     let db = Db::builder(dir).read_only(true).open().unwrap();
     let snap = db.snapshot().unwrap();
     let end = snap.end_position();
-    assert!(end >= acked, "acknowledged position {acked} lost: database ends at {end}");
+    assert!(
+        end >= acked,
+        "acknowledged position {acked} lost: database ends at {end}"
+    );
     let recs: Vec<_> = snap.view().scan(0, None).collect::<Result<_>>().unwrap();
     assert_eq!(recs.len() as u64, end);
     let mut i = 0;
     while i < recs.len() {
         let key = String::from_utf8(recs[i].key.to_vec()).unwrap();
-        let parts: Vec<u64> = key.trim_start_matches('p').split('-').map(|s| s.parse().unwrap()).collect();
+        let parts: Vec<u64> = key
+            .trim_start_matches('p')
+            .split('-')
+            .map(|s| s.parse().unwrap())
+            .collect();
         let (first, n) = (parts[0], parts[2]);
         assert_eq!(first, i as u64, "batch starts at the wrong position");
         for j in 0..n {
-            let r = recs.get(i + j as usize).unwrap_or_else(|| panic!("partial batch at {first}"));
+            let r = recs
+                .get(i + j as usize)
+                .unwrap_or_else(|| panic!("partial batch at {first}"));
             assert_eq!(r.position, first + j);
-            assert_eq!(r.key, format!("p{first}-{j}-{n}").as_bytes(), "partial or mixed batch");
+            assert_eq!(
+                r.key,
+                format!("p{first}-{j}-{n}").as_bytes(),
+                "partial or mixed batch"
+            );
             assert!(r.value.iter().all(|&b| b == b'0' + (j % 10) as u8));
         }
         i += n as usize;
@@ -38,7 +51,10 @@ fn check(dir: &std::path::Path, acked: u64) -> u64 {
 
 #[test]
 fn sigkill_at_random_moments_loses_nothing_acknowledged() {
-    let iterations: u64 = std::env::var("TABLELOG_KILL_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
+    let iterations: u64 = std::env::var("TABLELOG_KILL_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
     let dir = tempfile::tempdir().unwrap();
     let mut rng = 0x2545_F491_4F6C_DD1Du64;
     let mut acked = 0u64;
@@ -49,7 +65,14 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
         rng ^= rng << 17;
         let kill_after = rng % 40; // acks to read before the kill; 0 = while opening
         let mut child = Command::new(env!("CARGO_BIN_EXE_tablelog"))
-            .args(["torture-writer", dir.path().to_str().unwrap(), "--seed", &it.to_string(), "--segment-size", "32768"])
+            .args([
+                "torture-writer",
+                dir.path().to_str().unwrap(),
+                "--seed",
+                &it.to_string(),
+                "--segment-size",
+                "32768",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -62,7 +85,7 @@ fn sigkill_at_random_moments_loses_nothing_acknowledged() {
             }
         }
         child.kill().unwrap(); // SIGKILL
-        // Acks the child printed before it died count as acknowledged too.
+                               // Acks the child printed before it died count as acknowledged too.
         for l in lines.map_while(std::result::Result::ok) {
             acked = acked.max(l.trim_start_matches("ACK ").parse().unwrap());
         }

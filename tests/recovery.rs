@@ -39,7 +39,13 @@ fn build(dir: &Path, n: usize) -> (Vec<u64>, Vec<Record>) {
     for i in 0..n {
         let mut b = Batch::new();
         for j in 0..(i % 3 + 1) {
-            b.put_at(if j == 1 { "b" } else { "a" }, format!("k{i}"), format!(r#"{{"i":{i},"j":{j}}}"#), i as i64).unwrap();
+            b.put_at(
+                if j == 1 { "b" } else { "a" },
+                format!("k{i}"),
+                format!(r#"{{"i":{i},"j":{j}}}"#),
+                i as i64,
+            )
+            .unwrap();
         }
         db.writer().commit(b).unwrap();
         ends.push(fs::metadata(&segments(dir)[0]).unwrap().len());
@@ -52,7 +58,9 @@ fn build(dir: &Path, n: usize) -> (Vec<u64>, Vec<Record>) {
 fn truncation_at_every_offset_of_the_last_batches_keeps_exactly_the_whole_batches() {
     let src = tempfile::tempdir().unwrap();
     let (ends, recs) = build(src.path(), 12);
-    let records_after: Vec<usize> = (0..ends.len()).map(|i| (0..=i).map(|k| k % 3 + 1).sum()).collect();
+    let records_after: Vec<usize> = (0..ends.len())
+        .map(|i| (0..=i).map(|k| k % 3 + 1).sum())
+        .collect();
     let from = ends[ends.len() - 5];
     let total = *ends.last().unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -60,18 +68,30 @@ fn truncation_at_every_offset_of_the_last_batches_keeps_exactly_the_whole_batche
         let d = work.path().join(format!("c{cut}"));
         copy_dir(src.path(), &d);
         let seg = &segments(&d)[0];
-        fs::OpenOptions::new().write(true).open(seg).unwrap().set_len(cut).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(seg)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
         let db = Db::open(&d).unwrap();
         let whole = ends.iter().filter(|&&e| e <= cut).count();
         let expect = records_after[whole - 1];
         let got = all(&db).unwrap();
         assert_eq!(got.len(), expect, "cut at {cut}");
         assert_eq!(got[..], recs[..expect], "cut at {cut}");
-        assert_eq!(db.recovery().truncated_bytes, cut - ends[whole - 1], "cut at {cut}");
+        assert_eq!(
+            db.recovery().truncated_bytes,
+            cut - ends[whole - 1],
+            "cut at {cut}"
+        );
         // The database keeps working after the cut.
         let mut b = Batch::new();
         b.put_at("a", "new", "{}", 0).unwrap();
-        assert_eq!(db.writer().commit(b).unwrap().positions.start, expect as u64);
+        assert_eq!(
+            db.writer().commit(b).unwrap().positions.start,
+            expect as u64
+        );
         drop(db);
         fs::remove_dir_all(&d).unwrap();
     }
@@ -84,7 +104,9 @@ fn zero_or_garbage_tails_are_cut() {
         let (ends, recs) = build(src.path(), 5);
         let seg = &segments(src.path())[0];
         let mut bytes = fs::read(seg).unwrap();
-        let tail: Vec<u8> = (0..5000u32).map(|i| if garbage { (i * 7919 % 251) as u8 } else { 0 }).collect();
+        let tail: Vec<u8> = (0..5000u32)
+            .map(|i| if garbage { (i * 7919 % 251) as u8 } else { 0 })
+            .collect();
         bytes.extend_from_slice(&tail);
         fs::write(seg, &bytes).unwrap();
         let db = Db::open(src.path()).unwrap();
@@ -100,7 +122,13 @@ fn sealed_db(dir: &Path) -> Vec<Record> {
     let db = Db::builder(dir).segment_size(4096).open().unwrap();
     for i in 0..160 {
         let mut b = Batch::new();
-        b.put_at("s", format!("k{}", i % 7), format!(r#"{{"i":{i}}}"#), 1000 - i).unwrap();
+        b.put_at(
+            "s",
+            format!("k{}", i % 7),
+            format!(r#"{{"i":{i}}}"#),
+            1000 - i,
+        )
+        .unwrap();
         db.writer().commit(b).unwrap();
     }
     let recs = all(&db).unwrap();
@@ -124,11 +152,19 @@ fn every_byte_flip_in_a_sealed_segment_is_a_corruption_error_naming_file_and_off
         fs::write(d.join(&name), &bad).unwrap();
         let outcome = Db::builder(&d).read_only(true).open().and_then(|db| {
             let scanned = all(&db);
-            let table: Result<Vec<_>> = db.snapshot()?.view().scan_time("s", i64::MIN, i64::MAX).collect();
+            let table: Result<Vec<_>> = db
+                .snapshot()?
+                .view()
+                .scan_time("s", i64::MIN, i64::MAX)
+                .collect();
             Ok((scanned, table))
         });
         let check = |e: &Error| match e {
-            Error::Corruption { path, .. } => assert_eq!(path.file_name().unwrap(), name.as_os_str(), "flip at {at}: {e}"),
+            Error::Corruption { path, .. } => assert_eq!(
+                path.file_name().unwrap(),
+                name.as_os_str(),
+                "flip at {at}: {e}"
+            ),
             Error::UnsupportedVersion { .. } if at < 16 => {}
             other => panic!("flip at {at}: unexpected error {other}"),
         };
@@ -140,7 +176,13 @@ fn every_byte_flip_in_a_sealed_segment_is_a_corruption_error_naming_file_and_off
             }
         }
         let report = tablelog::storage::verify::verify(&d).unwrap();
-        assert!(report.problems.iter().any(|p| p.path.file_name() == Some(name.as_os_str()) && !p.repairable), "flip at {at}");
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.path.file_name() == Some(name.as_os_str()) && !p.repairable),
+            "flip at {at}"
+        );
     }
     fs::write(d.join(&name), &original).unwrap();
     let db = Db::builder(&d).read_only(true).open().unwrap();
@@ -154,7 +196,9 @@ fn damaged_or_missing_indexes_are_rebuilt_and_answers_do_not_change() {
     let expected: Vec<_> = {
         let db = Db::builder(src.path()).read_only(true).open().unwrap();
         let s = db.snapshot().unwrap();
-        (0..7).map(|k| s.view().versions("s", format!("k{k}").as_bytes()).unwrap()).collect()
+        (0..7)
+            .map(|k| s.view().versions("s", format!("k{k}").as_bytes()).unwrap())
+            .collect()
     };
     let seg = segments(src.path())[0].clone();
     for ext in ["fidx", "kidx"] {
@@ -168,12 +212,19 @@ fn damaged_or_missing_indexes_are_rebuilt_and_answers_do_not_change() {
         let db = Db::open(&d).unwrap();
         let s = db.snapshot().unwrap();
         for (k, want) in expected.iter().enumerate() {
-            assert_eq!(&s.view().versions("s", format!("k{k}").as_bytes()).unwrap(), want);
+            assert_eq!(
+                &s.view().versions("s", format!("k{k}").as_bytes()).unwrap(),
+                want
+            );
         }
         assert_eq!(all(&db).unwrap(), recs);
         drop(s);
         drop(db);
-        assert_eq!(fs::read(d.join(side.file_name().unwrap())).unwrap(), original, "{ext} rewritten identically");
+        assert_eq!(
+            fs::read(d.join(side.file_name().unwrap())).unwrap(),
+            original,
+            "{ext} rewritten identically"
+        );
         // Every byte flipped, one at a time.
         for at in (0..original.len()).step_by(3) {
             let mut bad = original.clone();
@@ -182,12 +233,22 @@ fn damaged_or_missing_indexes_are_rebuilt_and_answers_do_not_change() {
             let db = Db::builder(&d).read_only(true).open().unwrap();
             let s = db.snapshot().unwrap();
             for (k, want) in expected.iter().enumerate() {
-                assert_eq!(&s.view().versions("s", format!("k{k}").as_bytes()).unwrap(), want, "{ext} flip at {at}");
+                assert_eq!(
+                    &s.view().versions("s", format!("k{k}").as_bytes()).unwrap(),
+                    want,
+                    "{ext} flip at {at}"
+                );
             }
             assert_eq!(all(&db).unwrap(), recs, "{ext} flip at {at}");
             let report = tablelog::storage::verify::verify(&d).unwrap();
-            assert!(report.problems.iter().all(|p| p.repairable), "{ext} flip at {at}");
-            assert!(!report.problems.is_empty(), "{ext} flip at {at} not reported");
+            assert!(
+                report.problems.iter().all(|p| p.repairable),
+                "{ext} flip at {at}"
+            );
+            assert!(
+                !report.problems.is_empty(),
+                "{ext} flip at {at} not reported"
+            );
         }
     }
 }
@@ -203,7 +264,8 @@ fn a_crash_image_of_an_uncommitted_streaming_transaction_recovers_to_before_it()
     let w = db.writer();
     let mut tx = w.transaction().unwrap();
     for i in 0..5000 {
-        tx.push("s", format!("k{i}").as_bytes(), Op::Put, &[b'x'; 500], i).unwrap();
+        tx.push("s", format!("k{i}").as_bytes(), Op::Put, &[b'x'; 500], i)
+            .unwrap();
     }
     // The machine dies now: the data frames are on disk, the commit frame is not.
     copy_dir(src.path(), image.path());
@@ -213,7 +275,12 @@ fn a_crash_image_of_an_uncommitted_streaming_transaction_recovers_to_before_it()
     let got = all(&db2).unwrap();
     assert_eq!(got.len(), 1);
     assert!(db2.recovery().truncated_bytes > 1 << 20);
-    assert!(db2.recovery().reason.as_deref().unwrap_or("").contains("without a commit"));
+    assert!(db2
+        .recovery()
+        .reason
+        .as_deref()
+        .unwrap_or("")
+        .contains("without a commit"));
 }
 
 #[test]
@@ -227,7 +294,11 @@ fn a_newer_format_version_is_refused_with_a_clear_error() {
     bytes[12..16].copy_from_slice(&crc.to_le_bytes());
     fs::write(seg, &bytes).unwrap();
     match Db::open(src.path()) {
-        Err(Error::UnsupportedVersion { found: 2, supported: 1, path }) => assert_eq!(&path, seg),
+        Err(Error::UnsupportedVersion {
+            found: 2,
+            supported: 1,
+            path,
+        }) => assert_eq!(&path, seg),
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
 }

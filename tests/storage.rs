@@ -9,7 +9,12 @@ use tablelog::storage::fsutil::FaultPlan;
 use tablelog::{Batch, Clock, Db, Durability, Error, Hlc, Op, Record, Result};
 
 fn all(db: &Db) -> Vec<Record> {
-    db.snapshot().unwrap().view().scan(0, None).collect::<Result<_>>().unwrap()
+    db.snapshot()
+        .unwrap()
+        .view()
+        .scan(0, None)
+        .collect::<Result<_>>()
+        .unwrap()
 }
 
 fn small(dir: &std::path::Path) -> Db {
@@ -23,12 +28,21 @@ fn round_trip_across_segment_rolls() {
     let w = db.writer();
     for i in 0..300u64 {
         let mut b = Batch::new();
-        b.put_at("s", format!("k{}", i % 10), format!(r#"{{"v":{i}}}"#), i as i64).unwrap();
+        b.put_at(
+            "s",
+            format!("k{}", i % 10),
+            format!(r#"{{"v":{i}}}"#),
+            i as i64,
+        )
+        .unwrap();
         b.delete_at("t", "x", -(i as i64)).unwrap();
         assert_eq!(w.commit(b).unwrap().positions, 2 * i..2 * i + 2);
     }
     let snap = db.snapshot().unwrap();
-    assert!(snap.view().sealed_segments().len() >= 5, "segments must roll");
+    assert!(
+        snap.view().sealed_segments().len() >= 5,
+        "segments must roll"
+    );
     let recs = all(&db);
     assert_eq!(recs.len(), 600);
     for (i, r) in recs.iter().enumerate() {
@@ -39,18 +53,38 @@ fn round_trip_across_segment_rolls() {
             assert_eq!(r.key, format!("k{}", n % 10).as_bytes());
             assert_eq!(r.value, format!(r#"{{"v":{n}}}"#).as_bytes());
         } else {
-            assert_eq!((&*r.stream, r.op, r.event_time, r.value.len()), ("t", Op::Delete, -(n as i64), 0));
+            assert_eq!(
+                (&*r.stream, r.op, r.event_time, r.value.len()),
+                ("t", Op::Delete, -(n as i64), 0)
+            );
         }
         assert_eq!(snap.view().read(r.position).unwrap(), *r);
     }
     // Stream scans and event-time scans.
-    let t: Vec<_> = snap.view().scan(0, Some("t")).collect::<Result<_>>().unwrap();
+    let t: Vec<_> = snap
+        .view()
+        .scan(0, Some("t"))
+        .collect::<Result<_>>()
+        .unwrap();
     assert_eq!(t.len(), 300);
-    let mid: Vec<_> = snap.view().scan_time("s", 100, 109).collect::<Result<_>>().unwrap();
-    assert_eq!(mid.iter().map(|r| r.event_time).collect::<Vec<_>>(), (100..110).collect::<Vec<_>>());
+    let mid: Vec<_> = snap
+        .view()
+        .scan_time("s", 100, 109)
+        .collect::<Result<_>>()
+        .unwrap();
+    assert_eq!(
+        mid.iter().map(|r| r.event_time).collect::<Vec<_>>(),
+        (100..110).collect::<Vec<_>>()
+    );
     let from: Vec<_> = snap.view().scan(597, None).collect::<Result<_>>().unwrap();
     assert_eq!(from.len(), 3);
-    assert!(matches!(snap.view().read(600), Err(Error::PositionNotWritten { requested: 600, next: 600 })));
+    assert!(matches!(
+        snap.view().read(600),
+        Err(Error::PositionNotWritten {
+            requested: 600,
+            next: 600
+        })
+    ));
     // Key versions through the key indexes, across segments.
     let vs = snap.view().versions("s", b"k3").unwrap();
     assert_eq!(vs.len(), 30);
@@ -70,7 +104,8 @@ fn multi_stream_batch_is_atomic_and_positions_are_consecutive() {
     let db = Db::open(dir.path()).unwrap();
     let mut b = Batch::new();
     for i in 0..5 {
-        b.put_at(["a", "b", "c"][i % 3], format!("k{i}"), "v", 10).unwrap();
+        b.put_at(["a", "b", "c"][i % 3], format!("k{i}"), "v", 10)
+            .unwrap();
     }
     let r = db.writer().commit(b).unwrap();
     assert_eq!(r.positions, 0..5);
@@ -84,7 +119,10 @@ fn multi_stream_batch_is_atomic_and_positions_are_consecutive() {
 #[test]
 fn a_batch_larger_than_a_frame_is_still_one_atomic_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::builder(dir.path()).segment_size(1 << 20).open().unwrap();
+    let db = Db::builder(dir.path())
+        .segment_size(1 << 20)
+        .open()
+        .unwrap();
     let mut b = Batch::new();
     let value = vec![b'x'; 10_000];
     for i in 0..300 {
@@ -102,13 +140,17 @@ fn a_batch_larger_than_a_frame_is_still_one_atomic_batch() {
 #[test]
 fn streaming_transaction_commits_at_once_and_drop_leaves_no_trace() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::builder(dir.path()).segment_size(1 << 16).open().unwrap();
+    let db = Db::builder(dir.path())
+        .segment_size(1 << 16)
+        .open()
+        .unwrap();
     let w = db.writer();
     let value = vec![b'v'; 1000];
     {
         let mut tx = w.transaction().unwrap();
         for i in 0..3000 {
-            tx.push("s", format!("k{i}").as_bytes(), Op::Put, &value, i).unwrap();
+            tx.push("s", format!("k{i}").as_bytes(), Op::Put, &value, i)
+                .unwrap();
         }
         // Several data frames are on disk by now, but nothing is visible.
         assert_eq!(db.snapshot().unwrap().end_position(), 0);
@@ -117,7 +159,8 @@ fn streaming_transaction_commits_at_once_and_drop_leaves_no_trace() {
     assert_eq!(db.snapshot().unwrap().end_position(), 0);
     let mut tx = w.transaction().unwrap();
     for i in 0..3000 {
-        tx.push("s", format!("k{i}").as_bytes(), Op::Put, &value, i).unwrap();
+        tx.push("s", format!("k{i}").as_bytes(), Op::Put, &value, i)
+            .unwrap();
     }
     assert_eq!(tx.commit().unwrap().positions, 0..3000);
     let mut b = Batch::new();
@@ -163,7 +206,10 @@ fn recorded_at_increases_with_position_when_the_clock_steps_back() {
     // And after reopen the clock continues after the last stamp.
     let last = recs.last().unwrap().recorded_at;
     drop(db);
-    let db = Db::builder(dir.path()).clock(Arc::new(SteppingClock(AtomicU64::new(10)))).open().unwrap();
+    let db = Db::builder(dir.path())
+        .clock(Arc::new(SteppingClock(AtomicU64::new(10))))
+        .open()
+        .unwrap();
     let mut b = Batch::new();
     b.put_at("s", "k", "v", 0).unwrap();
     db.writer().commit(b).unwrap();
@@ -179,7 +225,11 @@ fn recorded_at_increases_with_position_when_the_clock_steps_back() {
 fn concurrent_writers_and_readers_see_only_whole_batches() {
     for durability in [Durability::Buffered, Durability::Sync] {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::builder(dir.path()).segment_size(64 << 10).durability(durability).open().unwrap();
+        let db = Db::builder(dir.path())
+            .segment_size(64 << 10)
+            .durability(durability)
+            .open()
+            .unwrap();
         let writers = 8;
         let batches = 60;
         std::thread::scope(|s| {
@@ -191,8 +241,13 @@ fn concurrent_writers_and_readers_see_only_whole_batches() {
                         let mut b = Batch::new();
                         for j in 0..n {
                             // Every record of a batch names the batch and its size.
-                            b.put_at(&format!("w{t}"), format!("{t}-{i}-{j}-{n}"), vec![b'x'; 50], i64::from(j as u32))
-                                .unwrap();
+                            b.put_at(
+                                &format!("w{t}"),
+                                format!("{t}-{i}-{j}-{n}"),
+                                vec![b'x'; 50],
+                                i64::from(j as u32),
+                            )
+                            .unwrap();
                         }
                         let r = w.commit(b).unwrap();
                         assert_eq!(r.positions.end - r.positions.start, n as u64);
@@ -210,19 +265,27 @@ fn concurrent_writers_and_readers_see_only_whole_batches() {
                         for r in &recs {
                             let k = String::from_utf8(r.key.to_vec()).unwrap();
                             let parts: Vec<&str> = k.split('-').collect();
-                            *seen.entry(format!("{}-{}", parts[0], parts[1])).or_default() += 1;
+                            *seen
+                                .entry(format!("{}-{}", parts[0], parts[1]))
+                                .or_default() += 1;
                         }
                         for r in &recs {
                             let k = String::from_utf8(r.key.to_vec()).unwrap();
                             let parts: Vec<&str> = k.split('-').collect();
                             let n: usize = parts[3].parse().unwrap();
-                            assert_eq!(seen[&format!("{}-{}", parts[0], parts[1])], n, "partial batch visible");
+                            assert_eq!(
+                                seen[&format!("{}-{}", parts[0], parts[1])],
+                                n,
+                                "partial batch visible"
+                            );
                         }
                     }
                 });
             }
         });
-        let total: u64 = (0..writers).map(|t| (0..batches).map(|i| 1 + ((i + t) % 5) as u64).sum::<u64>()).sum();
+        let total: u64 = (0..writers)
+            .map(|t| (0..batches).map(|i| 1 + ((i + t) % 5) as u64).sum::<u64>())
+            .sum();
         assert_eq!(db.snapshot().unwrap().end_position(), total);
         drop(db);
         let db = Db::open(dir.path()).unwrap();
@@ -243,7 +306,16 @@ fn second_writer_is_locked_out_readers_are_not() {
     }
     // Another process: the CLI's import takes the writer lock too.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tablelog"))
-        .args(["import", dir.path().to_str().unwrap(), "--stream", "s", "--key", "k", "--time", "t"])
+        .args([
+            "import",
+            dir.path().to_str().unwrap(),
+            "--stream",
+            "s",
+            "--key",
+            "k",
+            "--time",
+            "t",
+        ])
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -253,7 +325,10 @@ fn second_writer_is_locked_out_readers_are_not() {
     // Read-only handles coexist with the writer and see its commits.
     let ro = Db::builder(dir.path()).read_only(true).open().unwrap();
     assert_eq!(ro.snapshot().unwrap().end_position(), 1);
-    assert!(matches!(ro.writer().commit(Batch::new()), Err(Error::ReadOnly)));
+    assert!(matches!(
+        ro.writer().commit(Batch::new()),
+        Err(Error::ReadOnly)
+    ));
     drop(db);
     assert!(Db::open(dir.path()).is_ok(), "lock released on drop");
 }
@@ -299,7 +374,9 @@ fn an_io_error_poisons_the_database_until_reopened() {
             for (i, r) in recs.iter().enumerate() {
                 assert_eq!(r.key, format!("k{i}").as_bytes());
             }
-            assert!(tablelog::storage::verify::verify(dir.path()).unwrap().is_clean());
+            assert!(tablelog::storage::verify::verify(dir.path())
+                .unwrap()
+                .is_clean());
         }
     }
 }
@@ -307,23 +384,49 @@ fn an_io_error_poisons_the_database_until_reopened() {
 #[test]
 fn limits_and_bad_input_are_typed_errors_and_write_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::builder(dir.path()).max_key_size(8).max_value_size(16).open().unwrap();
+    let db = Db::builder(dir.path())
+        .max_key_size(8)
+        .max_value_size(16)
+        .open()
+        .unwrap();
     let w = db.writer();
     let mut b = Batch::new();
-    assert!(matches!(b.put_at("bad name", "k", "v", 0), Err(Error::InvalidStreamName(_))));
-    assert!(matches!(b.put_at("", "k", "v", 0), Err(Error::InvalidStreamName(_))));
+    assert!(matches!(
+        b.put_at("bad name", "k", "v", 0),
+        Err(Error::InvalidStreamName(_))
+    ));
+    assert!(matches!(
+        b.put_at("", "k", "v", 0),
+        Err(Error::InvalidStreamName(_))
+    ));
     b.put_at("s", "ok", "v", 0).unwrap();
     b.put_at("s", "much-too-long-key", "v", 0).unwrap();
     let e = w.commit(b).unwrap_err();
-    assert!(matches!(&e, Error::InvalidInput(m) if m.contains("key of 17 bytes")), "{e}");
+    assert!(
+        matches!(&e, Error::InvalidInput(m) if m.contains("key of 17 bytes")),
+        "{e}"
+    );
     let mut b = Batch::new();
     b.put_at("s", "k", vec![0u8; 17], 0).unwrap();
     assert!(matches!(w.commit(b), Err(Error::InvalidInput(m)) if m.contains("value of 17 bytes")));
-    assert_eq!(db.snapshot().unwrap().end_position(), 0, "a rejected batch writes nothing");
+    assert_eq!(
+        db.snapshot().unwrap().end_position(),
+        0,
+        "a rejected batch writes nothing"
+    );
     let mut b = Batch::new();
-    assert!(b.put_at("s", vec![0u8; 70_000], "v", 0).is_err(), "format key limit");
+    assert!(
+        b.put_at("s", vec![0u8; 70_000], "v", 0).is_err(),
+        "format key limit"
+    );
     // A directory that is not a database.
     let empty = tempfile::tempdir().unwrap();
-    assert!(matches!(Db::builder(empty.path()).create_if_missing(false).open(), Err(Error::NotADatabase(_))));
-    assert!(matches!(Db::builder(empty.path()).read_only(true).open(), Err(Error::NotADatabase(_))));
+    assert!(matches!(
+        Db::builder(empty.path()).create_if_missing(false).open(),
+        Err(Error::NotADatabase(_))
+    ));
+    assert!(matches!(
+        Db::builder(empty.path()).read_only(true).open(),
+        Err(Error::NotADatabase(_))
+    ));
 }

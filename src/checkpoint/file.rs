@@ -51,7 +51,14 @@ pub struct CheckpointInfo {
 
 /// Writes a checkpoint atomically: temp file, fsync, rename, directory fsync.
 /// `rows` must be sorted by key.
-pub fn write(path: &Path, stream: &str, as_of: i64, known_end: u64, rows: impl Iterator<Item = Result<Row>>, level: i32) -> Result<CheckpointInfo> {
+pub fn write(
+    path: &Path,
+    stream: &str,
+    as_of: i64,
+    known_end: u64,
+    rows: impl Iterator<Item = Result<Row>>,
+    level: i32,
+) -> Result<CheckpointInfo> {
     let mut raw = zstd::stream::Encoder::new(Vec::new(), level).map_err(|e| Error::io(path, e))?;
     let mut count = 0u64;
     let mut raw_len = 0u64;
@@ -147,7 +154,10 @@ pub fn parse(b: &[u8], path: &Path) -> Result<CheckpointInfo> {
         body_off: at + 40,
     };
     if info.body_off as u64 + info.stored_len != body as u64 {
-        return Err(bad(at + 32, "checkpoint body length does not match the file"));
+        return Err(bad(
+            at + 32,
+            "checkpoint body length does not match the file",
+        ));
     }
     if info.rows.saturating_mul(ROW_HEADER as u64) > info.raw_len {
         return Err(bad(at + 16, "row count does not fit the body"));
@@ -166,7 +176,9 @@ pub struct Rows {
 
 impl std::fmt::Debug for Rows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rows").field("left", &self.left).finish_non_exhaustive()
+        f.debug_struct("Rows")
+            .field("left", &self.left)
+            .finish_non_exhaustive()
     }
 }
 
@@ -179,9 +191,12 @@ impl Rows {
             return Err(corrupt(format!("implausible raw length {}", info.raw_len)));
         }
         let body = &bytes[info.body_off..info.body_off + info.stored_len as usize];
-        let raw = zstd::bulk::decompress(body, info.raw_len as usize).map_err(|e| corrupt(format!("zstd: {e}")))?;
+        let raw = zstd::bulk::decompress(body, info.raw_len as usize)
+            .map_err(|e| corrupt(format!("zstd: {e}")))?;
         if raw.len() as u64 != info.raw_len {
-            return Err(corrupt("decompressed length does not match the header".into()));
+            return Err(corrupt(
+                "decompressed length does not match the header".into(),
+            ));
         }
         Ok(Rows {
             raw: Bytes::from(raw),
@@ -194,9 +209,9 @@ impl Rows {
     fn read_row(&mut self) -> Result<Row> {
         let b = &self.raw;
         let at = self.at;
-        let head = b
-            .get(at..at + ROW_HEADER)
-            .ok_or_else(|| Error::corrupt(&self.path, 0, format!("row header beyond the body at {at}")))?;
+        let head = b.get(at..at + ROW_HEADER).ok_or_else(|| {
+            Error::corrupt(&self.path, 0, format!("row header beyond the body at {at}"))
+        })?;
         let kl = usize::from(u16::from_le_bytes([head[0], head[1]]));
         let vl = u32::from_le_bytes([head[2], head[3], head[4], head[5]]) as usize;
         let event_time = i64::from_le_bytes(head[6..14].try_into().unwrap_or_default());
@@ -204,7 +219,11 @@ impl Rows {
         let k0 = at + ROW_HEADER;
         let end = k0 + kl + vl;
         if end > b.len() {
-            return Err(Error::corrupt(&self.path, 0, format!("row at {at} runs past the body")));
+            return Err(Error::corrupt(
+                &self.path,
+                0,
+                format!("row at {at} runs past the body"),
+            ));
         }
         self.at = end;
         Ok(Row {

@@ -62,7 +62,11 @@ impl Catalog {
     /// Every checkpoint known, oldest first.
     #[must_use]
     pub fn list(&self) -> Vec<CheckpointInfo> {
-        let mut v = self.infos.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let mut v = self
+            .infos
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
         v.sort_by_key(|i| (i.stream.clone(), i.known_end, i.as_of));
         v
     }
@@ -87,7 +91,10 @@ impl Catalog {
         let path = self.dir.join(format!("{stream}@{end:020}.ckpt"));
         let rows = snap.table_from_scratch(stream, as_of, crate::KnownAt::Latest)?;
         let info = file::write(&path, stream, as_of, end, rows, 3)?;
-        let mut infos = self.infos.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut infos = self
+            .infos
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         infos.retain(|i| i.path != path);
         infos.push(info.clone());
         Ok(info)
@@ -97,7 +104,12 @@ impl Catalog {
 /// Keys of `stream` with a visible record (below `end`, at or before `as_of`)
 /// that the checkpoint does not reflect, sorted; `None` when the tail looks larger
 /// than the checkpoint itself (starting from scratch is then cheaper).
-pub(crate) fn tail_keys(snap: &Snapshot, ck: &CheckpointInfo, as_of: i64, end: u64) -> Result<Option<Vec<Bytes>>> {
+pub(crate) fn tail_keys(
+    snap: &Snapshot,
+    ck: &CheckpointInfo,
+    as_of: i64,
+    end: u64,
+) -> Result<Option<Vec<Bytes>>> {
     let view = snap.view();
     let budget = ck.rows.max(1024);
     let mut keys = Vec::new();
@@ -147,7 +159,9 @@ pub(crate) struct FromCheckpoint {
 
 impl std::fmt::Debug for FromCheckpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FromCheckpoint").field("stream", &self.stream).finish_non_exhaustive()
+        f.debug_struct("FromCheckpoint")
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
     }
 }
 
@@ -155,10 +169,18 @@ impl FromCheckpoint {
     fn recompute(&mut self, key: &Bytes) -> Result<Option<Row>> {
         self.buf = self.snap.view().versions(&self.stream, key)?;
         crate::query::asof::visible(&mut self.buf, self.as_of, self.end);
-        Ok(match fold(&self.snap, &self.stream, self.snap.merge.get(&self.stream), key, &self.buf)? {
-            GetResult::Present(r) => Some(r),
-            _ => None,
-        })
+        Ok(
+            match fold(
+                &self.snap,
+                &self.stream,
+                self.snap.merge.get(&self.stream),
+                key,
+                &self.buf,
+            )? {
+                GetResult::Present(r) => Some(r),
+                _ => None,
+            },
+        )
     }
 
     pub(crate) fn next_row(&mut self) -> Option<Result<Row>> {
@@ -182,7 +204,9 @@ impl FromCheckpoint {
             if !take_tail {
                 return self.peeked.take().map(Ok);
             }
-            let Some(key) = self.next_tail.take() else { continue };
+            let Some(key) = self.next_tail.take() else {
+                continue;
+            };
             if self.peeked.as_ref().is_some_and(|r| r.key == key) {
                 self.peeked = None;
             }

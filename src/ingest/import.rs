@@ -54,7 +54,12 @@ type Parsed = Vec<(u64, std::result::Result<Event, String>)>;
 const CHUNK: usize = 1024;
 const EXAMPLES: usize = 10;
 
-fn parse_jsonl(input: impl Read, spec: &FieldSpec, tx: &crossbeam_channel::Sender<Parsed>, progress: &(dyn Fn(u64) + Sync)) -> std::io::Result<()> {
+fn parse_jsonl(
+    input: impl Read,
+    spec: &FieldSpec,
+    tx: &crossbeam_channel::Sender<Parsed>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> std::io::Result<()> {
     let mut r = BufReader::with_capacity(1 << 20, input);
     let mut buf = Vec::new();
     let mut chunk = Vec::with_capacity(CHUNK);
@@ -76,7 +81,11 @@ fn parse_jsonl(input: impl Read, spec: &FieldSpec, tx: &crossbeam_channel::Sende
             Ok(Some(ev)) => chunk.push((line_no, Ok(ev))),
             Err(e) => chunk.push((line_no, Err(e))),
         }
-        if chunk.len() >= CHUNK && tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err() {
+        if chunk.len() >= CHUNK
+            && tx
+                .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                .is_err()
+        {
             return Ok(());
         }
     }
@@ -84,8 +93,16 @@ fn parse_jsonl(input: impl Read, spec: &FieldSpec, tx: &crossbeam_channel::Sende
     Ok(())
 }
 
-fn parse_csv(input: impl Read, spec: &FieldSpec, tx: &crossbeam_channel::Sender<Parsed>, progress: &(dyn Fn(u64) + Sync)) -> std::result::Result<(), (u64, String)> {
-    let mut r = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(input);
+fn parse_csv(
+    input: impl Read,
+    spec: &FieldSpec,
+    tx: &crossbeam_channel::Sender<Parsed>,
+    progress: &(dyn Fn(u64) + Sync),
+) -> std::result::Result<(), (u64, String)> {
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(input);
     let header: Vec<String> = r
         .headers()
         .map_err(|e| (1, format!("bad CSV header: {e}")))?
@@ -115,13 +132,18 @@ fn parse_csv(input: impl Read, spec: &FieldSpec, tx: &crossbeam_channel::Sender<
         let byte = r.position().byte();
         progress(byte - last_byte);
         last_byte = byte;
-        let cells: std::result::Result<Vec<&str>, _> = rec.iter().map(std::str::from_utf8).collect();
+        let cells: std::result::Result<Vec<&str>, _> =
+            rec.iter().map(std::str::from_utf8).collect();
         let parsed = match cells {
             Ok(cells) => parse_csv_record(&header, &cells, spec),
             Err(_) => Err("invalid UTF-8".to_string()),
         };
         chunk.push((line, parsed));
-        if chunk.len() >= CHUNK && tx.send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).is_err() {
+        if chunk.len() >= CHUNK
+            && tx
+                .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                .is_err()
+        {
             return Ok(());
         }
     }
@@ -131,7 +153,12 @@ fn parse_csv(input: impl Read, spec: &FieldSpec, tx: &crossbeam_channel::Sender<
 
 /// Imports `input` into one atomic transaction. `progress` is called with the
 /// number of input bytes consumed since the last call.
-pub fn import(writer: &Writer, input: impl Read + Send, opts: &ImportOptions, progress: &(dyn Fn(u64) + Sync)) -> Result<ImportReport> {
+pub fn import(
+    writer: &Writer,
+    input: impl Read + Send,
+    opts: &ImportOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<ImportReport> {
     crate::storage::record::validate_stream_name(&opts.stream)?;
     let bad = |line: u64, reason: String| Error::BadInput {
         file: opts.source.clone(),
@@ -141,7 +168,9 @@ pub fn import(writer: &Writer, input: impl Read + Send, opts: &ImportOptions, pr
     let (tx, rx) = crossbeam_channel::bounded::<Parsed>(4);
     std::thread::scope(|scope| {
         let parser = scope.spawn(move || match opts.format {
-            Format::Jsonl => parse_jsonl(input, &opts.spec, &tx, progress).map_err(|e| (0, e.to_string())),
+            Format::Jsonl => {
+                parse_jsonl(input, &opts.spec, &tx, progress).map_err(|e| (0, e.to_string()))
+            }
             Format::Csv => parse_csv(input, &opts.spec, &tx, progress),
         });
         let mut txn = writer.transaction()?;
@@ -151,9 +180,17 @@ pub fn import(writer: &Writer, input: impl Read + Send, opts: &ImportOptions, pr
             for (line, parsed) in chunk {
                 match parsed {
                     Ok(ev) => {
-                        if let Err(e) = txn.push(&opts.stream, ev.key.as_bytes(), ev.op, &ev.value, ev.event_time) {
+                        if let Err(e) = txn.push(
+                            &opts.stream,
+                            ev.key.as_bytes(),
+                            ev.op,
+                            &ev.value,
+                            ev.event_time,
+                        ) {
                             match e {
-                                Error::InvalidInput(r) | Error::InvalidStreamName(r) if opts.skip_invalid => {
+                                Error::InvalidInput(r) | Error::InvalidStreamName(r)
+                                    if opts.skip_invalid =>
+                                {
                                     report.skipped += 1;
                                     if report.skipped_examples.len() < EXAMPLES {
                                         report.skipped_examples.push(bad(line, r).to_string());
@@ -184,7 +221,9 @@ pub fn import(writer: &Writer, input: impl Read + Send, opts: &ImportOptions, pr
             }
         }
         drop(rx);
-        let parsed = parser.join().unwrap_or_else(|_| Err((0, "parser thread panicked".into())));
+        let parsed = parser
+            .join()
+            .unwrap_or_else(|_| Err((0, "parser thread panicked".into())));
         if let Some(f) = failure {
             return Err(f);
         }

@@ -31,15 +31,26 @@ pub struct Event {
     pub value: Vec<u8>,
 }
 
-fn event_from_object(obj: &Map<String, Value>, spec: &FieldSpec, value: impl FnOnce() -> Vec<u8>) -> Result<Event, String> {
+fn event_from_object(
+    obj: &Map<String, Value>,
+    spec: &FieldSpec,
+    value: impl FnOnce() -> Vec<u8>,
+) -> Result<Event, String> {
     let key = match obj.get(&spec.key) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        Some(other) => return Err(format!("key field {:?} must be a string or number, found {other}", spec.key)),
+        Some(other) => {
+            return Err(format!(
+                "key field {:?} must be a string or number, found {other}",
+                spec.key
+            ))
+        }
         None => return Err(format!("missing key field {:?}", spec.key)),
     };
     let event_time = match obj.get(&spec.time) {
-        Some(Value::String(s)) => parse_time(s, spec.unit).map_err(|e| format!("time field {:?}: {e}", spec.time))?,
+        Some(Value::String(s)) => {
+            parse_time(s, spec.unit).map_err(|e| format!("time field {:?}: {e}", spec.time))?
+        }
         Some(Value::Number(n)) => {
             let v = n
                 .as_i64()
@@ -48,18 +59,33 @@ fn event_from_object(obj: &Map<String, Value>, spec: &FieldSpec, value: impl FnO
                 .to_micros(v)
                 .ok_or_else(|| format!("time field {:?}: {n} is out of range", spec.time))?
         }
-        Some(other) => return Err(format!("time field {:?} must be a string or integer, found {other}", spec.time)),
+        Some(other) => {
+            return Err(format!(
+                "time field {:?} must be a string or integer, found {other}",
+                spec.time
+            ))
+        }
         None => return Err(format!("missing time field {:?}", spec.time)),
     };
     let op = match &spec.op {
         None => Op::Put,
         Some(f) => match obj.get(f) {
             None | Some(Value::Null) => Op::Put,
-            Some(Value::String(s)) => Op::parse(s).ok_or_else(|| format!("unknown op {s:?} in field {f:?}: expected put, patch or delete"))?,
-            Some(other) => return Err(format!("op field {f:?} must be put, patch or delete, found {other}")),
+            Some(Value::String(s)) => Op::parse(s).ok_or_else(|| {
+                format!("unknown op {s:?} in field {f:?}: expected put, patch or delete")
+            })?,
+            Some(other) => {
+                return Err(format!(
+                    "op field {f:?} must be put, patch or delete, found {other}"
+                ))
+            }
         },
     };
-    let value = if op == Op::Delete { Vec::new() } else { value() };
+    let value = if op == Op::Delete {
+        Vec::new()
+    } else {
+        value()
+    };
     Ok(Event {
         key,
         op,
@@ -102,7 +128,11 @@ pub fn csv_cell(cell: &str) -> Value {
     if let Ok(i) = cell.parse::<i64>() {
         return Value::from(i);
     }
-    if cell.bytes().any(|b| b.is_ascii_digit()) && cell.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E')) {
+    if cell.bytes().any(|b| b.is_ascii_digit())
+        && cell
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+    {
         if let Ok(f) = cell.parse::<f64>() {
             if let Some(n) = serde_json::Number::from_f64(f) {
                 return Value::Number(n);
@@ -114,9 +144,17 @@ pub fn csv_cell(cell: &str) -> Value {
 
 /// Parses one CSV record given the header. The stored value is the row as a JSON
 /// object (see [`csv_cell`]).
-pub fn parse_csv_record(header: &[String], cells: &[&str], spec: &FieldSpec) -> Result<Event, String> {
+pub fn parse_csv_record(
+    header: &[String],
+    cells: &[&str],
+    spec: &FieldSpec,
+) -> Result<Event, String> {
     if cells.len() != header.len() {
-        return Err(format!("expected {} fields as in the header, found {}", header.len(), cells.len()));
+        return Err(format!(
+            "expected {} fields as in the header, found {}",
+            header.len(),
+            cells.len()
+        ));
     }
     let mut obj = Map::new();
     for (h, c) in header.iter().zip(cells) {
@@ -131,7 +169,9 @@ pub fn parse_csv_record(header: &[String], cells: &[&str], spec: &FieldSpec) -> 
             for_fields.insert(spec.time.clone(), Value::String(s));
         }
     }
-    event_from_object(&for_fields, spec, || serde_json::to_vec(&Value::Object(obj)).unwrap_or_default())
+    event_from_object(&for_fields, spec, || {
+        serde_json::to_vec(&Value::Object(obj)).unwrap_or_default()
+    })
 }
 
 #[cfg(test)]
@@ -149,12 +189,19 @@ mod tests {
 
     #[test]
     fn json_lines() {
-        let e = parse_json_line(r#"{"id":"a","ts":"2013-01-01","x":1}"#, &spec()).unwrap().unwrap();
+        let e = parse_json_line(r#"{"id":"a","ts":"2013-01-01","x":1}"#, &spec())
+            .unwrap()
+            .unwrap();
         assert_eq!(e.key, "a");
         assert_eq!(e.op, Op::Put);
         assert_eq!(e.event_time, 1_356_998_400_000_000);
-        let e = parse_json_line(r#"{"id":7,"ts":1000,"op":"delete"}"#, &spec()).unwrap().unwrap();
-        assert_eq!((e.key.as_str(), e.op, e.event_time, e.value.len()), ("7", Op::Delete, 1_000_000, 0));
+        let e = parse_json_line(r#"{"id":7,"ts":1000,"op":"delete"}"#, &spec())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (e.key.as_str(), e.op, e.event_time, e.value.len()),
+            ("7", Op::Delete, 1_000_000, 0)
+        );
         assert_eq!(parse_json_line("   ", &spec()), Ok(None));
         for (line, why) in [
             ("[1]", "expected a JSON object"),
@@ -172,11 +219,20 @@ mod tests {
 
     #[test]
     fn csv_rows() {
-        let h: Vec<String> = ["id", "ts", "price", "name", "note"].iter().map(|s| (*s).to_string()).collect();
-        let e = parse_csv_record(&h, &["a", "2013-01-01 10:00:00", "1.5", "x", ""], &spec()).unwrap();
-        assert_eq!(String::from_utf8(e.value).unwrap(), r#"{"id":"a","ts":"2013-01-01 10:00:00","price":1.5,"name":"x","note":null}"#);
+        let h: Vec<String> = ["id", "ts", "price", "name", "note"]
+            .iter()
+            .map(|s| (*s).to_string())
+            .collect();
+        let e =
+            parse_csv_record(&h, &["a", "2013-01-01 10:00:00", "1.5", "x", ""], &spec()).unwrap();
+        assert_eq!(
+            String::from_utf8(e.value).unwrap(),
+            r#"{"id":"a","ts":"2013-01-01 10:00:00","price":1.5,"name":"x","note":null}"#
+        );
         let e = parse_csv_record(&h, &["9", "5", "2", "y", "z"], &spec()).unwrap();
         assert_eq!((e.key.as_str(), e.event_time), ("9", 5_000));
-        assert!(parse_csv_record(&h, &["a"], &spec()).unwrap_err().contains("expected 5 fields"));
+        assert!(parse_csv_record(&h, &["a"], &spec())
+            .unwrap_err()
+            .contains("expected 5 fields"));
     }
 }

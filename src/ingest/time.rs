@@ -95,7 +95,9 @@ impl fmt::Display for TimeError {
 
 fn digits(s: &[u8], at: usize, n: usize) -> Option<u32> {
     let d = s.get(at..at + n)?;
-    d.iter().try_fold(0u32, |acc, &b| b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0')))
+    d.iter().try_fold(0u32, |acc, &b| {
+        b.is_ascii_digit().then(|| acc * 10 + u32::from(b - b'0'))
+    })
 }
 
 /// Parses a time as the contract describes; integers use `unit`.
@@ -112,12 +114,21 @@ pub fn parse_time(s: &str, unit: TimeUnit) -> Result<i64, TimeError> {
             }
         ))
     };
-    if !t.is_empty() && (t.bytes().all(|b| b.is_ascii_digit()) || (t.starts_with('-') && t.len() > 1 && t[1..].bytes().all(|b| b.is_ascii_digit()))) {
+    if !t.is_empty()
+        && (t.bytes().all(|b| b.is_ascii_digit())
+            || (t.starts_with('-') && t.len() > 1 && t[1..].bytes().all(|b| b.is_ascii_digit())))
+    {
         let v: i64 = t.parse().map_err(|_| err())?;
         return unit.to_micros(v).ok_or_else(err);
     }
     let b = t.as_bytes();
-    let (year, month, day) = match (digits(b, 0, 4), b.get(4), digits(b, 5, 2), b.get(7), digits(b, 8, 2)) {
+    let (year, month, day) = match (
+        digits(b, 0, 4),
+        b.get(4),
+        digits(b, 5, 2),
+        b.get(7),
+        digits(b, 8, 2),
+    ) {
         (Some(y), Some(b'-'), Some(m), Some(b'-'), Some(d)) => (i64::from(y), m, d),
         _ => return Err(err()),
     };
@@ -131,7 +142,13 @@ pub fn parse_time(s: &str, unit: TimeUnit) -> Result<i64, TimeError> {
     if !matches!(b[10], b'T' | b't' | b' ') {
         return Err(err());
     }
-    let (hh, mm, ss) = match (digits(b, 11, 2), b.get(13), digits(b, 14, 2), b.get(16), digits(b, 17, 2)) {
+    let (hh, mm, ss) = match (
+        digits(b, 11, 2),
+        b.get(13),
+        digits(b, 14, 2),
+        b.get(16),
+        digits(b, 17, 2),
+    ) {
         (Some(h), Some(b':'), Some(m), Some(b':'), Some(s)) => (h, m, s),
         _ => return Err(err()),
     };
@@ -168,7 +185,9 @@ pub fn parse_time(s: &str, unit: TimeUnit) -> Result<i64, TimeError> {
                 _ => return Err(err()),
             };
             match (ob.len(), digits(ob, 1, 2), ob.get(3), digits(ob, 4, 2)) {
-                (6, Some(h), Some(b':'), Some(m)) if h < 24 && m < 60 => sign * i64::from(h * 3600 + m * 60),
+                (6, Some(h), Some(b':'), Some(m)) if h < 24 && m < 60 => {
+                    sign * i64::from(h * 3600 + m * 60)
+                }
                 _ => return Err(err()),
             }
         }
@@ -184,7 +203,12 @@ pub fn format_time(us: i64) -> String {
     let frac = us.rem_euclid(1_000_000);
     let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400);
-    let base = format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", sod / 3600, sod % 3600 / 60, sod % 60);
+    let base = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    );
     if frac == 0 {
         format!("{base}Z")
     } else if frac % 1000 == 0 {
@@ -200,7 +224,11 @@ pub fn parse_duration(s: &str) -> Result<i64, TimeError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
-    let err = || TimeError(format!("unparsable duration {s:?}: expected e.g. 500ms, 30s, 30m, 2h or 7d"));
+    let err = || {
+        TimeError(format!(
+            "unparsable duration {s:?}: expected e.g. 500ms, 30s, 30m, 2h or 7d"
+        ))
+    };
     let n: i64 = n.parse().map_err(|_| err())?;
     let mult = match unit {
         "us" => 1,
@@ -220,7 +248,11 @@ pub fn parse_size(s: &str) -> Result<u64, TimeError> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (n, unit) = t.split_at(split);
-    let err = || TimeError(format!("unparsable size {s:?}: expected e.g. 4096, 64KiB, 4MiB or 1GiB"));
+    let err = || {
+        TimeError(format!(
+            "unparsable size {s:?}: expected e.g. 4096, 64KiB, 4MiB or 1GiB"
+        ))
+    };
     let n: u64 = n.parse().map_err(|_| err())?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
@@ -251,7 +283,10 @@ mod tests {
         assert_eq!(parse_time("2013-01-01T10:00:00", ms), Ok(T0));
         assert_eq!(parse_time("2013-01-01 10:00:00.25", ms), Ok(T0 + 250_000));
         assert_eq!(parse_time("2013-01-01T10:00:00.000001Z", ms), Ok(T0 + 1));
-        assert_eq!(parse_time("2013-01-01T10:00:00.123456789Z", ms), Ok(T0 + 123_456));
+        assert_eq!(
+            parse_time("2013-01-01T10:00:00.123456789Z", ms),
+            Ok(T0 + 123_456)
+        );
         assert_eq!(parse_time("2013-01-01", ms), Ok(T0 - 36_000_000_000));
         assert_eq!(parse_time("1357034400000", ms), Ok(T0));
         assert_eq!(parse_time("1357034400", TimeUnit::Seconds), Ok(T0));
@@ -263,7 +298,19 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for bad in ["", "yesterday", "2013-13-01", "2013-02-30", "2013-01-01T25:00:00Z", "2013-01-01T10:00", "2013-01-01T10:00:00+2", "2013-01-01T10:00:00.Z", "99999999999999999999", "1.5", "2013-01-01X10:00:00"] {
+        for bad in [
+            "",
+            "yesterday",
+            "2013-13-01",
+            "2013-02-30",
+            "2013-01-01T25:00:00Z",
+            "2013-01-01T10:00",
+            "2013-01-01T10:00:00+2",
+            "2013-01-01T10:00:00.Z",
+            "99999999999999999999",
+            "1.5",
+            "2013-01-01X10:00:00",
+        ] {
             assert!(parse_time(bad, TimeUnit::Millis).is_err(), "{bad:?} parsed");
         }
     }
@@ -274,7 +321,15 @@ mod tests {
         assert_eq!(format_time(T0 + 250_000), "2013-01-01T10:00:00.250Z");
         assert_eq!(format_time(T0 + 1), "2013-01-01T10:00:00.000001Z");
         assert_eq!(format_time(-1), "1969-12-31T23:59:59.999999Z");
-        for us in [0, 1, -1, T0, 951_782_400_000_000, -62_135_596_800_000_000, 253_402_300_799_999_999] {
+        for us in [
+            0,
+            1,
+            -1,
+            T0,
+            951_782_400_000_000,
+            -62_135_596_800_000_000,
+            253_402_300_799_999_999,
+        ] {
             assert_eq!(parse_time(&format_time(us), TimeUnit::Millis), Ok(us));
         }
         for d in -800_000..800_000i64 {

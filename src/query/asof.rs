@@ -180,12 +180,24 @@ impl Snapshot {
     /// assert!(matches!(s.get("prices", b"apple", 100, None)?, GetResult::Present(_)));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn get(&self, stream: &str, key: &[u8], as_of: i64, known_at: impl Into<KnownAt>) -> Result<GetResult> {
+    pub fn get(
+        &self,
+        stream: &str,
+        key: &[u8],
+        as_of: i64,
+        known_at: impl Into<KnownAt>,
+    ) -> Result<GetResult> {
         let end = self.known_end(known_at)?;
         self.check_stream(stream)?;
         let mut versions = self.view.versions(stream, key)?;
         visible(&mut versions, as_of, end);
-        fold(self, stream, self.merge.get(stream), &Bytes::copy_from_slice(key), &versions)
+        fold(
+            self,
+            stream,
+            self.merge.get(stream),
+            &Bytes::copy_from_slice(key),
+            &versions,
+        )
     }
 
     /// Every live row of `stream` as of `as_of`, known at `known_at`, in key order,
@@ -217,7 +229,10 @@ impl Snapshot {
                             })),
                         })
                     }
-                    Err(e) => log::warn!("checkpoint {} unusable, rebuilding from the log: {e}", ck.path.display()),
+                    Err(e) => log::warn!(
+                        "checkpoint {} unusable, rebuilding from the log: {e}",
+                        ck.path.display()
+                    ),
                 }
             }
         }
@@ -226,7 +241,12 @@ impl Snapshot {
 
     /// Like [`Snapshot::table`], but always from the log's key indexes, never from
     /// a checkpoint.
-    pub fn table_from_scratch(&self, stream: &str, as_of: i64, known_at: impl Into<KnownAt>) -> Result<Table> {
+    pub fn table_from_scratch(
+        &self,
+        stream: &str,
+        as_of: i64,
+        known_at: impl Into<KnownAt>,
+    ) -> Result<Table> {
         let end = self.known_end(known_at)?;
         self.check_stream(stream)?;
         self.scratch(stream, as_of, end)
@@ -234,14 +254,14 @@ impl Snapshot {
 
     fn scratch(&self, stream: &str, as_of: i64, end: u64) -> Result<Table> {
         Ok(Table {
-            inner: Inner::Scratch {
+            inner: Inner::Scratch(Box::new(Scratch {
                 snap: self.clone(),
                 stream: stream.to_string(),
                 cursor: self.view.keys(stream)?,
                 as_of,
                 end,
                 buf: Vec::new(),
-            },
+            })),
         })
     }
 }
@@ -254,15 +274,18 @@ pub struct Table {
 
 #[derive(Debug)]
 enum Inner {
-    Scratch {
-        snap: Snapshot,
-        stream: String,
-        cursor: KeyCursor,
-        as_of: i64,
-        end: u64,
-        buf: Vec<VersionRef>,
-    },
+    Scratch(Box<Scratch>),
     Checkpoint(Box<crate::checkpoint::FromCheckpoint>),
+}
+
+#[derive(Debug)]
+struct Scratch {
+    snap: Snapshot,
+    stream: String,
+    cursor: KeyCursor,
+    as_of: i64,
+    end: u64,
+    buf: Vec<VersionRef>,
 }
 
 impl Table {
@@ -279,16 +302,15 @@ impl Iterator for Table {
     fn next(&mut self) -> Option<Result<Row>> {
         match &mut self.inner {
             Inner::Checkpoint(c) => c.next_row(),
-            Inner::Scratch {
-                snap,
-                stream,
-                cursor,
-                as_of,
-                end,
-                buf,
-            } => loop {
-                let key = cursor.next_visible(*as_of, *end, buf)?;
-                match fold(snap, stream, snap.merge.get(stream), &key, buf) {
+            Inner::Scratch(s) => loop {
+                let key = s.cursor.next_visible(s.as_of, s.end, &mut s.buf)?;
+                match fold(
+                    &s.snap,
+                    &s.stream,
+                    s.snap.merge.get(&s.stream),
+                    &key,
+                    &s.buf,
+                ) {
                     Ok(GetResult::Present(row)) => return Some(Ok(row)),
                     Ok(_) => {}
                     Err(e) => return Some(Err(e)),

@@ -64,7 +64,12 @@ pub struct Change {
 impl Snapshot {
     /// Every version of `key` in `(event_time, position)` order, each with the row
     /// it leaves behind, known at `known_at`.
-    pub fn history(&self, stream: &str, key: &[u8], known_at: impl Into<KnownAt>) -> Result<Vec<HistoryEntry>> {
+    pub fn history(
+        &self,
+        stream: &str,
+        key: &[u8],
+        known_at: impl Into<KnownAt>,
+    ) -> Result<Vec<HistoryEntry>> {
         let end = self.known_end(known_at)?;
         self.check_stream(stream)?;
         let mut versions = self.view.versions(stream, key)?;
@@ -97,7 +102,13 @@ impl Snapshot {
     /// Keys whose row differs between `from` and `to` (event times, `from < to`):
     /// inserted, updated or deleted, with the rows before and after, in key order.
     /// Net changes only: a key changed and changed back is not listed.
-    pub fn changes(&self, stream: &str, from: i64, to: i64, known_at: impl Into<KnownAt>) -> Result<Vec<Change>> {
+    pub fn changes(
+        &self,
+        stream: &str,
+        from: i64,
+        to: i64,
+        known_at: impl Into<KnownAt>,
+    ) -> Result<Vec<Change>> {
         let end = self.known_end(known_at)?;
         self.check_stream(stream)?;
         let mut keys = Vec::new();
@@ -113,15 +124,24 @@ impl Snapshot {
         keys.dedup();
         let mut out = Vec::new();
         for key in keys {
-            let before = self.get(stream, &key, from, KnownAt::Position(end.saturating_sub(1)))?.row();
-            let after = self.get(stream, &key, to, KnownAt::Position(end.saturating_sub(1)))?.row();
+            let before = self
+                .get(stream, &key, from, KnownAt::Position(end.saturating_sub(1)))?
+                .row();
+            let after = self
+                .get(stream, &key, to, KnownAt::Position(end.saturating_sub(1)))?
+                .row();
             let kind = match (&before, &after) {
                 (None, Some(_)) => ChangeKind::Insert,
                 (Some(_), None) => ChangeKind::Delete,
                 (Some(b), Some(a)) if b.value != a.value => ChangeKind::Update,
                 _ => continue,
             };
-            out.push(Change { key, kind, before, after });
+            out.push(Change {
+                key,
+                kind,
+                before,
+                after,
+            });
         }
         Ok(out)
     }

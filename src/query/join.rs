@@ -70,15 +70,16 @@ impl Snapshot {
                                 position: v.position,
                             }),
                             Op::Patch => {
-                                let op = merge.ok_or_else(|| Error::NoMergeOperator(stream.to_string()))?;
+                                let op = merge
+                                    .ok_or_else(|| Error::NoMergeOperator(stream.to_string()))?;
                                 let patch = self.view.value(&v)?;
                                 let merged = op
                                     .merge(row.as_ref().map(|r| &r.value[..]), &patch)
                                     .map_err(|reason| Error::Merge {
-                                        stream: stream.to_string(),
-                                        position: v.position,
-                                        reason,
-                                    })?;
+                                    stream: stream.to_string(),
+                                    position: v.position,
+                                    reason,
+                                })?;
                                 Some(Row {
                                     key: key.clone(),
                                     value: Bytes::from(merged),
@@ -91,7 +92,11 @@ impl Snapshot {
                     }
                     out[order[i]][j] = row
                         .as_ref()
-                        .filter(|row| ttl.is_none_or(|t| i128::from(r.time) - i128::from(row.event_time) <= i128::from(t)))
+                        .filter(|row| {
+                            ttl.is_none_or(|t| {
+                                i128::from(r.time) - i128::from(row.event_time) <= i128::from(t)
+                            })
+                        })
                         .cloned();
                     i += 1;
                 }

@@ -50,7 +50,8 @@ pub fn json_merge_patch(target: &mut Value, patch: &Value) {
 
 impl MergeOperator for JsonMergePatch {
     fn merge(&self, base: Option<&[u8]>, patch: &[u8]) -> Result<Vec<u8>, String> {
-        let patch: Value = serde_json::from_slice(patch).map_err(|e| format!("patch is not JSON: {e}"))?;
+        let patch: Value =
+            serde_json::from_slice(patch).map_err(|e| format!("patch is not JSON: {e}"))?;
         let mut target = match base {
             Some(b) => serde_json::from_slice(b).map_err(|e| format!("row is not JSON: {e}"))?,
             None => Value::Null,
@@ -68,7 +69,10 @@ pub struct MergeRegistry {
 }
 
 impl MergeRegistry {
-    pub(crate) fn new(by_stream: HashMap<String, Arc<dyn MergeOperator>>, default: Option<Arc<dyn MergeOperator>>) -> Self {
+    pub(crate) fn new(
+        by_stream: HashMap<String, Arc<dyn MergeOperator>>,
+        default: Option<Arc<dyn MergeOperator>>,
+    ) -> Self {
         MergeRegistry { by_stream, default }
     }
 
@@ -84,15 +88,26 @@ mod tests {
     use super::*;
 
     fn mp(base: Option<&str>, patch: &str) -> String {
-        String::from_utf8(JsonMergePatch.merge(base.map(str::as_bytes), patch.as_bytes()).unwrap()).unwrap()
+        String::from_utf8(
+            JsonMergePatch
+                .merge(base.map(str::as_bytes), patch.as_bytes())
+                .unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]
     fn rfc7386_examples() {
         assert_eq!(mp(Some(r#"{"a":"b"}"#), r#"{"a":"c"}"#), r#"{"a":"c"}"#);
-        assert_eq!(mp(Some(r#"{"a":"b"}"#), r#"{"b":"c"}"#), r#"{"a":"b","b":"c"}"#);
+        assert_eq!(
+            mp(Some(r#"{"a":"b"}"#), r#"{"b":"c"}"#),
+            r#"{"a":"b","b":"c"}"#
+        );
         assert_eq!(mp(Some(r#"{"a":"b"}"#), r#"{"a":null}"#), r#"{}"#);
-        assert_eq!(mp(Some(r#"{"a":{"b":"c"}}"#), r#"{"a":{"b":"d","c":null}}"#), r#"{"a":{"b":"d"}}"#);
+        assert_eq!(
+            mp(Some(r#"{"a":{"b":"c"}}"#), r#"{"a":{"b":"d","c":null}}"#),
+            r#"{"a":{"b":"d"}}"#
+        );
         assert_eq!(mp(Some(r#"{"a":[1]}"#), r#"{"a":[2]}"#), r#"{"a":[2]}"#);
         assert_eq!(mp(Some(r#"["a"]"#), r#"{"a":"c"}"#), r#"{"a":"c"}"#);
         assert_eq!(mp(None, r#"{"a":1,"b":null}"#), r#"{"a":1}"#);

@@ -130,7 +130,9 @@ impl Snapshot {
         known_at: impl Into<KnownAt>,
     ) -> Result<Vec<Option<f64>>> {
         if width <= 0 {
-            return Err(Error::InvalidInput(format!("window width must be positive, got {width}µs")));
+            return Err(Error::InvalidInput(format!(
+                "window width must be positive, got {width}µs"
+            )));
         }
         let end = self.known_end(known_at)?;
         self.check_stream(stream)?;
@@ -157,7 +159,9 @@ impl Snapshot {
                     win.add(hi, values[hi]);
                     hi += 1;
                 }
-                while lo < hi && i128::from(versions[lo].event_time) <= i128::from(t) - i128::from(width) {
+                while lo < hi
+                    && i128::from(versions[lo].event_time) <= i128::from(t) - i128::from(width)
+                {
                     win.remove(lo, values[lo]);
                     lo += 1;
                 }

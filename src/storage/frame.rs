@@ -130,7 +130,9 @@ pub fn check_frame(buf: &[u8]) -> std::result::Result<FrameHeader, FrameError> {
     };
     let flags = h[41];
     if flags & !FLAG_ZSTD != 0 {
-        return Err(FrameError::Invalid(format!("unknown frame flags {flags:#04x}")));
+        return Err(FrameError::Invalid(format!(
+            "unknown frame flags {flags:#04x}"
+        )));
     }
     let header = FrameHeader {
         stored_len,
@@ -143,7 +145,9 @@ pub fn check_frame(buf: &[u8]) -> std::result::Result<FrameHeader, FrameError> {
         flags,
     };
     if flags & FLAG_ZSTD == 0 && raw_len != stored_len {
-        return Err(FrameError::Invalid("uncompressed frame with raw length != stored length".into()));
+        return Err(FrameError::Invalid(
+            "uncompressed frame with raw length != stored length".into(),
+        ));
     }
     if header.records_len > raw_len {
         return Err(FrameError::Invalid("records length beyond payload".into()));
@@ -203,7 +207,11 @@ impl Frame {
             let raw = zstd::bulk::decompress(&stored, header.raw_len as usize)
                 .map_err(|e| Error::corrupt(path, off as u64, format!("zstd: {e}")))?;
             if raw.len() != header.raw_len as usize {
-                return Err(Error::corrupt(path, off as u64, "decompressed length mismatch"));
+                return Err(Error::corrupt(
+                    path,
+                    off as u64,
+                    "decompressed length mismatch",
+                ));
             }
             Bytes::from(raw)
         } else {
@@ -216,7 +224,9 @@ impl Frame {
             payload,
             streams,
         };
-        frame.validate_records().map_err(|r| Error::corrupt(path, off as u64, r))?;
+        frame
+            .validate_records()
+            .map_err(|r| Error::corrupt(path, off as u64, r))?;
         Ok(frame)
     }
 
@@ -228,12 +238,19 @@ impl Frame {
             let r = parse_record(&self.payload[..self.header.records_len as usize], at)
                 .ok_or_else(|| format!("record {i} is malformed"))?;
             if usize::from(r.stream_idx) >= self.streams.len() {
-                return Err(format!("record {i} names stream {} of {}", r.stream_idx, self.streams.len()));
+                return Err(format!(
+                    "record {i} names stream {} of {}",
+                    r.stream_idx,
+                    self.streams.len()
+                ));
             }
             at = r.value_off + r.value.len();
         }
         if at != self.header.records_len as usize {
-            return Err(format!("records end at {at}, header says {}", self.header.records_len));
+            return Err(format!(
+                "records end at {at}, header says {}",
+                self.header.records_len
+            ));
         }
         Ok(())
     }
@@ -312,8 +329,11 @@ fn decode_stream_table(b: &[u8]) -> std::result::Result<Vec<String>, String> {
     let mut out = Vec::with_capacity(n.min(b.len() / 2));
     for i in 0..n {
         let len = usize::from(*b.get(at).ok_or("stream table truncated")?);
-        let name = b.get(at + 1..at + 1 + len).ok_or("stream table truncated")?;
-        let name = std::str::from_utf8(name).map_err(|_| format!("stream name {i} is not UTF-8"))?;
+        let name = b
+            .get(at + 1..at + 1 + len)
+            .ok_or("stream table truncated")?;
+        let name =
+            std::str::from_utf8(name).map_err(|_| format!("stream name {i} is not UTF-8"))?;
         crate::storage::record::validate_stream_name(name).map_err(|e| e.to_string())?;
         out.push(name.to_string());
         at += 1 + len;
@@ -371,7 +391,8 @@ impl FrameBuilder {
     pub fn is_full_for(&self, stream: &str, extra: usize) -> bool {
         self.count > 0
             && (self.records_len() + extra > FRAME_TARGET
-                || (self.streams.len() >= usize::from(u16::MAX) && !self.streams.iter().any(|s| s == stream)))
+                || (self.streams.len() >= usize::from(u16::MAX)
+                    && !self.streams.iter().any(|s| s == stream)))
     }
 
     fn stream_idx(&mut self, stream: &str) -> u16 {
@@ -412,9 +433,16 @@ impl FrameBuilder {
     /// Closes the frame: appends the stream table, compresses if asked, fills the
     /// header and checksum. Afterwards [`FrameBuilder::encoded`] holds the bytes to
     /// write and [`FrameBuilder::records`] still iterates the raw records.
-    pub fn finish(&mut self, kind: FrameKind, first_pos: u64, hlc: Hlc, zstd_level: Option<i32>) -> Result<()> {
+    pub fn finish(
+        &mut self,
+        kind: FrameKind,
+        first_pos: u64,
+        hlc: Hlc,
+        zstd_level: Option<i32>,
+    ) -> Result<()> {
         let records_len = (self.buf.len() - HEADER_LEN) as u32;
-        self.buf.extend_from_slice(&(self.streams.len() as u16).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(self.streams.len() as u16).to_le_bytes());
         for s in &self.streams {
             self.buf.push(s.len() as u8);
             self.buf.extend_from_slice(s.as_bytes());
@@ -478,7 +506,11 @@ pub fn trusted_header(buf: &[u8]) -> Option<FrameHeader> {
         hlc: Hlc(u64_at(h, 24)),
         count: u32_at(h, 32),
         records_len: u32_at(h, 36),
-        kind: if h[40] == 1 { FrameKind::Data } else { FrameKind::Commit },
+        kind: if h[40] == 1 {
+            FrameKind::Data
+        } else {
+            FrameKind::Commit
+        },
         flags: h[41],
     })
 }
@@ -492,7 +524,11 @@ pub fn trusted_records(seg: &Bytes, off: usize, path: &Path) -> Result<(FrameHea
     let start = off + HEADER_LEN;
     let end = start + header.stored_len as usize;
     if end > seg.len() {
-        return Err(Error::corrupt(path, off as u64, "frame beyond end of segment"));
+        return Err(Error::corrupt(
+            path,
+            off as u64,
+            "frame beyond end of segment",
+        ));
     }
     let payload = if header.flags & FLAG_ZSTD != 0 {
         Bytes::from(
@@ -503,7 +539,11 @@ pub fn trusted_records(seg: &Bytes, off: usize, path: &Path) -> Result<(FrameHea
         seg.slice(start..end)
     };
     if (header.records_len as usize) > payload.len() {
-        return Err(Error::corrupt(path, off as u64, "records length beyond payload"));
+        return Err(Error::corrupt(
+            path,
+            off as u64,
+            "records length beyond payload",
+        ));
     }
     Ok((header, payload.slice(..header.records_len as usize)))
 }
@@ -516,7 +556,13 @@ mod tests {
         let mut b = FrameBuilder::new();
         for i in 0..300u32 {
             let stream = if i % 2 == 0 { "a" } else { "bb" };
-            b.push(stream, Op::Put, format!("k{i}").as_bytes(), &[7u8; 40], i64::from(i) - 5);
+            b.push(
+                stream,
+                Op::Put,
+                format!("k{i}").as_bytes(),
+                &[7u8; 40],
+                i64::from(i) - 5,
+            );
         }
         b.finish(FrameKind::Commit, 10, Hlc(99), level).unwrap();
         assert_eq!(b.records().count(), 300);
@@ -543,7 +589,10 @@ mod tests {
 
     #[test]
     fn zeros_and_flips_never_pass() {
-        assert!(matches!(check_frame(&[0u8; 200]), Err(FrameError::Invalid(_))));
+        assert!(matches!(
+            check_frame(&[0u8; 200]),
+            Err(FrameError::Invalid(_))
+        ));
         let good = sample(None);
         for i in 0..good.len() {
             let mut bad = good.clone();
@@ -551,7 +600,11 @@ mod tests {
             assert!(check_frame(&bad).is_err(), "flip at {i} passed");
         }
         for cut in 0..good.len() {
-            assert_eq!(check_frame(&good[..cut]), Err(FrameError::Incomplete), "cut at {cut}");
+            assert_eq!(
+                check_frame(&good[..cut]),
+                Err(FrameError::Incomplete),
+                "cut at {cut}"
+            );
         }
     }
 

@@ -10,7 +10,8 @@ use crate::{Error, Result};
 
 /// Writes all of `buf` at `offset`.
 pub fn write_all_at(file: &File, buf: &[u8], offset: u64, path: &Path) -> Result<()> {
-    file.write_all_at(buf, offset).map_err(|e| Error::io(path, e))
+    file.write_all_at(buf, offset)
+        .map_err(|e| Error::io(path, e))
 }
 
 /// Fsyncs a directory so that creations and renames in it are durable.

@@ -100,7 +100,8 @@ impl MemIndex {
             return i;
         }
         self.streams.push((name.to_string(), KeyTable::default()));
-        self.by_name.insert(name.to_string(), self.streams.len() - 1);
+        self.by_name
+            .insert(name.to_string(), self.streams.len() - 1);
         self.streams.len() - 1
     }
 
@@ -113,9 +114,8 @@ impl MemIndex {
     ) {
         let mut min_et = i64::MAX;
         let mut max_et = i64::MIN;
-        let mut pos = meta.first_pos;
         let mut last: Option<(&str, usize)> = None;
-        for (stream, key, op, et, rec_off) in records {
+        for (pos, (stream, key, op, et, rec_off)) in (meta.first_pos..).zip(records) {
             min_et = min_et.min(et);
             max_et = max_et.max(et);
             let i = match last {
@@ -136,7 +136,6 @@ impl MemIndex {
                     op,
                 },
             );
-            pos += 1;
         }
         if meta.count > 0 {
             meta.min_et = min_et;
@@ -172,9 +171,15 @@ impl MemIndex {
         let streams = &frame.streams;
         self.add_frame(
             meta,
-            frame
-                .records()
-                .map(|r| (streams[usize::from(r.stream_idx)].as_str(), r.key, r.op, r.event_time, r.offset as u32)),
+            frame.records().map(|r| {
+                (
+                    streams[usize::from(r.stream_idx)].as_str(),
+                    r.key,
+                    r.op,
+                    r.event_time,
+                    r.offset as u32,
+                )
+            }),
         );
     }
 
@@ -205,7 +210,8 @@ impl MemIndex {
     /// each key's versions sorted by `(event_time, position)`.
     #[must_use]
     pub fn encode_kidx(&self) -> Vec<u8> {
-        let mut names: Vec<&(String, KeyTable)> = self.streams.iter().filter(|(_, t)| !t.is_empty()).collect();
+        let mut names: Vec<&(String, KeyTable)> =
+            self.streams.iter().filter(|(_, t)| !t.is_empty()).collect();
         names.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = Vec::new();
         out.extend_from_slice(KIDX_MAGIC);
@@ -221,7 +227,10 @@ impl MemIndex {
             out.extend_from_slice(&[0u8; 32]);
         }
         for ((_, table), at) in names.iter().zip(patch_at) {
-            let mut keys: Vec<(&[u8], Vec<VersionRef>)> = table.iter().map(|(k, vs)| (k, vs.copied().collect())).collect();
+            let mut keys: Vec<(&[u8], Vec<VersionRef>)> = table
+                .iter()
+                .map(|(k, vs)| (k, vs.copied().collect()))
+                .collect();
             keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
             let keys_off = out.len() as u64;
             let mut blob_len = 0u32;
@@ -315,7 +324,11 @@ fn le_u64(b: &[u8], at: usize) -> Option<u64> {
 /// Checks magic, version and trailing checksum of a sidecar; returns the body length.
 fn check_sidecar(b: &[u8], magic: &[u8; 8], path: &Path) -> Result<usize> {
     if b.len() < 16 + 4 {
-        return Err(Error::corrupt(path, 0, format!("index file too short ({} bytes)", b.len())));
+        return Err(Error::corrupt(
+            path,
+            0,
+            format!("index file too short ({} bytes)", b.len()),
+        ));
     }
     if &b[..8] != magic {
         return Err(Error::corrupt(path, 0, "bad index magic"));
@@ -346,7 +359,11 @@ pub fn decode_fidx(b: &[u8], path: &Path) -> Result<Vec<FrameMeta>> {
     let body = check_sidecar(b, FIDX_MAGIC, path)?;
     let n = le_u32(b, 12).unwrap_or(0) as usize;
     if 16 + n * FRAME_ENTRY != body {
-        return Err(Error::corrupt(path, 12, format!("frame count {n} does not match file size")));
+        return Err(Error::corrupt(
+            path,
+            12,
+            format!("frame count {n} does not match file size"),
+        ));
     }
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
@@ -355,7 +372,13 @@ pub fn decode_fidx(b: &[u8], path: &Path) -> Result<Vec<FrameMeta>> {
         let kind = match e[48] {
             1 => FrameKind::Data,
             2 => FrameKind::Commit,
-            k => return Err(Error::corrupt(path, at as u64 + 48, format!("unknown frame kind {k}"))),
+            k => {
+                return Err(Error::corrupt(
+                    path,
+                    at as u64 + 48,
+                    format!("unknown frame kind {k}"),
+                ))
+            }
         };
         out.push(FrameMeta {
             offset: le_u64(e, 0).unwrap_or(0),
@@ -399,14 +422,22 @@ impl KeyIndexFile {
         let mut streams = Vec::with_capacity(n.min(b.len()));
         for _ in 0..n {
             let len = usize::from(*b.get(at).ok_or_else(|| bad(at, "directory truncated"))?);
-            let name = b.get(at + 1..at + 1 + len).ok_or_else(|| bad(at, "directory truncated"))?;
-            let name = std::str::from_utf8(name).map_err(|_| bad(at, "stream name not UTF-8"))?.to_string();
+            let name = b
+                .get(at + 1..at + 1 + len)
+                .ok_or_else(|| bad(at, "directory truncated"))?;
+            let name = std::str::from_utf8(name)
+                .map_err(|_| bad(at, "stream name not UTF-8"))?
+                .to_string();
             at += 1 + len;
             let key_count = le_u32(b, at).ok_or_else(|| bad(at, "directory truncated"))? as usize;
-            let keys_off = le_u64(b, at + 4).ok_or_else(|| bad(at, "directory truncated"))? as usize;
-            let blob_off = le_u64(b, at + 12).ok_or_else(|| bad(at, "directory truncated"))? as usize;
-            let vers_off = le_u64(b, at + 20).ok_or_else(|| bad(at, "directory truncated"))? as usize;
-            let hash_off = le_u64(b, at + 28).ok_or_else(|| bad(at, "directory truncated"))? as usize;
+            let keys_off =
+                le_u64(b, at + 4).ok_or_else(|| bad(at, "directory truncated"))? as usize;
+            let blob_off =
+                le_u64(b, at + 12).ok_or_else(|| bad(at, "directory truncated"))? as usize;
+            let vers_off =
+                le_u64(b, at + 20).ok_or_else(|| bad(at, "directory truncated"))? as usize;
+            let hash_off =
+                le_u64(b, at + 28).ok_or_else(|| bad(at, "directory truncated"))? as usize;
             if keys_off.checked_add(key_count.saturating_mul(KEY_ENTRY)) != Some(blob_off)
                 || blob_off > vers_off
                 || vers_off > body
@@ -437,7 +468,10 @@ impl KeyIndexFile {
                 versions += vc;
             }
             if vers_off + versions * VERSION_ENTRY != hash_off {
-                return Err(bad(vers_off, "versions do not end where the hash section starts"));
+                return Err(bad(
+                    vers_off,
+                    "versions do not end where the hash section starts",
+                ));
             }
             let buckets = bucket_count(key_count);
             if hash_off + buckets * 4 > body {
@@ -455,7 +489,10 @@ impl KeyIndexFile {
     }
 
     fn section(&self, stream: &str) -> Option<&StreamSection> {
-        self.streams.iter().find(|(n, _)| n == stream).map(|(_, s)| s)
+        self.streams
+            .iter()
+            .find(|(n, _)| n == stream)
+            .map(|(_, s)| s)
     }
 
     /// Stream names in this segment.
@@ -476,10 +513,20 @@ impl KeyIndexFile {
         let kl = le_u32(b, e + 4).unwrap_or(0) as usize;
         let vs = le_u32(b, e + 8).unwrap_or(0) as usize;
         let vc = le_u32(b, e + 12).unwrap_or(0) as usize;
-        (self.bytes.slice(s.blob_off + ko..s.blob_off + ko + kl), vs, vc)
+        (
+            self.bytes.slice(s.blob_off + ko..s.blob_off + ko + kl),
+            vs,
+            vc,
+        )
     }
 
-    fn versions_at(&self, s: &StreamSection, start: usize, count: usize, out: &mut Vec<VersionRef>) {
+    fn versions_at(
+        &self,
+        s: &StreamSection,
+        start: usize,
+        count: usize,
+        out: &mut Vec<VersionRef>,
+    ) {
         let b = &self.bytes;
         for i in start..start + count {
             let at = s.vers_off + i * VERSION_ENTRY;
@@ -496,7 +543,9 @@ impl KeyIndexFile {
     /// Appends the versions of `key` in `stream` (sorted by `(event_time, position)`)
     /// to `out`: one probe of the stream's hash section, usually.
     pub fn versions(&self, stream: &str, key: &[u8], out: &mut Vec<VersionRef>) {
-        let Some(s) = self.section(stream) else { return };
+        let Some(s) = self.section(stream) else {
+            return;
+        };
         let b = &self.bytes;
         let n = bucket_count(s.key_count);
         let mut at = (stable_hash(key) as usize) & (n - 1);

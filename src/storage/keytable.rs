@@ -34,6 +34,18 @@ fn prefix_of(key: &[u8]) -> [u8; INLINE] {
     p
 }
 
+/// A copy of a key table's keys in byte order with their versions (see
+/// [`KeyTable::sorted_below`]).
+#[derive(Debug, Default)]
+pub struct SortedKeys {
+    /// Key bytes, back to back.
+    pub keys: Vec<u8>,
+    /// Per key: its bytes in `keys` and its versions in `versions`.
+    pub ranges: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+    /// Versions, per key in position order.
+    pub versions: Vec<VersionRef>,
+}
+
 /// Keys of one stream mapped to their versions, in position order.
 #[derive(Debug, Default)]
 pub struct KeyTable {
@@ -57,7 +69,8 @@ impl KeyTable {
         s.hash == hash
             && s.key_len as usize == key.len()
             && s.prefix == *prefix
-            && (key.len() <= INLINE || &keys[s.key_off as usize..(s.key_off + s.key_len) as usize] == key)
+            && (key.len() <= INLINE
+                || &keys[s.key_off as usize..(s.key_off + s.key_len) as usize] == key)
     }
 
     /// Appends a version of `key`. Versions must arrive in position order.
@@ -67,7 +80,10 @@ impl KeyTable {
         let hash = self.hash(key);
         let prefix = prefix_of(key);
         let keys = &self.keys;
-        match self.table.find_mut(hash, |s| Self::matches(keys, s, hash, key, &prefix)) {
+        match self
+            .table
+            .find_mut(hash, |s| Self::matches(keys, s, hash, key, &prefix))
+        {
             Some(slot) => {
                 self.prev.push(slot.tail);
                 slot.tail = idx;
@@ -122,7 +138,10 @@ impl KeyTable {
     pub fn versions_into(&self, key: &[u8], end: u64, out: &mut Vec<VersionRef>) {
         let hash = self.hash(key);
         let prefix = prefix_of(key);
-        let Some(slot) = self.table.find(hash, |s| Self::matches(&self.keys, s, hash, key, &prefix)) else {
+        let Some(slot) = self
+            .table
+            .find(hash, |s| Self::matches(&self.keys, s, hash, key, &prefix))
+        else {
             return;
         };
         let start = out.len();
@@ -152,7 +171,7 @@ impl KeyTable {
     /// returns the key arena, `(key range, versions range)` per key, and the
     /// versions in position order per key. Keys with no such version are left out.
     #[must_use]
-    pub fn sorted_below(&self, end: u64) -> (Vec<u8>, Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>, Vec<VersionRef>) {
+    pub fn sorted_below(&self, end: u64) -> SortedKeys {
         let mut slots: Vec<&Slot> = self.table.iter().collect();
         slots.sort_unstable_by(|a, b| self.key_of(a).cmp(self.key_of(b)));
         let mut keys = Vec::with_capacity(self.keys.len());
@@ -176,12 +195,20 @@ impl KeyTable {
             keys.extend_from_slice(self.key_of(s));
             ranges.push((k..keys.len(), start..versions.len()));
         }
-        (keys, ranges, versions)
+        SortedKeys {
+            keys,
+            ranges,
+            versions,
+        }
     }
 
     /// Every key with its versions (position order), in no particular key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], impl Iterator<Item = &VersionRef> + '_)> + '_ {
-        self.table.iter().map(|s| (self.key_of(s), self.chain(s.tail)))
+    pub fn iter(
+        &self,
+    ) -> impl Iterator<Item = (&[u8], impl Iterator<Item = &VersionRef> + '_)> + '_ {
+        self.table
+            .iter()
+            .map(|s| (self.key_of(s), self.chain(s.tail)))
     }
 }
 

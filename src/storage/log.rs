@@ -70,7 +70,10 @@ pub struct ActiveInner {
 impl ActiveSegment {
     /// The first `len` bytes of the file, mapped (remapped when it has grown).
     pub fn bytes_upto(&self, len: u64) -> Result<Bytes> {
-        let mut m = self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if (m.len() as u64) < len {
             *m = mmap::map(&self.file, len as usize, &self.path)?;
         }
@@ -118,7 +121,9 @@ pub struct Log {
 
 impl std::fmt::Debug for Log {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Log").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -129,7 +134,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Log {
     /// Opens (or, when `create`, creates) the log in `dir`.
     pub fn open(dir: &Path, config: Config) -> Result<Arc<Log>> {
-        let lock_file = if config.read_only { None } else { Some(meta::lock(dir)?) };
+        let lock_file = if config.read_only {
+            None
+        } else {
+            Some(meta::lock(dir)?)
+        };
         let mut segs = segment::list(dir)?;
         if segs.is_empty() {
             if config.read_only {
@@ -150,20 +159,29 @@ impl Log {
             .write(writable)
             .open(&active_path)
             .map_err(|e| Error::io(&active_path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(&active_path, e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(&active_path, e))?
+            .len();
         let mut recovery = RecoveryReport::default();
         if len < segment::SEGMENT_HEADER_LEN as u64 && writable {
             // Crash while creating the segment: the header never became durable.
             fsutil::write_all_at(&file, &segment::encode_header(), 0, &active_path)?;
             file.sync_all().map_err(|e| Error::io(&active_path, e))?;
         }
-        let len = file.metadata().map_err(|e| Error::io(&active_path, e))?.len();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(&active_path, e))?
+            .len();
         let bytes = mmap::map(&file, len as usize, &active_path)?;
         let scan = segment::scan(&bytes, active_base, &active_path)?;
         drop(bytes);
         if scan.committed_end < len {
             recovery.truncated_bytes = len - scan.committed_end;
-            recovery.reason = scan.stopped.as_ref().map(|(off, why)| format!("at offset {off}: {why}"));
+            recovery.reason = scan
+                .stopped
+                .as_ref()
+                .map(|(off, why)| format!("at offset {off}: {why}"));
             if writable {
                 log::warn!(
                     "{}: cut {} bytes of torn or uncommitted tail ({})",
@@ -171,7 +189,8 @@ impl Log {
                     recovery.truncated_bytes,
                     recovery.reason.as_deref().unwrap_or("")
                 );
-                file.set_len(scan.committed_end).map_err(|e| Error::io(&active_path, e))?;
+                file.set_len(scan.committed_end)
+                    .map_err(|e| Error::io(&active_path, e))?;
                 file.sync_all().map_err(|e| Error::io(&active_path, e))?;
             }
         }
@@ -188,7 +207,10 @@ impl Log {
         let last_hlc = match scan.index.frames.last() {
             Some(f) => Hlc(f.hlc.0 + u64::from(f.count.max(1)) - 1),
             None => match sealed.last() {
-                Some(s) => s.frames()?.last().map_or(Hlc(0), |f| Hlc(f.hlc.0 + u64::from(f.count.max(1)) - 1)),
+                Some(s) => s
+                    .frames()?
+                    .last()
+                    .map_or(Hlc(0), |f| Hlc(f.hlc.0 + u64::from(f.count.max(1)) - 1)),
                 None => Hlc(0),
             },
         };
@@ -214,7 +236,10 @@ impl Log {
         let log = Arc::new(Log {
             dir: dir.to_path_buf(),
             config,
-            state: RwLock::new(Arc::new(LogState { sealed, active: active.clone() })),
+            state: RwLock::new(Arc::new(LogState {
+                sealed,
+                active: active.clone(),
+            })),
             writer,
             sync: Mutex::new(SyncState {
                 written: (active, scan.end_pos, scan.committed_end),
@@ -226,7 +251,9 @@ impl Log {
             recovery,
             _lock: lock_file,
         });
-        if let (Durability::Periodic(every), false) = (log.config.settings.durability, log.config.read_only) {
+        if let (Durability::Periodic(every), false) =
+            (log.config.settings.durability, log.config.read_only)
+        {
             spawn_periodic_sync(Arc::downgrade(&log), every);
         }
         Ok(log)
@@ -234,7 +261,10 @@ impl Log {
 
     /// The current segment list.
     pub fn state(&self) -> Arc<LogState> {
-        self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn check_poison(&self) -> Result<()> {
@@ -294,7 +324,11 @@ impl Log {
     }
 
     /// Commits a batch of frames atomically. Returns the position range.
-    pub fn commit(&self, mut frames: Vec<FrameBuilder>, force_sync: bool) -> Result<std::ops::Range<u64>> {
+    pub fn commit(
+        &self,
+        mut frames: Vec<FrameBuilder>,
+        force_sync: bool,
+    ) -> Result<std::ops::Range<u64>> {
         frames.retain(|f| f.count() > 0);
         self.validate(&frames)?;
         let mut w = self.writer()?;
@@ -308,8 +342,14 @@ impl Log {
         let mut pos = first;
         let mut off = w.off;
         for (i, f) in frames.iter_mut().enumerate() {
-            let kind = if i + 1 == n { FrameKind::Commit } else { FrameKind::Data };
-            let hlc = w.hlc.reserve(self.config.clock.now_ms(), u64::from(f.count()));
+            let kind = if i + 1 == n {
+                FrameKind::Commit
+            } else {
+                FrameKind::Data
+            };
+            let hlc = w
+                .hlc
+                .reserve(self.config.clock.now_ms(), u64::from(f.count()));
             f.finish(kind, pos, hlc, self.config.settings.compression.level())?;
             let bytes = f.encoded();
             if let Err(e) = self
@@ -333,11 +373,17 @@ impl Log {
             pos += u64::from(f.count());
         }
         {
-            let mut inner = w.active.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut inner = w
+                .active
+                .inner
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             for (f, meta) in frames.iter().zip(metas) {
-                inner
-                    .index
-                    .add_frame(meta, f.records().map(|(s, r)| (s, r.key, r.op, r.event_time, r.offset as u32)));
+                inner.index.add_frame(
+                    meta,
+                    f.records()
+                        .map(|(s, r)| (s, r.key, r.op, r.event_time, r.offset as u32)),
+                );
             }
         }
         let wait = self.finish_commit(&mut w, pos, off, force_sync)?;
@@ -351,12 +397,22 @@ impl Log {
     /// Publishes a written transaction and rolls the segment if full. Returns whether
     /// the caller must wait for the fsync (after releasing the writer, so the next
     /// batches are written while this one syncs).
-    fn finish_commit(&self, w: &mut WriterState, end_pos: u64, end_off: u64, force_sync: bool) -> Result<bool> {
+    fn finish_commit(
+        &self,
+        w: &mut WriterState,
+        end_pos: u64,
+        end_off: u64,
+        force_sync: bool,
+    ) -> Result<bool> {
         w.off = end_off;
         w.next_pos = end_pos;
         let sync_mode = self.config.settings.durability == Durability::Sync;
         if !sync_mode {
-            let mut inner = w.active.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut inner = w
+                .active
+                .inner
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             inner.end_pos = end_pos;
             inner.end_off = end_off;
         }
@@ -377,7 +433,10 @@ impl Log {
             }
             self.check_poison()?;
             if s.syncing {
-                s = self.sync_cv.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
+                s = self
+                    .sync_cv
+                    .wait(s)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 continue;
             }
             s.syncing = true;
@@ -387,7 +446,10 @@ impl Log {
                 .fault(FaultOp::Sync, &seg.path)
                 .and_then(|()| seg.file.sync_data().map_err(|e| Error::io(&seg.path, e)));
             if r.is_ok() {
-                let mut inner = seg.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut inner = seg
+                    .inner
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 inner.end_pos = inner.end_pos.max(pos);
                 inner.end_off = inner.end_off.max(off);
             }
@@ -418,7 +480,10 @@ impl Log {
             .and_then(|()| old.file.sync_data().map_err(|e| Error::io(&old.path, e)))
             .map_err(|e| self.poison_with(e))?;
         let frames = {
-            let mut inner = old.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut inner = old
+                .inner
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             inner.end_pos = w.next_pos;
             inner.end_off = w.off;
             segment::write_sidecars(&old.path, &inner.index).map_err(|e| self.poison_with(e))?;
@@ -429,8 +494,13 @@ impl Log {
             s.synced_pos = s.synced_pos.max(w.next_pos);
             self.sync_cv.notify_all();
         }
-        let (file, path) = segment::create(&self.dir, w.next_pos).map_err(|e| self.poison_with(e))?;
-        let sealed = Arc::new(SealedSegment::from_sealed(old.path.clone(), old.base, frames)?);
+        let (file, path) =
+            segment::create(&self.dir, w.next_pos).map_err(|e| self.poison_with(e))?;
+        let sealed = Arc::new(SealedSegment::from_sealed(
+            old.path.clone(),
+            old.base,
+            frames,
+        )?);
         let active = Arc::new(ActiveSegment {
             base: w.next_pos,
             path,
@@ -443,7 +513,10 @@ impl Log {
             map: Mutex::new(Bytes::new()),
         });
         {
-            let mut st = self.state.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut st = self
+                .state
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let mut sealed_list = st.sealed.clone();
             sealed_list.push(sealed);
             *st = Arc::new(LogState {
@@ -451,7 +524,11 @@ impl Log {
                 active: active.clone(),
             });
         }
-        lock(&self.sync).written = (active.clone(), w.next_pos, segment::SEGMENT_HEADER_LEN as u64);
+        lock(&self.sync).written = (
+            active.clone(),
+            w.next_pos,
+            segment::SEGMENT_HEADER_LEN as u64,
+        );
         w.active = active;
         w.off = segment::SEGMENT_HEADER_LEN as u64;
         Ok(())
@@ -514,8 +591,16 @@ impl Transaction<'_> {
         let log = self.log;
         let mut f = std::mem::take(&mut self.cur);
         log.validate(std::slice::from_ref(&f))?;
-        let hlc = self.w.hlc.reserve(log.config.clock.now_ms(), u64::from(f.count()));
-        f.finish(kind, self.next, hlc, log.config.settings.compression.level())?;
+        let hlc = self
+            .w
+            .hlc
+            .reserve(log.config.clock.now_ms(), u64::from(f.count()));
+        f.finish(
+            kind,
+            self.next,
+            hlc,
+            log.config.settings.compression.level(),
+        )?;
         let path = self.w.active.path.clone();
         if let Err(e) = log
             .fault(FaultOp::Write, &path)
@@ -538,14 +623,21 @@ impl Transaction<'_> {
             };
             // Index the data frames from disk (page cache), then the commit frame.
             let bytes = mmap::map(&self.w.active.file, self.off as usize, &path)?;
-            let mut inner = self.w.active.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut inner = self
+                .w
+                .active
+                .inner
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             for &at in &self.data_frames {
                 let frame = super::frame::Frame::decode(&bytes, at as usize, &path)?;
                 inner.index.add_decoded(&frame, at);
             }
-            inner
-                .index
-                .add_frame(meta, f.records().map(|(s, r)| (s, r.key, r.op, r.event_time, r.offset as u32)));
+            inner.index.add_frame(
+                meta,
+                f.records()
+                    .map(|(s, r)| (s, r.key, r.op, r.event_time, r.offset as u32)),
+            );
         }
         self.off += f.encoded().len() as u64;
         self.next += u64::from(f.count());
@@ -582,13 +674,15 @@ impl Drop for Transaction<'_> {
 }
 
 fn spawn_periodic_sync(log: Weak<Log>, every: Duration) {
-    let spawned = std::thread::Builder::new().name("tablelog-sync".into()).spawn(move || loop {
-        std::thread::sleep(every);
-        let Some(log) = log.upgrade() else { return };
-        if log.flush().is_err() {
-            return;
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name("tablelog-sync".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            let Some(log) = log.upgrade() else { return };
+            if log.flush().is_err() {
+                return;
+            }
+        });
     if let Err(e) = spawned {
         log::error!("could not start the periodic sync thread: {e}");
     }

@@ -49,7 +49,11 @@ impl Durability {
             "buffered" => Some(Durability::Buffered),
             "sync" => Some(Durability::Sync),
             _ => {
-                let ms = s.strip_prefix("periodic:")?.strip_suffix("ms")?.parse().ok()?;
+                let ms = s
+                    .strip_prefix("periodic:")?
+                    .strip_suffix("ms")?
+                    .parse()
+                    .ok()?;
                 Some(Durability::Periodic(Duration::from_millis(ms)))
             }
         }
@@ -153,15 +157,22 @@ impl Settings {
         }
         let mut s = Settings::default();
         for line in lines {
-            let (k, v) = line.split_once('=').ok_or_else(|| bad(0, format!("bad settings line {line:?}")))?;
+            let (k, v) = line
+                .split_once('=')
+                .ok_or_else(|| bad(0, format!("bad settings line {line:?}")))?;
             match k {
-                "segment_size" => s.segment_size = v.parse().map_err(|_| bad(0, format!("bad segment_size {v:?}")))?,
+                "segment_size" => {
+                    s.segment_size = v
+                        .parse()
+                        .map_err(|_| bad(0, format!("bad segment_size {v:?}")))?
+                }
                 "compression" => {
-                    s.compression = Compression::parse(v).ok_or_else(|| bad(0, format!("bad compression {v:?}")))?;
+                    s.compression = Compression::parse(v)
+                        .ok_or_else(|| bad(0, format!("bad compression {v:?}")))?;
                 }
                 "durability" => {
-                    s.durability =
-                        Durability::parse_stored(v).ok_or_else(|| bad(0, format!("bad durability {v:?}")))?;
+                    s.durability = Durability::parse_stored(v)
+                        .ok_or_else(|| bad(0, format!("bad durability {v:?}")))?;
                 }
                 _ => {} // unknown keys from newer minor versions are ignored
             }
@@ -174,7 +185,9 @@ impl Settings {
         let path = dir.join(META_FILE);
         match std::fs::read_to_string(&path) {
             Ok(t) => Settings::decode(&t, &path),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::NotADatabase(dir.to_path_buf())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::NotADatabase(dir.to_path_buf()))
+            }
             Err(e) => Err(Error::io(&path, e)),
         }
     }

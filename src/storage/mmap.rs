@@ -27,6 +27,7 @@ pub(crate) fn map(file: &File, len: usize, path: &Path) -> Result<Bytes> {
     // truncates below a published length, and replaced files are renamed over,
     // never rewritten in place. Another process changing the files behind our
     // back is outside the contract (as for every mmap-based engine).
-    let m = unsafe { memmap2::MmapOptions::new().len(len).map(file) }.map_err(|e| Error::io(path, e))?;
+    let m = unsafe { memmap2::MmapOptions::new().len(len).map(file) }
+        .map_err(|e| Error::io(path, e))?;
     Ok(Bytes::from_owner(m))
 }

@@ -164,7 +164,11 @@ impl HlcState {
     /// Reserves `n >= 1` consecutive stamps and returns the first.
     pub(crate) fn reserve(&mut self, wall_ms: u64, n: u64) -> Hlc {
         let wall = Hlc::at_ms(wall_ms).0;
-        let first = if wall > self.last { wall } else { self.last + 1 };
+        let first = if wall > self.last {
+            wall
+        } else {
+            self.last + 1
+        };
         self.last = first + n.saturating_sub(1);
         Hlc(first)
     }

@@ -56,10 +56,18 @@ pub fn encode_header() -> [u8; SEGMENT_HEADER_LEN] {
 /// Validates a segment header.
 pub fn check_header(b: &[u8], path: &Path) -> Result<()> {
     if b.len() < SEGMENT_HEADER_LEN {
-        return Err(Error::corrupt(path, 0, format!("segment shorter than its {SEGMENT_HEADER_LEN}-byte header")));
+        return Err(Error::corrupt(
+            path,
+            0,
+            format!("segment shorter than its {SEGMENT_HEADER_LEN}-byte header"),
+        ));
     }
     if &b[..8] != SEGMENT_MAGIC {
-        return Err(Error::corrupt(path, 0, "not a tablelog segment (bad magic)"));
+        return Err(Error::corrupt(
+            path,
+            0,
+            "not a tablelog segment (bad magic)",
+        ));
     }
     let crc = crc32fast::hash(&b[..12]);
     if b[12..16] != crc.to_le_bytes() {
@@ -116,7 +124,10 @@ pub fn scan(seg: &Bytes, base: u64, path: &Path) -> Result<ScanOutcome> {
         if header.first_pos != next_pos {
             stopped = Some((
                 off as u64,
-                format!("frame starts at position {}, expected {next_pos}", header.first_pos),
+                format!(
+                    "frame starts at position {}, expected {next_pos}",
+                    header.first_pos
+                ),
             ));
             break;
         }
@@ -139,7 +150,10 @@ pub fn scan(seg: &Bytes, base: u64, path: &Path) -> Result<ScanOutcome> {
         }
     }
     if stopped.is_none() && !pending.is_empty() {
-        stopped = Some((committed_end, "transaction without a commit frame".to_string()));
+        stopped = Some((
+            committed_end,
+            "transaction without a commit frame".to_string(),
+        ));
     }
     Ok(ScanOutcome {
         index,
@@ -191,14 +205,20 @@ impl SealedSegment {
 
     /// The frame index (position and time blocks), from the sidecar or rebuilt.
     pub fn frames(&self) -> Result<&[FrameMeta]> {
-        let r = self.frames.get_or_init(|| self.load_frames().map_err(|e| e.to_string()));
-        r.as_deref().map_err(|e| Error::corrupt(&self.path, 0, e.clone()))
+        let r = self
+            .frames
+            .get_or_init(|| self.load_frames().map_err(|e| e.to_string()));
+        r.as_deref()
+            .map_err(|e| Error::corrupt(&self.path, 0, e.clone()))
     }
 
     /// The key index, from the sidecar or rebuilt.
     pub fn keys(&self) -> Result<&KeyIndexFile> {
-        let r = self.keys.get_or_init(|| self.load_keys().map_err(|e| e.to_string()));
-        r.as_ref().map_err(|e| Error::corrupt(&self.path, 0, e.clone()))
+        let r = self
+            .keys
+            .get_or_init(|| self.load_keys().map_err(|e| e.to_string()));
+        r.as_ref()
+            .map_err(|e| Error::corrupt(&self.path, 0, e.clone()))
     }
 
     /// Validates frame number `i` (checksum and record bounds) the first time it is
@@ -209,7 +229,11 @@ impl SealedSegment {
             .validated
             .get_or_init(|| (0..frames.len()).map(|_| AtomicBool::new(false)).collect());
         let Some(flag) = flags.get(i) else {
-            return Err(Error::corrupt(&self.path, 0, format!("frame {i} beyond the frame index")));
+            return Err(Error::corrupt(
+                &self.path,
+                0,
+                format!("frame {i} beyond the frame index"),
+            ));
         };
         if !flag.load(Ordering::Acquire) {
             Frame::decode(&self.bytes, frames[i].offset as usize, &self.path)?;
@@ -228,7 +252,10 @@ impl SealedSegment {
         match read_sidecar(&fidx).and_then(|b| decode_fidx(&b, &fidx)) {
             Ok(f) if self.frames_fit(&f) => Ok(f),
             Ok(_) | Err(_) => {
-                log::warn!("{}: frame index missing or damaged, rebuilding", fidx.display());
+                log::warn!(
+                    "{}: frame index missing or damaged, rebuilding",
+                    fidx.display()
+                );
                 let idx = self.rebuild()?;
                 Ok(idx.frames)
             }
@@ -253,7 +280,10 @@ impl SealedSegment {
         match read_sidecar(&kidx).and_then(|b| KeyIndexFile::open(b, &kidx)) {
             Ok(k) => Ok(k),
             Err(_) => {
-                log::warn!("{}: key index missing or damaged, rebuilding", kidx.display());
+                log::warn!(
+                    "{}: key index missing or damaged, rebuilding",
+                    kidx.display()
+                );
                 let idx = self.rebuild()?;
                 KeyIndexFile::open(Bytes::from(idx.encode_kidx()), &kidx)
             }
@@ -264,7 +294,11 @@ impl SealedSegment {
     pub fn rebuild_in_memory(&self) -> Result<MemIndex> {
         let out = scan(&self.bytes, self.base, &self.path)?;
         if let Some((off, why)) = out.stopped {
-            return Err(Error::corrupt(&self.path, off, format!("sealed segment damaged: {why}")));
+            return Err(Error::corrupt(
+                &self.path,
+                off,
+                format!("sealed segment damaged: {why}"),
+            ));
         }
         Ok(out.index)
     }
@@ -340,6 +374,9 @@ mod tests {
         v[8] = 9;
         let crc = crc32fast::hash(&v[..12]);
         v[12..].copy_from_slice(&crc.to_le_bytes());
-        assert!(matches!(check_header(&v, Path::new("s")), Err(Error::UnsupportedVersion { found: 9, .. })));
+        assert!(matches!(
+            check_header(&v, Path::new("s")),
+            Err(Error::UnsupportedVersion { found: 9, .. })
+        ));
     }
 }

@@ -72,7 +72,9 @@ pub fn stats(view: &View) -> Result<Stats> {
     let mut et: Option<(i64, i64)> = None;
     let mut add_frames = |bytes: &[u8], frames: &[super::index::FrameMeta], st: &mut Stats| {
         for f in frames.iter().filter(|f| f.count > 0) {
-            et = Some(et.map_or((f.min_et, f.max_et), |(a, b)| (a.min(f.min_et), b.max(f.max_et))));
+            et = Some(et.map_or((f.min_et, f.max_et), |(a, b)| {
+                (a.min(f.min_et), b.max(f.max_et))
+            }));
             if let Some(h) = bytes.get(f.offset as usize..).and_then(trusted_header) {
                 st.raw_bytes += u64::from(h.raw_len);
                 st.stored_bytes += u64::from(h.stored_len);
@@ -106,7 +108,11 @@ pub fn stats(view: &View) -> Result<Stats> {
     st.event_time = et;
     for name in view.streams()? {
         let (records, keys) = view.stream_counts(&name)?;
-        st.streams.push(StreamStats { name, records, keys });
+        st.streams.push(StreamStats {
+            name,
+            records,
+            keys,
+        });
     }
     Ok(st)
 }

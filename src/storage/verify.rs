@@ -68,7 +68,11 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             });
         };
         if base != expected_base {
-            problem(0, format!("segment starts at position {base}, expected {expected_base}"), false);
+            problem(
+                0,
+                format!("segment starts at position {base}, expected {expected_base}"),
+                false,
+            );
         }
         let bytes = match read(&path) {
             Ok(b) => b,
@@ -91,7 +95,11 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
         if let Some((off, why)) = &scan.stopped {
             let tail = bytes.len() as u64 - scan.committed_end;
             if last {
-                problem(*off, format!("{why}: {tail} bytes of torn or uncommitted tail (cut on next open)"), true);
+                problem(
+                    *off,
+                    format!("{why}: {tail} bytes of torn or uncommitted tail (cut on next open)"),
+                    true,
+                );
             } else {
                 problem(*off, format!("sealed segment damaged: {why}"), false);
             }
@@ -114,7 +122,10 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 });
             };
             match read(side) {
-                Err(e) => side_problem(0, format!("index unreadable ({e}); it is rebuilt on next use")),
+                Err(e) => side_problem(
+                    0,
+                    format!("index unreadable ({e}); it is rebuilt on next use"),
+                ),
                 Ok(got) => {
                     let decoded = if is_fidx {
                         decode_fidx(&got, side).map(|_| ())
@@ -122,10 +133,16 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                         KeyIndexFile::open(got.clone(), side).map(|_| ())
                     };
                     match decoded {
-                        Err(Error::Corruption { offset, reason, .. }) => side_problem(offset, reason),
+                        Err(Error::Corruption { offset, reason, .. }) => {
+                            side_problem(offset, reason)
+                        }
                         Err(e) => side_problem(0, e.to_string()),
                         Ok(()) if got[..] != want[..] => {
-                            let at = got.iter().zip(want.iter()).position(|(a, b)| a != b).unwrap_or(got.len().min(want.len()));
+                            let at = got
+                                .iter()
+                                .zip(want.iter())
+                                .position(|(a, b)| a != b)
+                                .unwrap_or(got.len().min(want.len()));
                             side_problem(at as u64, "index does not match its segment".into());
                         }
                         Ok(()) => {}
@@ -136,7 +153,11 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
     }
     let ck_dir = dir.join(crate::checkpoint::CHECKPOINT_DIR);
     if let Ok(rd) = std::fs::read_dir(&ck_dir) {
-        let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "ckpt")).collect();
+        let mut files: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
+            .collect();
         files.sort();
         for path in files {
             let problem = match read(&path) {
@@ -152,7 +173,12 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             };
             if let Some((offset, reason)) = problem {
                 // Queries ignore a bad checkpoint and rebuild from the log.
-                report.problems.push(Problem { path, offset, reason, repairable: true });
+                report.problems.push(Problem {
+                    path,
+                    offset,
+                    reason,
+                    repairable: true,
+                });
             }
         }
     }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::frame::trusted_records;
 use super::frame::parse_record;
+use super::frame::trusted_records;
 use super::index::{FrameMeta, VersionRef};
 use super::keytable::KeyTable;
 use super::log::{LogState, RecoveryReport};
@@ -63,7 +63,12 @@ impl<'a> Seg<'a> {
         }
         let (header, recs) = trusted_records(self.bytes(), meta.offset as usize, self.path())?;
         // The stream table follows the records in the raw payload; re-derive it.
-        let streams = stream_table(self.bytes(), meta.offset as usize, header.records_len, self.path())?;
+        let streams = stream_table(
+            self.bytes(),
+            meta.offset as usize,
+            header.records_len,
+            self.path(),
+        )?;
         Ok((meta, recs, streams))
     }
 }
@@ -84,12 +89,19 @@ fn stream_table(seg: &Bytes, off: usize, records_len: u32, path: &Path) -> Resul
     Ok(out)
 }
 
-fn full_payload(seg: &Bytes, off: usize, path: &Path) -> Result<(super::frame::FrameHeader, Bytes)> {
+fn full_payload(
+    seg: &Bytes,
+    off: usize,
+    path: &Path,
+) -> Result<(super::frame::FrameHeader, Bytes)> {
     let (h, _) = trusted_records(seg, off, path)?;
     let start = off + super::frame::HEADER_LEN;
     if h.flags & super::frame::FLAG_ZSTD != 0 {
-        let raw = zstd::bulk::decompress(&seg[start..start + h.stored_len as usize], h.raw_len as usize)
-            .map_err(|e| Error::corrupt(path, off as u64, format!("zstd: {e}")))?;
+        let raw = zstd::bulk::decompress(
+            &seg[start..start + h.stored_len as usize],
+            h.raw_len as usize,
+        )
+        .map_err(|e| Error::corrupt(path, off as u64, format!("zstd: {e}")))?;
         Ok((h, Bytes::from(raw)))
     } else {
         Ok((h, seg.slice(start..start + h.stored_len as usize)))
@@ -100,8 +112,15 @@ impl View {
     /// Takes a view of everything committed in `state` now.
     pub fn new(state: Arc<LogState>) -> Result<View> {
         let (end_pos, end_off, n) = {
-            let inner = state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = inner.index.frames.partition_point(|f| f.end_pos() <= inner.end_pos && f.offset < inner.end_off);
+            let inner = state
+                .active
+                .inner
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = inner
+                .index
+                .frames
+                .partition_point(|f| f.end_pos() <= inner.end_pos && f.offset < inner.end_off);
             (inner.end_pos, inner.end_off, n)
         };
         let active_bytes = state.active.bytes_upto(end_off)?;
@@ -118,7 +137,12 @@ impl View {
     /// need them; lookups do not), so taking a view costs O(1).
     fn active_frames(&self) -> &[FrameMeta] {
         self.active_frames.get_or_init(|| {
-            let inner = self.state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let inner = self
+                .state
+                .active
+                .inner
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             Arc::from(&inner.index.frames[..self.active_nframes])
         })
     }
@@ -166,7 +190,11 @@ impl View {
     /// Path and visible byte length of the active segment.
     #[must_use]
     pub fn active_segment(&self) -> (&Path, u64, &[FrameMeta]) {
-        (&self.state.active.path, self.active_bytes.len() as u64, self.active_frames())
+        (
+            &self.state.active.path,
+            self.active_bytes.len() as u64,
+            self.active_frames(),
+        )
     }
 
     /// Reads the record at `pos`.
@@ -177,16 +205,24 @@ impl View {
                 next: self.end_pos,
             });
         }
-        self.scan(pos, None).next().unwrap_or(Err(Error::PositionNotWritten {
-            requested: pos,
-            next: self.end_pos,
-        }))
+        self.scan(pos, None)
+            .next()
+            .unwrap_or(Err(Error::PositionNotWritten {
+                requested: pos,
+                next: self.end_pos,
+            }))
     }
 
     /// Iterates records from position `from` on, optionally of one stream only.
     #[must_use]
     pub fn scan(&self, from: u64, stream: Option<&str>) -> Scan {
-        Scan::new(self.clone(), from, stream.map(Arc::from), i64::MIN, i64::MAX)
+        Scan::new(
+            self.clone(),
+            from,
+            stream.map(Arc::from),
+            i64::MIN,
+            i64::MAX,
+        )
     }
 
     /// Iterates a stream's records with `lo <= event_time <= hi`, in position order,
@@ -205,7 +241,12 @@ impl View {
             s.keys()?.versions(stream, key, &mut out);
         }
         {
-            let inner = self.state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let inner = self
+                .state
+                .active
+                .inner
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(t) = inner.index.stream(stream) {
                 t.versions_into(key, self.end_pos, &mut out);
             }
@@ -221,13 +262,21 @@ impl View {
             let frames = s.frames()?;
             let i = frames.partition_point(|f| f.offset < v.frame_off);
             if frames.get(i).map(|f| f.offset) != Some(v.frame_off) {
-                return Err(Error::corrupt(s.path.with_extension("kidx"), 0, "version points at no frame"));
+                return Err(Error::corrupt(
+                    s.path.with_extension("kidx"),
+                    0,
+                    "version points at no frame",
+                ));
             }
             s.check_frame_once(i)?;
         }
         let (_, recs) = trusted_records(seg.bytes(), v.frame_off as usize, seg.path())?;
         let r = parse_record(&recs, v.rec_off as usize).ok_or_else(|| {
-            Error::corrupt(seg.path(), v.frame_off, format!("no record at payload offset {}", v.rec_off))
+            Error::corrupt(
+                seg.path(),
+                v.frame_off,
+                format!("no record at payload offset {}", v.rec_off),
+            )
         })?;
         Ok(recs.slice(r.value_off..r.value_off + r.value.len()))
     }
@@ -238,7 +287,12 @@ impl View {
         for s in &self.state.sealed {
             names.extend(s.keys()?.stream_names().map(str::to_string));
         }
-        let inner = self.state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inner = self
+            .state
+            .active
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (name, keys) in inner.index.streams() {
             if keys.first_position().is_some_and(|p| p < self.end_pos) {
                 names.insert(name.to_string());
@@ -269,7 +323,12 @@ impl View {
                 return Ok(true);
             }
         }
-        let inner = self.state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inner = self
+            .state
+            .active
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Ok(inner
             .index
             .stream(stream)
@@ -286,15 +345,24 @@ impl View {
                 sealed.push(c);
             }
         }
-        let (keys, ranges, versions) = {
-            let inner = self.state.active.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-            inner.index.stream(stream).map(|t| t.sorted_below(self.end_pos)).unwrap_or_default()
+        let sorted = {
+            let inner = self
+                .state
+                .active
+                .inner
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            inner
+                .index
+                .stream(stream)
+                .map(|t| t.sorted_below(self.end_pos))
+                .unwrap_or_default()
         };
         Ok(KeyCursor {
             sealed,
-            active_keys: Bytes::from(keys),
-            active: ranges,
-            active_versions: versions,
+            active_keys: Bytes::from(sorted.keys),
+            active: sorted.ranges,
+            active_versions: sorted.versions,
             next_active: 0,
             end_pos: self.end_pos,
         })
@@ -314,7 +382,9 @@ impl View {
                 return Ok(f.first_pos.checked_sub(1));
             }
             let within = (at.0 - f.hlc.0).min(u64::from(f.count) - 1);
-            return Ok(Some((f.first_pos + within).min(self.end_pos.saturating_sub(1))));
+            return Ok(Some(
+                (f.first_pos + within).min(self.end_pos.saturating_sub(1)),
+            ));
         }
         Ok(None)
     }
@@ -323,7 +393,11 @@ impl View {
     pub fn max_event_time(&self) -> Result<Option<i64>> {
         let mut best: Option<i64> = None;
         for seg in self.segs() {
-            for f in seg.frames()?.iter().filter(|f| f.count > 0 && f.first_pos < self.end_pos) {
+            for f in seg
+                .frames()?
+                .iter()
+                .filter(|f| f.count > 0 && f.first_pos < self.end_pos)
+            {
                 best = Some(best.map_or(f.max_et, |b| b.max(f.max_et)));
             }
         }
@@ -357,13 +431,20 @@ impl KeyCursor {
     /// newest visible version when that is a put or delete, else every visible
     /// version, sorted by `(event_time, position)`. Keys with no visible version
     /// are skipped. Sealed segments answer by binary search in their key index.
-    pub fn next_visible(&mut self, as_of: i64, end: u64, out: &mut Vec<VersionRef>) -> Option<Bytes> {
+    pub fn next_visible(
+        &mut self,
+        as_of: i64,
+        end: u64,
+        out: &mut Vec<VersionRef>,
+    ) -> Option<Bytes> {
         let end = end.min(self.end_pos);
         loop {
             out.clear();
             const ACTIVE: usize = usize::MAX;
-            let mut min: Option<(&[u8], usize)> =
-                self.active.get(self.next_active).map(|(k, _)| (&self.active_keys[k.clone()], ACTIVE));
+            let mut min: Option<(&[u8], usize)> = self
+                .active
+                .get(self.next_active)
+                .map(|(k, _)| (&self.active_keys[k.clone()], ACTIVE));
             for (i, c) in self.sealed.iter().enumerate() {
                 if let Some(k) = c.key() {
                     if min.is_none_or(|(m, _)| k < m) {
@@ -373,16 +454,24 @@ impl KeyCursor {
             }
             let (_, src) = min?;
             let key = if src == ACTIVE {
-                self.active_keys.slice(self.active[self.next_active].0.clone())
+                self.active_keys
+                    .slice(self.active[self.next_active].0.clone())
             } else {
                 self.sealed[src].key_bytes()
             };
             let visible = |v: &VersionRef| v.event_time <= as_of && v.position < end;
             let mut best: Option<VersionRef> = None;
-            let active_here = self.active.get(self.next_active).is_some_and(|(k, _)| self.active_keys[k.clone()] == key[..]);
+            let active_here = self
+                .active
+                .get(self.next_active)
+                .is_some_and(|(k, _)| self.active_keys[k.clone()] == key[..]);
             if active_here {
                 let vs = &self.active_versions[self.active[self.next_active].1.clone()];
-                best = vs.iter().copied().filter(visible).max_by_key(VersionRef::order);
+                best = vs
+                    .iter()
+                    .copied()
+                    .filter(visible)
+                    .max_by_key(VersionRef::order);
             }
             for c in &self.sealed {
                 if c.key() == Some(&key[..]) {
@@ -426,7 +515,10 @@ impl KeyCursor {
     pub fn next_key(&mut self, out: &mut Vec<VersionRef>) -> Option<Bytes> {
         out.clear();
         const ACTIVE: usize = usize::MAX;
-        let mut min: Option<(&[u8], usize)> = self.active.get(self.next_active).map(|(k, _)| (&self.active_keys[k.clone()], ACTIVE));
+        let mut min: Option<(&[u8], usize)> = self
+            .active
+            .get(self.next_active)
+            .map(|(k, _)| (&self.active_keys[k.clone()], ACTIVE));
         for (i, c) in self.sealed.iter().enumerate() {
             if let Some(k) = c.key() {
                 if min.is_none_or(|(m, _)| k < m) {
@@ -462,6 +554,17 @@ impl KeyCursor {
     }
 }
 
+/// The frame a scan is in: its metadata, raw records, stream names, the offset
+/// of the next record and its index.
+#[derive(Debug)]
+struct CurrentFrame {
+    meta: FrameMeta,
+    recs: Bytes,
+    streams: Vec<Arc<str>>,
+    at: usize,
+    i: u32,
+}
+
 /// Iterator over records in position order (see [`View::scan`]).
 #[derive(Debug)]
 pub struct Scan {
@@ -472,7 +575,7 @@ pub struct Scan {
     hi: i64,
     seg: usize,
     frame: usize,
-    cur: Option<(FrameMeta, Bytes, Vec<Arc<str>>, usize, u32)>,
+    cur: Option<CurrentFrame>,
     failed: bool,
 }
 
@@ -522,7 +625,13 @@ impl Scan {
                     continue;
                 }
             }
-            self.cur = Some((meta, recs, streams, 0, 0));
+            self.cur = Some(CurrentFrame {
+                meta,
+                recs,
+                streams,
+                at: 0,
+                i: 0,
+            });
             return Ok(true);
         }
     }
@@ -536,13 +645,24 @@ impl Iterator for Scan {
             return None;
         }
         loop {
-            if let Some((meta, recs, streams, at, i)) = &mut self.cur {
+            if let Some(CurrentFrame {
+                meta,
+                recs,
+                streams,
+                at,
+                i,
+            }) = &mut self.cur
+            {
                 while *i < meta.count {
                     let pos = meta.first_pos + u64::from(*i);
                     let Some(r) = parse_record(recs, *at) else {
                         self.failed = true;
                         let path = self.view.seg(self.seg).path().to_path_buf();
-                        return Some(Err(Error::corrupt(path, meta.offset, "record does not parse")));
+                        return Some(Err(Error::corrupt(
+                            path,
+                            meta.offset,
+                            "record does not parse",
+                        )));
                     };
                     *at = r.value_off + r.value.len();
                     *i += 1;

@@ -72,8 +72,9 @@ pub fn time_arg(s: &str) -> Result<TimeArg, String> {
     // else must parse now.
     let t = s.trim();
     let digits = t.strip_prefix('-').unwrap_or(t);
-    if !(digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit())) {
-        t.parse::<i64>().map_err(|_| format!("integer time {s:?} out of range"))?;
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        t.parse::<i64>()
+            .map_err(|_| format!("integer time {s:?} out of range"))?;
         return Ok(TimeArg(s.to_string()));
     }
     parse_time(s, TimeUnit::Millis).map_err(|e| e.0)?;

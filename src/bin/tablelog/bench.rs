@@ -79,7 +79,11 @@ fn records(w: &Workload, n: u64) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
 /// Raw ceiling: the same record bytes (header + key + value) CRC'd and written
 /// sequentially through a 1 MiB buffer; with `sync_every`, fdatasync every that
 /// many records, else one fsync at the end.
-fn raw_append(dir: &std::path::Path, recs: &[(Vec<u8>, Vec<u8>, i64)], sync_every: Option<usize>) -> CliResult<Duration> {
+fn raw_append(
+    dir: &std::path::Path,
+    recs: &[(Vec<u8>, Vec<u8>, i64)],
+    sync_every: Option<usize>,
+) -> CliResult<Duration> {
     let path = dir.join("raw-ceiling.bin");
     let f = std::fs::File::create(&path)?;
     let start = Instant::now();
@@ -138,7 +142,10 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
     let append_durability = durability(&a.durability).map_err(crate::args::msg)?;
     let steps = 13u64;
     let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
-    bar.set_style(ProgressStyle::with_template("{spinner} bench [{bar:30}] {pos}/{len} {msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} bench [{bar:30}] {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let mut rows: Vec<Row> = Vec::new();
     let rec_bytes = (w.key_size + w.value_size + 17) as f64;
 
@@ -149,16 +156,38 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
     let raw_buf = rate(n_ceiling, raw_append(base, &recs, None)?);
     let raw_sync = rate(n_ceiling, raw_append(base, &recs, Some(1000))?);
     let mem = memcpy_rate();
-    rows.push(Row { name: "ceiling: raw CRC'd append, 1 fsync".into(), params: format!("{n_ceiling} records"), value: raw_buf, unit: "rec/s", ceiling: None });
-    rows.push(Row { name: "ceiling: raw CRC'd append, fdatasync/1000".into(), params: format!("{n_ceiling} records"), value: raw_sync, unit: "rec/s", ceiling: None });
-    rows.push(Row { name: "ceiling: memory copy".into(), params: "64 MiB × 8".into(), value: mem / 1e9, unit: "GB/s", ceiling: None });
+    rows.push(Row {
+        name: "ceiling: raw CRC'd append, 1 fsync".into(),
+        params: format!("{n_ceiling} records"),
+        value: raw_buf,
+        unit: "rec/s",
+        ceiling: None,
+    });
+    rows.push(Row {
+        name: "ceiling: raw CRC'd append, fdatasync/1000".into(),
+        params: format!("{n_ceiling} records"),
+        value: raw_sync,
+        unit: "rec/s",
+        ceiling: None,
+    });
+    rows.push(Row {
+        name: "ceiling: memory copy".into(),
+        params: "64 MiB × 8".into(),
+        value: mem / 1e9,
+        unit: "GB/s",
+        ceiling: None,
+    });
     bar.inc(1);
 
     // Buffered append, 100-byte and 1 KiB values, batches of 1000.
     for value_size in [w.value_size, 1024] {
         bar.set_message(format!("append {value_size}-byte values"));
         let wl = Workload { value_size, ..w };
-        let n = if value_size >= 1024 { n_ceiling / 4 } else { n_ceiling };
+        let n = if value_size >= 1024 {
+            n_ceiling / 4
+        } else {
+            n_ceiling
+        };
         let recs = records(&wl, n);
         let dir = base.join(format!("append{value_size}"));
         let db = Db::builder(&dir).durability(append_durability).open()?;
@@ -173,8 +202,18 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
         }
         db.flush()?;
         let r = rate(n, start.elapsed());
-        let ceiling = if value_size == w.value_size { Some(("raw append".to_string(), raw_buf)) } else { None };
-        rows.push(Row { name: format!("append {}, batches of 1000", a.durability), params: format!("{n} × {}B key, {value_size}B value", wl.key_size), value: r, unit: "rec/s", ceiling });
+        let ceiling = if value_size == w.value_size {
+            Some(("raw append".to_string(), raw_buf))
+        } else {
+            None
+        };
+        rows.push(Row {
+            name: format!("append {}, batches of 1000", a.durability),
+            params: format!("{n} × {}B key, {value_size}B value", wl.key_size),
+            value: r,
+            unit: "rec/s",
+            ceiling,
+        });
         drop(db);
         std::fs::remove_dir_all(&dir)?;
         bar.inc(1);
@@ -206,12 +245,19 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
                 })
                 .collect();
             for h in handles {
-                h.join().map_err(|_| crate::args::msg("writer thread panicked"))??;
+                h.join()
+                    .map_err(|_| crate::args::msg("writer thread panicked"))??;
             }
             Ok(())
         })?;
         let n = per_thread * threads * 1000;
-        rows.push(Row { name: format!("append sync, group commit {threads} thr"), params: format!("{n} records, batches of 1000"), value: rate(n, start.elapsed()), unit: "rec/s", ceiling: Some(("raw fdatasync".into(), raw_sync)) });
+        rows.push(Row {
+            name: format!("append sync, group commit {threads} thr"),
+            params: format!("{n} records, batches of 1000"),
+            value: rate(n, start.elapsed()),
+            unit: "rec/s",
+            ceiling: Some(("raw fdatasync".into(), raw_sync)),
+        });
         drop(db);
         std::fs::remove_dir_all(&dir)?;
         bar.inc(1);
@@ -228,9 +274,19 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
 
     bar.set_message("full scan");
     let start = Instant::now();
-    let bytes: usize = snap.view().scan(0, None).map(|r| r.map(|r| r.key.len() + r.value.len())).sum::<tablelog::Result<usize>>()?;
+    let bytes: usize = snap
+        .view()
+        .scan(0, None)
+        .map(|r| r.map(|r| r.key.len() + r.value.len()))
+        .sum::<tablelog::Result<usize>>()?;
     let d = start.elapsed();
-    rows.push(Row { name: "full scan".into(), params: format!("{} records, {} MB", w.events, bytes / 1_000_000), value: rate(w.events, d), unit: "rec/s", ceiling: Some(("memory copy".into(), mem / rec_bytes)) });
+    rows.push(Row {
+        name: "full scan".into(),
+        params: format!("{} records, {} MB", w.events, bytes / 1_000_000),
+        value: rate(w.events, d),
+        unit: "rec/s",
+        ceiling: Some(("memory copy".into(), mem / rec_bytes)),
+    });
     bar.inc(1);
 
     bar.set_message("point reads");
@@ -243,7 +299,13 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
             s.elapsed()
         })
         .collect();
-    rows.push(Row { name: "read by position, median".into(), params: "20k random".into(), value: percentile(&mut lat, 0.5).as_secs_f64() * 1e6, unit: "µs", ceiling: None });
+    rows.push(Row {
+        name: "read by position, median".into(),
+        params: "20k random".into(),
+        value: percentile(&mut lat, 0.5).as_secs_f64() * 1e6,
+        unit: "µs",
+        ceiling: None,
+    });
     let mid = (w.events as i64 / 2) * w.step_us;
     let mut lat: Vec<Duration> = (0..20_000)
         .map(|_| {
@@ -253,14 +315,34 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
             s.elapsed()
         })
         .collect();
-    rows.push(Row { name: "get as of T, median".into(), params: "20k random keys, warm".into(), value: percentile(&mut lat, 0.5).as_secs_f64() * 1e6, unit: "µs", ceiling: None });
-    rows.push(Row { name: "get as of T, p99".into(), params: "20k random keys, warm".into(), value: percentile(&mut lat, 0.99).as_secs_f64() * 1e6, unit: "µs", ceiling: None });
+    rows.push(Row {
+        name: "get as of T, median".into(),
+        params: "20k random keys, warm".into(),
+        value: percentile(&mut lat, 0.5).as_secs_f64() * 1e6,
+        unit: "µs",
+        ceiling: None,
+    });
+    rows.push(Row {
+        name: "get as of T, p99".into(),
+        params: "20k random keys, warm".into(),
+        value: percentile(&mut lat, 0.99).as_secs_f64() * 1e6,
+        unit: "µs",
+        ceiling: None,
+    });
     bar.inc(1);
 
     bar.set_message("table as of T");
     let start = Instant::now();
-    let live = snap.table("bench", mid, None)?.try_fold(0u64, |n, r| r.map(|_| n + 1))?;
-    rows.push(Row { name: "table as of T (scratch)".into(), params: format!("{live} live rows of {} keys", w.keys), value: start.elapsed().as_secs_f64() * 1e3, unit: "ms", ceiling: None });
+    let live = snap
+        .table("bench", mid, None)?
+        .try_fold(0u64, |n, r| r.map(|_| n + 1))?;
+    rows.push(Row {
+        name: "table as of T (scratch)".into(),
+        params: format!("{live} live rows of {} keys", w.keys),
+        value: start.elapsed().as_secs_f64() * 1e3,
+        unit: "ms",
+        ceiling: None,
+    });
     bar.inc(1);
 
     bar.set_message("checkpoint");
@@ -268,18 +350,28 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
     // then the latest table with and without it.
     let max_t = (w.events as i64) * w.step_us;
     db.checkpoint("bench", Some(max_t))?;
-    let more = Workload { events: (w.events / 100).max(1), ..w };
+    let more = Workload {
+        events: (w.events / 100).max(1),
+        ..w
+    };
     let mut rng2 = Rng(17);
     let mut b = Batch::new();
     for i in 0..more.events {
         let (k, t) = more.event(i, &mut rng2);
-        b.put_at("bench", w.key(k), w.value(i), max_t - 3_600_000_000 + t % 7_200_000_000)?;
+        b.put_at(
+            "bench",
+            w.key(k),
+            w.value(i),
+            max_t - 3_600_000_000 + t % 7_200_000_000,
+        )?;
     }
     db.writer().commit(b)?;
     let snap = db.snapshot()?;
     let latest = max_t + 3_600_000_000;
     let start = Instant::now();
-    let n1 = snap.table_from_scratch("bench", latest, None)?.try_fold(0u64, |n, r| r.map(|_| n + 1))?;
+    let n1 = snap
+        .table_from_scratch("bench", latest, None)?
+        .try_fold(0u64, |n, r| r.map(|_| n + 1))?;
     let scratch = start.elapsed();
     let start = Instant::now();
     let mut t = snap.table("bench", latest, None)?;
@@ -287,12 +379,26 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
     let n2 = t.try_fold(0u64, |n, r| r.map(|_| n + 1))?;
     let from_ck = start.elapsed();
     if n1 != n2 {
-        return Err(crate::args::msg(format!("checkpoint table has {n2} rows, scratch {n1}")));
+        return Err(crate::args::msg(format!(
+            "checkpoint table has {n2} rows, scratch {n1}"
+        )));
     }
-    rows.push(Row { name: "table as of latest (scratch)".into(), params: format!("{n1} rows, {} tail events", more.events), value: scratch.as_secs_f64() * 1e3, unit: "ms", ceiling: None });
     rows.push(Row {
-        name: format!("table as of latest (checkpoint{})", if used { "" } else { " NOT USED" }),
-        params: format!("{:.1}× faster than scratch", scratch.as_secs_f64() / from_ck.as_secs_f64()),
+        name: "table as of latest (scratch)".into(),
+        params: format!("{n1} rows, {} tail events", more.events),
+        value: scratch.as_secs_f64() * 1e3,
+        unit: "ms",
+        ceiling: None,
+    });
+    rows.push(Row {
+        name: format!(
+            "table as of latest (checkpoint{})",
+            if used { "" } else { " NOT USED" }
+        ),
+        params: format!(
+            "{:.1}× faster than scratch",
+            scratch.as_secs_f64() / from_ck.as_secs_f64()
+        ),
         value: from_ck.as_secs_f64() * 1e3,
         unit: "ms",
         ceiling: None,
@@ -301,14 +407,29 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
 
     bar.set_message("join and window");
     let requests: Vec<Request> = (0..100_000)
-        .map(|_| Request { key: Bytes::from(w.key(rng.below(w.keys))), time: rng.below(w.events) as i64 * w.step_us })
+        .map(|_| Request {
+            key: Bytes::from(w.key(rng.below(w.keys))),
+            time: rng.below(w.events) as i64 * w.step_us,
+        })
         .collect();
     let start = Instant::now();
     snap.asof_join(&requests, &["bench"], None, None)?;
-    rows.push(Row { name: "as-of join".into(), params: "100k requests".into(), value: start.elapsed().as_secs_f64() * 1e3, unit: "ms", ceiling: None });
+    rows.push(Row {
+        name: "as-of join".into(),
+        params: "100k requests".into(),
+        value: start.elapsed().as_secs_f64() * 1e3,
+        unit: "ms",
+        ceiling: None,
+    });
     let start = Instant::now();
     snap.window("bench", "price", Agg::Avg, 1_800_000_000, &requests, None)?;
-    rows.push(Row { name: "window avg 30m".into(), params: "100k requests".into(), value: start.elapsed().as_secs_f64() * 1e3, unit: "ms", ceiling: None });
+    rows.push(Row {
+        name: "window avg 30m".into(),
+        params: "100k requests".into(),
+        value: start.elapsed().as_secs_f64() * 1e3,
+        unit: "ms",
+        ceiling: None,
+    });
     bar.inc(1);
 
     bar.set_message("open and recovery");
@@ -316,16 +437,30 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
     drop(db);
     let start = Instant::now();
     let db = Db::open(&dir)?;
-    rows.push(Row { name: "open".into(), params: format!("{} events", w.events), value: start.elapsed().as_secs_f64() * 1e3, unit: "ms", ceiling: None });
+    rows.push(Row {
+        name: "open".into(),
+        params: format!("{} events", w.events),
+        value: start.elapsed().as_secs_f64() * 1e3,
+        unit: "ms",
+        ceiling: None,
+    });
     drop(db);
-    let active = tablelog::storage::segment::list(&dir)?.pop().map(|(_, p)| p);
+    let active = tablelog::storage::segment::list(&dir)?
+        .pop()
+        .map(|(_, p)| p);
     if let Some(active) = active {
         let mut f = std::fs::OpenOptions::new().append(true).open(&active)?;
         f.write_all(&[0x5a; 3000])?;
     }
     let start = Instant::now();
     let db = Db::open(&dir)?;
-    rows.push(Row { name: "recovery after torn tail".into(), params: format!("{} bytes cut", db.recovery().truncated_bytes), value: start.elapsed().as_secs_f64() * 1e3, unit: "ms", ceiling: None });
+    rows.push(Row {
+        name: "recovery after torn tail".into(),
+        params: format!("{} bytes cut", db.recovery().truncated_bytes),
+        value: start.elapsed().as_secs_f64() * 1e3,
+        unit: "ms",
+        ceiling: None,
+    });
     drop(db);
     bar.inc(1);
     bar.finish_and_clear();
@@ -338,10 +473,22 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
             .collect();
         crate::outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else {
-        crate::outln!("{:<42} {:<34} {:>14}  {}", "benchmark", "parameters", "result", "of ceiling")?;
+        crate::outln!(
+            "{:<42} {:<34} {:>14}  {}",
+            "benchmark",
+            "parameters",
+            "result",
+            "of ceiling"
+        )?;
         for r in &rows {
-            let val = if r.value >= 1000.0 { format!("{:.0} {}", r.value, r.unit) } else { format!("{:.2} {}", r.value, r.unit) };
-            let frac = r.ceiling.as_ref().map_or(String::new(), |(n, c)| format!("{:.0}% of {n}", 100.0 * r.value / c));
+            let val = if r.value >= 1000.0 {
+                format!("{:.0} {}", r.value, r.unit)
+            } else {
+                format!("{:.2} {}", r.value, r.unit)
+            };
+            let frac = r.ceiling.as_ref().map_or(String::new(), |(n, c)| {
+                format!("{:.0}% of {n}", 100.0 * r.value / c)
+            });
             crate::outln!("{:<42} {:<34} {:>14}  {}", r.name, r.params, val, frac)?;
         }
     }

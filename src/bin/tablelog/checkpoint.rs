@@ -35,7 +35,11 @@ pub fn run(a: CheckpointArgs) -> CliResult<Outcome> {
         .create_if_missing(false)
         .default_merge_operator(std::sync::Arc::new(JsonMergePatch))
         .open()?;
-    let as_of = a.as_of.as_ref().map(|t| t.micros(a.time_unit)).transpose()?;
+    let as_of = a
+        .as_of
+        .as_ref()
+        .map(|t| t.micros(a.time_unit))
+        .transpose()?;
     let streams = match &a.stream {
         Some(s) => {
             if !db.snapshot()?.view().has_stream(s)? {

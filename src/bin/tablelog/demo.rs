@@ -43,7 +43,13 @@ fn t(s: &str) -> CliResult<i64> {
     parse_time(s, TimeUnit::Millis).map_err(|e| msg(e.0))
 }
 
-fn load(db: &Db, stream: &str, key: &str, data: &str, source: &str) -> CliResult<std::ops::Range<u64>> {
+fn load(
+    db: &Db,
+    stream: &str,
+    key: &str,
+    data: &str,
+    source: &str,
+) -> CliResult<std::ops::Range<u64>> {
     let opts = ImportOptions {
         stream: stream.into(),
         spec: FieldSpec {
@@ -56,18 +62,32 @@ fn load(db: &Db, stream: &str, key: &str, data: &str, source: &str) -> CliResult
         skip_invalid: false,
         source: source.into(),
     };
-    Ok(import(&db.writer(), Cursor::new(data.as_bytes().to_vec()), &opts, &|_| {})?.positions)
+    Ok(import(
+        &db.writer(),
+        Cursor::new(data.as_bytes().to_vec()),
+        &opts,
+        &|_| {},
+    )?
+    .positions)
 }
 
 fn print_table(snap: &Snapshot, as_of: i64, known: KnownAt) -> CliResult<()> {
-    crate::outln!("    {:<8} {:>6} {:>5}   last change", "item", "price", "qty")?;
+    crate::outln!(
+        "    {:<8} {:>6} {:>5}   last change",
+        "item",
+        "price",
+        "qty"
+    )?;
     for row in snap.table("inventory", as_of, known)? {
         let row = row?;
         let o = to_object(&row.value);
         crate::outln!(
             "    {:<8} {:>6} {:>5}   {} (position {})",
             String::from_utf8_lossy(&row.key),
-            o.get("price").map_or(String::new(), |v| format!("{:.2}", v.as_f64().unwrap_or(f64::NAN))),
+            o.get("price").map_or(String::new(), |v| format!(
+                "{:.2}",
+                v.as_f64().unwrap_or(f64::NAN)
+            )),
             o.get("qty").map_or(String::new(), ToString::to_string),
             format_time(row.event_time),
             row.position
@@ -98,7 +118,10 @@ pub fn run(a: DemoArgs) -> CliResult<Outcome> {
     let dir = match &a.dir {
         Some(d) => {
             if d.join(tablelog::storage::meta::META_FILE).exists() {
-                return Err(msg(format!("{} already holds a database; pick a new --dir", d.display())));
+                return Err(msg(format!(
+                    "{} already holds a database; pick a new --dir",
+                    d.display()
+                )));
             }
             d.clone()
         }
@@ -107,13 +130,20 @@ pub fn run(a: DemoArgs) -> CliResult<Outcome> {
             tmp.path().to_path_buf()
         }
     };
-    let db = Db::builder(&dir).default_merge_operator(std::sync::Arc::new(JsonMergePatch)).open()?;
+    let db = Db::builder(&dir)
+        .default_merge_operator(std::sync::Arc::new(JsonMergePatch))
+        .open()?;
 
     crate::outln!("tablelog demo: an event log that rebuilds tables as of any time\n")?;
     crate::outln!("1. Import the inventory events (prices change, a patch updates only qty,")?;
     crate::outln!("   cherry is deleted, durian appears). One file = one atomic batch.")?;
     let p = load(&db, "inventory", "item", INVENTORY, "data/inventory.jsonl")?;
-    crate::outln!("   imported {} events at positions {}..={}\n", p.end - p.start, p.start, p.end - 1)?;
+    crate::outln!(
+        "   imported {} events at positions {}..={}\n",
+        p.end - p.start,
+        p.start,
+        p.end - 1
+    )?;
     let before_correction = p.end - 1;
 
     let snap = db.snapshot()?;
@@ -124,8 +154,16 @@ pub fn run(a: DemoArgs) -> CliResult<Outcome> {
     }
 
     crate::outln!("2. A late correction arrives: banana's price changed to 0.30 on")?;
-    crate::outln!("   2024-01-01T15:00 but is only recorded now (higher position, old event time).")?;
-    let c = load(&db, "inventory", "item", CORRECTIONS, "data/corrections.jsonl")?;
+    crate::outln!(
+        "   2024-01-01T15:00 but is only recorded now (higher position, old event time)."
+    )?;
+    let c = load(
+        &db,
+        "inventory",
+        "item",
+        CORRECTIONS,
+        "data/corrections.jsonl",
+    )?;
     crate::outln!("   imported at position {}", c.start)?;
     let snap = db.snapshot()?;
     let at = t("2024-01-02T18:00:00Z")?;
@@ -133,23 +171,40 @@ pub fn run(a: DemoArgs) -> CliResult<Outcome> {
         let v = match r {
             GetResult::Present(row) => {
                 let o = to_object(&row.value);
-                format!("price {}, qty {}", o.get("price").unwrap_or(&Value::Null), o.get("qty").unwrap_or(&Value::Null))
+                format!(
+                    "price {}, qty {}",
+                    o.get("price").unwrap_or(&Value::Null),
+                    o.get("qty").unwrap_or(&Value::Null)
+                )
             }
             other => format!("{other:?}"),
         };
         crate::outln!("   {label:<46} {v}")
     };
     crate::outln!("   banana as of 2024-01-02T18:00 (after the qty patch):")?;
-    show("known now (corrected truth):", snap.get("inventory", b"banana", at, KnownAt::Latest)?)?;
+    show(
+        "known now (corrected truth):",
+        snap.get("inventory", b"banana", at, KnownAt::Latest)?,
+    )?;
     show(
         &format!("as known at position {before_correction} (what production saw):"),
-        snap.get("inventory", b"banana", at, KnownAt::Position(before_correction))?,
+        snap.get(
+            "inventory",
+            b"banana",
+            at,
+            KnownAt::Position(before_correction),
+        )?,
     )?;
     crate::outln!("   The patch (qty 95) applies on top of the corrected price: patches fold in")?;
     crate::outln!("   (event_time, position) order, so the late event lands where it belongs.\n")?;
 
-    crate::outln!("3. A generated clickstream: {} views of items by 50 users over three days.", a.views)?;
-    crate::outln!("   Each view is enriched with the item's price as of the view (an as-of join),")?;
+    crate::outln!(
+        "3. A generated clickstream: {} views of items by 50 users over three days.",
+        a.views
+    )?;
+    crate::outln!(
+        "   Each view is enriched with the item's price as of the view (an as-of join),"
+    )?;
     crate::outln!("   then stored in the `views` stream keyed by user.")?;
     let items = ["apple", "banana", "cherry", "durian"];
     let start = t("2024-01-01T09:00:00Z")?;
@@ -164,12 +219,20 @@ pub fn run(a: DemoArgs) -> CliResult<Outcome> {
         })
         .collect();
     views.sort_by_key(|v| v.2);
-    let reqs: Vec<Request> = views.iter().map(|(_, item, ts)| Request { key: Bytes::from(item.to_string()), time: *ts }).collect();
+    let reqs: Vec<Request> = views
+        .iter()
+        .map(|(_, item, ts)| Request {
+            key: Bytes::from(item.to_string()),
+            time: *ts,
+        })
+        .collect();
     let prices = snap.asof_join(&reqs, &["inventory"], None, KnownAt::Latest)?;
     let mut lines = String::new();
     let mut priced = 0;
     for ((user, item, ts), row) in views.iter().zip(&prices) {
-        let price = row[0].as_ref().and_then(|r| to_object(&r.value).get("price").cloned());
+        let price = row[0]
+            .as_ref()
+            .and_then(|r| to_object(&r.value).get("price").cloned());
         priced += usize::from(price.is_some());
         let v = json!({"user": user, "item": item, "ts": format_time(*ts), "price": price});
         lines.push_str(&v.to_string());
@@ -189,13 +252,36 @@ pub fn run(a: DemoArgs) -> CliResult<Outcome> {
     let purchases: Vec<Request> = (0..12)
         .map(|i| {
             let (user, _, ts) = &views[(i * views.len() / 12 + 7).min(views.len() - 1)];
-            Request { key: Bytes::from(user.clone()), time: ts + 60_000_000 }
+            Request {
+                key: Bytes::from(user.clone()),
+                time: ts + 60_000_000,
+            }
         })
         .collect();
     let snap = db.snapshot()?;
-    let avg = snap.window("views", "price", Agg::Avg, 30 * 60_000_000, &purchases, KnownAt::Latest)?;
-    let cnt = snap.window("views", "price", Agg::Count, 30 * 60_000_000, &purchases, KnownAt::Latest)?;
-    crate::outln!("    {:<5} {:<21} {:>6} {:>15}", "user", "purchase time", "views", "avg_price_30m")?;
+    let avg = snap.window(
+        "views",
+        "price",
+        Agg::Avg,
+        30 * 60_000_000,
+        &purchases,
+        KnownAt::Latest,
+    )?;
+    let cnt = snap.window(
+        "views",
+        "price",
+        Agg::Count,
+        30 * 60_000_000,
+        &purchases,
+        KnownAt::Latest,
+    )?;
+    crate::outln!(
+        "    {:<5} {:<21} {:>6} {:>15}",
+        "user",
+        "purchase time",
+        "views",
+        "avg_price_30m"
+    )?;
     for ((r, a), c) in purchases.iter().zip(&avg).zip(&cnt) {
         crate::outln!(
             "    {:<5} {:<21} {:>6} {:>15}",
@@ -209,7 +295,10 @@ pub fn run(a: DemoArgs) -> CliResult<Outcome> {
     let end = snap.end_position();
     crate::outln!("\n{end} records in {}.", dir.display())?;
     if a.dir.is_some() {
-        crate::outln!("Try: tablelog table {} --stream inventory --as-of 2024-01-02 --format table", dir.display())?;
+        crate::outln!(
+            "Try: tablelog table {} --stream inventory --as-of 2024-01-02 --format table",
+            dir.display()
+        )?;
     }
     Ok(Outcome::Ok)
 }

@@ -84,7 +84,10 @@ pub fn run(a: ImportArgs) -> CliResult<Outcome> {
         Some(_) => ProgressBar::hidden(),
         None => {
             let b = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-            b.set_style(ProgressStyle::with_template("{spinner} importing {bytes} {bytes_per_sec}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            b.set_style(
+                ProgressStyle::with_template("{spinner} importing {bytes} {bytes_per_sec}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             b
         }
     };

@@ -37,21 +37,34 @@ pub fn durability(s: &str) -> Result<Durability, String> {
                 if us <= 0 {
                     return Err("periodic interval must be positive".into());
                 }
-                Ok(Durability::Periodic(std::time::Duration::from_micros(us as u64)))
+                Ok(Durability::Periodic(std::time::Duration::from_micros(
+                    us as u64,
+                )))
             }
-            None => Err(format!("unknown durability {s:?}: expected buffered, sync or periodic:DURATION")),
+            None => Err(format!(
+                "unknown durability {s:?}: expected buffered, sync or periodic:DURATION"
+            )),
         },
     }
 }
 
 pub fn run(a: InitArgs) -> CliResult<Outcome> {
     if a.db.join(tablelog::storage::meta::META_FILE).exists() {
-        return Err(msg(format!("{} already holds a tablelog database", a.db.display())));
+        return Err(msg(format!(
+            "{} already holds a tablelog database",
+            a.db.display()
+        )));
     }
-    let compression = Compression::parse(&a.compression)
-        .ok_or_else(|| msg(format!("unknown compression {:?}: expected none, zstd or zstd:1..22", a.compression)))?;
+    let compression = Compression::parse(&a.compression).ok_or_else(|| {
+        msg(format!(
+            "unknown compression {:?}: expected none, zstd or zstd:1..22",
+            a.compression
+        ))
+    })?;
     let durability = durability(&a.durability).map_err(msg)?;
-    let mut b = Db::builder(&a.db).compression(compression).durability(durability);
+    let mut b = Db::builder(&a.db)
+        .compression(compression)
+        .durability(durability);
     if let Some(s) = a.segment_size {
         b = b.segment_size(s);
     }

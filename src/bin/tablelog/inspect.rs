@@ -24,7 +24,11 @@ pub fn verify(a: VerifyArgs) -> CliResult<Outcome> {
     for p in &r.problems {
         crate::outln!(
             "{}: {}:{}: {}",
-            if p.repairable { "repairable" } else { "damaged" },
+            if p.repairable {
+                "repairable"
+            } else {
+                "damaged"
+            },
             p.path.display(),
             p.offset,
             p.reason
@@ -40,7 +44,11 @@ pub fn verify(a: VerifyArgs) -> CliResult<Outcome> {
     if r.is_clean() {
         Ok(Outcome::Ok)
     } else {
-        Err(msg(format!("{} problems found in {}", r.problems.len(), a.db.display())))
+        Err(msg(format!(
+            "{} problems found in {}",
+            r.problems.len(),
+            a.db.display()
+        )))
     }
 }
 
@@ -63,7 +71,9 @@ pub fn stats(a: StatsArgs) -> CliResult<Outcome> {
     crate::outln!("database      {}", a.db.display())?;
     crate::outln!(
         "settings      segment size {} bytes, compression {}, durability {}",
-        settings.segment_size, settings.compression, settings.durability
+        settings.segment_size,
+        settings.compression,
+        settings.durability
     )?;
     crate::outln!(
         "segments      {} ({} sealed), {} bytes",
@@ -80,13 +90,22 @@ pub fn stats(a: StatsArgs) -> CliResult<Outcome> {
     if s.end_position == 0 {
         crate::outln!("positions     none (empty)")?;
     } else {
-        crate::outln!("positions     0 to {} ({} records)", s.end_position - 1, s.end_position)?;
+        crate::outln!(
+            "positions     0 to {} ({} records)",
+            s.end_position - 1,
+            s.end_position
+        )?;
     }
     if let Some((lo, hi)) = s.event_time {
         crate::outln!("event time    {} to {}", format_time(lo), format_time(hi))?;
     }
     for st in &s.streams {
-        crate::outln!("stream        {}: {} records, {} keys", st.name, st.records, st.keys)?;
+        crate::outln!(
+            "stream        {}: {} records, {} keys",
+            st.name,
+            st.records,
+            st.keys
+        )?;
     }
     for g in &s.segments {
         crate::outln!(

@@ -24,7 +24,13 @@ use clap::{Parser, Subcommand};
 /// (epoch milliseconds unless --time-unit says otherwise). Durations: 500ms, 30s,
 /// 30m, 2h, 7d. Times print as RFC 3339 UTC.
 #[derive(Parser, Debug)]
-#[command(name = "tablelog", version, about, long_about, propagate_version = true)]
+#[command(
+    name = "tablelog",
+    version,
+    about,
+    long_about,
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -63,12 +69,20 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) {
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
                 e.exit();
             }
             // One line, as for every other error: clap's first line is `error: …`.
             let text = e.render().to_string();
-            eprintln!("{}", text.lines().next().unwrap_or("error: invalid arguments"));
+            eprintln!(
+                "{}",
+                text.lines().next().unwrap_or("error: invalid arguments")
+            );
             return ExitCode::from(2);
         }
     };

@@ -21,7 +21,8 @@ pub enum Format {
 
 /// Whether an error is a closed stdout (`tablelog … | head`).
 pub fn is_broken_pipe(e: &anyhow_lite::Error) -> bool {
-    e.0.downcast_ref::<io::Error>().is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+    e.0.downcast_ref::<io::Error>()
+        .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
 }
 
 /// Where rows go.
@@ -56,7 +57,10 @@ impl Sink {
             }
             Err(_) => {
                 let mut m = Map::new();
-                m.insert("value".into(), Value::String(String::from_utf8_lossy(bytes).into_owned()));
+                m.insert(
+                    "value".into(),
+                    Value::String(String::from_utf8_lossy(bytes).into_owned()),
+                );
                 self.rows.push(m);
             }
         }
@@ -90,19 +94,35 @@ impl Sink {
                 let mut c = csv::Writer::from_writer(&mut self.w);
                 c.write_record(&cols).map_err(io::Error::from)?;
                 for r in &self.rows {
-                    c.write_record(cols.iter().map(|k| cell(r.get(k)))).map_err(io::Error::from)?;
+                    c.write_record(cols.iter().map(|k| cell(r.get(k))))
+                        .map_err(io::Error::from)?;
                 }
                 c.flush()?;
             }
             Format::Table => {
-                let cells: Vec<Vec<String>> = self.rows.iter().map(|r| cols.iter().map(|k| cell(r.get(k))).collect()).collect();
+                let cells: Vec<Vec<String>> = self
+                    .rows
+                    .iter()
+                    .map(|r| cols.iter().map(|k| cell(r.get(k))).collect())
+                    .collect();
                 let widths: Vec<usize> = cols
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).max().unwrap_or(0).max(c.chars().count()))
+                    .map(|(i, c)| {
+                        cells
+                            .iter()
+                            .map(|r| r[i].chars().count())
+                            .max()
+                            .unwrap_or(0)
+                            .max(c.chars().count())
+                    })
                     .collect();
                 let line = |w: &mut dyn Write, vals: &[String]| -> io::Result<()> {
-                    let parts: Vec<String> = vals.iter().zip(&widths).map(|(v, n)| format!("{v:<n$}")).collect();
+                    let parts: Vec<String> = vals
+                        .iter()
+                        .zip(&widths)
+                        .map(|(v, n)| format!("{v:<n$}"))
+                        .collect();
                     writeln!(w, "{}", parts.join("  ").trim_end())
                 };
                 line(&mut self.w, &cols)?;
@@ -138,7 +158,10 @@ pub fn to_object(bytes: &[u8]) -> Map<String, Value> {
         }
         Err(_) => {
             let mut m = Map::new();
-            m.insert("value".into(), Value::String(String::from_utf8_lossy(bytes).into_owned()));
+            m.insert(
+                "value".into(),
+                Value::String(String::from_utf8_lossy(bytes).into_owned()),
+            );
             m
         }
     }

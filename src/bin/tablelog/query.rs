@@ -31,7 +31,9 @@ pub struct AsOf {
 
 impl AsOf {
     fn as_of(&self) -> CliResult<i64> {
-        self.as_of.as_ref().map_or(Ok(i64::MAX), |t| t.micros(self.time_unit))
+        self.as_of
+            .as_ref()
+            .map_or(Ok(i64::MAX), |t| t.micros(self.time_unit))
     }
 
     fn known_at(&self) -> CliResult<KnownAt> {
@@ -40,11 +42,14 @@ impl AsOf {
 }
 
 fn known_at(s: Option<&str>) -> CliResult<KnownAt> {
-    let Some(s) = s else { return Ok(KnownAt::Latest) };
+    let Some(s) = s else {
+        return Ok(KnownAt::Latest);
+    };
     if let Ok(p) = s.parse::<u64>() {
         return Ok(KnownAt::Position(p));
     }
-    let us = parse_time(s, TimeUnit::Millis).map_err(|e| msg(format!("--known-at: expected a position or a time: {e}")))?;
+    let us = parse_time(s, TimeUnit::Millis)
+        .map_err(|e| msg(format!("--known-at: expected a position or a time: {e}")))?;
     let ms = u64::try_from(us.div_euclid(1000)).map_err(|_| msg("--known-at: time before 1970"))?;
     Ok(KnownAt::RecordedAt(Hlc::end_of_ms(ms)))
 }
@@ -100,14 +105,22 @@ pub struct GetArgs {
 
 pub fn get(a: GetArgs) -> CliResult<Outcome> {
     let snap = snapshot(&a.db)?;
-    match snap.get(&a.stream, a.key.as_bytes(), a.asof.as_of()?, a.asof.known_at()?)? {
+    match snap.get(
+        &a.stream,
+        a.key.as_bytes(),
+        a.asof.as_of()?,
+        a.asof.known_at()?,
+    )? {
         GetResult::Present(row) => {
             let mut sink = Sink::new(Format::Jsonl);
             sink.raw(&row.value)?;
             sink.finish()?;
             Ok(Outcome::Ok)
         }
-        GetResult::Deleted { event_time, position } => {
+        GetResult::Deleted {
+            event_time,
+            position,
+        } => {
             eprintln!(
                 "{}: deleted at {} (position {position})",
                 a.key,
@@ -116,7 +129,10 @@ pub fn get(a: GetArgs) -> CliResult<Outcome> {
             Ok(Outcome::NotFound)
         }
         GetResult::NeverSeen => {
-            eprintln!("{}: absent (no record of this key at or before the time)", a.key);
+            eprintln!(
+                "{}: absent (no record of this key at or before the time)",
+                a.key
+            );
             Ok(Outcome::NotFound)
         }
     }
@@ -152,13 +168,22 @@ fn with_meta(row: Option<&[u8]>, fields: &[(&str, Value)]) -> Map<String, Value>
 pub fn history(a: HistoryArgs) -> CliResult<Outcome> {
     let snap = snapshot(&a.db)?;
     let mut sink = Sink::new(Format::Jsonl);
-    for e in snap.history(&a.stream, a.key.as_bytes(), known_at(a.known_at.as_deref())?)? {
+    for e in snap.history(
+        &a.stream,
+        a.key.as_bytes(),
+        known_at(a.known_at.as_deref())?,
+    )? {
         sink.object(with_meta(
             e.row.as_deref(),
             &[
                 ("_position", Value::from(e.position)),
                 ("_event_time", Value::from(format_time(e.event_time))),
-                ("_recorded_at", Value::from(format_time(i64::try_from(e.recorded_at.wall_ms()).unwrap_or(i64::MAX / 1000) * 1000))),
+                (
+                    "_recorded_at",
+                    Value::from(format_time(
+                        i64::try_from(e.recorded_at.wall_ms()).unwrap_or(i64::MAX / 1000) * 1000,
+                    )),
+                ),
                 ("_op", Value::from(e.op.name())),
             ],
         ))?;
@@ -197,7 +222,11 @@ pub fn changes(a: ChangesArgs) -> CliResult<Outcome> {
     let snap = snapshot(&a.db)?;
     let (from, to) = (a.from.micros(a.time_unit)?, a.to.micros(a.time_unit)?);
     if from > to {
-        return Err(msg(format!("--from {} is after --to {}", format_time(from), format_time(to))));
+        return Err(msg(format!(
+            "--from {} is after --to {}",
+            format_time(from),
+            format_time(to)
+        )));
     }
     let known = known_at(a.known_at.as_deref())?;
     let mut sink = Sink::new(Format::Jsonl);
@@ -205,7 +234,14 @@ pub fn changes(a: ChangesArgs) -> CliResult<Outcome> {
         let (row, event_time, position) = match (&c.after, c.kind) {
             (Some(r), _) => (Some(&r.value[..]), r.event_time, r.position),
             (None, _) => match snap.get(&a.stream, &c.key, to, known)? {
-                GetResult::Deleted { event_time, position } => (c.before.as_ref().map(|r| &r.value[..]), event_time, position),
+                GetResult::Deleted {
+                    event_time,
+                    position,
+                } => (
+                    c.before.as_ref().map(|r| &r.value[..]),
+                    event_time,
+                    position,
+                ),
                 _ => continue,
             },
         };
@@ -229,8 +265,11 @@ pub fn changes(a: ChangesArgs) -> CliResult<Outcome> {
     Ok(Outcome::Ok)
 }
 
+/// Request objects in file order, and their (key, time).
+type Requests = (Vec<Map<String, Value>>, Vec<Request>);
+
 /// Requests read from a JSONL or CSV file: each object, and its (key, time).
-fn read_requests(path: &str, key: &str, time: &str, unit: TimeUnit) -> CliResult<(Vec<Map<String, Value>>, Vec<Request>)> {
+fn read_requests(path: &str, key: &str, time: &str, unit: TimeUnit) -> CliResult<Requests> {
     let input: Box<dyn Read> = if path == "-" {
         Box::new(std::io::stdin().lock())
     } else {
@@ -240,10 +279,19 @@ fn read_requests(path: &str, key: &str, time: &str, unit: TimeUnit) -> CliResult
     let mut objs = Vec::new();
     if path.ends_with(".csv") {
         let mut r = csv::Reader::from_reader(input);
-        let header: Vec<String> = r.headers().map_err(|e| bad(1, e.to_string()))?.iter().map(str::to_string).collect();
+        let header: Vec<String> = r
+            .headers()
+            .map_err(|e| bad(1, e.to_string()))?
+            .iter()
+            .map(str::to_string)
+            .collect();
         for (i, rec) in r.records().enumerate() {
             let rec = rec.map_err(|e| bad(i as u64 + 2, e.to_string()))?;
-            let m: Map<String, Value> = header.iter().cloned().zip(rec.iter().map(csv_cell)).collect();
+            let m: Map<String, Value> = header
+                .iter()
+                .cloned()
+                .zip(rec.iter().map(csv_cell))
+                .collect();
             objs.push((i as u64 + 2, m));
         }
     } else {
@@ -265,19 +313,36 @@ fn read_requests(path: &str, key: &str, time: &str, unit: TimeUnit) -> CliResult
         let k = match m.get(key) {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Number(n)) => n.to_string(),
-            Some(_) => return Err(bad(line, format!("key field {key:?} must be a string or number"))),
+            Some(_) => {
+                return Err(bad(
+                    line,
+                    format!("key field {key:?} must be a string or number"),
+                ))
+            }
             None => return Err(bad(line, format!("missing key field {key:?}"))),
         };
         let t = match m.get(time) {
             Some(Value::String(s)) => parse_time(s, unit).map_err(|e| bad(line, e.0))?,
-            Some(Value::Number(n)) => n
-                .as_i64()
-                .and_then(|v| unit.to_micros(v))
-                .ok_or_else(|| bad(line, format!("time field {time:?}: {n} is not an integer time")))?,
-            Some(_) => return Err(bad(line, format!("time field {time:?} must be a string or integer"))),
+            Some(Value::Number(n)) => {
+                n.as_i64().and_then(|v| unit.to_micros(v)).ok_or_else(|| {
+                    bad(
+                        line,
+                        format!("time field {time:?}: {n} is not an integer time"),
+                    )
+                })?
+            }
+            Some(_) => {
+                return Err(bad(
+                    line,
+                    format!("time field {time:?} must be a string or integer"),
+                ))
+            }
             None => return Err(bad(line, format!("missing time field {time:?}"))),
         };
-        reqs.push(Request { key: Bytes::from(k), time: t });
+        reqs.push(Request {
+            key: Bytes::from(k),
+            time: t,
+        });
         out.push(m);
     }
     Ok((out, reqs))
@@ -327,7 +392,10 @@ pub fn join(a: JoinArgs) -> CliResult<Outcome> {
                 for (k, v) in to_object(&row.value) {
                     obj.insert(format!("{stream}.{k}"), v);
                 }
-                obj.insert(format!("{stream}._event_time"), Value::from(format_time(row.event_time)));
+                obj.insert(
+                    format!("{stream}._event_time"),
+                    Value::from(format_time(row.event_time)),
+                );
             }
         }
         sink.object(obj)?;
@@ -379,7 +447,14 @@ pub fn window(a: WindowArgs) -> CliResult<Outcome> {
     let agg = Agg::parse(&a.agg).ok_or_else(|| msg(format!("unknown aggregate {:?}", a.agg)))?;
     let snap = snapshot(&a.db)?;
     let (objs, reqs) = read_requests(&a.requests, &a.key, &a.time, a.time_unit)?;
-    let values = snap.window(&a.stream, &a.field, agg, width, &reqs, known_at(a.known_at.as_deref())?)?;
+    let values = snap.window(
+        &a.stream,
+        &a.field,
+        agg,
+        width,
+        &reqs,
+        known_at(a.known_at.as_deref())?,
+    )?;
     let name = format!("{}_{}_{}", a.agg, a.field, a.window.trim());
     let mut sink = Sink::new(Format::Jsonl);
     for (mut obj, v) in objs.into_iter().zip(values) {

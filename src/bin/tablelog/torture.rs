@@ -31,7 +31,10 @@ pub struct TortureArgs {
 }
 
 pub fn run(a: TortureArgs) -> CliResult<Outcome> {
-    let db = Db::builder(&a.db).durability(Durability::Sync).segment_size(a.segment_size).open()?;
+    let db = Db::builder(&a.db)
+        .durability(Durability::Sync)
+        .segment_size(a.segment_size)
+        .open()?;
     let w = db.writer();
     let mut next = db.snapshot()?.end_position();
     let mut rng = a.seed ^ next.wrapping_mul(0x9E37_79B9_7F4A_7C15);
