@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::checkpoint::{Catalog, CheckpointInfo};
+use crate::views::{MaterializedView, ViewDef};
+
+/// Subdirectory holding saved view states.
+pub const VIEW_DIR: &str = "views";
 use crate::query::merge::{MergeOperator, MergeRegistry};
 use crate::storage::frame::FrameBuilder;
 use crate::storage::fsutil::FaultPlan;
@@ -157,6 +161,7 @@ impl DbBuilder {
             },
         )?;
         Ok(Db {
+            views: Arc::new(Views::default()),
             checkpoints: Arc::new(Catalog::load(&dir)),
             log,
             merge: Arc::new(MergeRegistry::new(self.merge, self.default_merge)),
@@ -182,6 +187,20 @@ pub struct Db {
     log: Arc<Log>,
     merge: Arc<MergeRegistry>,
     checkpoints: Arc<Catalog>,
+    views: Arc<Views>,
+}
+
+/// The views registered on a database handle.
+#[derive(Debug, Default)]
+struct Views(std::sync::RwLock<Vec<Arc<MaterializedView>>>);
+
+impl Views {
+    fn all(&self) -> Vec<Arc<MaterializedView>> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
 }
 
 impl Db {
@@ -212,6 +231,7 @@ impl Db {
     #[must_use]
     pub fn writer(&self) -> Writer {
         Writer {
+            db: Box::new(self.clone()),
             log: self.log.clone(),
         }
     }
@@ -237,7 +257,77 @@ impl Db {
             Some(t) => t,
             None => snap.view.max_event_time()?.unwrap_or(i64::MIN),
         };
-        self.checkpoints.take(&snap, stream, as_of)
+        let info = self.checkpoints.take(&snap, stream, as_of)?;
+        // Views are persisted with the checkpoints of their stream.
+        for v in self
+            .views
+            .all()
+            .iter()
+            .filter(|v| v.def().stream() == stream)
+        {
+            v.catch_up(&snap, &mut |_| {})?;
+            v.save()?;
+        }
+        Ok(info)
+    }
+
+    /// Registers a materialized view on this handle: loads its saved state if the
+    /// definition matches, then backfills from there (from the start of the log
+    /// for a new view). Every later commit through this handle's writers updates
+    /// it. `progress` is called with the records applied during the backfill.
+    pub fn register_view(
+        &self,
+        name: &str,
+        def: ViewDef,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Arc<MaterializedView>> {
+        let view = Arc::new(MaterializedView::new(
+            name,
+            def,
+            &self.log.dir.join(VIEW_DIR),
+        )?);
+        view.finish_load();
+        view.catch_up(&self.snapshot()?, progress)?;
+        let mut all = self
+            .views
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        all.retain(|v| v.name() != name);
+        all.push(view.clone());
+        Ok(view)
+    }
+
+    /// A registered view by name.
+    #[must_use]
+    pub fn view(&self, name: &str) -> Option<Arc<MaterializedView>> {
+        self.views.all().into_iter().find(|v| v.name() == name)
+    }
+
+    /// Brings every registered view up to the latest committed position.
+    pub fn update_views(&self) -> Result<()> {
+        let views = self.views.all();
+        if views.is_empty() {
+            return Ok(());
+        }
+        let snap = self.snapshot()?;
+        for v in views {
+            v.catch_up(&snap, &mut |_| {})?;
+        }
+        Ok(())
+    }
+
+    /// Persists every registered view (atomically); reopened views resume from
+    /// here and apply only the tail of the log.
+    pub fn save_views(&self) -> Result<()> {
+        if self.log.config.read_only {
+            return Err(Error::ReadOnly);
+        }
+        self.update_views()?;
+        for v in self.views.all() {
+            v.save()?;
+        }
+        Ok(())
     }
 
     /// The checkpoints of this database.
@@ -282,6 +372,7 @@ pub struct Receipt {
 #[derive(Debug, Clone)]
 pub struct Writer {
     log: Arc<Log>,
+    db: Box<Db>,
 }
 
 impl Writer {
@@ -299,6 +390,7 @@ impl Writer {
     fn commit_with(&self, mut batch: Batch, force_sync: bool) -> Result<Receipt> {
         batch.frames.push(std::mem::take(&mut batch.cur));
         let positions = self.log.commit(batch.frames, force_sync)?;
+        self.db.update_views()?;
         Ok(Receipt { positions })
     }
 
@@ -307,6 +399,7 @@ impl Writer {
     /// without committing leaves no trace.
     pub fn transaction(&self) -> Result<Txn<'_>> {
         Ok(Txn {
+            db: &self.db,
             inner: self.log.transaction()?,
             max_key: self.log.config.max_key_size,
             max_value: self.log.config.max_value_size,
@@ -432,6 +525,7 @@ impl Batch {
 
 /// A streaming transaction (see [`Writer::transaction`]).
 pub struct Txn<'a> {
+    db: &'a Db,
     inner: Transaction<'a>,
     max_key: usize,
     max_value: usize,
@@ -484,9 +578,9 @@ impl Txn<'_> {
 
     /// Commits: everything added becomes visible at once.
     pub fn commit(self) -> Result<Receipt> {
-        Ok(Receipt {
-            positions: self.inner.commit(false)?,
-        })
+        let positions = self.inner.commit(false)?;
+        self.db.update_views()?;
+        Ok(Receipt { positions })
     }
 }
 

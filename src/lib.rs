@@ -44,7 +44,9 @@ pub mod db;
 pub mod error;
 pub mod ingest;
 pub mod query;
+pub mod replay;
 pub mod storage;
+pub mod views;
 pub mod workload;
 
 pub use checkpoint::CheckpointInfo;
@@ -58,3 +60,4 @@ pub use query::window::Agg;
 pub use storage::log::RecoveryReport;
 pub use storage::meta::{Compression, Durability, Settings};
 pub use storage::record::{Clock, Hlc, Op, Record, SystemClock};
+pub use views::{GroupBy, MaterializedView, ViewDef};
