@@ -12,10 +12,10 @@ use crate::views::{MaterializedView, ViewDef};
 pub const VIEW_DIR: &str = "views";
 use crate::query::merge::{MergeOperator, MergeRegistry};
 use crate::storage::frame::FrameBuilder;
-use crate::storage::fsutil::FaultPlan;
 use crate::storage::log::{Config, Log, RecoveryReport, Transaction};
 use crate::storage::meta::{Compression, Durability, Settings};
 use crate::storage::record::{now_micros, validate_stream_name, Clock, Op, SystemClock};
+use crate::storage::vfs::{OsVfs, Vfs};
 use crate::storage::view::View;
 use crate::{Error, Result};
 
@@ -41,7 +41,7 @@ pub struct DbBuilder {
     read_only: bool,
     create: bool,
     clock: Arc<dyn Clock>,
-    faults: Option<Arc<FaultPlan>>,
+    vfs: Arc<dyn Vfs>,
     merge: HashMap<String, Arc<dyn MergeOperator>>,
     default_merge: Option<Arc<dyn MergeOperator>>,
 }
@@ -100,10 +100,10 @@ impl DbBuilder {
         self
     }
 
-    /// Test hook: fail the N-th write or fsync of the log. Default none.
-    #[doc(hidden)]
-    pub fn fault_plan(mut self, plan: Arc<FaultPlan>) -> Self {
-        self.faults = Some(plan);
+    /// The file I/O seam every write goes through. Default [`OsVfs`]; tests use
+    /// [`crate::storage::vfs::FaultyVfs`] and [`crate::storage::vfs::RecordingVfs`].
+    pub fn vfs(mut self, vfs: Arc<dyn Vfs>) -> Self {
+        self.vfs = vfs;
         self
     }
 
@@ -145,7 +145,7 @@ impl DbBuilder {
                     compression: self.compression.unwrap_or(d.compression),
                     durability: self.durability.unwrap_or(d.durability),
                 };
-                s.store(&dir)?;
+                s.store(&*self.vfs, &dir)?;
                 s
             }
         };
@@ -157,7 +157,7 @@ impl DbBuilder {
                 max_value_size: self.max_value_size,
                 read_only: self.read_only,
                 clock: self.clock,
-                faults: self.faults,
+                vfs: self.vfs,
             },
         )?;
         Ok(Db {
@@ -216,7 +216,7 @@ impl Db {
             read_only: false,
             create: true,
             clock: Arc::new(SystemClock),
-            faults: None,
+            vfs: Arc::new(OsVfs),
             merge: HashMap::new(),
             default_merge: None,
         }
@@ -257,7 +257,9 @@ impl Db {
             Some(t) => t,
             None => snap.view.max_event_time()?.unwrap_or(i64::MIN),
         };
-        let info = self.checkpoints.take(&snap, stream, as_of)?;
+        let info = self
+            .checkpoints
+            .take(&*self.log.config.vfs, &snap, stream, as_of)?;
         // Views are persisted with the checkpoints of their stream.
         for v in self
             .views
@@ -266,7 +268,7 @@ impl Db {
             .filter(|v| v.def().stream() == stream)
         {
             v.catch_up(&snap, &mut |_| {})?;
-            v.save()?;
+            v.save(&*self.log.config.vfs)?;
         }
         Ok(info)
     }
@@ -325,7 +327,7 @@ impl Db {
         }
         self.update_views()?;
         for v in self.views.all() {
-            v.save()?;
+            v.save(&*self.log.config.vfs)?;
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tablelog::storage::fsutil::FaultPlan;
+use tablelog::storage::vfs::{FaultPlan, FaultyVfs, OsVfs};
 use tablelog::{Batch, Clock, Db, Durability, Error, Hlc, Op, Record, Result};
 
 fn all(db: &Db) -> Vec<Record> {
@@ -339,10 +339,11 @@ fn an_io_error_poisons_the_database_until_reopened() {
         for n in 1..=4u64 {
             let dir = tempfile::tempdir().unwrap();
             let plan = Arc::new(FaultPlan::new(n, forever));
+            drop(Db::open(dir.path()).unwrap()); // created without faults; see tests/faults.rs for those
             let db = Db::builder(dir.path())
                 .durability(Durability::Sync)
                 .segment_size(4096)
-                .fault_plan(plan.clone())
+                .vfs(Arc::new(FaultyVfs::new(Arc::new(OsVfs), plan.clone())))
                 .open()
                 .unwrap();
             let w = db.writer();

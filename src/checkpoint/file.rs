@@ -52,6 +52,7 @@ pub struct CheckpointInfo {
 /// Writes a checkpoint atomically: temp file, fsync, rename, directory fsync.
 /// `rows` must be sorted by key.
 pub fn write(
+    vfs: &dyn crate::storage::vfs::Vfs,
     path: &Path,
     stream: &str,
     as_of: i64,
@@ -90,7 +91,7 @@ pub fn write(
     out.extend_from_slice(&body);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    fsutil::atomic_write(path, &out)?;
+    fsutil::atomic_write(vfs, path, &out)?;
     Ok(CheckpointInfo {
         path: path.to_path_buf(),
         stream: stream.to_string(),

@@ -85,12 +85,23 @@ impl Catalog {
     }
 
     /// Writes a checkpoint of `stream` as of `as_of`, known at the snapshot's end.
-    pub fn take(&self, snap: &Snapshot, stream: &str, as_of: i64) -> Result<CheckpointInfo> {
+    pub fn take(
+        &self,
+        vfs: &dyn crate::storage::vfs::Vfs,
+        snap: &Snapshot,
+        stream: &str,
+        as_of: i64,
+    ) -> Result<CheckpointInfo> {
         let end = snap.end_position();
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        if !self.dir.exists() {
+            std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+            if let Some(parent) = self.dir.parent() {
+                crate::storage::fsutil::sync_dir(vfs, parent)?;
+            }
+        }
         let path = self.dir.join(format!("{stream}@{end:020}.ckpt"));
         let rows = snap.table_from_scratch(stream, as_of, crate::KnownAt::Latest)?;
-        let info = file::write(&path, stream, as_of, end, rows, 3)?;
+        let info = file::write(vfs, &path, stream, as_of, end, rows, 3)?;
         let mut infos = self
             .infos
             .lock()

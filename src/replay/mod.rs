@@ -114,7 +114,7 @@ fn save_progress(path: &std::path::Path, head: &[u8], done: u64, state: &[u8]) -
     out.extend_from_slice(state);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
-    fsutil::atomic_write(path, &out)
+    fsutil::atomic_write(&crate::storage::vfs::OsVfs, path, &out)
 }
 
 fn load_progress(path: &std::path::Path, head: &[u8]) -> Option<(u64, Vec<u8>)> {

@@ -1,7 +1,7 @@
 //! The log: opening and recovery, the single writer with group commit, segment
 //! rolls, and the published state readers snapshot.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
@@ -9,12 +9,12 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::frame::{FrameBuilder, FrameKind};
-use super::fsutil::{self, FaultOp, FaultPlan};
 use super::index::{FrameMeta, MemIndex};
 use super::meta::{self, Durability, Settings};
 use super::mmap;
 use super::record::{Clock, Hlc, HlcState};
 use super::segment::{self, SealedSegment};
+use super::vfs::{VFile, Vfs};
 use crate::{Error, Result};
 
 /// Resolved configuration of an open log.
@@ -30,8 +30,8 @@ pub struct Config {
     pub read_only: bool,
     /// Wall clock for recorded_at stamps.
     pub clock: Arc<dyn Clock>,
-    /// Test hook failing the N-th write or sync.
-    pub faults: Option<Arc<FaultPlan>>,
+    /// The file I/O seam (real, fault-injecting or recording).
+    pub vfs: Arc<dyn Vfs>,
 }
 
 /// What opening found and repaired.
@@ -50,7 +50,7 @@ pub struct ActiveSegment {
     pub base: u64,
     /// File path.
     pub path: PathBuf,
-    file: File,
+    file: Arc<dyn VFile>,
     /// Indexes and the committed (visible) end.
     pub inner: RwLock<ActiveInner>,
     map: Mutex<Bytes>,
@@ -75,7 +75,7 @@ impl ActiveSegment {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if (m.len() as u64) < len {
-            *m = mmap::map(&self.file, len as usize, &self.path)?;
+            *m = mmap::map(self.file.as_file(), len as usize, &self.path)?;
         }
         Ok(m.slice(..len as usize))
     }
@@ -144,36 +144,32 @@ impl Log {
             if config.read_only {
                 return Err(Error::NotADatabase(dir.to_path_buf()));
             }
-            let (_, path) = segment::create(dir, 0)?;
+            let (_, path) = segment::create(&*config.vfs, dir, 0)?;
             segs.push((0, path));
         }
         let (active_base, active_path) = segs.pop().expect("at least one segment");
         let writable = !config.read_only;
+        let sealed_vfs = writable.then(|| config.vfs.clone());
         let sealed = segs
             .into_iter()
-            .map(|(base, path)| SealedSegment::open(path, base, writable).map(Arc::new))
+            .map(|(base, path)| SealedSegment::open(path, base, sealed_vfs.clone()).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
 
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .open(&active_path)
+        let file = config
+            .vfs
+            .open(&active_path, writable)
             .map_err(|e| Error::io(&active_path, e))?;
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io(&active_path, e))?
-            .len();
+        let len = file.len().map_err(|e| Error::io(&active_path, e))?;
         let mut recovery = RecoveryReport::default();
         if len < segment::SEGMENT_HEADER_LEN as u64 && writable {
             // Crash while creating the segment: the header never became durable.
-            fsutil::write_all_at(&file, &segment::encode_header(), 0, &active_path)?;
+            file.set_len(0).map_err(|e| Error::io(&active_path, e))?;
+            file.write_at(&segment::encode_header(), 0)
+                .map_err(|e| Error::io(&active_path, e))?;
             file.sync_all().map_err(|e| Error::io(&active_path, e))?;
         }
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io(&active_path, e))?
-            .len();
-        let bytes = mmap::map(&file, len as usize, &active_path)?;
+        let len = file.len().map_err(|e| Error::io(&active_path, e))?;
+        let bytes = mmap::map(file.as_file(), len as usize, &active_path)?;
         let scan = segment::scan(&bytes, active_base, &active_path)?;
         drop(bytes);
         if scan.committed_end < len {
@@ -286,13 +282,6 @@ impl Log {
         e
     }
 
-    fn fault(&self, op: FaultOp, path: &Path) -> Result<()> {
-        match &self.config.faults {
-            Some(f) => f.check(op, path),
-            None => Ok(()),
-        }
-    }
-
     fn writer(&self) -> Result<MutexGuard<'_, WriterState>> {
         let w = self.writer.as_ref().ok_or(Error::ReadOnly)?;
         let g = lock(w);
@@ -352,9 +341,11 @@ impl Log {
                 .reserve(self.config.clock.now_ms(), u64::from(f.count()));
             f.finish(kind, pos, hlc, self.config.settings.compression.level())?;
             let bytes = f.encoded();
-            if let Err(e) = self
-                .fault(FaultOp::Write, &w.active.path)
-                .and_then(|()| fsutil::write_all_at(&w.active.file, bytes, off, &w.active.path))
+            if let Err(e) = w
+                .active
+                .file
+                .write_at(bytes, off)
+                .map_err(|e| Error::io(&w.active.path, e))
             {
                 let _ = w.active.file.set_len(start_off);
                 return Err(self.poison_with(e));
@@ -442,9 +433,7 @@ impl Log {
             s.syncing = true;
             let (seg, pos, off) = s.written.clone();
             drop(s);
-            let r = self
-                .fault(FaultOp::Sync, &seg.path)
-                .and_then(|()| seg.file.sync_data().map_err(|e| Error::io(&seg.path, e)));
+            let r = seg.file.sync_data().map_err(|e| Error::io(&seg.path, e));
             if r.is_ok() {
                 let mut inner = seg
                     .inner
@@ -476,9 +465,9 @@ impl Log {
     /// Seals the active segment and starts a new one.
     fn roll(&self, w: &mut WriterState) -> Result<()> {
         let old = w.active.clone();
-        self.fault(FaultOp::Sync, &old.path)
-            .and_then(|()| old.file.sync_data().map_err(|e| Error::io(&old.path, e)))
-            .map_err(|e| self.poison_with(e))?;
+        old.file
+            .sync_data()
+            .map_err(|e| self.poison_with(Error::io(&old.path, e)))?;
         let frames = {
             let mut inner = old
                 .inner
@@ -486,7 +475,8 @@ impl Log {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             inner.end_pos = w.next_pos;
             inner.end_off = w.off;
-            segment::write_sidecars(&old.path, &inner.index).map_err(|e| self.poison_with(e))?;
+            segment::write_sidecars(&*self.config.vfs, &old.path, &inner.index)
+                .map_err(|e| self.poison_with(e))?;
             inner.index.frames.clone()
         };
         {
@@ -494,12 +484,13 @@ impl Log {
             s.synced_pos = s.synced_pos.max(w.next_pos);
             self.sync_cv.notify_all();
         }
-        let (file, path) =
-            segment::create(&self.dir, w.next_pos).map_err(|e| self.poison_with(e))?;
+        let (file, path) = segment::create(&*self.config.vfs, &self.dir, w.next_pos)
+            .map_err(|e| self.poison_with(e))?;
         let sealed = Arc::new(SealedSegment::from_sealed(
             old.path.clone(),
             old.base,
             frames,
+            self.config.vfs.clone(),
         )?);
         let active = Arc::new(ActiveSegment {
             base: w.next_pos,
@@ -602,9 +593,12 @@ impl Transaction<'_> {
             log.config.settings.compression.level(),
         )?;
         let path = self.w.active.path.clone();
-        if let Err(e) = log
-            .fault(FaultOp::Write, &path)
-            .and_then(|()| fsutil::write_all_at(&self.w.active.file, f.encoded(), self.off, &path))
+        if let Err(e) = self
+            .w
+            .active
+            .file
+            .write_at(f.encoded(), self.off)
+            .map_err(|e| Error::io(&path, e))
         {
             return Err(log.poison_with(e));
         }
@@ -622,7 +616,7 @@ impl Transaction<'_> {
                 kind,
             };
             // Index the data frames from disk (page cache), then the commit frame.
-            let bytes = mmap::map(&self.w.active.file, self.off as usize, &path)?;
+            let bytes = mmap::map(self.w.active.file.as_file(), self.off as usize, &path)?;
             let mut inner = self
                 .w
                 .active

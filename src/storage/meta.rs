@@ -193,8 +193,8 @@ impl Settings {
     }
 
     /// Writes the settings atomically.
-    pub fn store(&self, dir: &Path) -> Result<()> {
-        fsutil::atomic_write(&dir.join(META_FILE), self.encode().as_bytes())
+    pub fn store(&self, vfs: &dyn super::vfs::Vfs, dir: &Path) -> Result<()> {
+        fsutil::atomic_write(vfs, &dir.join(META_FILE), self.encode().as_bytes())
     }
 }
 

@@ -19,6 +19,7 @@ pub mod record;
 pub mod segment;
 pub mod stats;
 pub mod verify;
+pub mod vfs;
 pub mod view;
 
 /// Maps a whole file read-only (for immutable files: sidecars, checkpoints).

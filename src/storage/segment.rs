@@ -1,15 +1,17 @@
 //! Segment files: naming, header, the recovery scan of the active segment, and
 //! sealed segments with their lazily validated sidecar indexes.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::sync::OnceLock;
 
 use bytes::Bytes;
 
 use super::frame::{check_frame, Frame, FrameError, FrameKind};
 use super::index::{decode_fidx, FrameMeta, KeyIndexFile, MemIndex};
+use super::vfs::{VFile, Vfs};
 use super::{fsutil, mmap};
 use crate::{Error, Result};
 
@@ -175,12 +177,13 @@ pub struct SealedSegment {
     frames: OnceLock<std::result::Result<Vec<FrameMeta>, String>>,
     keys: OnceLock<std::result::Result<KeyIndexFile, String>>,
     validated: OnceLock<Vec<AtomicBool>>,
-    writable: bool,
+    /// Where rebuilt sidecars are written; `None` for read-only handles.
+    vfs: Option<Arc<dyn Vfs>>,
 }
 
 impl SealedSegment {
     /// Maps a sealed segment and checks its header. Indexes are loaded lazily.
-    pub fn open(path: PathBuf, base: u64, writable: bool) -> Result<SealedSegment> {
+    pub fn open(path: PathBuf, base: u64, vfs: Option<Arc<dyn Vfs>>) -> Result<SealedSegment> {
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
         let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         let bytes = mmap::map(&file, len as usize, &path)?;
@@ -192,13 +195,18 @@ impl SealedSegment {
             frames: OnceLock::new(),
             keys: OnceLock::new(),
             validated: OnceLock::new(),
-            writable,
+            vfs,
         })
     }
 
     /// A segment just sealed by this process, with its frame index already known.
-    pub fn from_sealed(path: PathBuf, base: u64, frames: Vec<FrameMeta>) -> Result<SealedSegment> {
-        let s = SealedSegment::open(path, base, true)?;
+    pub fn from_sealed(
+        path: PathBuf,
+        base: u64,
+        frames: Vec<FrameMeta>,
+        vfs: Arc<dyn Vfs>,
+    ) -> Result<SealedSegment> {
+        let s = SealedSegment::open(path, base, Some(vfs))?;
         let _ = s.frames.set(Ok(frames));
         Ok(s)
     }
@@ -306,8 +314,8 @@ impl SealedSegment {
     /// Rebuilds both sidecars from the segment and, when writable, rewrites them.
     pub fn rebuild(&self) -> Result<MemIndex> {
         let idx = self.rebuild_in_memory()?;
-        if self.writable {
-            write_sidecars(&self.path, &idx)?;
+        if let Some(vfs) = &self.vfs {
+            write_sidecars(&**vfs, &self.path, &idx)?;
         }
         Ok(idx)
     }
@@ -318,26 +326,21 @@ fn read_sidecar(path: &Path) -> Result<Bytes> {
 }
 
 /// Writes both sidecars of a segment atomically.
-pub fn write_sidecars(seg: &Path, idx: &MemIndex) -> Result<()> {
+pub fn write_sidecars(vfs: &dyn Vfs, seg: &Path, idx: &MemIndex) -> Result<()> {
     let (fidx, kidx) = sidecar_paths(seg);
-    fsutil::atomic_write(&kidx, &idx.encode_kidx())?;
-    fsutil::atomic_write(&fidx, &idx.encode_fidx())?;
+    fsutil::atomic_write(vfs, &kidx, &idx.encode_kidx())?;
+    fsutil::atomic_write(vfs, &fidx, &idx.encode_fidx())?;
     Ok(())
 }
 
 /// Creates a new, empty segment file (header written and synced, directory synced).
-pub fn create(dir: &Path, base: u64) -> Result<(File, PathBuf)> {
+pub fn create(vfs: &dyn Vfs, dir: &Path, base: u64) -> Result<(Arc<dyn VFile>, PathBuf)> {
     let path = dir.join(segment_name(base));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
+    let file = vfs.create(&path).map_err(|e| Error::io(&path, e))?;
+    file.write_at(&encode_header(), 0)
         .map_err(|e| Error::io(&path, e))?;
-    fsutil::write_all_at(&file, &encode_header(), 0, &path)?;
     file.sync_all().map_err(|e| Error::io(&path, e))?;
-    fsutil::sync_dir(dir)?;
+    fsutil::sync_dir(vfs, dir)?;
     Ok((file, path))
 }
 

@@ -280,9 +280,15 @@ impl MaterializedView {
     }
 
     /// Persists the view's state (atomically) with the position it reflects.
-    pub fn save(&self) -> Result<()> {
+    pub fn save(&self, vfs: &dyn crate::storage::vfs::Vfs) -> Result<()> {
         let st = self.lock();
-        persist::save(&self.path, &self.def.describe(), st.applied_end, &st.rows)
+        persist::save(
+            vfs,
+            &self.path,
+            &self.def.describe(),
+            st.applied_end,
+            &st.rows,
+        )
     }
 }
 
@@ -309,6 +315,7 @@ mod persist {
     const MAGIC: &[u8; 8] = b"TLOGVIEW";
 
     pub(super) fn save(
+        vfs: &dyn crate::storage::vfs::Vfs,
         path: &Path,
         def: &str,
         applied_end: u64,
@@ -338,7 +345,7 @@ mod persist {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        fsutil::atomic_write(path, &out)
+        fsutil::atomic_write(vfs, path, &out)
     }
 
     /// Loads a saved state if there is one for the same definition; a damaged or

@@ -1,0 +1,560 @@
+//! The file I/O seam. Every write the engine makes to disk goes through a [`Vfs`]:
+//! the real one ([`OsVfs`]), one that injects failures ([`FaultyVfs`]: the N-th
+//! operation fails once or forever, e.g. with ENOSPC), and one that records every
+//! operation ([`RecordingVfs`]) so that [`crash_image`] can build the directory a
+//! crash at any point of the trace could leave: synced data kept, a seeded random
+//! subset of unsynced writes kept (possibly torn at 512-byte or 4 KiB boundaries,
+//! the rest zero- or garbage-filled), and creations, renames and removals not
+//! followed by a directory sync possibly lost.
+//!
+//! Reads go through memory maps of the real files (sealed segments are fully
+//! synced before they are mapped).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// File-system operations the engine uses to change disk state.
+pub trait Vfs: Send + Sync + fmt::Debug {
+    /// Creates (or truncates) a file for reading and writing.
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn VFile>>;
+    /// Opens an existing file, for writing too when `write`.
+    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn VFile>>;
+    /// Renames a file (atomically replacing `to`).
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Makes creations, renames and removals in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// An open file.
+#[allow(clippy::len_without_is_empty)]
+pub trait VFile: Send + Sync + fmt::Debug {
+    /// Writes all of `buf` at `off`.
+    fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()>;
+    /// Truncates or extends the file.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes the file's data durable (`fdatasync`).
+    fn sync_data(&self) -> io::Result<()>;
+    /// Makes the file's data and metadata durable (`fsync`).
+    fn sync_all(&self) -> io::Result<()>;
+    /// Current length.
+    fn len(&self) -> io::Result<u64>;
+    /// The real file, for memory maps.
+    fn as_file(&self) -> &File;
+}
+
+/// The operating system's file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsVfs;
+
+#[derive(Debug)]
+struct OsFile(File);
+
+impl VFile for OsFile {
+    fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        self.0.write_all_at(buf, off)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn as_file(&self) -> &File {
+        &self.0
+    }
+}
+
+impl Vfs for OsVfs {
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(Arc::new(OsFile(f)))
+    }
+    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn VFile>> {
+        Ok(Arc::new(OsFile(
+            OpenOptions::new().read(true).write(write).open(path)?,
+        )))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+/// Which operation [`FaultyVfs`] fails, and how.
+#[derive(Debug)]
+pub struct FaultPlan {
+    fail_at: u64,
+    forever: bool,
+    errno: i32,
+    seen: AtomicU64,
+}
+
+impl FaultPlan {
+    /// Fails operation `n` (1-based, counting every create, write, set_len, sync,
+    /// rename, remove and directory sync) with EIO; with `forever`, every later one too.
+    #[must_use]
+    pub fn new(n: u64, forever: bool) -> FaultPlan {
+        FaultPlan {
+            fail_at: n,
+            forever,
+            errno: 5,
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    /// Fails with this OS error number instead (28 = ENOSPC, a full disk).
+    #[must_use]
+    pub fn errno(mut self, errno: i32) -> FaultPlan {
+        self.errno = errno;
+        self
+    }
+
+    /// Operations counted so far.
+    #[must_use]
+    pub fn seen(&self) -> u64 {
+        self.seen.load(Ordering::SeqCst)
+    }
+
+    fn check(&self) -> io::Result<()> {
+        let n = self.seen.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.fail_at || (self.forever && n > self.fail_at) {
+            return Err(io::Error::from_raw_os_error(self.errno));
+        }
+        Ok(())
+    }
+}
+
+/// A [`Vfs`] that fails the operations its [`FaultPlan`] names.
+#[derive(Debug, Clone)]
+pub struct FaultyVfs {
+    inner: Arc<dyn Vfs>,
+    plan: Arc<FaultPlan>,
+}
+
+impl FaultyVfs {
+    /// Wraps `inner`.
+    #[must_use]
+    pub fn new(inner: Arc<dyn Vfs>, plan: Arc<FaultPlan>) -> FaultyVfs {
+        FaultyVfs { inner, plan }
+    }
+}
+
+#[derive(Debug)]
+struct FaultyFile {
+    inner: Arc<dyn VFile>,
+    plan: Arc<FaultPlan>,
+}
+
+impl VFile for FaultyFile {
+    fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        self.plan.check()?;
+        self.inner.write_at(buf, off)
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.plan.check()?;
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.plan.check()?;
+        self.inner.sync_data()
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        self.plan.check()?;
+        self.inner.sync_all()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn as_file(&self) -> &File {
+        self.inner.as_file()
+    }
+}
+
+impl Vfs for FaultyVfs {
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
+        self.plan.check()?;
+        Ok(Arc::new(FaultyFile {
+            inner: self.inner.create(path)?,
+            plan: self.plan.clone(),
+        }))
+    }
+    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn VFile>> {
+        Ok(Arc::new(FaultyFile {
+            inner: self.inner.open(path, write)?,
+            plan: self.plan.clone(),
+        }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.plan.check()?;
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.plan.check()?;
+        self.inner.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.plan.check()?;
+        self.inner.sync_dir(dir)
+    }
+}
+
+/// One recorded operation (paths are as the engine gave them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceOp {
+    /// A file was created or truncated to empty.
+    Create(PathBuf),
+    /// Bytes written at an offset.
+    Write(PathBuf, u64, Vec<u8>),
+    /// Length set.
+    SetLen(PathBuf, u64),
+    /// The file's data (and size) made durable.
+    Sync(PathBuf),
+    /// A rename.
+    Rename(PathBuf, PathBuf),
+    /// A removal.
+    Remove(PathBuf),
+    /// The directory's entries made durable.
+    SyncDir(PathBuf),
+}
+
+/// A [`Vfs`] that records every operation (and performs it on `inner`).
+#[derive(Debug, Clone)]
+pub struct RecordingVfs {
+    inner: Arc<dyn Vfs>,
+    trace: Arc<Mutex<Vec<TraceOp>>>,
+}
+
+impl RecordingVfs {
+    /// Wraps `inner`, starting with an empty trace.
+    #[must_use]
+    pub fn new(inner: Arc<dyn Vfs>) -> RecordingVfs {
+        RecordingVfs {
+            inner,
+            trace: Arc::default(),
+        }
+    }
+
+    /// The operations so far.
+    #[must_use]
+    pub fn trace(&self) -> Vec<TraceOp> {
+        self.trace
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn push(&self, op: TraceOp) {
+        self.trace
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(op);
+    }
+}
+
+#[derive(Debug)]
+struct RecordingFile {
+    inner: Arc<dyn VFile>,
+    path: PathBuf,
+    vfs: RecordingVfs,
+}
+
+impl VFile for RecordingFile {
+    fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        self.inner.write_at(buf, off)?;
+        self.vfs
+            .push(TraceOp::Write(self.path.clone(), off, buf.to_vec()));
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)?;
+        self.vfs.push(TraceOp::SetLen(self.path.clone(), len));
+        Ok(())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.inner.sync_data()?;
+        self.vfs.push(TraceOp::Sync(self.path.clone()));
+        Ok(())
+    }
+    fn sync_all(&self) -> io::Result<()> {
+        self.inner.sync_all()?;
+        self.vfs.push(TraceOp::Sync(self.path.clone()));
+        Ok(())
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn as_file(&self) -> &File {
+        self.inner.as_file()
+    }
+}
+
+impl Vfs for RecordingVfs {
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
+        let inner = self.inner.create(path)?;
+        self.push(TraceOp::Create(path.to_path_buf()));
+        Ok(Arc::new(RecordingFile {
+            inner,
+            path: path.to_path_buf(),
+            vfs: self.clone(),
+        }))
+    }
+    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn VFile>> {
+        Ok(Arc::new(RecordingFile {
+            inner: self.inner.open(path, write)?,
+            path: path.to_path_buf(),
+            vfs: self.clone(),
+        }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)?;
+        self.push(TraceOp::Rename(from.to_path_buf(), to.to_path_buf()));
+        Ok(())
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)?;
+        self.push(TraceOp::Remove(path.to_path_buf()));
+        Ok(())
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.inner.sync_dir(dir)?;
+        self.push(TraceOp::SyncDir(dir.to_path_buf()));
+        Ok(())
+    }
+}
+
+/// A small deterministic generator for crash choices.
+#[derive(Debug, Clone)]
+struct Dice(u64);
+
+impl Dice {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Contents of one file in the simulated file system.
+#[derive(Debug, Clone, Default)]
+struct SimFile {
+    durable: Vec<u8>,
+    /// Content including unsynced writes (the page cache).
+    cache: Vec<u8>,
+    /// Unsynced writes and truncations since the last sync, in order.
+    pending: Vec<(u64, Option<Vec<u8>>, u64)>,
+}
+
+fn apply_write(buf: &mut Vec<u8>, off: u64, data: &[u8]) {
+    let end = off as usize + data.len();
+    if buf.len() < end {
+        buf.resize(end, 0);
+    }
+    buf[off as usize..end].copy_from_slice(data);
+}
+
+/// Builds in `out` the directory a crash right after operation `upto` (exclusive)
+/// of `trace` could leave, rooted at `from` (the directory the engine wrote).
+///
+/// Synced file data is kept. Of the writes since a file's last sync, each is kept
+/// or lost at random (seeded by `seed`); a kept write may be torn at a 512-byte or
+/// 4 KiB boundary, its lost tail zero- or garbage-filled if it extended the file.
+/// Truncations since the last sync are applied or not. Creations, renames and
+/// removals not followed by a sync of their directory are kept as a random prefix.
+pub fn crash_image(
+    trace: &[TraceOp],
+    upto: usize,
+    seed: u64,
+    from: &Path,
+    out: &Path,
+) -> io::Result<()> {
+    let mut dice = Dice(seed ^ (upto as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    // inode -> contents; durable and current name -> inode.
+    let mut inodes: Vec<SimFile> = Vec::new();
+    let mut durable: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    let mut names: BTreeMap<PathBuf, usize> = BTreeMap::new();
+    let mut pending_ns: Vec<NsOp> = Vec::new();
+    // A file the trace did not create existed before it: the trace must start on
+    // an empty or fully synced directory, so its current bytes are durable.
+    for op in &trace[..upto.min(trace.len())] {
+        match op {
+            TraceOp::Create(p) => {
+                inodes.push(SimFile::default());
+                let i = inodes.len() - 1;
+                names.insert(p.clone(), i);
+                pending_ns.push(NsOp::Create(p.clone(), i));
+            }
+            TraceOp::Write(p, off, data) => {
+                let i = inode_of(p, &mut names, &mut durable, &mut inodes);
+                let f = &mut inodes[i];
+                apply_write(&mut f.cache, *off, data);
+                f.pending.push((*off, Some(data.clone()), 0));
+            }
+            TraceOp::SetLen(p, len) => {
+                let i = inode_of(p, &mut names, &mut durable, &mut inodes);
+                let f = &mut inodes[i];
+                f.cache.resize(*len as usize, 0);
+                f.pending.push((0, None, *len));
+            }
+            TraceOp::Sync(p) => {
+                if let Some(&i) = names.get(p) {
+                    let f = &mut inodes[i];
+                    f.durable = f.cache.clone();
+                    f.pending.clear();
+                }
+            }
+            TraceOp::Rename(a, b) => {
+                if let Some(i) = names.remove(a) {
+                    names.insert(b.clone(), i);
+                }
+                pending_ns.push(NsOp::Rename(a.clone(), b.clone()));
+            }
+            TraceOp::Remove(p) => {
+                names.remove(p);
+                pending_ns.push(NsOp::Remove(p.clone()));
+            }
+            TraceOp::SyncDir(d) => {
+                // Pending operations in this directory become durable, in order.
+                let (now, later): (Vec<NsOp>, Vec<NsOp>) = pending_ns
+                    .drain(..)
+                    .partition(|o| o.dir() == Some(d.as_path()));
+                for o in &now {
+                    o.apply(&mut durable);
+                }
+                pending_ns = later;
+            }
+        }
+    }
+    // The crash: a random prefix of the pending namespace operations survives.
+    let keep = dice.below(pending_ns.len() as u64 + 1) as usize;
+    for o in &pending_ns[..keep] {
+        o.apply(&mut durable);
+    }
+    std::fs::create_dir_all(out)?;
+    for (name, &i) in &durable {
+        let f = &inodes[i];
+        let mut bytes = f.durable.clone();
+        for (off, data, len) in &f.pending {
+            if dice.below(2) == 0 {
+                continue; // this write never reached the disk
+            }
+            match data {
+                None => bytes.resize(*len as usize, 0),
+                Some(d) => {
+                    let sector = if dice.below(2) == 0 { 512 } else { 4096 };
+                    let mut n = d.len();
+                    if dice.below(3) == 0 && d.len() > sector {
+                        n = ((dice.below((d.len() / sector) as u64) as usize + 1) * sector)
+                            .min(d.len());
+                    }
+                    apply_write(&mut bytes, *off, &d[..n]);
+                    if n < d.len() && bytes.len() < *off as usize + d.len() {
+                        // The file was extended but its tail never written.
+                        let garbage = dice.below(2) == 0;
+                        let fill: Vec<u8> = (n..d.len())
+                            .map(|j| {
+                                if garbage {
+                                    (dice.next() >> (j % 8)) as u8
+                                } else {
+                                    0
+                                }
+                            })
+                            .collect();
+                        apply_write(&mut bytes, *off + n as u64, &fill);
+                    }
+                }
+            }
+        }
+        let rel = name.strip_prefix(from).unwrap_or(name);
+        let target = out.join(rel);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(target, bytes)?;
+    }
+    Ok(())
+}
+
+/// The inode of `p`. A file the trace did not create existed before it: the
+/// trace must start on an empty or fully synced directory, so its current bytes
+/// are durable.
+fn inode_of(
+    p: &Path,
+    names: &mut BTreeMap<PathBuf, usize>,
+    durable: &mut BTreeMap<PathBuf, usize>,
+    inodes: &mut Vec<SimFile>,
+) -> usize {
+    if let Some(&i) = names.get(p) {
+        return i;
+    }
+    let bytes = std::fs::read(p).unwrap_or_default();
+    inodes.push(SimFile {
+        durable: bytes.clone(),
+        cache: bytes,
+        pending: Vec::new(),
+    });
+    let i = inodes.len() - 1;
+    names.insert(p.to_path_buf(), i);
+    durable.insert(p.to_path_buf(), i);
+    i
+}
+
+/// A namespace change waiting for its directory's sync.
+#[derive(Debug, Clone)]
+enum NsOp {
+    Create(PathBuf, usize),
+    Rename(PathBuf, PathBuf),
+    Remove(PathBuf),
+}
+
+impl NsOp {
+    fn dir(&self) -> Option<&Path> {
+        match self {
+            NsOp::Create(p, _) | NsOp::Remove(p) | NsOp::Rename(p, _) => p.parent(),
+        }
+    }
+
+    fn apply(&self, durable: &mut BTreeMap<PathBuf, usize>) {
+        match self {
+            NsOp::Create(p, i) => {
+                durable.insert(p.clone(), *i);
+            }
+            NsOp::Rename(a, b) => {
+                if let Some(i) = durable.remove(a) {
+                    durable.insert(b.clone(), i);
+                }
+            }
+            NsOp::Remove(p) => {
+                durable.remove(p);
+            }
+        }
+    }
+}
