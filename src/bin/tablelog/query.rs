@@ -378,13 +378,24 @@ pub struct JoinArgs {
     /// Unit of integer times.
     #[arg(long, value_parser = time_unit, default_value = "ms")]
     time_unit: TimeUnit,
+    /// Print the query's own time (without reading and printing) on stderr.
+    #[arg(long)]
+    timing: bool,
 }
 
 pub fn join(a: JoinArgs) -> CliResult<Outcome> {
     let snap = snapshot(&a.db)?;
     let (objs, reqs) = read_requests(&a.requests, &a.key, &a.time, a.time_unit)?;
     let streams: Vec<&str> = a.features.iter().map(String::as_str).collect();
+    let started = std::time::Instant::now();
     let rows = snap.asof_join(&reqs, &streams, a.ttl, known_at(a.known_at.as_deref())?)?;
+    if a.timing {
+        eprintln!(
+            "join: {} requests in {:.1} ms (query only)",
+            reqs.len(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
     let mut sink = Sink::new(Format::Jsonl);
     for (mut obj, feats) in objs.into_iter().zip(rows) {
         for (stream, row) in streams.iter().zip(feats) {
@@ -440,6 +451,9 @@ pub struct WindowArgs {
     /// Unit of integer times.
     #[arg(long, value_parser = time_unit, default_value = "ms")]
     time_unit: TimeUnit,
+    /// Print the query's own time (without reading and printing) on stderr.
+    #[arg(long)]
+    timing: bool,
 }
 
 pub fn window(a: WindowArgs) -> CliResult<Outcome> {
@@ -447,6 +461,7 @@ pub fn window(a: WindowArgs) -> CliResult<Outcome> {
     let agg = Agg::parse(&a.agg).ok_or_else(|| msg(format!("unknown aggregate {:?}", a.agg)))?;
     let snap = snapshot(&a.db)?;
     let (objs, reqs) = read_requests(&a.requests, &a.key, &a.time, a.time_unit)?;
+    let started = std::time::Instant::now();
     let values = snap.window(
         &a.stream,
         &a.field,
@@ -455,6 +470,13 @@ pub fn window(a: WindowArgs) -> CliResult<Outcome> {
         &reqs,
         known_at(a.known_at.as_deref())?,
     )?;
+    if a.timing {
+        eprintln!(
+            "window: {} requests in {:.1} ms (query only)",
+            reqs.len(),
+            started.elapsed().as_secs_f64() * 1e3
+        );
+    }
     let name = format!("{}_{}_{}", a.agg, a.field, a.window.trim());
     let mut sink = Sink::new(Format::Jsonl);
     for (mut obj, v) in objs.into_iter().zip(values) {

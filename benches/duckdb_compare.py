@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""As-of join and window aggregate: tablelog vs DuckDB on the same data.
+
+Generates N events over K keys (default 2,000,000 over 100,000; JSON rows with a
+numeric `price`, event times mostly increasing with some late arrivals) and
+100,000 requests (random key, random time), then:
+
+  * as-of join: for each request, the key's latest row with ts <= request time
+    (DuckDB: ASOF LEFT JOIN; tablelog: `tablelog join`);
+  * window: avg(price) over the key's events in (t - 30m, t]
+    (DuckDB: the range-join formulation, a LEFT JOIN on key and
+    ts > t - 30m AND ts <= t with GROUP BY; tablelog: `tablelog window`).
+
+Both engines' answers are compared before the timings are trusted. DuckDB times
+cover the query on tables already loaded in memory; tablelog reports its
+query-only time (`--timing`) and the end-to-end CLI time (reading the request
+file, printing JSON). Each figure is the median of RUNS runs.
+
+    python3 benches/duckdb_compare.py            # builds tablelog --release if needed
+    EVENTS=200000 KEYS=10000 python3 benches/duckdb_compare.py
+
+Installs the `duckdb` package with pip if it is missing.
+"""
+
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+try:
+    import duckdb
+except ImportError:
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "--quiet", "duckdb"])
+    import duckdb
+
+EVENTS = int(os.environ.get("EVENTS", 2_000_000))
+KEYS = int(os.environ.get("KEYS", 100_000))
+REQUESTS = int(os.environ.get("REQUESTS", 100_000))
+RUNS = int(os.environ.get("RUNS", 3))
+STEP_MS = 1
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "tablelog")
+
+
+def median_time(fn):
+    times = []
+    out = None
+    for _ in range(RUNS):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def main():
+    if not os.path.exists(BIN):
+        subprocess.check_call(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
+    rng = random.Random(7)
+    work = tempfile.mkdtemp(prefix="tablelog-duckdb-")
+    events_path = os.path.join(work, "events.jsonl")
+    requests_path = os.path.join(work, "requests.jsonl")
+    with open(events_path, "w") as f:
+        for i in range(EVENTS):
+            k = rng.randrange(KEYS)
+            ts = i * STEP_MS
+            if rng.randrange(50) == 0:
+                ts -= rng.randrange(3_600_000)
+            price = i % 1000
+            key = f"{k:016d}"
+            f.write(json.dumps({"k": key, "ts": ts, "pos": i, "price": price}) + "\n")
+    reqs = []
+    with open(requests_path, "w") as f:
+        for r in range(REQUESTS):
+            key = f"{rng.randrange(KEYS):016d}"
+            ts = rng.randrange(EVENTS * STEP_MS)
+            reqs.append((r, key, ts))
+            f.write(json.dumps({"id": r, "k": key, "ts": ts}) + "\n")
+    db = os.path.join(work, "db")
+    t = time.perf_counter()
+    subprocess.check_call([BIN, "import", db, "--stream", "ev", "--key", "k", "--time", "ts", events_path],
+                          stderr=subprocess.DEVNULL)
+    print(f"data: {EVENTS:,} events over {KEYS:,} keys, {REQUESTS:,} requests; "
+          f"tablelog import {time.perf_counter() - t:.2f} s")
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE ev (k VARCHAR, ts BIGINT, pos BIGINT, price DOUBLE)")
+    # `pos` is the line number, which is also the position tablelog assigned.
+    con.execute(f"INSERT INTO ev SELECT k, ts, pos, price FROM read_json_auto('{events_path}')")
+    con.execute("CREATE TABLE req (id BIGINT, k VARCHAR, ts BIGINT)")
+    con.execute(f"INSERT INTO req SELECT id, k, ts FROM read_json_auto('{requests_path}')")
+
+    def duck_asof():
+        return con.execute(
+            "SELECT r.id, e.price FROM req r ASOF LEFT JOIN "
+            "(SELECT * FROM ev QUALIFY row_number() OVER (PARTITION BY k, ts ORDER BY pos DESC) = 1) e "
+            "ON r.k = e.k AND r.ts >= e.ts ORDER BY r.id").fetchall()
+
+    def duck_window():
+        return con.execute(
+            "SELECT r.id, avg(e.price) FROM req r LEFT JOIN ev e "
+            "ON r.k = e.k AND e.ts > r.ts - 1800000 AND e.ts <= r.ts GROUP BY r.id ORDER BY r.id").fetchall()
+
+    def tl(cmd):
+        p = subprocess.run([BIN] + cmd + ["--timing"], capture_output=True, text=True, check=True)
+        query_ms = float(p.stderr.split(" in ")[1].split(" ms")[0])
+        return query_ms, p.stdout
+
+    join_cmd = ["join", db, "--requests", requests_path, "--key", "k", "--time", "ts", "--feature", "ev"]
+    win_cmd = ["window", db, "--stream", "ev", "--field", "price", "--agg", "avg", "--window", "30m",
+               "--requests", requests_path, "--key", "k", "--time", "ts"]
+
+    # Same answers first.
+    d_join = {i: p for i, p in duck_asof()}
+    _, out = tl(join_cmd)
+    mismatches = 0
+    for line in out.splitlines():
+        o = json.loads(line)
+        mine = o.get("ev.price")
+        theirs = d_join[o["id"]]
+        if (mine is None) != (theirs is None) or (mine is not None and abs(mine - theirs) > 1e-9):
+            mismatches += 1
+    d_win = {i: a for i, a in duck_window()}
+    _, out = tl(win_cmd)
+    for line in out.splitlines():
+        o = json.loads(line)
+        mine = o["avg_price_30m"]
+        theirs = d_win[o["id"]]
+        if (mine is None) != (theirs is None) or (mine is not None and abs(mine - theirs) > 1e-6 * max(1, abs(theirs))):
+            mismatches += 1
+    print(f"answers compared: {2 * REQUESTS:,}, mismatches: {mismatches}")
+    if mismatches:
+        sys.exit("answers differ; timings not reported")
+
+    d_join_s, _ = median_time(duck_asof)
+    d_win_s, _ = median_time(duck_window)
+    tj = [tl(join_cmd)[0] for _ in range(RUNS)]
+    tw = [tl(win_cmd)[0] for _ in range(RUNS)]
+    e2e_join, _ = median_time(lambda: subprocess.run([BIN] + join_cmd, capture_output=True, check=True))
+    e2e_win, _ = median_time(lambda: subprocess.run([BIN] + win_cmd, capture_output=True, check=True))
+    tj_s, tw_s = statistics.median(tj) / 1e3, statistics.median(tw) / 1e3
+    print(f"{'workload':<28}{'duckdb':>10}{'tablelog query':>16}{'tablelog CLI':>14}   ratio (query)")
+    print(f"{'as-of join, 100k requests':<28}{d_join_s:>9.3f}s{tj_s:>15.3f}s{e2e_join:>13.3f}s   "
+          f"tablelog {d_join_s / tj_s:.1f}x faster" if tj_s < d_join_s else
+          f"{'as-of join, 100k requests':<28}{d_join_s:>9.3f}s{tj_s:>15.3f}s{e2e_join:>13.3f}s   "
+          f"tablelog {tj_s / d_join_s:.1f}x slower")
+    print(f"{'window avg 30m, 100k req':<28}{d_win_s:>9.3f}s{tw_s:>15.3f}s{e2e_win:>13.3f}s   "
+          f"tablelog {d_win_s / tw_s:.1f}x faster" if tw_s < d_win_s else
+          f"{'window avg 30m, 100k req':<28}{d_win_s:>9.3f}s{tw_s:>15.3f}s{e2e_win:>13.3f}s   "
+          f"tablelog {tw_s / d_win_s:.1f}x slower")
+    print(f"duckdb {duckdb.__version__}, {os.cpu_count()} cores, runs={RUNS} (median)")
+
+
+if __name__ == "__main__":
+    main()
