@@ -312,52 +312,6 @@ impl Sliding {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::numeric_field;
-
-    #[test]
-    fn field_scanner_agrees_with_a_full_parse() {
-        let cases: &[&[u8]] = &[
-            br#"{"price":1.5}"#,
-            br#" { "a" : {"price": 9, "x":[1,{"price":3}]}, "price" : -2e3 } "#,
-            br#"{"price":"7"}"#,
-            br#"{"price":null}"#,
-            br#"{"price":true}"#,
-            br#"{"pri\u0063e":4}"#,
-            br#"{"s":"a \" } , \\","price":12}"#,
-            br#"{"price":1,"price":2}"#,
-            br#"{}"#,
-            br#"[1,2]"#,
-            br#"{"price":1"#,
-            br#"{"price":01}"#,
-            br#"{"price":1} x"#,
-            b"not json",
-            br#"{"a":1}"#,
-            br#"{"price":12345678901234567890}"#,
-            br#"{"price":1,"x":tru}"#,
-            br#"{"price":1,"x":[1,}"#,
-            br#"{"price":1.}"#,
-            br#"{"price":-}"#,
-            b"{\"price\":1,\"x\":\"a\x01b\"}",
-            br#"{"price":1e400}"#,
-            br#"{"price":2,"n":{"price":"x"}}"#,
-            "{\"price\":3,\"é\":1}".as_bytes(),
-        ];
-        for c in cases {
-            let full = serde_json::from_slice::<serde_json::Value>(c)
-                .ok()
-                .and_then(|v| v.get("price").and_then(serde_json::Value::as_f64));
-            assert_eq!(
-                numeric_field(c, "price"),
-                full,
-                "{}",
-                String::from_utf8_lossy(c)
-            );
-        }
-    }
-}
-
 impl Snapshot {
     /// For each request `(key, time)`, `agg` of the numeric `field` over the key's
     /// events in `stream` with `time - width < event_time <= time`, known at
@@ -416,5 +370,51 @@ impl Snapshot {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numeric_field;
+
+    #[test]
+    fn field_scanner_agrees_with_a_full_parse() {
+        let cases: &[&[u8]] = &[
+            br#"{"price":1.5}"#,
+            br#" { "a" : {"price": 9, "x":[1,{"price":3}]}, "price" : -2e3 } "#,
+            br#"{"price":"7"}"#,
+            br#"{"price":null}"#,
+            br#"{"price":true}"#,
+            br#"{"pri\u0063e":4}"#,
+            br#"{"s":"a \" } , \\","price":12}"#,
+            br#"{"price":1,"price":2}"#,
+            br#"{}"#,
+            br#"[1,2]"#,
+            br#"{"price":1"#,
+            br#"{"price":01}"#,
+            br#"{"price":1} x"#,
+            b"not json",
+            br#"{"a":1}"#,
+            br#"{"price":12345678901234567890}"#,
+            br#"{"price":1,"x":tru}"#,
+            br#"{"price":1,"x":[1,}"#,
+            br#"{"price":1.}"#,
+            br#"{"price":-}"#,
+            b"{\"price\":1,\"x\":\"a\x01b\"}",
+            br#"{"price":1e400}"#,
+            br#"{"price":2,"n":{"price":"x"}}"#,
+            "{\"price\":3,\"é\":1}".as_bytes(),
+        ];
+        for c in cases {
+            let full = serde_json::from_slice::<serde_json::Value>(c)
+                .ok()
+                .and_then(|v| v.get("price").and_then(serde_json::Value::as_f64));
+            assert_eq!(
+                numeric_field(c, "price"),
+                full,
+                "{}",
+                String::from_utf8_lossy(c)
+            );
+        }
     }
 }
