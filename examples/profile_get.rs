@@ -15,6 +15,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let db = Db::open(dir.path())?;
     w.load(&db.writer(), "bench", |_| {})?;
+    if std::env::var("MERGE").is_ok() {
+        let t = std::time::Instant::now();
+        let end = db.merge_key_indexes()?;
+        eprintln!("merged key indexes below position {end} in {:?}", t.elapsed());
+    }
     let snap = db.snapshot()?;
     let keys: Vec<Vec<u8>> = {
         let mut rng = Rng(9);

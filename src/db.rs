@@ -42,6 +42,7 @@ pub struct DbBuilder {
     create: bool,
     clock: Arc<dyn Clock>,
     vfs: Arc<dyn Vfs>,
+    auto_merge: bool,
     merge: HashMap<String, Arc<dyn MergeOperator>>,
     default_merge: Option<Arc<dyn MergeOperator>>,
 }
@@ -97,6 +98,13 @@ impl DbBuilder {
     /// The wall clock used for recorded_at stamps. Default: the system clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Whether key indexes of sealed segments are merged in a background thread
+    /// every few segment rolls (see [`Db::merge_key_indexes`]). Default true.
+    pub fn auto_merge(mut self, yes: bool) -> Self {
+        self.auto_merge = yes;
         self
     }
 
@@ -158,6 +166,7 @@ impl DbBuilder {
                 read_only: self.read_only,
                 clock: self.clock,
                 vfs: self.vfs,
+                auto_merge: self.auto_merge,
             },
         )?;
         Ok(Db {
@@ -217,6 +226,7 @@ impl Db {
             create: true,
             clock: Arc::new(SystemClock),
             vfs: Arc::new(OsVfs),
+            auto_merge: true,
             merge: HashMap::new(),
             default_merge: None,
         }
@@ -330,6 +340,13 @@ impl Db {
             v.save(&*self.log.config.vfs)?;
         }
         Ok(())
+    }
+
+    /// Merges the key indexes of every sealed segment into one now (this also
+    /// happens in the background every few segment rolls), so lookups probe one
+    /// index instead of one per segment. Returns the first position not covered.
+    pub fn merge_key_indexes(&self) -> Result<u64> {
+        self.log.merge_now()
     }
 
     /// The checkpoints of this database.

@@ -39,6 +39,7 @@ fn workload(
         .durability(Durability::Sync)
         .segment_size(4096)
         .default_merge_operator(Arc::new(JsonMergePatch))
+        .auto_merge(false) // merged explicitly below, so the trace is deterministic
         .vfs(vfs)
         .open()
     {
@@ -57,6 +58,11 @@ fn workload(
         on_ack(i + 1);
         if i == batches / 2 {
             if let Err(e) = db.checkpoint("a", None) {
+                return (i + 1, Some(e));
+            }
+        }
+        if i == batches * 3 / 4 {
+            if let Err(e) = db.merge_key_indexes() {
                 return (i + 1, Some(e));
             }
         }

@@ -302,3 +302,75 @@ fn a_newer_format_version_is_refused_with_a_clear_error() {
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
 }
+
+#[test]
+fn the_merged_key_index_changes_no_answer_and_is_never_trusted_when_damaged() {
+    let src = tempfile::tempdir().unwrap();
+    let recs = sealed_db(src.path());
+    let probe = |db: &Db| -> Vec<Vec<tablelog::storage::index::VersionRef>> {
+        let s = db.snapshot().unwrap();
+        (0..8)
+            .map(|k| s.view().versions("s", format!("k{k}").as_bytes()).unwrap())
+            .collect()
+    };
+    let table = |db: &Db| -> Vec<tablelog::Row> {
+        db.snapshot()
+            .unwrap()
+            .table("s", 950, None)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+    let (want_v, want_t) = {
+        let db = Db::open(src.path()).unwrap();
+        let (v, t) = (probe(&db), table(&db));
+        let covered = db.merge_key_indexes().unwrap();
+        assert!(covered > 0);
+        assert!(db.snapshot().unwrap().view().state().merged.is_some());
+        assert_eq!(probe(&db), v);
+        assert_eq!(table(&db), t);
+        // New appends after the merge are found too.
+        let mut b = Batch::new();
+        b.put_at("s", "k1", "{}", 2000).unwrap();
+        db.writer().commit(b).unwrap();
+        assert_eq!(probe(&db)[1].len(), v[1].len() + 1);
+        (probe(&db), table(&db))
+    };
+    let merged: Vec<PathBuf> = fs::read_dir(src.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("index-")
+        })
+        .collect();
+    assert_eq!(merged.len(), 1);
+    let db = Db::builder(src.path()).read_only(true).open().unwrap();
+    assert!(
+        db.snapshot().unwrap().view().state().merged.is_some(),
+        "found on reopen"
+    );
+    assert_eq!((probe(&db), table(&db)), (want_v.clone(), want_t.clone()));
+    drop(db);
+    let original = fs::read(&merged[0]).unwrap();
+    for at in (0..original.len()).step_by(11) {
+        let mut bad = original.clone();
+        bad[at] ^= 0x20;
+        fs::write(&merged[0], &bad).unwrap();
+        let db = Db::builder(src.path()).read_only(true).open().unwrap();
+        assert_eq!(
+            (probe(&db), table(&db)),
+            (want_v.clone(), want_t.clone()),
+            "flip at {at}"
+        );
+    }
+    assert_eq!(
+        all(&Db::builder(src.path()).read_only(true).open().unwrap())
+            .unwrap()
+            .len(),
+        recs.len() + 1
+    );
+}

@@ -210,79 +210,96 @@ impl MemIndex {
     /// each key's versions sorted by `(event_time, position)`.
     #[must_use]
     pub fn encode_kidx(&self) -> Vec<u8> {
-        let mut names: Vec<&(String, KeyTable)> =
-            self.streams.iter().filter(|(_, t)| !t.is_empty()).collect();
-        names.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out = Vec::new();
-        out.extend_from_slice(KIDX_MAGIC);
-        out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-        out.extend_from_slice(&(names.len() as u32).to_le_bytes());
-        // Directory: name, key count, then three absolute offsets patched below.
-        let mut patch_at = Vec::new();
-        for (n, table) in &names {
-            out.push(n.len() as u8);
-            out.extend_from_slice(n.as_bytes());
-            out.extend_from_slice(&(table.len() as u32).to_le_bytes());
-            patch_at.push(out.len());
-            out.extend_from_slice(&[0u8; 32]);
-        }
-        for ((_, table), at) in names.iter().zip(patch_at) {
-            let mut keys: Vec<(&[u8], Vec<VersionRef>)> = table
-                .iter()
-                .map(|(k, vs)| (k, vs.copied().collect()))
-                .collect();
-            keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            let keys_off = out.len() as u64;
-            let mut blob_len = 0u32;
-            let mut ver_start = 0u32;
-            for (k, vs) in &keys {
-                out.extend_from_slice(&blob_len.to_le_bytes());
-                out.extend_from_slice(&(k.len() as u32).to_le_bytes());
-                out.extend_from_slice(&ver_start.to_le_bytes());
-                out.extend_from_slice(&(vs.len() as u32).to_le_bytes());
-                blob_len += k.len() as u32;
-                ver_start += vs.len() as u32;
-            }
-            let blob_off = out.len() as u64;
-            for (k, _) in &keys {
-                out.extend_from_slice(k);
-            }
-            let vers_off = out.len() as u64;
-            for (_, vs) in &mut keys {
-                vs.sort_unstable_by_key(VersionRef::order);
-                for v in vs.iter() {
-                    out.extend_from_slice(&v.position.to_le_bytes());
-                    out.extend_from_slice(&v.event_time.to_le_bytes());
-                    out.extend_from_slice(&v.frame_off.to_le_bytes());
-                    out.extend_from_slice(&v.rec_off.to_le_bytes());
-                    out.push(v.op as u8);
-                    out.extend_from_slice(&[0u8; 3]);
+        let mut streams: Vec<StreamKeys<'_, &[u8]>> = self
+            .streams
+            .iter()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(n, t)| {
+                let mut keys: Vec<(&[u8], Vec<VersionRef>)> =
+                    t.iter().map(|(k, vs)| (k, vs.copied().collect())).collect();
+                keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                for (_, vs) in &mut keys {
+                    vs.sort_unstable_by_key(VersionRef::order);
                 }
-            }
-            // Hash section: open addressing with linear probing; bucket = key
-            // number + 1, 0 = empty.
-            let hash_off = out.len() as u64;
-            let n = bucket_count(keys.len());
-            let mut buckets = vec![0u32; n];
-            for (i, (k, _)) in keys.iter().enumerate() {
-                let mut b = (stable_hash(k) as usize) & (n - 1);
-                while buckets[b] != 0 {
-                    b = (b + 1) & (n - 1);
-                }
-                buckets[b] = i as u32 + 1;
-            }
-            for b in buckets {
-                out.extend_from_slice(&b.to_le_bytes());
-            }
-            out[at..at + 8].copy_from_slice(&keys_off.to_le_bytes());
-            out[at + 8..at + 16].copy_from_slice(&blob_off.to_le_bytes());
-            out[at + 16..at + 24].copy_from_slice(&vers_off.to_le_bytes());
-            out[at + 24..at + 32].copy_from_slice(&hash_off.to_le_bytes());
-        }
-        let crc = crc32fast::hash(&out);
-        out.extend_from_slice(&crc.to_le_bytes());
-        out
+                (n.as_str(), keys)
+            })
+            .collect();
+        streams.sort_by(|a, b| a.0.cmp(b.0));
+        encode_key_index(&streams)
     }
+}
+
+/// One stream's keys (sorted by bytes) with their versions (sorted by
+/// `(event_time, position)`), as [`encode_key_index`] takes them.
+pub type StreamKeys<'a, K> = (&'a str, Vec<(K, Vec<VersionRef>)>);
+
+/// Encodes a key index file from streams sorted by name, each with its keys sorted
+/// by bytes and each key's versions sorted by `(event_time, position)`.
+#[must_use]
+pub fn encode_key_index<K: AsRef<[u8]>>(streams: &[StreamKeys<'_, K>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(KIDX_MAGIC);
+    out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    out.extend_from_slice(&(streams.len() as u32).to_le_bytes());
+    // Directory: name, key count, then four absolute offsets patched below.
+    let mut patch_at = Vec::new();
+    for (n, keys) in streams {
+        out.push(n.len() as u8);
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(&(keys.len() as u32).to_le_bytes());
+        patch_at.push(out.len());
+        out.extend_from_slice(&[0u8; 32]);
+    }
+    for ((_, keys), at) in streams.iter().zip(patch_at) {
+        let keys_off = out.len() as u64;
+        let mut blob_len = 0u32;
+        let mut ver_start = 0u32;
+        for (k, vs) in keys {
+            out.extend_from_slice(&blob_len.to_le_bytes());
+            out.extend_from_slice(&(k.as_ref().len() as u32).to_le_bytes());
+            out.extend_from_slice(&ver_start.to_le_bytes());
+            out.extend_from_slice(&(vs.len() as u32).to_le_bytes());
+            blob_len += k.as_ref().len() as u32;
+            ver_start += vs.len() as u32;
+        }
+        let blob_off = out.len() as u64;
+        for (k, _) in keys {
+            out.extend_from_slice(k.as_ref());
+        }
+        let vers_off = out.len() as u64;
+        for (_, vs) in keys {
+            for v in vs {
+                out.extend_from_slice(&v.position.to_le_bytes());
+                out.extend_from_slice(&v.event_time.to_le_bytes());
+                out.extend_from_slice(&v.frame_off.to_le_bytes());
+                out.extend_from_slice(&v.rec_off.to_le_bytes());
+                out.push(v.op as u8);
+                out.extend_from_slice(&[0u8; 3]);
+            }
+        }
+        // Hash section: open addressing with linear probing; bucket = key
+        // number + 1, 0 = empty.
+        let hash_off = out.len() as u64;
+        let n = bucket_count(keys.len());
+        let mut buckets = vec![0u32; n];
+        for (i, (k, _)) in keys.iter().enumerate() {
+            let mut b = (stable_hash(k.as_ref()) as usize) & (n - 1);
+            while buckets[b] != 0 {
+                b = (b + 1) & (n - 1);
+            }
+            buckets[b] = i as u32 + 1;
+        }
+        for b in buckets {
+            out.extend_from_slice(&b.to_le_bytes());
+        }
+        out[at..at + 8].copy_from_slice(&keys_off.to_le_bytes());
+        out[at + 8..at + 16].copy_from_slice(&blob_off.to_le_bytes());
+        out[at + 16..at + 24].copy_from_slice(&vers_off.to_le_bytes());
+        out[at + 24..at + 32].copy_from_slice(&hash_off.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
 }
 
 /// The key hash stored in key index files: stable across builds and platforms

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::frame::{FrameBuilder, FrameKind};
 use super::index::{FrameMeta, MemIndex};
+use super::merged::{MergedIndex, MERGE_AFTER};
 use super::meta::{self, Durability, Settings};
 use super::mmap;
 use super::record::{Clock, Hlc, HlcState};
@@ -32,6 +33,8 @@ pub struct Config {
     pub clock: Arc<dyn Clock>,
     /// The file I/O seam (real, fault-injecting or recording).
     pub vfs: Arc<dyn Vfs>,
+    /// Merge key indexes in the background every few rolls.
+    pub auto_merge: bool,
 }
 
 /// What opening found and repaired.
@@ -88,6 +91,26 @@ pub struct LogState {
     pub sealed: Vec<Arc<SealedSegment>>,
     /// The active segment.
     pub active: Arc<ActiveSegment>,
+    /// A key index merged over the oldest sealed segments, if one is built.
+    pub merged: Option<Arc<MergedIndex>>,
+}
+
+impl LogState {
+    /// The merged index (when usable) and the sealed segments it does not cover.
+    #[must_use]
+    pub fn key_sources(&self) -> (Option<&super::index::KeyIndexFile>, &[Arc<SealedSegment>]) {
+        match self
+            .merged
+            .as_ref()
+            .and_then(|m| m.index().map(|i| (m.cover_end, i)))
+        {
+            Some((end, idx)) => {
+                let first = self.sealed.partition_point(|s| s.base < end);
+                (Some(idx), &self.sealed[first..])
+            }
+            None => (None, &self.sealed),
+        }
+    }
 }
 
 struct WriterState {
@@ -114,6 +137,8 @@ pub struct Log {
     sync: Mutex<SyncState>,
     sync_cv: Condvar,
     poison: Mutex<Option<String>>,
+    merging: std::sync::atomic::AtomicBool,
+    me: std::sync::OnceLock<Weak<Log>>,
     /// What recovery did at open.
     pub recovery: RecoveryReport,
     _lock: Option<File>,
@@ -229,10 +254,12 @@ impl Log {
                 hlc: HlcState::starting_after(last_hlc),
             })
         });
+        let bases: Vec<u64> = sealed.iter().map(|s| s.base).chain([active_base]).collect();
         let log = Arc::new(Log {
             dir: dir.to_path_buf(),
             config,
             state: RwLock::new(Arc::new(LogState {
+                merged: MergedIndex::find(dir, &bases),
                 sealed,
                 active: active.clone(),
             })),
@@ -244,9 +271,12 @@ impl Log {
             }),
             sync_cv: Condvar::new(),
             poison: Mutex::new(None),
+            merging: std::sync::atomic::AtomicBool::new(false),
+            me: std::sync::OnceLock::new(),
             recovery,
             _lock: lock_file,
         });
+        let _ = log.me.set(Arc::downgrade(&log));
         if let (Durability::Periodic(every), false) =
             (log.config.settings.durability, log.config.read_only)
         {
@@ -513,7 +543,15 @@ impl Log {
             *st = Arc::new(LogState {
                 sealed: sealed_list,
                 active: active.clone(),
+                merged: st.merged.clone(),
             });
+            let covered = st
+                .merged
+                .as_ref()
+                .map_or(0, |m| st.sealed.partition_point(|s| s.base < m.cover_end));
+            if self.config.auto_merge && st.sealed.len() - covered >= MERGE_AFTER {
+                self.spawn_merge();
+            }
         }
         lock(&self.sync).written = (
             active.clone(),
@@ -523,6 +561,64 @@ impl Log {
         w.active = active;
         w.off = segment::SEGMENT_HEADER_LEN as u64;
         Ok(())
+    }
+
+    /// Builds a merged key index over every sealed segment in the background and
+    /// publishes it (one merge at a time). Failures only log: the index is derived.
+    fn spawn_merge(&self) {
+        use std::sync::atomic::Ordering;
+        if self.merging.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Some(me) = self.me.get().cloned() else {
+            self.merging.store(false, Ordering::Release);
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("tablelog-merge".into())
+            .spawn(move || {
+                let Some(log) = me.upgrade() else { return };
+                if let Err(e) = log.merge_now() {
+                    log::warn!("building the merged key index failed: {e}");
+                }
+                log.merging.store(false, Ordering::Release);
+            });
+        if spawned.is_err() {
+            self.merging.store(false, Ordering::Release);
+        }
+    }
+
+    /// Builds the merged key index over every sealed segment now and publishes it.
+    /// Returns the first position it does not cover (0: nothing sealed yet).
+    pub fn merge_now(&self) -> Result<u64> {
+        if self.config.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let st = self.state();
+        if st.sealed.is_empty() {
+            return Ok(0);
+        }
+        let cover_end = st.active.base;
+        let m = MergedIndex::build(&*self.config.vfs, &self.dir, &st.sealed, cover_end)?;
+        let mut cur = self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cur
+            .merged
+            .as_ref()
+            .is_some_and(|old| old.cover_end >= cover_end)
+        {
+            return Ok(cover_end);
+        }
+        *cur = Arc::new(LogState {
+            sealed: cur.sealed.clone(),
+            active: cur.active.clone(),
+            merged: Some(m.clone()),
+        });
+        drop(cur);
+        m.remove_others(&*self.config.vfs, &self.dir);
+        Ok(cover_end)
     }
 
     /// Starts a streaming transaction that holds the writer until it commits or drops.

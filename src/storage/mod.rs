@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod index;
 pub mod keytable;
 pub mod log;
+pub mod merged;
 pub mod meta;
 mod mmap;
 pub mod record;

@@ -151,6 +151,32 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             }
         }
     }
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_str().unwrap_or("");
+            if name.starts_with("index-") && name.ends_with(".kidx") {
+                let path = e.path();
+                let problem = match read(&path) {
+                    Err(err) => Some((0, format!("unreadable: {err}"))),
+                    Ok(b) => match KeyIndexFile::open(b, &path) {
+                        Ok(_) => None,
+                        Err(Error::Corruption { offset, reason, .. }) => Some((offset, reason)),
+                        Err(err) => Some((0, err.to_string())),
+                    },
+                };
+                if let Some((offset, reason)) = problem {
+                    // Lookups ignore a bad merged index and use the per-segment ones.
+                    report.problems.push(Problem {
+                        path,
+                        offset,
+                        reason,
+                        repairable: true,
+                    });
+                }
+            }
+        }
+    }
     let ck_dir = dir.join(crate::checkpoint::CHECKPOINT_DIR);
     if let Ok(rd) = std::fs::read_dir(&ck_dir) {
         let mut files: Vec<PathBuf> = rd

@@ -237,7 +237,12 @@ impl View {
     /// segments, not with the log.
     pub fn versions(&self, stream: &str, key: &[u8]) -> Result<Vec<VersionRef>> {
         let mut out = Vec::new();
-        for s in &self.state.sealed {
+        let (merged, rest) = self.state.key_sources();
+        if let Some(m) = merged {
+            m.versions(stream, key, &mut out);
+            out.retain(|v| v.position < self.end_pos);
+        }
+        for s in rest {
             s.keys()?.versions(stream, key, &mut out);
         }
         {
@@ -340,7 +345,11 @@ impl View {
     /// `(event_time, position)`: a merge of the segments' key indexes.
     pub fn keys(&self, stream: &str) -> Result<KeyCursor> {
         let mut sealed = Vec::new();
-        for s in &self.state.sealed {
+        let (merged, rest) = self.state.key_sources();
+        if let Some(c) = merged.and_then(|m| m.cursor(stream)) {
+            sealed.push(c);
+        }
+        for s in rest {
             if let Some(c) = s.keys()?.cursor(stream) {
                 sealed.push(c);
             }
