@@ -18,7 +18,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var("MERGE").is_ok() {
         let t = std::time::Instant::now();
         let end = db.merge_key_indexes()?;
-        eprintln!("merged key indexes below position {end} in {:?}", t.elapsed());
+        eprintln!(
+            "merged key indexes below position {end} in {:?}",
+            t.elapsed()
+        );
     }
     let snap = db.snapshot()?;
     let keys: Vec<Vec<u8>> = {

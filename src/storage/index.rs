@@ -563,25 +563,54 @@ impl KeyIndexFile {
         let Some(s) = self.section(stream) else {
             return;
         };
+        if let Some(i) = self.find_key(s, key) {
+            let (_, vs, vc) = self.key_entry(s, i);
+            self.versions_at(s, vs, vc, out);
+        }
+    }
+
+    /// The newest version of `key` visible as of `as_of` below position `end`, by
+    /// `(event_time, position)`, and whether the key is in this index at all.
+    #[must_use]
+    pub fn newest_visible(
+        &self,
+        stream: &str,
+        key: &[u8],
+        as_of: i64,
+        end: u64,
+    ) -> (bool, Option<VersionRef>) {
+        let Some(s) = self.section(stream) else {
+            return (false, None);
+        };
+        let Some(i) = self.find_key(s, key) else {
+            return (false, None);
+        };
+        let c = KeyFileCursor {
+            file: self.clone(),
+            section: s.clone(),
+            i,
+        };
+        (true, c.best(as_of, end))
+    }
+
+    fn find_key(&self, s: &StreamSection, key: &[u8]) -> Option<usize> {
         let b = &self.bytes;
         let n = bucket_count(s.key_count);
         let mut at = (stable_hash(key) as usize) & (n - 1);
-        // At most n probes: the table is at most half full, so an empty bucket ends it.
         for _ in 0..n {
             let slot = le_u32(b, s.hash_off + 4 * at).unwrap_or(0) as usize;
             if slot == 0 {
-                return;
+                return None;
             }
             let e = s.keys_off + (slot - 1) * KEY_ENTRY;
             let ko = le_u32(b, e).unwrap_or(0) as usize;
             let kl = le_u32(b, e + 4).unwrap_or(0) as usize;
             if b.get(s.blob_off + ko..s.blob_off + ko + kl) == Some(key) {
-                let (_, vs, vc) = self.key_entry(s, slot - 1);
-                self.versions_at(s, vs, vc, out);
-                return;
+                return Some(slot - 1);
             }
             at = (at + 1) & (n - 1);
         }
+        None
     }
 
     /// A cursor over the keys of `stream` in byte order (`None`: no such stream).

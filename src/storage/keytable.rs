@@ -21,10 +21,14 @@ const INLINE: usize = 16;
 #[derive(Debug, Clone, Copy)]
 struct Slot {
     hash: u64,
+    /// Event time of the newest version by `(event_time, position)`.
+    best_et: i64,
     prefix: [u8; INLINE],
     key_off: u32,
     key_len: u32,
     tail: u32,
+    /// Index of that newest version (a later position wins ties).
+    best: u32,
 }
 
 fn prefix_of(key: &[u8]) -> [u8; INLINE] {
@@ -87,15 +91,23 @@ impl KeyTable {
             Some(slot) => {
                 self.prev.push(slot.tail);
                 slot.tail = idx;
+                // The new version has the largest position, so it is the newest
+                // by (event_time, position) exactly when its event time is not older.
+                if v.event_time >= slot.best_et {
+                    slot.best_et = v.event_time;
+                    slot.best = idx;
+                }
             }
             None => {
                 self.prev.push(NONE);
                 let slot = Slot {
                     hash,
+                    best_et: v.event_time,
                     prefix,
                     key_off: self.keys.len() as u32,
                     key_len: key.len() as u32,
                     tail: idx,
+                    best: idx,
                 };
                 self.keys.extend_from_slice(key);
                 self.table.insert_unique(hash, slot, |s| s.hash);
@@ -131,6 +143,17 @@ impl KeyTable {
         }
         out.reverse();
         out.into_iter()
+    }
+
+    /// The newest version of `key` by `(event_time, position)`, without walking
+    /// its versions.
+    #[must_use]
+    pub fn newest(&self, key: &[u8]) -> Option<VersionRef> {
+        let hash = self.hash(key);
+        let prefix = prefix_of(key);
+        self.table
+            .find(hash, |s| Self::matches(&self.keys, s, hash, key, &prefix))
+            .map(|s| self.versions[s.best as usize])
     }
 
     /// Appends the versions of `key` below position `end` to `out`, in position
@@ -242,6 +265,23 @@ mod tests {
         assert_eq!(t.get(b"nope").count(), 0);
         assert_eq!(t.iter().map(|(_, vs)| vs.count()).sum::<usize>(), 2000);
         assert_eq!(t.first_position(), Some(0));
+        // v(p) has event time -p: the newest by (event_time, position) is the first.
+        assert_eq!(t.newest(b"k3").map(|v| v.position), Some(3));
+        let mut ties = KeyTable::default();
+        for p in 0..5 {
+            ties.push(
+                b"t",
+                VersionRef {
+                    event_time: 7,
+                    ..v(p)
+                },
+            );
+        }
+        assert_eq!(
+            ties.newest(b"t").map(|v| v.position),
+            Some(4),
+            "later position wins ties"
+        );
         let mut empty_key = KeyTable::default();
         empty_key.push(b"", v(5));
         assert_eq!(empty_key.get(b"").count(), 1);

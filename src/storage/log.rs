@@ -132,13 +132,13 @@ pub struct Log {
     pub dir: PathBuf,
     /// Configuration.
     pub config: Config,
-    state: RwLock<Arc<LogState>>,
+    state: Arc<RwLock<Arc<LogState>>>,
     writer: Option<Mutex<WriterState>>,
     sync: Mutex<SyncState>,
     sync_cv: Condvar,
     poison: Mutex<Option<String>>,
-    merging: std::sync::atomic::AtomicBool,
-    me: std::sync::OnceLock<Weak<Log>>,
+    merging: Arc<std::sync::atomic::AtomicBool>,
+    merge_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// What recovery did at open.
     pub recovery: RecoveryReport,
     _lock: Option<File>,
@@ -258,11 +258,11 @@ impl Log {
         let log = Arc::new(Log {
             dir: dir.to_path_buf(),
             config,
-            state: RwLock::new(Arc::new(LogState {
+            state: Arc::new(RwLock::new(Arc::new(LogState {
                 merged: MergedIndex::find(dir, &bases),
                 sealed,
                 active: active.clone(),
-            })),
+            }))),
             writer,
             sync: Mutex::new(SyncState {
                 written: (active, scan.end_pos, scan.committed_end),
@@ -271,12 +271,11 @@ impl Log {
             }),
             sync_cv: Condvar::new(),
             poison: Mutex::new(None),
-            merging: std::sync::atomic::AtomicBool::new(false),
-            me: std::sync::OnceLock::new(),
+            merging: Arc::default(),
+            merge_thread: Mutex::new(None),
             recovery,
             _lock: lock_file,
         });
-        let _ = log.me.set(Arc::downgrade(&log));
         if let (Durability::Periodic(every), false) =
             (log.config.settings.durability, log.config.read_only)
         {
@@ -533,7 +532,7 @@ impl Log {
             }),
             map: Mutex::new(Bytes::new()),
         });
-        {
+        let uncovered = {
             let mut st = self
                 .state
                 .write()
@@ -549,9 +548,11 @@ impl Log {
                 .merged
                 .as_ref()
                 .map_or(0, |m| st.sealed.partition_point(|s| s.base < m.cover_end));
-            if self.config.auto_merge && st.sealed.len() - covered >= MERGE_AFTER {
-                self.spawn_merge();
-            }
+            st.sealed.len() - covered
+        };
+        // After the state lock is released: the merge reads the state.
+        if self.config.auto_merge && uncovered >= MERGE_AFTER {
+            self.spawn_merge();
         }
         lock(&self.sync).written = (
             active.clone(),
@@ -570,21 +571,31 @@ impl Log {
         if self.merging.swap(true, Ordering::AcqRel) {
             return;
         }
-        let Some(me) = self.me.get().cloned() else {
-            self.merging.store(false, Ordering::Release);
-            return;
-        };
+        // The thread holds what it reads and the state cell it publishes to, never
+        // the log; dropping the log joins it (see `Drop for Log`), so no
+        // background work outlives the handle or its lock.
+        let st = self.state();
+        let cell = self.state.clone();
+        let merging = self.merging.clone();
+        let vfs = self.config.vfs.clone();
+        let dir = self.dir.clone();
         let spawned = std::thread::Builder::new()
             .name("tablelog-merge".into())
             .spawn(move || {
-                let Some(log) = me.upgrade() else { return };
-                if let Err(e) = log.merge_now() {
-                    log::warn!("building the merged key index failed: {e}");
+                match MergedIndex::build(&*vfs, &dir, &st.sealed, st.active.base) {
+                    Ok(m) => publish_merged(&cell, &*vfs, &dir, m),
+                    Err(e) => log::warn!("building the merged key index failed: {e}"),
                 }
-                log.merging.store(false, Ordering::Release);
+                merging.store(false, Ordering::Release);
             });
-        if spawned.is_err() {
-            self.merging.store(false, Ordering::Release);
+        match spawned {
+            Ok(h) => {
+                let previous = lock(&self.merge_thread).replace(h);
+                if let Some(p) = previous {
+                    let _ = p.join(); // already finished: `merging` was false
+                }
+            }
+            Err(_) => self.merging.store(false, Ordering::Release),
         }
     }
 
@@ -600,24 +611,7 @@ impl Log {
         }
         let cover_end = st.active.base;
         let m = MergedIndex::build(&*self.config.vfs, &self.dir, &st.sealed, cover_end)?;
-        let mut cur = self
-            .state
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cur
-            .merged
-            .as_ref()
-            .is_some_and(|old| old.cover_end >= cover_end)
-        {
-            return Ok(cover_end);
-        }
-        *cur = Arc::new(LogState {
-            sealed: cur.sealed.clone(),
-            active: cur.active.clone(),
-            merged: Some(m.clone()),
-        });
-        drop(cur);
-        m.remove_others(&*self.config.vfs, &self.dir);
+        publish_merged(&self.state, &*self.config.vfs, &self.dir, m);
         Ok(cover_end)
     }
 
@@ -759,6 +753,35 @@ impl Drop for Transaction<'_> {
             if let Err(e) = self.w.active.file.set_len(self.start_off) {
                 self.log.poison_with(Error::io(path, e));
             }
+        }
+    }
+}
+
+/// Makes a merged index the one readers use, unless a newer one already is.
+fn publish_merged(cell: &RwLock<Arc<LogState>>, vfs: &dyn Vfs, dir: &Path, m: Arc<MergedIndex>) {
+    let mut cur = cell
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if cur
+        .merged
+        .as_ref()
+        .is_some_and(|old| old.cover_end >= m.cover_end)
+    {
+        return;
+    }
+    *cur = Arc::new(LogState {
+        sealed: cur.sealed.clone(),
+        active: cur.active.clone(),
+        merged: Some(m.clone()),
+    });
+    drop(cur);
+    m.remove_others(vfs, dir);
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        if let Some(h) = lock(&self.merge_thread).take() {
+            let _ = h.join();
         }
     }
 }

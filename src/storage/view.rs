@@ -260,6 +260,51 @@ impl View {
         Ok(out)
     }
 
+    /// The newest version of `key` visible as of `as_of` below position `end` (by
+    /// `(event_time, position)`), when it can be found without reading every
+    /// version: `Ok(None)` means "use [`View::versions`]". Probes each key index
+    /// once and binary-searches the key's versions; the active segment answers
+    /// from the newest version it tracks per key, when that one is visible.
+    pub fn newest_visible(
+        &self,
+        stream: &str,
+        key: &[u8],
+        as_of: i64,
+        end: u64,
+    ) -> Result<Option<Option<VersionRef>>> {
+        let end = end.min(self.end_pos);
+        let mut best: Option<VersionRef> = None;
+        let mut consider = |v: Option<VersionRef>| {
+            if let Some(v) = v {
+                if best.is_none_or(|b| v.order() > b.order()) {
+                    best = Some(v);
+                }
+            }
+        };
+        {
+            let inner = self
+                .state
+                .active
+                .inner
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(v) = inner.index.stream(stream).and_then(|t| t.newest(key)) {
+                if v.position >= end || v.event_time > as_of {
+                    return Ok(None); // an older version may be the visible one
+                }
+                consider(Some(v));
+            }
+        }
+        let (merged, rest) = self.state.key_sources();
+        if let Some(m) = merged {
+            consider(m.newest_visible(stream, key, as_of, end).1);
+        }
+        for s in rest {
+            consider(s.keys()?.newest_visible(stream, key, as_of, end).1);
+        }
+        Ok(Some(best))
+    }
+
     /// The value of the record a version points to (zero-copy when uncompressed).
     pub fn value(&self, v: &VersionRef) -> Result<Bytes> {
         let seg = self.seg(self.seg_index_for(v.position));
