@@ -45,6 +45,7 @@ pub mod error;
 pub mod ingest;
 pub mod query;
 pub mod replay;
+pub mod rng;
 pub mod storage;
 pub mod views;
 pub mod workload;

@@ -118,19 +118,31 @@ pub fn open(path: &Path) -> Result<(CheckpointInfo, Bytes)> {
 
 /// Validates `b` as a checkpoint file (checksum, version, bounds).
 pub fn parse(b: &[u8], path: &Path) -> Result<CheckpointInfo> {
+    let body = b
+        .len()
+        .checked_sub(4)
+        .ok_or_else(|| Error::corrupt(path, 0, "checkpoint file too short"))?;
+    if b.starts_with(MAGIC) && b[body..] != crc32fast::hash(&b[..body]).to_le_bytes() {
+        return Err(Error::corrupt(
+            path,
+            body as u64,
+            "checkpoint checksum mismatch",
+        ));
+    }
+    parse_header(b, b.len() as u64, path)
+}
+
+/// Parses and checks the header, given the file's total length; `head` holds at
+/// least the header (or the whole file).
+fn parse_header(head: &[u8], file_len: u64, path: &Path) -> Result<CheckpointInfo> {
     let bad = |at: usize, why: &str| Error::corrupt(path, at as u64, why.to_string());
-    if b.len() < 8 + 4 + 1 + 40 + 4 {
+    if head.len() < 13 || file_len < 8 + 4 + 1 + 40 + 4 {
         return Err(bad(0, "checkpoint file too short"));
     }
-    if &b[..8] != MAGIC {
+    if &head[..8] != MAGIC {
         return Err(bad(0, "bad checkpoint magic"));
     }
-    let body = b.len() - 4;
-    let crc = crc32fast::hash(&b[..body]);
-    if b[body..] != crc.to_le_bytes() {
-        return Err(bad(body, "checkpoint checksum mismatch"));
-    }
-    let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+    let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
     if version != CHECKPOINT_VERSION {
         return Err(Error::UnsupportedVersion {
             path: path.to_path_buf(),
@@ -138,12 +150,12 @@ pub fn parse(b: &[u8], path: &Path) -> Result<CheckpointInfo> {
             supported: CHECKPOINT_VERSION,
         });
     }
-    let n = usize::from(b[12]);
-    let stream = std::str::from_utf8(b.get(13..13 + n).ok_or_else(|| bad(12, "truncated"))?)
+    let n = usize::from(head[12]);
+    let stream = std::str::from_utf8(head.get(13..13 + n).ok_or_else(|| bad(12, "truncated"))?)
         .map_err(|_| bad(13, "stream name not UTF-8"))?
         .to_string();
     let at = 13 + n;
-    let field = |i: usize| u64_at(b, at + 8 * i).ok_or_else(|| bad(at, "truncated header"));
+    let field = |i: usize| u64_at(head, at + 8 * i).ok_or_else(|| bad(at, "truncated header"));
     let info = CheckpointInfo {
         path: path.to_path_buf(),
         stream,
@@ -154,7 +166,11 @@ pub fn parse(b: &[u8], path: &Path) -> Result<CheckpointInfo> {
         stored_len: field(4)?,
         body_off: at + 40,
     };
-    if info.body_off as u64 + info.stored_len != body as u64 {
+    if (info.body_off as u64)
+        .checked_add(info.stored_len)
+        .and_then(|x| x.checked_add(4))
+        != Some(file_len)
+    {
         return Err(bad(
             at + 32,
             "checkpoint body length does not match the file",
@@ -255,34 +271,11 @@ impl Iterator for Rows {
 /// Reads only the header of a checkpoint for the catalog (no checksum: the
 /// whole file is validated when it is used).
 pub fn peek(path: &Path) -> Result<CheckpointInfo> {
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut head = vec![0u8; 8 + 4 + 1 + 255 + 40];
-    let n = f.read(&mut head).map_err(|e| Error::io(path, e))?;
-    head.truncate(n);
+    let f = File::open(path).map_err(|e| Error::io(path, e))?;
     let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
-    // Parse with a fake checksum check skipped: build a view that passes length checks.
-    let bad = |why: &str| Error::corrupt(path, 0, why.to_string());
-    if head.len() < 13 || &head[..8] != MAGIC {
-        return Err(bad("bad checkpoint magic"));
-    }
-    let sn = usize::from(head[12]);
-    let stream = std::str::from_utf8(head.get(13..13 + sn).ok_or_else(|| bad("truncated"))?)
-        .map_err(|_| bad("stream name not UTF-8"))?
-        .to_string();
-    let at = 13 + sn;
-    let field = |i: usize| u64_at(&head, at + 8 * i).ok_or_else(|| bad("truncated header"));
-    let info = CheckpointInfo {
-        path: path.to_path_buf(),
-        stream,
-        as_of: field(0)? as i64,
-        known_end: field(1)?,
-        rows: field(2)?,
-        raw_len: field(3)?,
-        stored_len: field(4)?,
-        body_off: at + 40,
-    };
-    if info.body_off as u64 + info.stored_len + 4 != len {
-        return Err(bad("checkpoint length does not match its header"));
-    }
-    Ok(info)
+    let mut head = Vec::new();
+    f.take(8 + 4 + 1 + 255 + 40)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io(path, e))?;
+    parse_header(&head, len, path)
 }

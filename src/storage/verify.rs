@@ -151,61 +151,49 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             }
         }
     }
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let name = e.file_name();
-            let name = name.to_str().unwrap_or("");
-            if name.starts_with("index-") && name.ends_with(".kidx") {
-                let path = e.path();
-                let problem = match read(&path) {
-                    Err(err) => Some((0, format!("unreadable: {err}"))),
-                    Ok(b) => match KeyIndexFile::open(b, &path) {
-                        Ok(_) => None,
-                        Err(Error::Corruption { offset, reason, .. }) => Some((offset, reason)),
-                        Err(err) => Some((0, err.to_string())),
-                    },
-                };
-                if let Some((offset, reason)) = problem {
-                    // Lookups ignore a bad merged index and use the per-segment ones.
-                    report.problems.push(Problem {
-                        path,
-                        offset,
-                        reason,
-                        repairable: true,
-                    });
-                }
-            }
+    // Derived files: queries ignore a bad one (lookups fall back to the
+    // per-segment indexes, tables to the log), so their problems are repairable.
+    let mut derived: Vec<PathBuf> = Vec::new();
+    for d in [
+        dir.to_path_buf(),
+        dir.join(crate::checkpoint::CHECKPOINT_DIR),
+    ] {
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            derived.extend(rd.flatten().map(|e| e.path()).filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                (name.starts_with("index-") && name.ends_with(".kidx")) || name.ends_with(".ckpt")
+            }));
         }
     }
-    let ck_dir = dir.join(crate::checkpoint::CHECKPOINT_DIR);
-    if let Ok(rd) = std::fs::read_dir(&ck_dir) {
-        let mut files: Vec<PathBuf> = rd
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "ckpt"))
-            .collect();
-        files.sort();
-        for path in files {
-            let problem = match read(&path) {
-                Err(e) => Some((0, format!("unreadable: {e}"))),
-                Ok(b) => match crate::checkpoint::file::parse(&b, &path) {
-                    Ok(info) if info.known_end > expected_base => {
-                        Some((0, format!("checkpoint reflects positions up to {} but the log ends at {expected_base}", info.known_end)))
-                    }
-                    Ok(_) => None,
-                    Err(Error::Corruption { offset, reason, .. }) => Some((offset, reason)),
-                    Err(e) => Some((0, e.to_string())),
-                },
-            };
-            if let Some((offset, reason)) = problem {
-                // Queries ignore a bad checkpoint and rebuild from the log.
-                report.problems.push(Problem {
-                    path,
-                    offset,
-                    reason,
-                    repairable: true,
-                });
+    derived.sort();
+    for path in derived {
+        let checked = read(&path).map_err(|e| Error::io(&path, e)).and_then(|b| {
+            if path.extension().is_some_and(|x| x == "ckpt") {
+                let info = crate::checkpoint::file::parse(&b, &path)?;
+                if info.known_end > expected_base {
+                    return Err(Error::corrupt(
+                        &path,
+                        0,
+                        format!("checkpoint reflects positions up to {} but the log ends at {expected_base}", info.known_end),
+                    ));
+                }
+                Ok(())
+            } else {
+                KeyIndexFile::open(b, &path).map(|_| ())
             }
+        });
+        let problem = match checked {
+            Ok(()) => None,
+            Err(Error::Corruption { offset, reason, .. }) => Some((offset, reason)),
+            Err(e) => Some((0, e.to_string())),
+        };
+        if let Some((offset, reason)) = problem {
+            report.problems.push(Problem {
+                path,
+                offset,
+                reason,
+                repairable: true,
+            });
         }
     }
     Ok(report)

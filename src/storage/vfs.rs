@@ -346,23 +346,6 @@ impl Vfs for RecordingVfs {
     }
 }
 
-/// A small deterministic generator for crash choices.
-#[derive(Debug, Clone)]
-struct Dice(u64);
-
-impl Dice {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// Contents of one file in the simulated file system.
 #[derive(Debug, Clone, Default)]
 struct SimFile {
@@ -396,7 +379,7 @@ pub fn crash_image(
     from: &Path,
     out: &Path,
 ) -> io::Result<()> {
-    let mut dice = Dice(seed ^ (upto as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
+    let mut dice = crate::rng::Rng(seed ^ (upto as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
     // inode -> contents; durable and current name -> inode.
     let mut inodes: Vec<SimFile> = Vec::new();
     let mut durable: BTreeMap<PathBuf, usize> = BTreeMap::new();
@@ -482,7 +465,7 @@ pub fn crash_image(
                         let fill: Vec<u8> = (n..d.len())
                             .map(|j| {
                                 if garbage {
-                                    (dice.next() >> (j % 8)) as u8
+                                    (dice.next_u64() >> (j % 8)) as u8
                                 } else {
                                     0
                                 }

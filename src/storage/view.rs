@@ -480,6 +480,28 @@ pub struct KeyCursor {
 }
 
 impl KeyCursor {
+    /// The smallest key any source is at (zero-copy), without moving.
+    fn smallest_key(&self) -> Option<Bytes> {
+        let active = self
+            .active
+            .get(self.next_active)
+            .map(|(k, _)| &self.active_keys[k.clone()]);
+        let mut min: Option<(&[u8], Option<usize>)> = active.map(|k| (k, None));
+        for (i, c) in self.sealed.iter().enumerate() {
+            if let Some(k) = c.key() {
+                if min.is_none_or(|(m, _)| k < m) {
+                    min = Some((k, Some(i)));
+                }
+            }
+        }
+        Some(match min?.1 {
+            None => self
+                .active_keys
+                .slice(self.active[self.next_active].0.clone()),
+            Some(i) => self.sealed[i].key_bytes(),
+        })
+    }
+
     /// The next key that has a version visible as of `as_of` (below the view's end
     /// and `end`), with the versions needed to fold its row into `out`: only the
     /// newest visible version when that is a put or delete, else every visible
@@ -494,25 +516,7 @@ impl KeyCursor {
         let end = end.min(self.end_pos);
         loop {
             out.clear();
-            const ACTIVE: usize = usize::MAX;
-            let mut min: Option<(&[u8], usize)> = self
-                .active
-                .get(self.next_active)
-                .map(|(k, _)| (&self.active_keys[k.clone()], ACTIVE));
-            for (i, c) in self.sealed.iter().enumerate() {
-                if let Some(k) = c.key() {
-                    if min.is_none_or(|(m, _)| k < m) {
-                        min = Some((k, i));
-                    }
-                }
-            }
-            let (_, src) = min?;
-            let key = if src == ACTIVE {
-                self.active_keys
-                    .slice(self.active[self.next_active].0.clone())
-            } else {
-                self.sealed[src].key_bytes()
-            };
+            let key = self.smallest_key()?;
             let visible = |v: &VersionRef| v.event_time <= as_of && v.position < end;
             let mut best: Option<VersionRef> = None;
             let active_here = self
@@ -568,27 +572,13 @@ impl KeyCursor {
     /// The next key with every visible version, sorted by `(event_time, position)`.
     pub fn next_key(&mut self, out: &mut Vec<VersionRef>) -> Option<Bytes> {
         out.clear();
-        const ACTIVE: usize = usize::MAX;
-        let mut min: Option<(&[u8], usize)> = self
-            .active
-            .get(self.next_active)
-            .map(|(k, _)| (&self.active_keys[k.clone()], ACTIVE));
-        for (i, c) in self.sealed.iter().enumerate() {
-            if let Some(k) = c.key() {
-                if min.is_none_or(|(m, _)| k < m) {
-                    min = Some((k, i));
-                }
+        let key = self.smallest_key()?;
+        if let Some((k, vs)) = self.active.get(self.next_active) {
+            if self.active_keys[k.clone()] == key[..] {
+                out.extend_from_slice(&self.active_versions[vs.clone()]);
+                self.next_active += 1;
             }
         }
-        let (_, src) = min?;
-        let key = if src == ACTIVE {
-            let (k, vs) = self.active[self.next_active].clone();
-            out.extend_from_slice(&self.active_versions[vs]);
-            self.next_active += 1;
-            self.active_keys.slice(k)
-        } else {
-            self.sealed[src].key_bytes()
-        };
         let before = out.len();
         for c in &mut self.sealed {
             if c.key() == Some(&key[..]) {

@@ -96,23 +96,6 @@ fn print_table(snap: &Snapshot, as_of: i64, known: KnownAt) -> CliResult<()> {
     Ok(())
 }
 
-/// A small deterministic generator (SplitMix64), so the demo is the same every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 pub fn run(a: DemoArgs) -> CliResult<Outcome> {
     let tmp;
     let dir = match &a.dir {
@@ -209,7 +192,7 @@ pub fn run(a: DemoArgs) -> CliResult<Outcome> {
     let items = ["apple", "banana", "cherry", "durian"];
     let start = t("2024-01-01T09:00:00Z")?;
     let span = 3 * 86_400_000_000i64;
-    let mut rng = Rng(a.seed);
+    let mut rng = tablelog::rng::Rng(a.seed); // the same clickstream every run
     let mut views: Vec<(String, &str, i64)> = (0..a.views)
         .map(|_| {
             let user = format!("u{:02}", rng.below(50));
