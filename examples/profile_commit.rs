@@ -1,0 +1,29 @@
+//! Profiling harness for the append path alone: records are generated first,
+//! then committed in batches of 1,000 (buffered). `perf record` this.
+use tablelog::workload::{Rng, Workload};
+use tablelog::{Batch, Db};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2_000_000);
+    let w = Workload { events: n, ..Workload::default() };
+    let mut rng = Rng(1);
+    let recs: Vec<(Vec<u8>, Vec<u8>, i64)> = (0..n)
+        .map(|i| {
+            let (k, t) = w.event(i, &mut rng);
+            (w.key(k), w.value(i), t)
+        })
+        .collect();
+    let dir = tempfile::tempdir()?;
+    let db = Db::open(dir.path())?;
+    let writer = db.writer();
+    let t = std::time::Instant::now();
+    for chunk in recs.chunks(1000) {
+        let mut b = Batch::new();
+        for (k, v, t) in chunk {
+            b.put_at("bench", k, v, *t)?;
+        }
+        writer.commit(b)?;
+    }
+    eprintln!("append: {:.0} rec/s", n as f64 / t.elapsed().as_secs_f64());
+    Ok(())
+}
