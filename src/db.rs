@@ -19,6 +19,9 @@ use crate::storage::vfs::{OsVfs, Vfs};
 use crate::storage::view::View;
 use crate::{Error, Result};
 
+/// Default automatic checkpoint interval, in records per stream.
+pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1_000_000;
+
 /// Default largest key: 4 KiB.
 pub const DEFAULT_MAX_KEY_SIZE: usize = 4096;
 /// Default largest value: 16 MiB.
@@ -43,6 +46,7 @@ pub struct DbBuilder {
     clock: Arc<dyn Clock>,
     vfs: Arc<dyn Vfs>,
     auto_merge: bool,
+    checkpoint_every: u64,
     merge: HashMap<String, Arc<dyn MergeOperator>>,
     default_merge: Option<Arc<dyn MergeOperator>>,
 }
@@ -108,6 +112,15 @@ impl DbBuilder {
         self
     }
 
+    /// Checkpoint a stream automatically after this many records were committed
+    /// to it through this handle (0: never). The commit that crosses the threshold
+    /// writes the checkpoint (as of the log's largest event time) before it
+    /// returns. Default 1,000,000.
+    pub fn checkpoint_every(mut self, records: u64) -> Self {
+        self.checkpoint_every = records;
+        self
+    }
+
     /// The file I/O seam every write goes through. Default [`OsVfs`]; tests use
     /// [`crate::storage::vfs::FaultyVfs`] and [`crate::storage::vfs::RecordingVfs`].
     pub fn vfs(mut self, vfs: Arc<dyn Vfs>) -> Self {
@@ -170,6 +183,10 @@ impl DbBuilder {
             },
         )?;
         Ok(Db {
+            auto_checkpoint: Arc::new(AutoCheckpoint {
+                every: self.checkpoint_every,
+                counts: std::sync::Mutex::new(HashMap::new()),
+            }),
             views: Arc::new(Views::default()),
             checkpoints: Arc::new(Catalog::load(&dir)),
             log,
@@ -197,6 +214,14 @@ pub struct Db {
     merge: Arc<MergeRegistry>,
     checkpoints: Arc<Catalog>,
     views: Arc<Views>,
+    auto_checkpoint: Arc<AutoCheckpoint>,
+}
+
+/// Records committed per stream since its last automatic checkpoint.
+#[derive(Debug, Default)]
+struct AutoCheckpoint {
+    every: u64,
+    counts: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 /// The views registered on a database handle.
@@ -227,6 +252,7 @@ impl Db {
             clock: Arc::new(SystemClock),
             vfs: Arc::new(OsVfs),
             auto_merge: true,
+            checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             merge: HashMap::new(),
             default_merge: None,
         }
@@ -314,6 +340,38 @@ impl Db {
     #[must_use]
     pub fn view(&self, name: &str) -> Option<Arc<MaterializedView>> {
         self.views.all().into_iter().find(|v| v.name() == name)
+    }
+
+    /// After a commit: update the views, and checkpoint the streams that reached
+    /// the automatic checkpoint interval.
+    fn after_commit(&self, counts: &[(String, u64)]) -> Result<()> {
+        self.update_views()?;
+        let every = self.auto_checkpoint.every;
+        if every == 0 {
+            return Ok(());
+        }
+        let due: Vec<String> = {
+            let mut c = self
+                .auto_checkpoint
+                .counts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            counts
+                .iter()
+                .filter_map(|(s, n)| {
+                    let total = c.entry(s.clone()).or_insert(0);
+                    *total += n;
+                    (*total >= every).then(|| {
+                        *total = 0;
+                        s.clone()
+                    })
+                })
+                .collect()
+        };
+        for s in due {
+            self.checkpoint(&s, None)?;
+        }
+        Ok(())
     }
 
     /// Brings every registered view up to the latest committed position.
@@ -408,8 +466,14 @@ impl Writer {
 
     fn commit_with(&self, mut batch: Batch, force_sync: bool) -> Result<Receipt> {
         batch.frames.push(std::mem::take(&mut batch.cur));
+        let mut counts = Vec::new();
+        for f in &batch.frames {
+            for (s, n) in f.stream_counts() {
+                crate::storage::log::add_count(&mut counts, s, n);
+            }
+        }
         let positions = self.log.commit(batch.frames, force_sync)?;
-        self.db.update_views()?;
+        self.db.after_commit(&counts)?;
         Ok(Receipt { positions })
     }
 
@@ -597,8 +661,9 @@ impl Txn<'_> {
 
     /// Commits: everything added becomes visible at once.
     pub fn commit(self) -> Result<Receipt> {
+        let counts = self.inner.stream_counts();
         let positions = self.inner.commit(false)?;
-        self.db.update_views()?;
+        self.db.after_commit(&counts)?;
         Ok(Receipt { positions })
     }
 }

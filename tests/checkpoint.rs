@@ -177,3 +177,57 @@ fn read_only_handles_cannot_checkpoint() {
         Err(tablelog::Error::ReadOnly)
     ));
 }
+
+#[test]
+fn streams_are_checkpointed_automatically_every_n_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path())
+        .checkpoint_every(50)
+        .default_merge_operator(Arc::new(JsonMergePatch))
+        .open()
+        .unwrap();
+    for i in 0..12 {
+        let mut b = Batch::new();
+        for j in 0..10 {
+            b.put_at(
+                "s",
+                format!("k{}", (i * 10 + j) % 17),
+                format!(r#"{{"v":{i}}}"#),
+                i * 10 + j,
+            )
+            .unwrap();
+        }
+        b.put_at("t", "x", "{}", i).unwrap();
+        db.writer().commit(b).unwrap();
+    }
+    let cks = db.checkpoints();
+    assert_eq!(cks.iter().filter(|c| c.stream == "s").count(), 2, "{cks:?}");
+    assert_eq!(cks.iter().filter(|c| c.stream == "t").count(), 0);
+    let snap = db.snapshot().unwrap();
+    let t = snap.table("s", i64::MAX, None).unwrap();
+    assert!(t.from_checkpoint());
+    assert_eq!(
+        rows(t),
+        rows(snap.table_from_scratch("s", i64::MAX, None).unwrap())
+    );
+    // A streaming transaction counts too; 0 turns the policy off.
+    let w = db.writer();
+    let mut tx = w.transaction().unwrap();
+    for j in 0..60 {
+        tx.push("t", b"y", tablelog::Op::Put, b"{}", j).unwrap();
+    }
+    tx.commit().unwrap();
+    assert_eq!(
+        db.checkpoints().iter().filter(|c| c.stream == "t").count(),
+        1
+    );
+    drop((w, snap, db));
+    let off = Db::builder(dir.path()).checkpoint_every(0).open().unwrap();
+    let before = off.checkpoints().len();
+    let mut b = Batch::new();
+    for j in 0..200 {
+        b.put_at("s", "z", "{}", j).unwrap();
+    }
+    off.writer().commit(b).unwrap();
+    assert_eq!(off.checkpoints().len(), before);
+}

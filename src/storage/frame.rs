@@ -350,6 +350,7 @@ fn decode_stream_table(b: &[u8]) -> std::result::Result<Vec<String>, String> {
 pub struct FrameBuilder {
     buf: Vec<u8>,
     streams: Vec<String>,
+    per_stream: Vec<u64>,
     count: u32,
     compressed: Option<Vec<u8>>,
 }
@@ -369,6 +370,7 @@ impl FrameBuilder {
         FrameBuilder {
             buf,
             streams: Vec::new(),
+            per_stream: Vec::new(),
             count: 0,
             compressed: None,
         }
@@ -378,6 +380,14 @@ impl FrameBuilder {
     #[must_use]
     pub fn count(&self) -> u32 {
         self.count
+    }
+
+    /// Records per stream in this frame.
+    pub fn stream_counts(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.streams
+            .iter()
+            .map(String::as_str)
+            .zip(self.per_stream.iter().copied())
     }
 
     /// Bytes of encoded records.
@@ -400,6 +410,7 @@ impl FrameBuilder {
             return i as u16;
         }
         self.streams.push(stream.to_string());
+        self.per_stream.push(0);
         (self.streams.len() - 1) as u16
     }
 
@@ -407,6 +418,7 @@ impl FrameBuilder {
     /// key length (≤ `u16::MAX`).
     pub fn push(&mut self, stream: &str, op: Op, key: &[u8], value: &[u8], event_time: i64) {
         let idx = self.stream_idx(stream);
+        self.per_stream[usize::from(idx)] += 1;
         let b = &mut self.buf;
         b.reserve(RECORD_HEADER_LEN + key.len() + value.len());
         b.extend_from_slice(&idx.to_le_bytes());

@@ -625,6 +625,7 @@ impl Log {
             next: w.next_pos,
             off: w.off,
             data_frames: Vec::new(),
+            written_counts: Vec::new(),
             w,
             cur: FrameBuilder::new(),
             done: false,
@@ -644,7 +645,16 @@ pub struct Transaction<'a> {
     next: u64,
     off: u64,
     data_frames: Vec<u64>,
+    written_counts: Vec<(String, u64)>,
     done: bool,
+}
+
+/// Adds `n` to `stream`'s count in a short list (streams per batch are few).
+pub fn add_count(counts: &mut Vec<(String, u64)>, stream: &str, n: u64) {
+    match counts.iter_mut().find(|(s, _)| s == stream) {
+        Some((_, c)) => *c += n,
+        None => counts.push((stream.to_string(), n)),
+    }
 }
 
 impl Transaction<'_> {
@@ -668,10 +678,23 @@ impl Transaction<'_> {
         self.first
     }
 
+    /// Records per stream added so far.
+    #[must_use]
+    pub fn stream_counts(&self) -> Vec<(String, u64)> {
+        let mut out = self.written_counts.clone();
+        for (s, n) in self.cur.stream_counts() {
+            add_count(&mut out, s, n);
+        }
+        out
+    }
+
     fn flush_frame(&mut self, kind: FrameKind) -> Result<()> {
         let log = self.log;
         let mut f = std::mem::take(&mut self.cur);
         log.validate(std::slice::from_ref(&f))?;
+        for (s, n) in f.stream_counts() {
+            add_count(&mut self.written_counts, s, n);
+        }
         let hlc = self
             .w
             .hlc
