@@ -140,7 +140,7 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
         ..Workload::default()
     };
     let append_durability = durability(&a.durability).map_err(crate::args::msg)?;
-    let steps = 13u64;
+    let steps = 14u64;
     let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("{spinner} bench [{bar:30}] {pos}/{len} {msg}")
@@ -401,6 +401,62 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
         ),
         value: from_ck.as_secs_f64() * 1e3,
         unit: "ms",
+        ceiling: None,
+    });
+    bar.inc(1);
+
+    bar.set_message("views");
+    let start = Instant::now();
+    let view = db.register_view(
+        "bench_latest",
+        tablelog::ViewDef::Table {
+            stream: "bench".into(),
+        },
+        &mut |_| {},
+    )?;
+    let backfill = start.elapsed();
+    let agg = db.register_view(
+        "bench_max_by_key",
+        tablelog::ViewDef::Aggregate {
+            stream: "bench".into(),
+            field: "price".into(),
+            agg: Agg::Max,
+            group_by: tablelog::GroupBy::Key,
+        },
+        &mut |_| {},
+    )?;
+    let mut lat: Vec<Duration> = (0..20_000)
+        .map(|_| {
+            let k = w.key(rng.below(w.keys));
+            let s = Instant::now();
+            std::hint::black_box(view.row(&k));
+            s.elapsed()
+        })
+        .collect();
+    rows.push(Row {
+        name: "view read (table view), median".into(),
+        params: format!(
+            "backfill of {} events took {:.2} s",
+            w.events + more.events,
+            backfill.as_secs_f64()
+        ),
+        value: percentile(&mut lat, 0.5).as_secs_f64() * 1e6,
+        unit: "µs",
+        ceiling: None,
+    });
+    let mut lat: Vec<Duration> = (0..20_000)
+        .map(|_| {
+            let k = w.key(rng.below(w.keys));
+            let s = Instant::now();
+            std::hint::black_box(agg.aggregate(&k));
+            s.elapsed()
+        })
+        .collect();
+    rows.push(Row {
+        name: "view read (max by key), median".into(),
+        params: "20k random keys".into(),
+        value: percentile(&mut lat, 0.5).as_secs_f64() * 1e6,
+        unit: "µs",
         ceiling: None,
     });
     bar.inc(1);
