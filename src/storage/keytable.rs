@@ -39,7 +39,7 @@ fn prefix_of(key: &[u8]) -> [u8; INLINE] {
 }
 
 /// A copy of a key table's keys in byte order with their versions (see
-/// [`KeyTable::sorted_below`]).
+/// [`KeyTable::copy_below`] and [`SortedKeys::sort`]).
 #[derive(Debug, Default)]
 pub struct SortedKeys {
     /// Key bytes, back to back.
@@ -48,6 +48,15 @@ pub struct SortedKeys {
     pub ranges: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
     /// Versions, per key in position order.
     pub versions: Vec<VersionRef>,
+}
+
+impl SortedKeys {
+    /// Puts the keys in byte order (done after the copy, outside the lock).
+    pub fn sort(&mut self) {
+        let keys = &self.keys;
+        self.ranges
+            .sort_unstable_by(|a, b| keys[a.0.clone()].cmp(&keys[b.0.clone()]));
+    }
 }
 
 /// Keys of one stream mapped to their versions, in position order.
@@ -190,17 +199,15 @@ impl KeyTable {
         self.chain(tail)
     }
 
-    /// Every key (sorted) with its versions below position `end`, flattened:
-    /// returns the key arena, `(key range, versions range)` per key, and the
-    /// versions in position order per key. Keys with no such version are left out.
+    /// Every key with its versions below position `end`, flattened and not yet
+    /// sorted (see [`SortedKeys::sort`]): a straight copy, so that a reader holds
+    /// the index lock only for that. Keys with no such version are left out.
     #[must_use]
-    pub fn sorted_below(&self, end: u64) -> SortedKeys {
-        let mut slots: Vec<&Slot> = self.table.iter().collect();
-        slots.sort_unstable_by(|a, b| self.key_of(a).cmp(self.key_of(b)));
+    pub fn copy_below(&self, end: u64) -> SortedKeys {
         let mut keys = Vec::with_capacity(self.keys.len());
-        let mut ranges = Vec::with_capacity(slots.len());
+        let mut ranges = Vec::with_capacity(self.table.len());
         let mut versions = Vec::with_capacity(self.versions.len());
-        for s in slots {
+        for s in &self.table {
             let start = versions.len();
             let mut at = s.tail;
             while at != NONE {

@@ -409,9 +409,12 @@ impl View {
             inner
                 .index
                 .stream(stream)
-                .map(|t| t.sorted_below(self.end_pos))
+                .map(|t| t.copy_below(self.end_pos))
                 .unwrap_or_default()
         };
+        // Sorted after the lock is released: the writer waits only for the copy.
+        let mut sorted = sorted;
+        sorted.sort();
         Ok(KeyCursor {
             sealed,
             active_keys: Bytes::from(sorted.keys),
