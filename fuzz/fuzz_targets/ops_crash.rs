@@ -1,4 +1,4 @@
-//! Operation sequences with a crash countdown: the input drives puts, deletes,
+//! Operation sequences with a crash countdown: the input drives puts (two streams),
 //! commits (sync durability) and reopens through a recording file system; then a
 //! crash is simulated after operation N of the trace (N from the input), and the
 //! surviving database must hold every batch acknowledged before that point, whole,
