@@ -4,8 +4,14 @@ use tablelog::workload::{Rng, Workload};
 use tablelog::{Batch, Db};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2_000_000);
-    let w = Workload { events: n, ..Workload::default() };
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2_000_000);
+    let w = Workload {
+        events: n,
+        ..Workload::default()
+    };
     let mut rng = Rng(1);
     let recs: Vec<(Vec<u8>, Vec<u8>, i64)> = (0..n)
         .map(|i| {

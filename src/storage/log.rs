@@ -71,6 +71,14 @@ pub struct ActiveInner {
 }
 
 impl ActiveSegment {
+    /// Shared access to the in-memory indexes and the committed end. Readers
+    /// hold it only to copy what they need.
+    pub fn read_inner(&self) -> std::sync::RwLockReadGuard<'_, ActiveInner> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// The first `len` bytes of the file, mapped (remapped when it has grown).
     pub fn bytes_upto(&self, len: u64) -> Result<Bytes> {
         let mut m = self

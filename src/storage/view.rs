@@ -112,11 +112,7 @@ impl View {
     /// Takes a view of everything committed in `state` now.
     pub fn new(state: Arc<LogState>) -> Result<View> {
         let (end_pos, end_off, n) = {
-            let inner = state
-                .active
-                .inner
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let inner = state.active.read_inner();
             let n = inner
                 .index
                 .frames
@@ -137,12 +133,7 @@ impl View {
     /// need them; lookups do not), so taking a view costs O(1).
     fn active_frames(&self) -> &[FrameMeta] {
         self.active_frames.get_or_init(|| {
-            let inner = self
-                .state
-                .active
-                .inner
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let inner = self.state.active.read_inner();
             Arc::from(&inner.index.frames[..self.active_nframes])
         })
     }
@@ -246,12 +237,7 @@ impl View {
             s.keys()?.versions(stream, key, &mut out);
         }
         {
-            let inner = self
-                .state
-                .active
-                .inner
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let inner = self.state.active.read_inner();
             if let Some(t) = inner.index.stream(stream) {
                 t.versions_into(key, self.end_pos, &mut out);
             }
@@ -282,12 +268,7 @@ impl View {
             }
         };
         {
-            let inner = self
-                .state
-                .active
-                .inner
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let inner = self.state.active.read_inner();
             if let Some(v) = inner.index.stream(stream).and_then(|t| t.newest(key)) {
                 if v.position >= end || v.event_time > as_of {
                     return Ok(None); // an older version may be the visible one
@@ -337,12 +318,7 @@ impl View {
         for s in &self.state.sealed {
             names.extend(s.keys()?.stream_names().map(str::to_string));
         }
-        let inner = self
-            .state
-            .active
-            .inner
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inner = self.state.active.read_inner();
         for (name, keys) in inner.index.streams() {
             if keys.first_position().is_some_and(|p| p < self.end_pos) {
                 names.insert(name.to_string());
@@ -373,12 +349,7 @@ impl View {
                 return Ok(true);
             }
         }
-        let inner = self
-            .state
-            .active
-            .inner
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let inner = self.state.active.read_inner();
         Ok(inner
             .index
             .stream(stream)
@@ -400,12 +371,7 @@ impl View {
             }
         }
         let sorted = {
-            let inner = self
-                .state
-                .active
-                .inner
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let inner = self.state.active.read_inner();
             inner
                 .index
                 .stream(stream)
