@@ -215,8 +215,7 @@ impl MemIndex {
             .iter()
             .filter(|(_, t)| !t.is_empty())
             .map(|(n, t)| {
-                let mut keys: Vec<(&[u8], Vec<VersionRef>)> =
-                    t.iter().map(|(k, vs)| (k, vs.copied().collect())).collect();
+                let mut keys: Vec<(&[u8], Vec<VersionRef>)> = t.iter().collect();
                 keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 for (_, vs) in &mut keys {
                     vs.sort_unstable_by_key(VersionRef::order);

@@ -142,42 +142,18 @@ impl KeyTable {
         self.versions.first().map(|v| v.position)
     }
 
-    /// The versions ending at `tail`, in position order.
-    fn chain(&self, tail: u32) -> std::vec::IntoIter<&VersionRef> {
-        let mut out = Vec::new();
-        let mut at = tail;
-        while at != NONE {
-            out.push(&self.versions[at as usize]);
-            at = self.prev[at as usize];
-        }
-        out.reverse();
-        out.into_iter()
-    }
-
-    /// The newest version of `key` by `(event_time, position)`, without walking
-    /// its versions.
-    #[must_use]
-    pub fn newest(&self, key: &[u8]) -> Option<VersionRef> {
+    fn find_slot(&self, key: &[u8]) -> Option<&Slot> {
         let hash = self.hash(key);
         let prefix = prefix_of(key);
         self.table
             .find(hash, |s| Self::matches(&self.keys, s, hash, key, &prefix))
-            .map(|s| self.versions[s.best as usize])
     }
 
-    /// Appends the versions of `key` below position `end` to `out`, in position
-    /// order, without allocating.
-    pub fn versions_into(&self, key: &[u8], end: u64, out: &mut Vec<VersionRef>) {
-        let hash = self.hash(key);
-        let prefix = prefix_of(key);
-        let Some(slot) = self
-            .table
-            .find(hash, |s| Self::matches(&self.keys, s, hash, key, &prefix))
-        else {
-            return;
-        };
+    /// Appends the versions ending at `tail` that are below position `end` to
+    /// `out`, in position order (walks the back-links, then reverses).
+    fn walk_into(&self, tail: u32, end: u64, out: &mut Vec<VersionRef>) {
         let start = out.len();
-        let mut at = slot.tail;
+        let mut at = tail;
         while at != NONE {
             let v = self.versions[at as usize];
             if v.position < end {
@@ -188,15 +164,19 @@ impl KeyTable {
         out[start..].reverse();
     }
 
-    /// The versions of `key`, in position order.
-    pub fn get(&self, key: &[u8]) -> impl Iterator<Item = &VersionRef> + '_ {
-        let hash = self.hash(key);
-        let prefix = prefix_of(key);
-        let tail = self
-            .table
-            .find(hash, |s| Self::matches(&self.keys, s, hash, key, &prefix))
-            .map_or(NONE, |s| s.tail);
-        self.chain(tail)
+    /// The newest version of `key` by `(event_time, position)`, without walking
+    /// its versions.
+    #[must_use]
+    pub fn newest(&self, key: &[u8]) -> Option<VersionRef> {
+        self.find_slot(key).map(|s| self.versions[s.best as usize])
+    }
+
+    /// Appends the versions of `key` below position `end` to `out`, in position
+    /// order, without allocating.
+    pub fn versions_into(&self, key: &[u8], end: u64, out: &mut Vec<VersionRef>) {
+        if let Some(slot) = self.find_slot(key) {
+            self.walk_into(slot.tail, end, out);
+        }
     }
 
     /// Every key with its versions below position `end`, flattened and not yet
@@ -209,18 +189,10 @@ impl KeyTable {
         let mut versions = Vec::with_capacity(self.versions.len());
         for s in &self.table {
             let start = versions.len();
-            let mut at = s.tail;
-            while at != NONE {
-                let v = self.versions[at as usize];
-                if v.position < end {
-                    versions.push(v);
-                }
-                at = self.prev[at as usize];
-            }
+            self.walk_into(s.tail, end, &mut versions);
             if versions.len() == start {
                 continue;
             }
-            versions[start..].reverse();
             let k = keys.len();
             keys.extend_from_slice(self.key_of(s));
             ranges.push((k..keys.len(), start..versions.len()));
@@ -232,13 +204,13 @@ impl KeyTable {
         }
     }
 
-    /// Every key with its versions (position order), in no particular key order.
-    pub fn iter(
-        &self,
-    ) -> impl Iterator<Item = (&[u8], impl Iterator<Item = &VersionRef> + '_)> + '_ {
-        self.table
-            .iter()
-            .map(|s| (self.key_of(s), self.chain(s.tail)))
+    /// Every key with all its versions (position order), in no particular key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Vec<VersionRef>)> + '_ {
+        self.table.iter().map(|s| {
+            let mut vs = Vec::new();
+            self.walk_into(s.tail, u64::MAX, &mut vs);
+            (self.key_of(s), vs)
+        })
     }
 }
 
@@ -257,6 +229,12 @@ mod tests {
         }
     }
 
+    fn all(t: &KeyTable, key: &[u8]) -> Vec<VersionRef> {
+        let mut out = Vec::new();
+        t.versions_into(key, u64::MAX, &mut out);
+        out
+    }
+
     #[test]
     fn versions_chain_per_key_in_push_order() {
         let mut t = KeyTable::default();
@@ -266,11 +244,11 @@ mod tests {
             t.push(format!("a-long-shared-prefix-{}", p % 3).as_bytes(), v(p));
         }
         assert_eq!(t.len(), 10);
-        assert_eq!(t.get(b"a-long-shared-prefix-2").count(), 333);
-        let got: Vec<u64> = t.get(b"k3").map(|v| v.position).collect();
+        assert_eq!(all(&t, b"a-long-shared-prefix-2").len(), 333);
+        let got: Vec<u64> = all(&t, b"k3").iter().map(|v| v.position).collect();
         assert_eq!(got, (0..1000).filter(|p| p % 7 == 3).collect::<Vec<_>>());
-        assert_eq!(t.get(b"nope").count(), 0);
-        assert_eq!(t.iter().map(|(_, vs)| vs.count()).sum::<usize>(), 2000);
+        assert_eq!(all(&t, b"nope").len(), 0);
+        assert_eq!(t.iter().map(|(_, vs)| vs.len()).sum::<usize>(), 2000);
         assert_eq!(t.first_position(), Some(0));
         // v(p) has event time -p: the newest by (event_time, position) is the first.
         assert_eq!(t.newest(b"k3").map(|v| v.position), Some(3));
@@ -291,6 +269,6 @@ mod tests {
         );
         let mut empty_key = KeyTable::default();
         empty_key.push(b"", v(5));
-        assert_eq!(empty_key.get(b"").count(), 1);
+        assert_eq!(all(&empty_key, b"").len(), 1);
     }
 }
