@@ -54,6 +54,15 @@ type Parsed = Vec<(u64, std::result::Result<Event, String>)>;
 const CHUNK: usize = 1024;
 const EXAMPLES: usize = 10;
 
+/// Sends a full chunk to the writer; `false` once the writer has stopped
+/// listening (it failed, so parsing can stop).
+fn send_if_full(chunk: &mut Parsed, tx: &crossbeam_channel::Sender<Parsed>) -> bool {
+    chunk.len() < CHUNK
+        || tx
+            .send(std::mem::replace(chunk, Vec::with_capacity(CHUNK)))
+            .is_ok()
+}
+
 fn parse_jsonl(
     input: impl Read,
     spec: &FieldSpec,
@@ -81,11 +90,7 @@ fn parse_jsonl(
             Ok(Some(ev)) => chunk.push((line_no, Ok(ev))),
             Err(e) => chunk.push((line_no, Err(e))),
         }
-        if chunk.len() >= CHUNK
-            && tx
-                .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
-                .is_err()
-        {
+        if !send_if_full(&mut chunk, tx) {
             return Ok(());
         }
     }
@@ -139,11 +144,7 @@ fn parse_csv(
             Err(_) => Err("invalid UTF-8".to_string()),
         };
         chunk.push((line, parsed));
-        if chunk.len() >= CHUNK
-            && tx
-                .send(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
-                .is_err()
-        {
+        if !send_if_full(&mut chunk, tx) {
             return Ok(());
         }
     }
@@ -178,45 +179,31 @@ pub fn import(
         let mut failure = None;
         'outer: for chunk in &rx {
             for (line, parsed) in chunk {
-                match parsed {
-                    Ok(ev) => {
-                        if let Err(e) = txn.push(
-                            &opts.stream,
-                            ev.key.as_bytes(),
-                            ev.op,
-                            &ev.value,
-                            ev.event_time,
-                        ) {
-                            match e {
-                                Error::InvalidInput(r) | Error::InvalidStreamName(r)
-                                    if opts.skip_invalid =>
-                                {
-                                    report.skipped += 1;
-                                    if report.skipped_examples.len() < EXAMPLES {
-                                        report.skipped_examples.push(bad(line, r).to_string());
-                                    }
-                                }
-                                Error::InvalidInput(r) => {
-                                    failure = Some(bad(line, r));
-                                    break 'outer;
-                                }
-                                other => {
-                                    failure = Some(other);
-                                    break 'outer;
-                                }
-                            }
+                // A bad line is skipped or fails the import; any other error fails it.
+                let reason = match parsed {
+                    Ok(ev) => match txn.push(
+                        &opts.stream,
+                        ev.key.as_bytes(),
+                        ev.op,
+                        &ev.value,
+                        ev.event_time,
+                    ) {
+                        Ok(_) => continue,
+                        Err(Error::InvalidInput(r)) => r,
+                        Err(other) => {
+                            failure = Some(other);
+                            break 'outer;
                         }
-                    }
-                    Err(reason) if opts.skip_invalid => {
-                        report.skipped += 1;
-                        if report.skipped_examples.len() < EXAMPLES {
-                            report.skipped_examples.push(bad(line, reason).to_string());
-                        }
-                    }
-                    Err(reason) => {
-                        failure = Some(bad(line, reason));
-                        break 'outer;
-                    }
+                    },
+                    Err(reason) => reason,
+                };
+                if !opts.skip_invalid {
+                    failure = Some(bad(line, reason));
+                    break 'outer;
+                }
+                report.skipped += 1;
+                if report.skipped_examples.len() < EXAMPLES {
+                    report.skipped_examples.push(bad(line, reason).to_string());
                 }
             }
         }
