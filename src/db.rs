@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::checkpoint::{Catalog, CheckpointInfo};
+use crate::storage::compact::{CompactReport, Retention};
 use crate::views::{MaterializedView, ViewDef};
 
 /// Subdirectory holding saved view states.
@@ -398,6 +399,66 @@ impl Db {
             v.save(&*self.log.config.vfs)?;
         }
         Ok(())
+    }
+
+    /// Compacts the sealed segments to `horizon` (µs): drops every version that
+    /// no query as of `T >= horizon`, known at the latest position or later, can
+    /// see, so those queries answer exactly as before and earlier ones fail with
+    /// [`Error::BeyondHorizon`]. Runs beside readers and the writer. `progress`
+    /// gets `(bytes read, bytes to read)`. See [`crate::storage::compact`].
+    ///
+    /// ```
+    /// # use tablelog::{Batch, Db, Error, GetResult};
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = Db::builder(dir.path()).segment_size(4096).open()?;
+    /// for (t, price) in [(10, b'1'), (20, b'2'), (30, b'3')] {
+    ///     let mut b = Batch::new();
+    ///     b.put_at("prices", "apple", vec![price; 4096], t)?; // fills a segment
+    ///     db.writer().commit(b)?;
+    /// }
+    /// let report = db.compact(25, &mut |_, _| {})?;
+    /// assert_eq!(report.records_dropped, 1); // the price at 10: nothing as of >= 25 sees it
+    /// let snap = db.snapshot()?;
+    /// assert!(matches!(snap.get("prices", b"apple", 25, None)?, GetResult::Present(r) if r.value[0] == b'2'));
+    /// assert!(matches!(snap.get("prices", b"apple", 15, None), Err(Error::BeyondHorizon { horizon: 25, .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn compact(
+        &self,
+        horizon: i64,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<CompactReport> {
+        self.log.compact(horizon, progress)
+    }
+
+    /// Applies a retention policy: computes the horizon it asks for (by age from
+    /// the clock's now, by size from the oldest segments), saves each stream's
+    /// table as of that horizon to a checkpoint, then compacts to it. Returns
+    /// `None` when the policy asks for nothing yet.
+    ///
+    /// The versions a key still needs (its base, see [`crate::storage::compact`])
+    /// stay in the log rather than only in the checkpoint: a late patch or an
+    /// out-of-order put can still land before them in event time, and folding it
+    /// right needs their order, which a checkpoint's folded rows no longer have.
+    pub fn retain(
+        &self,
+        policy: Retention,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<Option<CompactReport>> {
+        let now = i64::try_from(self.log.config.clock.now_ms())
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000);
+        let Some(mut horizon) = self.log.retention_horizon(policy, now)? else {
+            return Ok(None);
+        };
+        let snap = self.snapshot()?;
+        if let Some(h) = snap.horizon() {
+            horizon = horizon.max(h.time);
+        }
+        for stream in snap.view.streams()? {
+            self.checkpoint(&stream, Some(horizon))?;
+        }
+        self.compact(horizon, progress).map(Some)
     }
 
     /// Merges the key indexes of every sealed segment into one now (this also

@@ -85,6 +85,18 @@ pub enum Error {
         /// The oldest time still answerable (µs since the epoch).
         horizon: i64,
     },
+    /// A query known at a position below the last compaction's position: the
+    /// compaction dropped versions such a query could have seen.
+    #[error("known-at position {requested} is before the compaction position {position} (compaction kept only what queries known at {position} or later can see)")]
+    KnownBeforeHorizon {
+        /// The known-at position asked for.
+        requested: u64,
+        /// The first position a query may be known at.
+        position: u64,
+    },
+    /// A record dropped by compaction was asked for by position.
+    #[error("position {0} was dropped by compaction")]
+    PositionCompacted(u64),
     /// A patch was found in a stream that has no merge operator registered.
     #[error("stream {0:?} holds a patch but no merge operator is registered for it")]
     NoMergeOperator(String),

@@ -58,6 +58,8 @@ pub use query::history::{Change, ChangeKind, HistoryEntry};
 pub use query::join::Request;
 pub use query::merge::{JsonMergePatch, MergeOperator};
 pub use query::window::Agg;
+pub use storage::compact::{CompactReport, Retention};
+pub use storage::horizon::Horizon;
 pub use storage::log::RecoveryReport;
 pub use storage::meta::{Compression, Durability, Settings};
 pub use storage::record::{Clock, Hlc, Op, Record, SystemClock};

@@ -2295,3 +2295,51 @@ fn demo_prints_inventory_tables() {
         "demo lacks the as-of tables"
     );
 }
+
+#[test]
+fn compact_keeps_answers_at_or_after_the_horizon_and_refuses_earlier_ones() {
+    let e = Env::new();
+    tl(["init", e.db(), "--segment-size", "4KiB"]).ok();
+    // Three days of prices, each import big enough to seal a segment.
+    for day in 1..=3 {
+        let mut jsonl = String::new();
+        for k in ["a", "b", "c", "d"] {
+            jsonl.push_str(&format!(
+                r#"{{"id":"{k}","ts":"2024-01-0{day}T12:00:00Z","price":{day},"pad":"{}"}}"#,
+                "x".repeat(1200)
+            ));
+            jsonl.push('\n');
+        }
+        e.import("prices", &jsonl);
+    }
+    let before = e.table("prices", &["--as-of", "2024-01-03"]);
+    let before_day2 = e.table("prices", &["--as-of", "2024-01-02T12:00:00Z"]);
+    let r = e
+        .cmd("compact", &["--horizon", "2024-01-02T12:00:00Z"])
+        .ok();
+    assert!(r.stdout.contains("records dropped"), "{}", r.stdout);
+    assert!(
+        ints(&r.stdout).contains(&4),
+        "the 4 day-1 prices go: {}",
+        r.stdout
+    );
+    assert_eq!(e.table("prices", &["--as-of", "2024-01-03"]), before);
+    assert_eq!(
+        e.table("prices", &["--as-of", "2024-01-02T12:00:00Z"]),
+        before_day2
+    );
+    let r = e
+        .cmd(
+            "table",
+            &["--stream", "prices", "--as-of", "2024-01-01T13:00:00Z"],
+        )
+        .fails_with_one_line_error();
+    assert!(r.stderr.contains("horizon"), "{}", r.stderr);
+    tl(["verify", e.db()]).ok();
+    // Retention with nothing to do, and arguments that make no sense.
+    let r = e.cmd("compact", &["--max-size", "1GiB"]).ok();
+    assert!(r.stdout.contains("nothing to do"), "{}", r.stdout);
+    e.cmd("compact", &[]).fails_with_one_line_error();
+    e.cmd("compact", &["--horizon", "2024-01-02", "--max-age", "1d"])
+        .fails_with_one_line_error();
+}

@@ -289,14 +289,14 @@ fn a_newer_format_version_is_refused_with_a_clear_error() {
     build(src.path(), 2);
     let seg = &segments(src.path())[0];
     let mut bytes = fs::read(seg).unwrap();
-    bytes[8] = 2;
+    bytes[8] = 3; // 1 is a writer's segment, 2 a compacted one
     let crc = crc32fast::hash(&bytes[..12]);
     bytes[12..16].copy_from_slice(&crc.to_le_bytes());
     fs::write(seg, &bytes).unwrap();
     match Db::open(src.path()) {
         Err(Error::UnsupportedVersion {
-            found: 2,
-            supported: 1,
+            found: 3,
+            supported: 2,
             path,
         }) => assert_eq!(&path, seg),
         other => panic!("expected UnsupportedVersion, got {other:?}"),

@@ -137,16 +137,49 @@ pub(crate) fn visible(versions: &mut Vec<VersionRef>, as_of: i64, end: u64) {
 
 impl Snapshot {
     /// Resolves `known_at` to the exclusive end position of visible records.
+    ///
+    /// After a compaction, a known-at position before the compaction's (see
+    /// [`Snapshot::horizon`]) is refused with [`Error::KnownBeforeHorizon`].
     pub fn known_end(&self, known_at: impl Into<KnownAt>) -> Result<u64> {
         let end = self.view.end_position();
-        match known_at.into() {
-            KnownAt::Latest => Ok(end),
-            KnownAt::Position(p) if p < end => Ok(p + 1),
-            KnownAt::Position(p) => Err(Error::PositionNotWritten {
-                requested: p,
-                next: end,
+        let known = match known_at.into() {
+            KnownAt::Latest => end,
+            KnownAt::Position(p) if p < end => p + 1,
+            KnownAt::Position(p) => {
+                return Err(Error::PositionNotWritten {
+                    requested: p,
+                    next: end,
+                })
+            }
+            KnownAt::RecordedAt(h) => self.view.position_at(h)?.map_or(0, |p| p + 1),
+        };
+        match self.horizon() {
+            Some(h) if known < h.position => Err(Error::KnownBeforeHorizon {
+                requested: known.saturating_sub(1),
+                position: h.position - 1,
             }),
-            KnownAt::RecordedAt(h) => Ok(self.view.position_at(h)?.map_or(0, |p| p + 1)),
+            _ => Ok(known),
+        }
+    }
+
+    /// The compaction horizon, if the log was compacted: queries as of an earlier
+    /// event time, or known at an earlier position than `position - 1`, are
+    /// refused (see [`crate::storage::compact`]).
+    #[must_use]
+    pub fn horizon(&self) -> Option<crate::storage::horizon::Horizon> {
+        self.view.state().horizon
+    }
+
+    /// Refuses an as-of time before the compaction horizon. Event times `> t`
+    /// are complete when `t >= horizon`: windows and changes check their lower
+    /// bound, exclusive, with this.
+    pub(crate) fn check_as_of(&self, t: i64) -> Result<()> {
+        match self.horizon() {
+            Some(h) if t < h.time => Err(Error::BeyondHorizon {
+                requested: t,
+                horizon: h.time,
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -188,6 +221,7 @@ impl Snapshot {
         known_at: impl Into<KnownAt>,
     ) -> Result<GetResult> {
         let end = self.known_end(known_at)?;
+        self.check_as_of(as_of)?;
         self.check_stream(stream)?;
         let mut versions = self.view.versions(stream, key)?;
         visible(&mut versions, as_of, end);
@@ -208,6 +242,7 @@ impl Snapshot {
     /// indexes ([`Snapshot::table_from_scratch`]). Both give the same rows.
     pub fn table(&self, stream: &str, as_of: i64, known_at: impl Into<KnownAt>) -> Result<Table> {
         let end = self.known_end(known_at)?;
+        self.check_as_of(as_of)?;
         self.check_stream(stream)?;
         if let Some(ck) = self.checkpoints.best(stream, as_of, end) {
             if let Some(tail) = crate::checkpoint::tail_keys(self, &ck, as_of, end)? {
@@ -248,6 +283,7 @@ impl Snapshot {
         known_at: impl Into<KnownAt>,
     ) -> Result<Table> {
         let end = self.known_end(known_at)?;
+        self.check_as_of(as_of)?;
         self.check_stream(stream)?;
         self.scratch(stream, as_of, end)
     }

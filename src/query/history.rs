@@ -64,6 +64,10 @@ pub struct Change {
 impl Snapshot {
     /// Every version of `key` in `(event_time, position)` order, each with the row
     /// it leaves behind, known at `known_at`.
+    ///
+    /// After a compaction the history starts at the key's base version (the
+    /// newest put or delete at or before the horizon): the versions before it,
+    /// which no answerable query can see, are gone.
     pub fn history(
         &self,
         stream: &str,
@@ -110,6 +114,7 @@ impl Snapshot {
         known_at: impl Into<KnownAt>,
     ) -> Result<Vec<Change>> {
         let end = self.known_end(known_at)?;
+        self.check_as_of(from)?;
         self.check_stream(stream)?;
         let mut keys = Vec::new();
         if from < to {

@@ -43,6 +43,9 @@ impl Snapshot {
         known_at: impl Into<KnownAt>,
     ) -> Result<Vec<Vec<Option<Row>>>> {
         let end = self.known_end(known_at)?;
+        if let Some(t) = requests.iter().map(|r| r.time).min() {
+            self.check_as_of(t)?;
+        }
         for s in streams {
             self.check_stream(s)?;
         }

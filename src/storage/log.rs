@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::frame::{FrameBuilder, FrameKind};
+use super::horizon::Horizon;
 use super::index::{FrameMeta, MemIndex};
 use super::merged::{MergedIndex, MERGE_AFTER};
 use super::meta::{self, Durability, Settings};
@@ -101,6 +102,8 @@ pub struct LogState {
     pub active: Arc<ActiveSegment>,
     /// A key index merged over the oldest sealed segments, if one is built.
     pub merged: Option<Arc<MergedIndex>>,
+    /// The compaction horizon, if the log was ever compacted.
+    pub horizon: Option<Horizon>,
 }
 
 impl LogState {
@@ -147,6 +150,7 @@ pub struct Log {
     poison: Mutex<Option<String>>,
     merging: Arc<std::sync::atomic::AtomicBool>,
     merge_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    compacting: Mutex<()>,
     /// What recovery did at open.
     pub recovery: RecoveryReport,
     _lock: Option<File>,
@@ -172,7 +176,11 @@ impl Log {
         } else {
             Some(meta::lock(dir)?)
         };
-        let mut segs = segment::list(dir)?;
+        let (mut segs, stale) = segment::list_all(dir)?;
+        if !config.read_only {
+            remove_leftovers(&*config.vfs, dir, &segs, &stale)?;
+        }
+        let horizon = Horizon::load(dir)?;
         if segs.is_empty() {
             if config.read_only {
                 return Err(Error::NotADatabase(dir.to_path_buf()));
@@ -204,7 +212,17 @@ impl Log {
         let len = file.len().map_err(|e| Error::io(&active_path, e))?;
         let bytes = mmap::map(file.as_file(), len as usize, &active_path)?;
         let scan = segment::scan(&bytes, active_base, &active_path)?;
+        let compacted = segment::check_header(&bytes, &active_path)?
+            .compacted_end
+            .is_some();
         drop(bytes);
+        if compacted {
+            return Err(Error::corrupt(
+                &active_path,
+                0,
+                "the last segment is a compacted one; the active segment is missing",
+            ));
+        }
         if scan.committed_end < len {
             recovery.truncated_bytes = len - scan.committed_end;
             recovery.reason = scan
@@ -270,6 +288,7 @@ impl Log {
                 merged: MergedIndex::find(dir, &bases),
                 sealed,
                 active: active.clone(),
+                horizon,
             }))),
             writer,
             sync: Mutex::new(SyncState {
@@ -281,6 +300,7 @@ impl Log {
             poison: Mutex::new(None),
             merging: Arc::default(),
             merge_thread: Mutex::new(None),
+            compacting: Mutex::new(()),
             recovery,
             _lock: lock_file,
         });
@@ -551,6 +571,7 @@ impl Log {
                 sealed: sealed_list,
                 active: active.clone(),
                 merged: st.merged.clone(),
+                horizon: st.horizon,
             });
             let covered = st
                 .merged
@@ -621,6 +642,62 @@ impl Log {
         let m = MergedIndex::build(&*self.config.vfs, &self.dir, &st.sealed, cover_end)?;
         publish_merged(&self.state, &*self.config.vfs, &self.dir, m);
         Ok(cover_end)
+    }
+
+    /// Serialises compactions and keeps background merges from running during
+    /// one (a merged index built from segments a compaction replaces would point
+    /// into files that are gone). Held for the whole compaction.
+    pub(super) fn begin_compaction(&self) -> Result<CompactionGuard<'_>> {
+        use std::sync::atomic::Ordering;
+        if self.config.read_only {
+            return Err(Error::ReadOnly);
+        }
+        self.check_poison()?;
+        let exclusive = lock(&self.compacting);
+        loop {
+            if let Some(h) = lock(&self.merge_thread).take() {
+                let _ = h.join();
+            }
+            if !self.merging.swap(true, Ordering::AcqRel) {
+                break;
+            }
+        }
+        Ok(CompactionGuard {
+            log: self,
+            _exclusive: exclusive,
+        })
+    }
+
+    /// Replaces the published state through `f` (under the state lock, so rolls
+    /// and compaction never lose each other's changes).
+    pub(super) fn update_state(&self, f: impl FnOnce(&LogState) -> LogState) {
+        let mut st = self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *st = Arc::new(f(&st));
+    }
+
+    /// Starts a background merge of the key indexes if enough sealed segments
+    /// are uncovered (after a compaction dropped the merged index).
+    pub(super) fn merge_soon(&self) {
+        let st = self.state();
+        let covered = st
+            .merged
+            .as_ref()
+            .map_or(0, |m| st.sealed.partition_point(|s| s.base < m.cover_end));
+        if self.config.auto_merge
+            && !self.config.read_only
+            && st.sealed.len() - covered >= MERGE_AFTER
+        {
+            self.spawn_merge();
+        }
+    }
+
+    /// Records a failure that leaves the directory in a state this handle no
+    /// longer describes: further writes are refused until reopened.
+    pub(super) fn poison(&self, e: Error) -> Error {
+        self.poison_with(e)
     }
 
     /// Starts a streaming transaction that holds the writer until it commits or drops.
@@ -788,6 +865,79 @@ impl Drop for Transaction<'_> {
     }
 }
 
+/// Held while a compaction runs: see [`Log::begin_compaction`].
+pub(super) struct CompactionGuard<'a> {
+    log: &'a Log,
+    _exclusive: MutexGuard<'a, ()>,
+}
+
+impl CompactionGuard<'_> {
+    /// The log being compacted.
+    pub(super) fn log(&self) -> &Log {
+        self.log
+    }
+}
+
+impl Drop for CompactionGuard<'_> {
+    fn drop(&mut self) {
+        self.log
+            .merging
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Removes what an interrupted compaction or sidecar write left behind: segments
+/// superseded by a compacted one, temporary files, and sidecars of segments that
+/// no longer exist. All of it is redundant by construction (see
+/// [`segment::list_all`]).
+fn remove_leftovers(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    live: &[(u64, PathBuf)],
+    stale: &[PathBuf],
+) -> Result<()> {
+    let mut doomed: Vec<PathBuf> = stale.to_vec();
+    let live_stems: std::collections::HashSet<_> = live
+        .iter()
+        .filter_map(|(_, p)| p.file_stem().map(std::ffi::OsStr::to_os_string))
+        .collect();
+    for e in std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+    {
+        let path = e.path();
+        let ext = path.extension().and_then(|x| x.to_str()).unwrap_or("");
+        let name = e.file_name();
+        let name = name.to_str().unwrap_or("");
+        let orphan_sidecar = (ext == "fidx" || ext == "kidx")
+            && !name.starts_with("index-")
+            && path
+                .file_stem()
+                .is_some_and(|stem| !live_stems.contains(stem));
+        let tmp = name.ends_with(".seg.tmp")
+            || name.ends_with(".fidx.tmp")
+            || name.ends_with(".kidx.tmp");
+        if orphan_sidecar || tmp {
+            doomed.push(path);
+        }
+    }
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    for p in &doomed {
+        log::warn!(
+            "{}: removing what an interrupted compaction left",
+            p.display()
+        );
+        match vfs.remove(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(p, e)),
+        }
+    }
+    super::fsutil::sync_dir(vfs, dir)
+}
+
 /// Makes a merged index the one readers use, unless a newer one already is.
 fn publish_merged(cell: &RwLock<Arc<LogState>>, vfs: &dyn Vfs, dir: &Path, m: Arc<MergedIndex>) {
     let mut cur = cell
@@ -804,6 +954,7 @@ fn publish_merged(cell: &RwLock<Arc<LogState>>, vfs: &dyn Vfs, dir: &Path, m: Ar
         sealed: cur.sealed.clone(),
         active: cur.active.clone(),
         merged: Some(m.clone()),
+        horizon: cur.horizon,
     });
     drop(cur);
     m.remove_others(vfs, dir);

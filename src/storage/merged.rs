@@ -47,6 +47,12 @@ impl MergedIndex {
             .as_ref()
     }
 
+    /// Whether `name` is the file name of a merged index.
+    #[must_use]
+    pub fn is_file_name(name: &str) -> bool {
+        Self::parse_name(name).is_some()
+    }
+
     fn parse_name(name: &str) -> Option<u64> {
         let stem = name.strip_prefix("index-")?.strip_suffix(".kidx")?;
         (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse().ok())?

@@ -7,9 +7,13 @@
 //! - [`log`]: opening, the writer, group commit, segment rolls.
 //! - [`view`]: read snapshots and scans.
 //! - [`meta`]: persisted settings and the writer lock.
+//! - [`horizon`]: the compaction horizon below which queries are refused.
+//! - [`compact`]: compaction and retention, which rewrite sealed segments.
 
+pub mod compact;
 pub mod frame;
 pub mod fsutil;
+pub mod horizon;
 pub mod index;
 pub mod keytable;
 pub mod log;

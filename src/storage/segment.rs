@@ -17,10 +17,25 @@ use crate::{Error, Result};
 
 /// Segment file magic.
 pub const SEGMENT_MAGIC: &[u8; 8] = b"TLOGSEG\0";
-/// Segment format version written by this build.
+/// Segment format version of segments written by the writer.
 pub const SEGMENT_VERSION: u32 = 1;
 /// Bytes of the segment header.
 pub const SEGMENT_HEADER_LEN: usize = 16;
+/// Segment format version of segments rewritten by compaction: positions may
+/// have gaps (dropped records), and the header names the segment's end.
+pub const COMPACTED_VERSION: u32 = 2;
+/// Bytes of a compacted segment's header.
+pub const COMPACTED_HEADER_LEN: usize = 32;
+
+/// What a segment header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegHeader {
+    /// Bytes of the header (frames start here).
+    pub len: usize,
+    /// For a compacted segment, one past the last position it covers (its
+    /// records are a subset of `[base, end)`); `None` for a gap-free segment.
+    pub compacted_end: Option<u64>,
+}
 
 /// File name of the segment whose first position is `base`.
 #[must_use]
@@ -28,14 +43,35 @@ pub fn segment_name(base: u64) -> String {
     format!("{base:020}.seg")
 }
 
+/// File name of generation `generation` (>= 1) of a compacted segment whose
+/// first position is `base`. Each rewrite takes a new name, so a file (and its
+/// sidecars) is never replaced in place: a reader of the old file never meets
+/// the new file's indexes.
+#[must_use]
+pub fn compacted_segment_name(base: u64, generation: u32) -> String {
+    format!("{base:020}-{generation:06}.seg")
+}
+
 /// Parses a segment file name back to its base position.
 #[must_use]
 pub fn parse_segment_name(name: &str) -> Option<u64> {
+    parse_segment_file(name).map(|(base, _)| base)
+}
+
+/// Parses a segment file name to `(base, generation)`; generation 0 is a
+/// segment as the writer wrote it.
+#[must_use]
+pub fn parse_segment_file(name: &str) -> Option<(u64, u32)> {
     let stem = name.strip_suffix(".seg")?;
-    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    match stem.split_once('-') {
+        None if digits(stem, 20) => Some((stem.parse().ok()?, 0)),
+        Some((b, g)) if digits(b, 20) && digits(g, 6) => {
+            let generation: u32 = g.parse().ok()?;
+            (generation > 0).then_some((b.parse().ok()?, generation))
+        }
+        _ => None,
     }
-    stem.parse().ok()
 }
 
 /// Paths of a segment's sidecars: (frame index, key index).
@@ -55,8 +91,26 @@ pub fn encode_header() -> [u8; SEGMENT_HEADER_LEN] {
     h
 }
 
-/// Validates a segment header.
-pub fn check_header(b: &[u8], path: &Path) -> Result<()> {
+/// The 32-byte header of a compacted segment: magic, version 2, flags (bit 0:
+/// compacted, the only one defined), the end position, 4 zero bytes, CRC of
+/// bytes 0..28.
+#[must_use]
+pub fn encode_compacted_header(end_pos: u64) -> [u8; COMPACTED_HEADER_LEN] {
+    let mut h = [0u8; COMPACTED_HEADER_LEN];
+    h[..8].copy_from_slice(SEGMENT_MAGIC);
+    h[8..12].copy_from_slice(&COMPACTED_VERSION.to_le_bytes());
+    h[12..16].copy_from_slice(&1u32.to_le_bytes());
+    h[16..24].copy_from_slice(&end_pos.to_le_bytes());
+    let crc = crc32fast::hash(&h[..28]);
+    h[28..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Validates a segment header (either version) and says what it holds.
+pub fn check_header(b: &[u8], path: &Path) -> Result<SegHeader> {
+    if b.len() >= 12 && b[..8] == SEGMENT_MAGIC[..] && b[8..12] == COMPACTED_VERSION.to_le_bytes() {
+        return check_compacted_header(b, path);
+    }
     if b.len() < SEGMENT_HEADER_LEN {
         return Err(Error::corrupt(
             path,
@@ -80,10 +134,54 @@ pub fn check_header(b: &[u8], path: &Path) -> Result<()> {
         return Err(Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,
-            supported: SEGMENT_VERSION,
+            supported: COMPACTED_VERSION,
         });
     }
-    Ok(())
+    Ok(SegHeader {
+        len: SEGMENT_HEADER_LEN,
+        compacted_end: None,
+    })
+}
+
+fn check_compacted_header(b: &[u8], path: &Path) -> Result<SegHeader> {
+    if b.len() < COMPACTED_HEADER_LEN {
+        return Err(Error::corrupt(
+            path,
+            0,
+            format!("compacted segment shorter than its {COMPACTED_HEADER_LEN}-byte header"),
+        ));
+    }
+    let crc = crc32fast::hash(&b[..28]);
+    if b[28..32] != crc.to_le_bytes() {
+        return Err(Error::corrupt(path, 28, "segment header checksum mismatch"));
+    }
+    let flags = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+    if flags != 1 || b[24..28] != [0; 4] {
+        return Err(Error::corrupt(
+            path,
+            12,
+            format!("unknown compacted-segment flags {flags:#x}"),
+        ));
+    }
+    let mut end = [0u8; 8];
+    end.copy_from_slice(&b[16..24]);
+    Ok(SegHeader {
+        len: COMPACTED_HEADER_LEN,
+        compacted_end: Some(u64::from_le_bytes(end)),
+    })
+}
+
+/// Reads and validates the header of the segment file at `path` (for the
+/// supersession check on open, which must not map every segment).
+pub fn peek_header(path: &Path) -> Result<SegHeader> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut b = Vec::with_capacity(COMPACTED_HEADER_LEN);
+    f.by_ref()
+        .take(COMPACTED_HEADER_LEN as u64)
+        .read_to_end(&mut b)
+        .map_err(|e| Error::io(path, e))?;
+    check_header(&b, path)
 }
 
 /// What a scan of a segment's frames found.
@@ -102,11 +200,15 @@ pub struct ScanOutcome {
 /// Scans the frames of a segment whose first position is `base`, stopping at the
 /// first frame that is incomplete or invalid. Frames of a transaction with no commit
 /// frame are not indexed, and `committed_end` stays before them.
+///
+/// In a compacted segment positions may jump forward between frames (never back,
+/// never past the header's end position), and the outcome's `end_pos` is the
+/// header's end.
 pub fn scan(seg: &Bytes, base: u64, path: &Path) -> Result<ScanOutcome> {
-    check_header(seg, path)?;
+    let head = check_header(seg, path)?;
     let mut index = MemIndex::default();
     let mut pending: Vec<(u64, Frame)> = Vec::new();
-    let mut off = SEGMENT_HEADER_LEN;
+    let mut off = head.len;
     let mut committed_end = off as u64;
     let mut end_pos = base;
     let mut next_pos = base;
@@ -123,16 +225,30 @@ pub fn scan(seg: &Bytes, base: u64, path: &Path) -> Result<ScanOutcome> {
                 break;
             }
         };
-        if header.first_pos != next_pos {
+        let in_place = match head.compacted_end {
+            None => header.first_pos == next_pos,
+            Some(end) => {
+                header.first_pos >= next_pos
+                    && header.first_pos.saturating_add(u64::from(header.count)) <= end
+            }
+        };
+        if !in_place {
             stopped = Some((
                 off as u64,
-                format!(
-                    "frame starts at position {}, expected {next_pos}",
-                    header.first_pos
-                ),
+                match head.compacted_end {
+                    None => format!(
+                        "frame starts at position {}, expected {next_pos}",
+                        header.first_pos
+                    ),
+                    Some(end) => format!(
+                        "frame at positions {}..+{} outside {next_pos}..{end}",
+                        header.first_pos, header.count
+                    ),
+                },
             ));
             break;
         }
+        next_pos = header.first_pos;
         let frame = match Frame::decode(seg, off, path) {
             Ok(f) => f,
             Err(e) => {
@@ -157,6 +273,9 @@ pub fn scan(seg: &Bytes, base: u64, path: &Path) -> Result<ScanOutcome> {
             "transaction without a commit frame".to_string(),
         ));
     }
+    if let (Some(end), None) = (head.compacted_end, &stopped) {
+        end_pos = end;
+    }
     Ok(ScanOutcome {
         index,
         committed_end,
@@ -174,6 +293,8 @@ pub struct SealedSegment {
     pub path: PathBuf,
     /// The whole file, mapped.
     pub bytes: Bytes,
+    /// What its header says (compacted or not, where frames start).
+    pub header: SegHeader,
     frames: OnceLock<std::result::Result<Vec<FrameMeta>, String>>,
     keys: OnceLock<std::result::Result<KeyIndexFile, String>>,
     validated: OnceLock<Vec<AtomicBool>>,
@@ -187,11 +308,12 @@ impl SealedSegment {
         let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
         let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         let bytes = mmap::map(&file, len as usize, &path)?;
-        check_header(&bytes, &path)?;
+        let header = check_header(&bytes, &path)?;
         Ok(SealedSegment {
             base,
             path,
             bytes,
+            header,
             frames: OnceLock::new(),
             keys: OnceLock::new(),
             validated: OnceLock::new(),
@@ -252,7 +374,16 @@ impl SealedSegment {
 
     /// One past the last position of the segment.
     pub fn end_pos(&self) -> Result<u64> {
+        if let Some(end) = self.header.compacted_end {
+            return Ok(end);
+        }
         Ok(self.frames()?.last().map_or(self.base, FrameMeta::end_pos))
+    }
+
+    /// Whether compaction rewrote this segment (its positions may have gaps).
+    #[must_use]
+    pub fn is_compacted(&self) -> bool {
+        self.header.compacted_end.is_some()
     }
 
     fn load_frames(&self) -> Result<Vec<FrameMeta>> {
@@ -271,14 +402,18 @@ impl SealedSegment {
     }
 
     fn frames_fit(&self, f: &[FrameMeta]) -> bool {
-        let mut off = SEGMENT_HEADER_LEN as u64;
+        let mut off = self.header.len as u64;
         let mut pos = self.base;
         for m in f {
-            if m.offset != off || m.first_pos != pos {
+            let pos_ok = match self.header.compacted_end {
+                None => m.first_pos == pos,
+                Some(end) => m.first_pos >= pos && m.end_pos() <= end,
+            };
+            if m.offset != off || !pos_ok {
                 return false;
             }
             off += u64::from(m.total_len);
-            pos += u64::from(m.count);
+            pos = m.end_pos();
         }
         off == self.bytes.len() as u64
     }
@@ -344,17 +479,46 @@ pub fn create(vfs: &dyn Vfs, dir: &Path, base: u64) -> Result<(Arc<dyn VFile>, P
     Ok((file, path))
 }
 
-/// Lists `(base, path)` of every segment in `dir`, sorted by base.
+/// A segment file: its first position and its path.
+pub type SegmentFile = (u64, PathBuf);
+
+/// Lists `(base, path)` of every live segment in `dir`, sorted by base.
 pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    let mut out = Vec::new();
+    Ok(list_all(dir)?.0)
+}
+
+/// The segments of `dir`: the live ones as `(base, path)` sorted by base, and
+/// the files a compaction superseded but had not yet removed when it stopped.
+///
+/// A compacted segment (generation >= 1) replaces every segment whose base lies
+/// in `[its base, its end)`, including lower generations at its own base. It
+/// only ever appears under its final name complete and synced, so finding it is
+/// proof that the files it covers are redundant.
+pub fn list_all(dir: &Path) -> Result<(Vec<SegmentFile>, Vec<PathBuf>)> {
+    let mut files = Vec::new();
     for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
         let e = e.map_err(|e| Error::io(dir, e))?;
-        if let Some(base) = e.file_name().to_str().and_then(parse_segment_name) {
-            out.push((base, e.path()));
+        if let Some((base, generation)) = e.file_name().to_str().and_then(parse_segment_file) {
+            files.push((base, std::cmp::Reverse(generation), e.path()));
         }
     }
-    out.sort_unstable_by_key(|(b, _)| *b);
-    Ok(out)
+    files.sort_unstable();
+    let (mut live, mut stale) = (Vec::new(), Vec::new());
+    let mut covered = 0u64; // positions below this belong to a kept segment
+    for (base, std::cmp::Reverse(generation), path) in files {
+        if base < covered {
+            stale.push(path);
+            continue;
+        }
+        covered = base + 1;
+        if generation > 0 {
+            if let Some(end) = peek_header(&path)?.compacted_end {
+                covered = covered.max(end);
+            }
+        }
+        live.push((base, path));
+    }
+    Ok((live, stale))
 }
 
 #[cfg(test)]
@@ -364,6 +528,12 @@ mod tests {
     #[test]
     fn names_round_trip() {
         assert_eq!(parse_segment_name(&segment_name(42)), Some(42));
+        assert_eq!(
+            parse_segment_file(&compacted_segment_name(42, 3)),
+            Some((42, 3))
+        );
+        assert_eq!(parse_segment_file("00000000000000000042-000000.seg"), None);
+        assert_eq!(parse_segment_file("00000000000000000042-3.seg"), None);
         assert_eq!(parse_segment_name("42.seg"), None);
         assert_eq!(parse_segment_name("0000000000000000004x.seg"), None);
     }

@@ -52,8 +52,27 @@ fn read(path: &Path) -> std::io::Result<Bytes> {
 /// Verifies the database at `dir`. Needs no lock: it reads files as they are.
 pub fn verify(dir: &Path) -> Result<VerifyReport> {
     Settings::load(dir)?;
-    let segs = segment::list(dir)?;
+    let (segs, stale) = segment::list_all(dir)?;
     let mut report = VerifyReport::default();
+    for path in stale {
+        report.problems.push(Problem {
+            path,
+            offset: 0,
+            reason: "superseded by a compacted segment (an interrupted compaction); removed on next open".into(),
+            repairable: true,
+        });
+    }
+    if let Err(e) = super::horizon::Horizon::load(dir) {
+        report.problems.push(Problem {
+            path: dir.join(super::horizon::HORIZON_FILE),
+            offset: match &e {
+                Error::Corruption { offset, .. } => *offset,
+                _ => 0,
+            },
+            reason: e.to_string(),
+            repairable: false,
+        });
+    }
     let mut expected_base = 0u64;
     let n = segs.len();
     for (i, (base, path)) in segs.into_iter().enumerate() {

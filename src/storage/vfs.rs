@@ -379,12 +379,44 @@ pub fn crash_image(
     from: &Path,
     out: &Path,
 ) -> io::Result<()> {
+    crash_image_over(trace, upto, seed, None, from, out)
+}
+
+/// Like [`crash_image`], for a trace that starts on a directory that already
+/// held files: `base` is a copy of `from` taken (fully synced) before the trace
+/// began. Its files are the durable starting state, so a crash can also leave
+/// (or lose) the removal or replacement of a file the trace did not create.
+pub fn crash_image_over(
+    trace: &[TraceOp],
+    upto: usize,
+    seed: u64,
+    base: Option<&Path>,
+    from: &Path,
+    out: &Path,
+) -> io::Result<()> {
     let mut dice = crate::rng::Rng(seed ^ (upto as u64).wrapping_mul(0x2545_F491_4F6C_DD1D));
     // inode -> contents; durable and current name -> inode.
     let mut inodes: Vec<SimFile> = Vec::new();
     let mut durable: BTreeMap<PathBuf, usize> = BTreeMap::new();
     let mut names: BTreeMap<PathBuf, usize> = BTreeMap::new();
     let mut pending_ns: Vec<NsOp> = Vec::new();
+    if let Some(base) = base {
+        for e in std::fs::read_dir(base)? {
+            let e = e?;
+            if !e.file_type()?.is_file() {
+                continue;
+            }
+            let bytes = std::fs::read(e.path())?;
+            inodes.push(SimFile {
+                durable: bytes.clone(),
+                cache: bytes,
+                pending: Vec::new(),
+            });
+            let p = from.join(e.file_name());
+            names.insert(p.clone(), inodes.len() - 1);
+            durable.insert(p, inodes.len() - 1);
+        }
+    }
     // A file the trace did not create existed before it: the trace must start on
     // an empty or fully synced directory, so its current bytes are durable.
     for op in &trace[..upto.min(trace.len())] {

@@ -196,12 +196,11 @@ impl View {
                 next: self.end_pos,
             });
         }
-        self.scan(pos, None)
-            .next()
-            .unwrap_or(Err(Error::PositionNotWritten {
-                requested: pos,
-                next: self.end_pos,
-            }))
+        match self.scan(pos, None).next() {
+            Some(Ok(r)) if r.position == pos => Ok(r),
+            Some(Ok(_)) | None => Err(Error::PositionCompacted(pos)),
+            Some(Err(e)) => Err(e),
+        }
     }
 
     /// Iterates records from position `from` on, optionally of one stream only.

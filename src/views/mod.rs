@@ -176,6 +176,7 @@ impl MaterializedView {
         }
         let stream = self.def.stream().to_string();
         let merge = snap.merge.get(&stream).cloned();
+        let compacted_to = snap.horizon().map_or(0, |h| h.position.saturating_sub(1));
         let mut n = 0u64;
         for rec in snap.view().scan(st.applied_end, Some(&stream)) {
             let rec = rec?;
@@ -214,7 +215,10 @@ impl MaterializedView {
                         })
                     }
                 },
-                _ => match snap.get(&stream, &rec.key, i64::MAX, rec.position)? {
+                // Known at the record, or, below a compaction, at the first
+                // position allowed: the row then already holds this key's later
+                // records, and each of them refolds to the same row.
+                _ => match snap.get(&stream, &rec.key, i64::MAX, rec.position.max(compacted_to))? {
                     GetResult::Present(r) => Some(r),
                     _ => None,
                 },

@@ -5,6 +5,7 @@
 mod args;
 mod bench;
 mod checkpoint;
+mod compact;
 mod demo;
 mod import;
 mod init;
@@ -47,6 +48,7 @@ enum Command {
     Join(query::JoinArgs),
     Window(query::WindowArgs),
     Checkpoint(checkpoint::CheckpointArgs),
+    Compact(compact::CompactArgs),
     Verify(inspect::VerifyArgs),
     Stats(inspect::StatsArgs),
     Demo(demo::DemoArgs),
@@ -96,6 +98,7 @@ fn main() -> ExitCode {
         Command::Join(a) => query::join(a),
         Command::Window(a) => query::window(a),
         Command::Checkpoint(a) => checkpoint::run(a),
+        Command::Compact(a) => compact::run(a),
         Command::Verify(a) => inspect::verify(a),
         Command::Stats(a) => inspect::stats(a),
         Command::Demo(a) => demo::run(a),
