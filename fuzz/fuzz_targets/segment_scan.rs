@@ -1,17 +1,31 @@
-//! The recovery scan of a segment on arbitrary bytes after a valid header.
+//! The recovery scan of a segment on arbitrary bytes after a valid header (a
+//! writer's segment, or a compacted one whose end position comes from the
+//! input), and without one.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use tablelog::storage::segment::{encode_header, scan};
+use tablelog::storage::segment::{encode_compacted_header, encode_header, scan};
 
 fuzz_target!(|data: &[u8]| {
-    let mut v = encode_header().to_vec();
-    v.extend_from_slice(data);
+    let path = std::path::Path::new("fuzz");
+    let (mut v, rest) = match data.split_first() {
+        Some((&sel, rest)) if sel & 1 == 1 && rest.len() >= 2 => {
+            let end = u64::from(u16::from_le_bytes([rest[0], rest[1]]));
+            (encode_compacted_header(end).to_vec(), &rest[2..])
+        }
+        _ => (encode_header().to_vec(), data),
+    };
+    v.extend_from_slice(rest);
     let b = Bytes::from(v);
-    if let Ok(out) = scan(&b, 0, std::path::Path::new("fuzz")) {
+    if let Ok(out) = scan(&b, 0, path) {
         assert!(out.committed_end as usize <= b.len());
+        let mut last = 0;
+        for f in &out.index.frames {
+            assert!(f.first_pos >= last, "positions go back");
+            last = f.end_pos();
+        }
         let _ = out.index.encode_kidx();
     }
-    let _ = scan(&Bytes::copy_from_slice(data), 0, std::path::Path::new("fuzz"));
+    let _ = scan(&Bytes::copy_from_slice(data), 0, path);
 });
