@@ -145,7 +145,7 @@ impl DbBuilder {
     /// Opens (or creates) the database.
     pub fn open(self) -> Result<Db> {
         let dir = self.dir.clone();
-        let stored = match Settings::load(&dir) {
+        let stored = match Settings::load(&*self.vfs, &dir) {
             Ok(s) => Some(s),
             Err(Error::NotADatabase(_)) => None,
             Err(e) => return Err(e),
@@ -160,7 +160,9 @@ impl DbBuilder {
                 if self.read_only || !self.create {
                     return Err(Error::NotADatabase(dir));
                 }
-                std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+                self.vfs
+                    .create_dir_all(&dir)
+                    .map_err(|e| Error::io(&dir, e))?;
                 let d = Settings::default();
                 let s = Settings {
                     segment_size: self.segment_size.unwrap_or(d.segment_size),
@@ -189,7 +191,7 @@ impl DbBuilder {
                 counts: std::sync::Mutex::new(HashMap::new()),
             }),
             views: Arc::new(Views::default()),
-            checkpoints: Arc::new(Catalog::load(&dir)),
+            checkpoints: Arc::new(Catalog::load(log.config.vfs.clone(), &dir)),
             log,
             merge: Arc::new(MergeRegistry::new(self.merge, self.default_merge)),
         })
@@ -324,6 +326,7 @@ impl Db {
             name,
             def,
             &self.log.dir.join(VIEW_DIR),
+            &*self.log.config.vfs,
         )?);
         view.finish_load();
         view.catch_up(&self.snapshot()?, progress)?;

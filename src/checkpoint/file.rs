@@ -16,14 +16,13 @@
 //! end        crc          u32     CRC-32 of every byte before it
 //! ```
 
-use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
 use crate::query::asof::Row;
-use crate::storage::{fsutil, mmap_file};
+use crate::storage::{fsutil, read_file};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"TLOGCKPT";
@@ -110,8 +109,8 @@ fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 
 /// Reads and validates a checkpoint header and checksum (the whole file is
 /// checksummed before anything in it is trusted).
-pub fn open(path: &Path) -> Result<(CheckpointInfo, Bytes)> {
-    let bytes = mmap_file(path)?;
+pub fn open(vfs: &dyn crate::storage::vfs::Vfs, path: &Path) -> Result<(CheckpointInfo, Bytes)> {
+    let bytes = read_file(vfs, path)?;
     let info = parse(&bytes, path)?;
     Ok((info, bytes))
 }
@@ -270,12 +269,11 @@ impl Iterator for Rows {
 
 /// Reads only the header of a checkpoint for the catalog (no checksum: the
 /// whole file is validated when it is used).
-pub fn peek(path: &Path) -> Result<CheckpointInfo> {
-    let f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut head = Vec::new();
-    f.take(8 + 4 + 1 + 255 + 40)
-        .read_to_end(&mut head)
-        .map_err(|e| Error::io(path, e))?;
-    parse_header(&head, len, path)
+pub fn peek(vfs: &dyn crate::storage::vfs::Vfs, path: &Path) -> Result<CheckpointInfo> {
+    let b = read_file(vfs, path)?;
+    parse_header(
+        &b[..b.len().min(8 + 4 + 1 + 255 + 40)],
+        b.len() as u64,
+        path,
+    )
 }

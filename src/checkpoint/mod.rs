@@ -29,24 +29,24 @@ pub use file::CheckpointInfo;
 pub const CHECKPOINT_DIR: &str = "checkpoints";
 
 /// The checkpoints of a database, by stream.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Catalog {
     dir: PathBuf,
     infos: Mutex<Vec<CheckpointInfo>>,
+    vfs: std::sync::Arc<dyn crate::storage::vfs::Vfs>,
 }
 
 impl Catalog {
     /// Lists the checkpoint files of the database at `db_dir` (headers only).
     /// Files that do not parse are ignored here and reported by `verify`.
     #[must_use]
-    pub fn load(db_dir: &Path) -> Catalog {
+    pub fn load(vfs: std::sync::Arc<dyn crate::storage::vfs::Vfs>, db_dir: &Path) -> Catalog {
         let dir = db_dir.join(CHECKPOINT_DIR);
         let mut infos = Vec::new();
-        if let Ok(rd) = std::fs::read_dir(&dir) {
-            for e in rd.flatten() {
-                let p = e.path();
+        if let Ok(paths) = vfs.list(&dir) {
+            for p in paths {
                 if p.extension().is_some_and(|x| x == "ckpt") {
-                    match file::peek(&p) {
+                    match file::peek(&*vfs, &p) {
                         Ok(i) => infos.push(i),
                         Err(err) => log::warn!("ignoring checkpoint {}: {err}", p.display()),
                     }
@@ -56,7 +56,13 @@ impl Catalog {
         Catalog {
             dir,
             infos: Mutex::new(infos),
+            vfs,
         }
+    }
+
+    /// Opens a checkpoint of this catalog: header, whole checksum, rows.
+    pub fn open(&self, info: &CheckpointInfo) -> Result<(CheckpointInfo, bytes::Bytes)> {
+        file::open(&*self.vfs, &info.path)
     }
 
     /// Every checkpoint known, oldest first.
@@ -93,8 +99,9 @@ impl Catalog {
         as_of: i64,
     ) -> Result<CheckpointInfo> {
         let end = snap.end_position();
-        if !self.dir.exists() {
-            std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        if self.vfs.list(&self.dir).is_err() {
+            vfs.create_dir_all(&self.dir)
+                .map_err(|e| Error::io(&self.dir, e))?;
             if let Some(parent) = self.dir.parent() {
                 crate::storage::fsutil::sync_dir(vfs, parent)?;
             }

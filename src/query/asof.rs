@@ -246,7 +246,9 @@ impl Snapshot {
         self.check_stream(stream)?;
         if let Some(ck) = self.checkpoints.best(stream, as_of, end) {
             if let Some(tail) = crate::checkpoint::tail_keys(self, &ck, as_of, end)? {
-                match crate::checkpoint::file::open(&ck.path)
+                match self
+                    .checkpoints
+                    .open(&ck)
                     .and_then(|(info, bytes)| crate::checkpoint::file::Rows::new(&info, &bytes))
                 {
                     Ok(rows) => {

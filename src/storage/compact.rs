@@ -483,12 +483,9 @@ fn remove_merged_indexes(log: &Log) -> Result<()> {
     });
     let vfs = &*log.config.vfs;
     let mut any = false;
-    for e in std::fs::read_dir(&log.dir)
-        .map_err(|e| Error::io(&log.dir, e))?
-        .flatten()
-    {
-        if merged::MergedIndex::is_file_name(&e.file_name().to_string_lossy()) {
-            let p = e.path();
+    for p in vfs.list(&log.dir).map_err(|e| Error::io(&log.dir, e))? {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| merged::MergedIndex::is_file_name(&n)) {
             vfs.remove(&p).map_err(|e| Error::io(&p, e))?;
             any = true;
         }

@@ -96,9 +96,9 @@ impl Horizon {
     /// Reads the horizon of the database in `dir`: `None` if it was never
     /// compacted. A damaged file is an error, never ignored: without it, queries
     /// below the horizon would be answered from a compacted log.
-    pub fn load(dir: &Path) -> Result<Option<Horizon>> {
+    pub fn load(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Horizon>> {
         let path = dir.join(HORIZON_FILE);
-        match std::fs::read(&path) {
+        match vfs.read(&path) {
             Ok(b) => Horizon::decode(&b, &path).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(path, e)),

@@ -1,7 +1,6 @@
 //! The log: opening and recovery, the single writer with group commit, segment
 //! rolls, and the published state readers snapshot.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
@@ -13,7 +12,6 @@ use super::horizon::Horizon;
 use super::index::{FrameMeta, MemIndex};
 use super::merged::{MergedIndex, MERGE_AFTER};
 use super::meta::{self, Durability, Settings};
-use super::mmap;
 use super::record::{Clock, Hlc, HlcState};
 use super::segment::{self, SealedSegment};
 use super::vfs::{VFile, Vfs};
@@ -87,7 +85,10 @@ impl ActiveSegment {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if (m.len() as u64) < len {
-            *m = mmap::map(self.file.as_file(), len as usize, &self.path)?;
+            *m = self
+                .file
+                .map(len as usize)
+                .map_err(|e| Error::io(&self.path, e))?;
         }
         Ok(m.slice(..len as usize))
     }
@@ -153,7 +154,7 @@ pub struct Log {
     compacting: Mutex<()>,
     /// What recovery did at open.
     pub recovery: RecoveryReport,
-    _lock: Option<File>,
+    _lock: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Log {
@@ -174,13 +175,13 @@ impl Log {
         let lock_file = if config.read_only {
             None
         } else {
-            Some(meta::lock(dir)?)
+            Some(meta::lock(&*config.vfs, dir)?)
         };
-        let (mut segs, stale) = segment::list_all(dir)?;
+        let (mut segs, stale) = segment::list_all(&*config.vfs, dir)?;
         if !config.read_only {
             remove_leftovers(&*config.vfs, dir, &segs, &stale)?;
         }
-        let horizon = Horizon::load(dir)?;
+        let horizon = Horizon::load(&*config.vfs, dir)?;
         if segs.is_empty() {
             if config.read_only {
                 return Err(Error::NotADatabase(dir.to_path_buf()));
@@ -190,10 +191,11 @@ impl Log {
         }
         let (active_base, active_path) = segs.pop().expect("at least one segment");
         let writable = !config.read_only;
-        let sealed_vfs = writable.then(|| config.vfs.clone());
         let sealed = segs
             .into_iter()
-            .map(|(base, path)| SealedSegment::open(path, base, sealed_vfs.clone()).map(Arc::new))
+            .map(|(base, path)| {
+                SealedSegment::open(path, base, config.vfs.clone(), writable).map(Arc::new)
+            })
             .collect::<Result<Vec<_>>>()?;
 
         let file = config
@@ -210,7 +212,9 @@ impl Log {
             file.sync_all().map_err(|e| Error::io(&active_path, e))?;
         }
         let len = file.len().map_err(|e| Error::io(&active_path, e))?;
-        let bytes = mmap::map(file.as_file(), len as usize, &active_path)?;
+        let bytes = file
+            .map(len as usize)
+            .map_err(|e| Error::io(&active_path, e))?;
         let scan = segment::scan(&bytes, active_base, &active_path)?;
         let compacted = segment::check_header(&bytes, &active_path)?
             .compacted_end
@@ -281,11 +285,12 @@ impl Log {
             })
         });
         let bases: Vec<u64> = sealed.iter().map(|s| s.base).chain([active_base]).collect();
+        let merged = MergedIndex::find(&config.vfs, dir, &bases);
         let log = Arc::new(Log {
             dir: dir.to_path_buf(),
             config,
             state: Arc::new(RwLock::new(Arc::new(LogState {
-                merged: MergedIndex::find(dir, &bases),
+                merged,
                 sealed,
                 active: active.clone(),
                 horizon,
@@ -611,7 +616,7 @@ impl Log {
         let spawned = std::thread::Builder::new()
             .name("tablelog-merge".into())
             .spawn(move || {
-                match MergedIndex::build(&*vfs, &dir, &st.sealed, st.active.base) {
+                match MergedIndex::build(&vfs, &dir, &st.sealed, st.active.base) {
                     Ok(m) => publish_merged(&cell, &*vfs, &dir, m),
                     Err(e) => log::warn!("building the merged key index failed: {e}"),
                 }
@@ -639,7 +644,7 @@ impl Log {
             return Ok(0);
         }
         let cover_end = st.active.base;
-        let m = MergedIndex::build(&*self.config.vfs, &self.dir, &st.sealed, cover_end)?;
+        let m = MergedIndex::build(&self.config.vfs, &self.dir, &st.sealed, cover_end)?;
         publish_merged(&self.state, &*self.config.vfs, &self.dir, m);
         Ok(cover_end)
     }
@@ -814,7 +819,12 @@ impl Transaction<'_> {
                 kind,
             };
             // Index the data frames from disk (page cache), then the commit frame.
-            let bytes = mmap::map(self.w.active.file.as_file(), self.off as usize, &path)?;
+            let bytes = self
+                .w
+                .active
+                .file
+                .map(self.off as usize)
+                .map_err(|e| Error::io(&path, e))?;
             let mut inner = self
                 .w
                 .active
@@ -901,14 +911,9 @@ fn remove_leftovers(
         .iter()
         .filter_map(|(_, p)| p.file_stem().map(std::ffi::OsStr::to_os_string))
         .collect();
-    for e in std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .flatten()
-    {
-        let path = e.path();
+    for path in vfs.list(dir).map_err(|e| Error::io(dir, e))? {
         let ext = path.extension().and_then(|x| x.to_str()).unwrap_or("");
-        let name = e.file_name();
-        let name = name.to_str().unwrap_or("");
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         let orphan_sidecar = (ext == "fidx" || ext == "kidx")
             && !name.starts_with("index-")
             && path

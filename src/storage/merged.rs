@@ -15,7 +15,7 @@ use bytes::Bytes;
 use super::index::{encode_key_index, KeyIndexFile, StreamKeys, VersionRef};
 use super::segment::SealedSegment;
 use super::vfs::Vfs;
-use super::{fsutil, mmap_file};
+use super::{fsutil, read_file};
 use crate::Result;
 
 /// Merge once this many sealed segments are not covered by the merged index.
@@ -29,6 +29,7 @@ pub struct MergedIndex {
     /// The file.
     pub path: PathBuf,
     index: OnceLock<Option<KeyIndexFile>>,
+    vfs: Arc<dyn Vfs>,
 }
 
 impl MergedIndex {
@@ -36,7 +37,9 @@ impl MergedIndex {
     pub fn index(&self) -> Option<&KeyIndexFile> {
         self.index
             .get_or_init(|| {
-                match mmap_file(&self.path).and_then(|b| KeyIndexFile::open(b, &self.path)) {
+                match read_file(&*self.vfs, &self.path)
+                    .and_then(|b| KeyIndexFile::open(b, &self.path))
+                {
                     Ok(k) => Some(k),
                     Err(e) => {
                         log::warn!("ignoring merged index {}: {e}", self.path.display());
@@ -60,12 +63,16 @@ impl MergedIndex {
 
     /// The newest merged index in `dir` whose cover end is the base of a segment.
     #[must_use]
-    pub fn find(dir: &Path, bases: &[u64]) -> Option<Arc<MergedIndex>> {
+    pub fn find(vfs: &Arc<dyn Vfs>, dir: &Path, bases: &[u64]) -> Option<Arc<MergedIndex>> {
         let mut best: Option<(u64, PathBuf)> = None;
-        for e in std::fs::read_dir(dir).ok()?.flatten() {
-            if let Some(end) = e.file_name().to_str().and_then(Self::parse_name) {
+        for p in vfs.list(dir).ok()? {
+            if let Some(end) = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(Self::parse_name)
+            {
                 if bases.contains(&end) && best.as_ref().is_none_or(|(b, _)| end > *b) {
-                    best = Some((end, e.path()));
+                    best = Some((end, p));
                 }
             }
         }
@@ -74,6 +81,7 @@ impl MergedIndex {
                 cover_end,
                 path,
                 index: OnceLock::new(),
+                vfs: vfs.clone(),
             })
         })
     }
@@ -81,7 +89,7 @@ impl MergedIndex {
     /// Merges the key indexes of `sealed` (in position order, all of them below
     /// `cover_end`) into a new file, and returns it ready to use.
     pub fn build(
-        vfs: &dyn Vfs,
+        vfs: &Arc<dyn Vfs>,
         dir: &Path,
         sealed: &[Arc<SealedSegment>],
         cover_end: u64,
@@ -118,11 +126,12 @@ impl MergedIndex {
             streams.push((name.as_str(), keys));
         }
         let path = dir.join(format!("index-{cover_end:020}.kidx"));
-        fsutil::atomic_write(vfs, &path, &encode_key_index(&streams))?;
+        fsutil::atomic_write(&**vfs, &path, &encode_key_index(&streams))?;
         let m = MergedIndex {
             cover_end,
             path,
             index: OnceLock::new(),
+            vfs: vfs.clone(),
         };
         let _ = m.index();
         Ok(Arc::new(m))
@@ -130,12 +139,11 @@ impl MergedIndex {
 
     /// Removes merged index files other than this one (best effort).
     pub fn remove_others(&self, vfs: &dyn Vfs, dir: &Path) {
-        if let Ok(rd) = std::fs::read_dir(dir) {
-            for e in rd.flatten() {
-                if e.file_name().to_str().and_then(Self::parse_name).is_some()
-                    && e.path() != self.path
-                {
-                    let _ = vfs.remove(&e.path());
+        if let Ok(paths) = vfs.list(dir) {
+            for p in paths {
+                let name = p.file_name().and_then(|n| n.to_str());
+                if name.and_then(Self::parse_name).is_some() && p != self.path {
+                    let _ = vfs.remove(&p);
                 }
             }
         }

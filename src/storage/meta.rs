@@ -1,7 +1,6 @@
 //! Database settings stored in the directory (`tablelog.meta`), and the lock file.
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
 use std::path::Path;
 use std::time::Duration;
 
@@ -181,10 +180,14 @@ impl Settings {
     }
 
     /// Reads the settings of the database at `dir`; `NotADatabase` if there are none.
-    pub fn load(dir: &Path) -> Result<Settings> {
+    pub fn load(vfs: &dyn super::vfs::Vfs, dir: &Path) -> Result<Settings> {
         let path = dir.join(META_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(t) => Settings::decode(&t, &path),
+        match vfs.read(&path) {
+            Ok(b) => {
+                let t = std::str::from_utf8(&b)
+                    .map_err(|_| Error::corrupt(&path, 0, "settings are not UTF-8"))?;
+                Settings::decode(t, &path)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(Error::NotADatabase(dir.to_path_buf()))
             }
@@ -199,20 +202,12 @@ impl Settings {
 }
 
 /// Takes the exclusive writer lock of the database directory.
-pub fn lock(dir: &Path) -> Result<File> {
+pub fn lock(vfs: &dyn super::vfs::Vfs, dir: &Path) -> Result<Box<dyn std::any::Any + Send + Sync>> {
     let path = dir.join(LOCK_FILE);
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(dir.to_path_buf())),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
-    }
+    vfs.lock(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::WouldBlock => Error::Locked(dir.to_path_buf()),
+        _ => Error::io(&path, e),
+    })
 }
 
 #[cfg(test)]

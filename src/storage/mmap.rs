@@ -3,11 +3,8 @@
 #![allow(unsafe_code)]
 
 use std::fs::File;
-use std::path::Path;
 
 use bytes::Bytes;
-
-use crate::{Error, Result};
 
 /// Maps the first `len` bytes of `file` read-only and returns them as shared
 /// [`Bytes`] that keep the mapping alive.
@@ -17,7 +14,7 @@ use crate::{Error, Result};
 /// fully synced before they are mapped, and replaced only by rename, which keeps the
 /// old inode alive), and the committed prefix of the active segment (append-only:
 /// the writer only writes past the committed end, and only truncates past it).
-pub(crate) fn map(file: &File, len: usize, path: &Path) -> Result<Bytes> {
+pub(crate) fn map(file: &File, len: usize) -> std::io::Result<Bytes> {
     if len == 0 {
         return Ok(Bytes::new());
     }
@@ -27,7 +24,6 @@ pub(crate) fn map(file: &File, len: usize, path: &Path) -> Result<Bytes> {
     // truncates below a published length, and replaced files are renamed over,
     // never rewritten in place. Another process changing the files behind our
     // back is outside the contract (as for every mmap-based engine).
-    let m = unsafe { memmap2::MmapOptions::new().len(len).map(file) }
-        .map_err(|e| Error::io(path, e))?;
+    let m = unsafe { memmap2::MmapOptions::new().len(len).map(file) }?;
     Ok(Bytes::from_owner(m))
 }

@@ -17,6 +17,7 @@ pub mod horizon;
 pub mod index;
 pub mod keytable;
 pub mod log;
+pub mod memvfs;
 pub mod merged;
 pub mod meta;
 mod mmap;
@@ -27,9 +28,7 @@ pub mod verify;
 pub mod vfs;
 pub mod view;
 
-/// Maps a whole file read-only (for immutable files: sidecars, checkpoints).
-pub(crate) fn mmap_file(path: &std::path::Path) -> crate::Result<bytes::Bytes> {
-    let f = std::fs::File::open(path).map_err(|e| crate::Error::io(path, e))?;
-    let len = f.metadata().map_err(|e| crate::Error::io(path, e))?.len();
-    mmap::map(&f, len as usize, path)
+/// Reads a whole immutable file (sidecars, checkpoints) through the seam.
+pub(crate) fn read_file(vfs: &dyn vfs::Vfs, path: &std::path::Path) -> crate::Result<bytes::Bytes> {
+    vfs.read(path).map_err(|e| crate::Error::io(path, e))
 }

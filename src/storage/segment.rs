@@ -1,7 +1,6 @@
 //! Segment files: naming, header, the recovery scan of the active segment, and
 //! sealed segments with their lazily validated sidecar indexes.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -10,9 +9,9 @@ use std::sync::OnceLock;
 use bytes::Bytes;
 
 use super::frame::{check_frame, Frame, FrameError, FrameKind};
+use super::fsutil;
 use super::index::{decode_fidx, FrameMeta, KeyIndexFile, MemIndex};
 use super::vfs::{VFile, Vfs};
-use super::{fsutil, mmap};
 use crate::{Error, Result};
 
 /// Segment file magic.
@@ -173,15 +172,9 @@ fn check_compacted_header(b: &[u8], path: &Path) -> Result<SegHeader> {
 
 /// Reads and validates the header of the segment file at `path` (for the
 /// supersession check on open, which must not map every segment).
-pub fn peek_header(path: &Path) -> Result<SegHeader> {
-    use std::io::Read;
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut b = Vec::with_capacity(COMPACTED_HEADER_LEN);
-    f.by_ref()
-        .take(COMPACTED_HEADER_LEN as u64)
-        .read_to_end(&mut b)
-        .map_err(|e| Error::io(path, e))?;
-    check_header(&b, path)
+pub fn peek_header(vfs: &dyn Vfs, path: &Path) -> Result<SegHeader> {
+    let b = vfs.read(path).map_err(|e| Error::io(path, e))?;
+    check_header(&b[..b.len().min(COMPACTED_HEADER_LEN)], path)
 }
 
 /// What a scan of a segment's frames found.
@@ -298,16 +291,21 @@ pub struct SealedSegment {
     frames: OnceLock<std::result::Result<Vec<FrameMeta>, String>>,
     keys: OnceLock<std::result::Result<KeyIndexFile, String>>,
     validated: OnceLock<Vec<AtomicBool>>,
-    /// Where rebuilt sidecars are written; `None` for read-only handles.
-    vfs: Option<Arc<dyn Vfs>>,
+    /// Where the segment and its sidecars are read from (and rebuilt sidecars written).
+    vfs: Arc<dyn Vfs>,
+    /// Whether rebuilt sidecars are written (not for read-only handles).
+    writable: bool,
 }
 
 impl SealedSegment {
     /// Maps a sealed segment and checks its header. Indexes are loaded lazily.
-    pub fn open(path: PathBuf, base: u64, vfs: Option<Arc<dyn Vfs>>) -> Result<SealedSegment> {
-        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
-        let bytes = mmap::map(&file, len as usize, &path)?;
+    pub fn open(
+        path: PathBuf,
+        base: u64,
+        vfs: Arc<dyn Vfs>,
+        writable: bool,
+    ) -> Result<SealedSegment> {
+        let bytes = vfs.read(&path).map_err(|e| Error::io(&path, e))?;
         let header = check_header(&bytes, &path)?;
         Ok(SealedSegment {
             base,
@@ -318,6 +316,7 @@ impl SealedSegment {
             keys: OnceLock::new(),
             validated: OnceLock::new(),
             vfs,
+            writable,
         })
     }
 
@@ -328,7 +327,7 @@ impl SealedSegment {
         frames: Vec<FrameMeta>,
         vfs: Arc<dyn Vfs>,
     ) -> Result<SealedSegment> {
-        let s = SealedSegment::open(path, base, Some(vfs))?;
+        let s = SealedSegment::open(path, base, vfs, true)?;
         let _ = s.frames.set(Ok(frames));
         Ok(s)
     }
@@ -388,7 +387,7 @@ impl SealedSegment {
 
     fn load_frames(&self) -> Result<Vec<FrameMeta>> {
         let (fidx, _) = sidecar_paths(&self.path);
-        match read_sidecar(&fidx).and_then(|b| decode_fidx(&b, &fidx)) {
+        match super::read_file(&*self.vfs, &fidx).and_then(|b| decode_fidx(&b, &fidx)) {
             Ok(f) if self.frames_fit(&f) => Ok(f),
             Ok(_) | Err(_) => {
                 log::warn!(
@@ -420,7 +419,7 @@ impl SealedSegment {
 
     fn load_keys(&self) -> Result<KeyIndexFile> {
         let (_, kidx) = sidecar_paths(&self.path);
-        match read_sidecar(&kidx).and_then(|b| KeyIndexFile::open(b, &kidx)) {
+        match super::read_file(&*self.vfs, &kidx).and_then(|b| KeyIndexFile::open(b, &kidx)) {
             Ok(k) => Ok(k),
             Err(_) => {
                 log::warn!(
@@ -449,15 +448,11 @@ impl SealedSegment {
     /// Rebuilds both sidecars from the segment and, when writable, rewrites them.
     pub fn rebuild(&self) -> Result<MemIndex> {
         let idx = self.rebuild_in_memory()?;
-        if let Some(vfs) = &self.vfs {
-            write_sidecars(&**vfs, &self.path, &idx)?;
+        if self.writable {
+            write_sidecars(&*self.vfs, &self.path, &idx)?;
         }
         Ok(idx)
     }
-}
-
-fn read_sidecar(path: &Path) -> Result<Bytes> {
-    super::mmap_file(path)
 }
 
 /// Writes both sidecars of a segment atomically.
@@ -483,8 +478,8 @@ pub fn create(vfs: &dyn Vfs, dir: &Path, base: u64) -> Result<(Arc<dyn VFile>, P
 pub type SegmentFile = (u64, PathBuf);
 
 /// Lists `(base, path)` of every live segment in `dir`, sorted by base.
-pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
-    Ok(list_all(dir)?.0)
+pub fn list(vfs: &dyn Vfs, dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    Ok(list_all(vfs, dir)?.0)
 }
 
 /// The segments of `dir`: the live ones as `(base, path)` sorted by base, and
@@ -494,12 +489,12 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 /// in `[its base, its end)`, including lower generations at its own base. It
 /// only ever appears under its final name complete and synced, so finding it is
 /// proof that the files it covers are redundant.
-pub fn list_all(dir: &Path) -> Result<(Vec<SegmentFile>, Vec<PathBuf>)> {
+pub fn list_all(vfs: &dyn Vfs, dir: &Path) -> Result<(Vec<SegmentFile>, Vec<PathBuf>)> {
     let mut files = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let e = e.map_err(|e| Error::io(dir, e))?;
-        if let Some((base, generation)) = e.file_name().to_str().and_then(parse_segment_file) {
-            files.push((base, std::cmp::Reverse(generation), e.path()));
+    for path in vfs.list(dir).map_err(|e| Error::io(dir, e))? {
+        let name = path.file_name().and_then(|n| n.to_str());
+        if let Some((base, generation)) = name.and_then(parse_segment_file) {
+            files.push((base, std::cmp::Reverse(generation), path));
         }
     }
     files.sort_unstable();
@@ -512,7 +507,7 @@ pub fn list_all(dir: &Path) -> Result<(Vec<SegmentFile>, Vec<PathBuf>)> {
         }
         covered = base + 1;
         if generation > 0 {
-            if let Some(end) = peek_header(&path)?.compacted_end {
+            if let Some(end) = peek_header(vfs, &path)?.compacted_end {
                 covered = covered.max(end);
             }
         }

@@ -51,8 +51,9 @@ fn read(path: &Path) -> std::io::Result<Bytes> {
 
 /// Verifies the database at `dir`. Needs no lock: it reads files as they are.
 pub fn verify(dir: &Path) -> Result<VerifyReport> {
-    Settings::load(dir)?;
-    let (segs, stale) = segment::list_all(dir)?;
+    let os = super::vfs::OsVfs;
+    Settings::load(&os, dir)?;
+    let (segs, stale) = segment::list_all(&os, dir)?;
     let mut report = VerifyReport::default();
     for path in stale {
         report.problems.push(Problem {
@@ -62,7 +63,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             repairable: true,
         });
     }
-    if let Err(e) = super::horizon::Horizon::load(dir) {
+    if let Err(e) = super::horizon::Horizon::load(&os, dir) {
         report.problems.push(Problem {
             path: dir.join(super::horizon::HORIZON_FILE),
             offset: match &e {

@@ -7,9 +7,11 @@
 //! the rest zero- or garbage-filled), and creations, renames and removals not
 //! followed by a directory sync possibly lost.
 //!
-//! Reads go through memory maps of the real files (sealed segments are fully
-//! synced before they are mapped).
+//! Reads go through the seam too ([`Vfs::read`], [`VFile::map`]): memory maps
+//! of the real files for [`OsVfs`] (sealed segments are fully synced before they
+//! are mapped), plain buffers for the in-memory [`MemVfs`](super::memvfs::MemVfs).
 
+use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -18,6 +20,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 /// File-system operations the engine uses to change disk state.
 pub trait Vfs: Send + Sync + fmt::Debug {
@@ -31,6 +35,16 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     fn remove(&self, path: &Path) -> io::Result<()>;
     /// Makes creations, renames and removals in `dir` durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// The whole file, read-only. The engine reads only immutable files this way
+    /// (sidecars, sealed segments, checkpoints, settings).
+    fn read(&self, path: &Path) -> io::Result<Bytes>;
+    /// Paths of the entries of `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    /// Creates `dir` and its missing parents.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Takes the exclusive lock file `path` (created if missing), held until the
+    /// returned guard drops; `WouldBlock` if someone holds it.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>>;
 }
 
 /// An open file.
@@ -46,8 +60,9 @@ pub trait VFile: Send + Sync + fmt::Debug {
     fn sync_all(&self) -> io::Result<()>;
     /// Current length.
     fn len(&self) -> io::Result<u64>;
-    /// The real file, for memory maps.
-    fn as_file(&self) -> &File;
+    /// The first `len` bytes, read-only (a memory map of a real file). The caller
+    /// promises that they are never written again (see `mmap.rs`).
+    fn map(&self, len: usize) -> io::Result<Bytes>;
 }
 
 /// The operating system's file system.
@@ -73,8 +88,8 @@ impl VFile for OsFile {
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
-    fn as_file(&self) -> &File {
-        &self.0
+    fn map(&self, len: usize) -> io::Result<Bytes> {
+        super::mmap::map(&self.0, len)
     }
 }
 
@@ -102,6 +117,51 @@ impl Vfs for OsVfs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
+    fn read(&self, path: &Path) -> io::Result<Bytes> {
+        let f = File::open(path)?;
+        let len = f.metadata()?.len();
+        super::mmap::map(&f, len as usize)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        std::fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.path()))
+            .collect()
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        match f.try_lock() {
+            Ok(()) => Ok(Box::new(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+/// Delegates the read-side operations of a wrapping [`Vfs`] (they are never
+/// failed nor recorded: they change nothing on disk).
+macro_rules! delegate_reads {
+    () => {
+        fn read(&self, path: &Path) -> io::Result<Bytes> {
+            self.inner.read(path)
+        }
+        fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+            self.inner.list(dir)
+        }
+        fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+            self.inner.create_dir_all(dir)
+        }
+        fn lock(&self, path: &Path) -> io::Result<Box<dyn Any + Send + Sync>> {
+            self.inner.lock(path)
+        }
+    };
 }
 
 /// Which operation [`FaultyVfs`] fails, and how.
@@ -189,8 +249,8 @@ impl VFile for FaultyFile {
     fn len(&self) -> io::Result<u64> {
         self.inner.len()
     }
-    fn as_file(&self) -> &File {
-        self.inner.as_file()
+    fn map(&self, len: usize) -> io::Result<Bytes> {
+        self.inner.map(len)
     }
 }
 
@@ -220,6 +280,7 @@ impl Vfs for FaultyVfs {
         self.plan.check()?;
         self.inner.sync_dir(dir)
     }
+    delegate_reads!();
 }
 
 /// One recorded operation (paths are as the engine gave them).
@@ -307,8 +368,8 @@ impl VFile for RecordingFile {
     fn len(&self) -> io::Result<u64> {
         self.inner.len()
     }
-    fn as_file(&self) -> &File {
-        self.inner.as_file()
+    fn map(&self, len: usize) -> io::Result<Bytes> {
+        self.inner.map(len)
     }
 }
 
@@ -344,6 +405,7 @@ impl Vfs for RecordingVfs {
         self.push(TraceOp::SyncDir(dir.to_path_buf()));
         Ok(())
     }
+    delegate_reads!();
 }
 
 /// Contents of one file in the simulated file system.

@@ -124,7 +124,12 @@ fn group_of(def: &ViewDef, row: &Row) -> Option<(Bytes, Option<f64>)> {
 }
 
 impl MaterializedView {
-    pub(crate) fn new(name: &str, def: ViewDef, dir: &std::path::Path) -> Result<MaterializedView> {
+    pub(crate) fn new(
+        name: &str,
+        def: ViewDef,
+        dir: &std::path::Path,
+        vfs: &dyn crate::storage::vfs::Vfs,
+    ) -> Result<MaterializedView> {
         crate::storage::record::validate_stream_name(name).map_err(|_| {
             Error::InvalidInput(format!(
                 "invalid view name {name:?}: use [A-Za-z0-9_.-]{{1,255}}"
@@ -136,7 +141,7 @@ impl MaterializedView {
             def,
             state: Mutex::new(State::default()),
         };
-        if let Some(state) = persist::load(&view.path, &view.def.describe())? {
+        if let Some(state) = persist::load(vfs, &view.path, &view.def.describe())? {
             *view.lock() = state;
         }
         Ok(view)
@@ -347,15 +352,19 @@ mod persist {
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            vfs.create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
         fsutil::atomic_write(vfs, path, &out)
     }
 
     /// Loads a saved state if there is one for the same definition; a damaged or
     /// mismatching file is ignored (the view backfills from the log instead).
-    pub(super) fn load(path: &Path, def: &str) -> Result<Option<State>> {
-        let b = match std::fs::read(path) {
+    pub(super) fn load(
+        vfs: &dyn crate::storage::vfs::Vfs,
+        path: &Path,
+        def: &str,
+    ) -> Result<Option<State>> {
+        let b = match vfs.read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(path, e)),

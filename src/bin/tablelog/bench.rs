@@ -501,7 +501,7 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
         ceiling: None,
     });
     drop(db);
-    let active = tablelog::storage::segment::list(&dir)?
+    let active = tablelog::storage::segment::list(&tablelog::storage::vfs::OsVfs, &dir)?
         .pop()
         .map(|(_, p)| p);
     if let Some(active) = active {

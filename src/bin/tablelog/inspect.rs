@@ -63,7 +63,7 @@ pub struct StatsArgs {
 }
 
 pub fn stats(a: StatsArgs) -> CliResult<Outcome> {
-    let settings = Settings::load(&a.db)?;
+    let settings = Settings::load(&tablelog::storage::vfs::OsVfs, &a.db)?;
     let db = open_read(&a.db)?;
     let snap = db.snapshot()?;
     let s = tablelog::storage::stats::stats(snap.view())?;
