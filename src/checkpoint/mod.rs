@@ -2,12 +2,14 @@
 //! position `K`, so `table` as of `T' >= T` starts from it and reads only the
 //! tail, instead of every version in history.
 //!
-//! A checkpoint never changes an answer. Rows that the tail can change are
-//! recomputed from the key index: the tail is every visible record the
+//! A checkpoint never changes an answer. The tail is every visible record the
 //! checkpoint does not reflect, i.e. with `T < event_time <= T'`, or with
-//! `position >= K` (late events whose event time may be at or before `T`, which
-//! must be folded in `(event_time, position)` order with what the checkpoint
-//! already folded). Every other key's row is the checkpoint's.
+//! `position >= K`. A key whose tail records all have `event_time > T` sorts
+//! them after everything the checkpoint folded, so they apply on top of its row
+//! straight from the scan; a key with a late record (`event_time <= T`,
+//! `position >= K`), which must be folded in `(event_time, position)` order
+//! among what the checkpoint already folded, is refolded from the key index.
+//! Every other key's row is the checkpoint's.
 //!
 //! Files live in `DIR/checkpoints/<stream>@<K, 20 digits>.ckpt` (format in
 //! [`file`]).
@@ -22,6 +24,7 @@ use bytes::Bytes;
 use crate::db::Snapshot;
 use crate::query::asof::{fold, GetResult, Row};
 use crate::storage::index::VersionRef;
+use crate::storage::record::{Op, Record};
 use crate::{Error, Result};
 pub use file::CheckpointInfo;
 
@@ -119,25 +122,38 @@ impl Catalog {
     }
 }
 
-/// Keys of `stream` with a visible record (below `end`, at or before `as_of`)
-/// that the checkpoint does not reflect, sorted; `None` when the tail looks larger
-/// than the checkpoint itself (starting from scratch is then cheaper).
+/// One key's share of the tail.
+#[derive(Debug)]
+pub(crate) enum TailKey {
+    /// Only records newer in event time than the checkpoint, sorted by
+    /// `(event_time, position)`: they fold on top of the checkpoint's row.
+    OnTop(Vec<Record>),
+    /// A late record (event time at or before the checkpoint's, position after
+    /// it) sorts among what the checkpoint folded: the key is refolded from the
+    /// key index.
+    Refold,
+}
+
+/// What `stream`'s checkpoint does not reflect, by key (sorted): every visible
+/// record (below `end`, at or before `as_of`) with event time after the
+/// checkpoint's or position after it. `None` when the tail looks larger than the
+/// checkpoint itself (starting from scratch is then cheaper).
 pub(crate) fn tail_keys(
     snap: &Snapshot,
     ck: &CheckpointInfo,
     as_of: i64,
     end: u64,
-) -> Result<Option<Vec<Bytes>>> {
+) -> Result<Option<Vec<(Bytes, TailKey)>>> {
     let view = snap.view();
     let budget = ck.rows.max(1024);
-    let mut keys = Vec::new();
+    let mut recs: Vec<(Record, bool)> = Vec::new();
     let mut seen = 0u64;
     // Records newer in event time than the checkpoint (skipping frames by the
-    // time index), then records appended after it (late events included).
+    // time index), then records appended after it with an older event time.
     for r in view.scan_time(&ck.stream, ck.as_of.saturating_add(1), as_of) {
         let r = r?;
         if r.position < end {
-            keys.push(r.key);
+            recs.push((r, false));
         }
         seen += 1;
         if seen > budget {
@@ -150,16 +166,34 @@ pub(crate) fn tail_keys(
             break;
         }
         if r.event_time <= ck.as_of {
-            keys.push(r.key);
+            recs.push((r, true));
         }
         seen += 1;
         if seen > budget {
             return Ok(None);
         }
     }
-    keys.sort_unstable();
-    keys.dedup();
-    Ok(Some(keys))
+    recs.sort_unstable_by(|(a, _), (b, _)| {
+        (&a.key, a.event_time, a.position).cmp(&(&b.key, b.event_time, b.position))
+    });
+    let mut out: Vec<(Bytes, TailKey)> = Vec::new();
+    for (r, late) in recs {
+        match out.last_mut() {
+            Some((k, t)) if *k == r.key => match t {
+                TailKey::OnTop(v) if !late => v.push(r),
+                _ => *t = TailKey::Refold,
+            },
+            _ => out.push((
+                r.key.clone(),
+                if late {
+                    TailKey::Refold
+                } else {
+                    TailKey::OnTop(vec![r])
+                },
+            )),
+        }
+    }
+    Ok(Some(out))
 }
 
 /// Rows of a table from a checkpoint plus its tail, in key order.
@@ -170,8 +204,8 @@ pub(crate) struct FromCheckpoint {
     pub(crate) end: u64,
     pub(crate) rows: file::Rows,
     pub(crate) peeked: Option<Row>,
-    pub(crate) tail: std::vec::IntoIter<Bytes>,
-    pub(crate) next_tail: Option<Bytes>,
+    pub(crate) tail: std::vec::IntoIter<(Bytes, TailKey)>,
+    pub(crate) next_tail: Option<(Bytes, TailKey)>,
     pub(crate) buf: Vec<VersionRef>,
 }
 
@@ -201,6 +235,42 @@ impl FromCheckpoint {
         )
     }
 
+    /// Applies records newer than everything the checkpoint folded to its row.
+    fn on_top(&self, mut row: Option<Row>, recs: Vec<Record>) -> Result<Option<Row>> {
+        for r in recs {
+            row = match r.op {
+                Op::Delete => None,
+                Op::Put => Some(Row {
+                    key: r.key,
+                    value: r.value,
+                    event_time: r.event_time,
+                    position: r.position,
+                }),
+                Op::Patch => {
+                    let op = self
+                        .snap
+                        .merge
+                        .get(&self.stream)
+                        .ok_or_else(|| Error::NoMergeOperator(self.stream.clone()))?;
+                    let merged = op
+                        .merge(row.as_ref().map(|o| &o.value[..]), &r.value)
+                        .map_err(|reason| Error::Merge {
+                            stream: self.stream.clone(),
+                            position: r.position,
+                            reason,
+                        })?;
+                    Some(Row {
+                        key: r.key,
+                        value: Bytes::from(merged),
+                        event_time: r.event_time,
+                        position: r.position,
+                    })
+                }
+            };
+        }
+        Ok(row)
+    }
+
     pub(crate) fn next_row(&mut self) -> Option<Result<Row>> {
         loop {
             if self.peeked.is_none() {
@@ -217,18 +287,24 @@ impl FromCheckpoint {
                 (None, None) => return None,
                 (Some(_), None) => false,
                 (None, Some(_)) => true,
-                (Some(r), Some(k)) => *k <= r.key,
+                (Some(r), Some((k, _))) => *k <= r.key,
             };
             if !take_tail {
                 return self.peeked.take().map(Ok);
             }
-            let Some(key) = self.next_tail.take() else {
+            let Some((key, tail)) = self.next_tail.take() else {
                 continue;
             };
-            if self.peeked.as_ref().is_some_and(|r| r.key == key) {
-                self.peeked = None;
-            }
-            match self.recompute(&key) {
+            let base = if self.peeked.as_ref().is_some_and(|r| r.key == key) {
+                self.peeked.take()
+            } else {
+                None
+            };
+            let row = match tail {
+                TailKey::OnTop(recs) => self.on_top(base, recs),
+                TailKey::Refold => self.recompute(&key),
+            };
+            match row {
                 Ok(Some(row)) => return Some(Ok(row)),
                 Ok(None) => {}
                 Err(e) => return Some(Err(e)),

@@ -1,0 +1,59 @@
+//! Profiling harness for `table` from a checkpoint: N events (default 1M) over
+//! N/10 keys, a checkpoint as of the latest time, 1% more events (half late),
+//! then the latest table from scratch and from the checkpoint, REPS times each.
+//! `cargo run --release --example profile_checkpoint -- 1000000` under `perf record`.
+use tablelog::rng::Rng;
+use tablelog::workload::Workload;
+use tablelog::{Batch, Db};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
+    let reps: usize = std::env::var("REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let w = Workload {
+        events: n,
+        keys: n / 10,
+        ..Workload::default()
+    };
+    let dir = tempfile::tempdir()?;
+    let db = Db::builder(dir.path()).checkpoint_every(u64::MAX).open()?;
+    w.load(&db.writer(), "bench", |_| {})?;
+    let max_t = (w.events as i64) * w.step_us;
+    db.checkpoint("bench", Some(max_t))?;
+    let mut rng = Rng(17);
+    let mut b = Batch::new();
+    let extra: u64 = std::env::var("TAIL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n / 100);
+    for i in 0..extra {
+        let (k, t) = w.event(i, &mut rng);
+        b.put_at(
+            "bench",
+            w.key(k),
+            w.value(i),
+            max_t - 3_600_000_000 + t % 7_200_000_000,
+        )?;
+    }
+    db.writer().commit(b)?;
+    let snap = db.snapshot()?;
+    let latest = max_t + 3_600_000_000;
+    for _ in 0..reps {
+        let t = std::time::Instant::now();
+        let a = snap.table_from_scratch("bench", latest, None)?.count();
+        let scratch = t.elapsed();
+        let t = std::time::Instant::now();
+        let b = snap.table("bench", latest, None)?.count();
+        let ck = t.elapsed();
+        eprintln!(
+            "scratch {a} rows {scratch:?}, checkpoint {b} rows {ck:?}, ratio {:.1}",
+            scratch.as_secs_f64() / ck.as_secs_f64()
+        );
+    }
+    Ok(())
+}
