@@ -296,9 +296,13 @@ impl Db {
             Some(t) => t,
             None => snap.view.max_event_time()?.unwrap_or(i64::MIN),
         };
-        let info = self
-            .checkpoints
-            .take(&*self.log.config.vfs, &snap, stream, as_of)?;
+        let info = self.checkpoints.take(
+            &*self.log.config.vfs,
+            &snap,
+            stream,
+            as_of,
+            self.log.config.settings.compression.level(),
+        )?;
         // Views are persisted with the checkpoints of their stream.
         for v in self
             .views

@@ -1,16 +1,19 @@
 //! The checkpoint file: a stream's live rows as of event time `T`, known below
-//! position `K`, sorted by key, zstd-compressed, checksummed, written atomically.
+//! position `K`, sorted by key, checksummed, written atomically; the rows are
+//! zstd-compressed when the database compresses, and otherwise stored raw so
+//! that reading them is zero-copy from the memory map.
 //!
 //! ```text
 //! offset 0   magic        8 bytes "TLOGCKPT"
-//! offset 8   version      u32     1
-//! offset 12  stream_len   u8, then the stream name
+//! offset 8   version      u32     2 (version 1: no flags field, always zstd)
+//! offset 12  flags        u32     bit 0: the body is a zstd frame; others 0
+//! offset 16  stream_len   u8, then the stream name
 //!            as_of        i64     T (µs)
 //!            known_end    u64     K: rows reflect positions < K
 //!            rows         u64
 //!            raw_len      u64     bytes of the row area before compression
-//!            stored_len   u64     bytes of the zstd frame that follows
-//!            zstd frame   stored_len bytes; decompressed: rows back to back:
+//!            stored_len   u64     bytes of the body that follows
+//!            body         stored_len bytes (raw, or a zstd frame): rows back to back:
 //!                         u16 key_len, u32 value_len, i64 event_time,
 //!                         u64 position, key, value
 //! end        crc          u32     CRC-32 of every byte before it
@@ -26,8 +29,9 @@ use crate::storage::{fsutil, read_file};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"TLOGCKPT";
-/// Checkpoint format version.
-pub const CHECKPOINT_VERSION: u32 = 1;
+/// Checkpoint format version written (version 1 is still read).
+pub const CHECKPOINT_VERSION: u32 = 2;
+const FLAG_ZSTD: u32 = 1;
 const ROW_HEADER: usize = 22;
 
 /// What a checkpoint holds, read from its header.
@@ -46,6 +50,7 @@ pub struct CheckpointInfo {
     raw_len: u64,
     body_off: usize,
     stored_len: u64,
+    zstd: bool,
 }
 
 /// Writes a checkpoint atomically: temp file, fsync, rename, directory fsync.
@@ -57,9 +62,14 @@ pub fn write(
     as_of: i64,
     known_end: u64,
     rows: impl Iterator<Item = Result<Row>>,
-    level: i32,
+    level: Option<i32>,
 ) -> Result<CheckpointInfo> {
-    let mut raw = zstd::stream::Encoder::new(Vec::new(), level).map_err(|e| Error::io(path, e))?;
+    let mut raw = match level {
+        Some(l) => {
+            Body::Zstd(zstd::stream::Encoder::new(Vec::new(), l).map_err(|e| Error::io(path, e))?)
+        }
+        None => Body::Raw(Vec::new()),
+    };
     let mut count = 0u64;
     let mut raw_len = 0u64;
     let mut head = [0u8; ROW_HEADER];
@@ -75,10 +85,15 @@ pub fn write(
         raw_len += (ROW_HEADER + row.key.len() + row.value.len()) as u64;
         count += 1;
     }
-    let body = raw.finish().map_err(|e| Error::io(path, e))?;
+    let zstd = level.is_some();
+    let body = match raw {
+        Body::Zstd(e) => e.finish().map_err(|e| Error::io(path, e))?,
+        Body::Raw(v) => v,
+    };
     let mut out = Vec::with_capacity(body.len() + 64 + stream.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(if zstd { FLAG_ZSTD } else { 0 }).to_le_bytes());
     out.push(stream.len() as u8);
     out.extend_from_slice(stream.as_bytes());
     out.extend_from_slice(&as_of.to_le_bytes());
@@ -100,7 +115,33 @@ pub fn write(
         raw_len,
         body_off,
         stored_len: body.len() as u64,
+        zstd,
     })
+}
+
+/// Where rows are written: a zstd stream or a plain buffer.
+enum Body {
+    Zstd(zstd::stream::Encoder<'static, Vec<u8>>),
+    Raw(Vec<u8>),
+}
+
+impl Write for Body {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Body::Zstd(e) => e.write(b),
+            Body::Raw(v) => v.write(b),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Body::Zstd(e) => e.flush(),
+            Body::Raw(_) => Ok(()),
+        }
+    }
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
 fn u64_at(b: &[u8], at: usize) -> Option<u64> {
@@ -142,18 +183,35 @@ fn parse_header(head: &[u8], file_len: u64, path: &Path) -> Result<CheckpointInf
         return Err(bad(0, "bad checkpoint magic"));
     }
     let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
-    if version != CHECKPOINT_VERSION {
-        return Err(Error::UnsupportedVersion {
-            path: path.to_path_buf(),
-            found: version,
-            supported: CHECKPOINT_VERSION,
-        });
-    }
-    let n = usize::from(head[12]);
-    let stream = std::str::from_utf8(head.get(13..13 + n).ok_or_else(|| bad(12, "truncated"))?)
-        .map_err(|_| bad(13, "stream name not UTF-8"))?
-        .to_string();
-    let at = 13 + n;
+    let (zstd, name_at) = match version {
+        1 => (true, 12),
+        CHECKPOINT_VERSION => {
+            let flags = u32_at(head, 12).ok_or_else(|| bad(12, "truncated header"))?;
+            if flags & !FLAG_ZSTD != 0 {
+                return Err(bad(12, &format!("unknown checkpoint flags {flags:#x}")));
+            }
+            (flags & FLAG_ZSTD != 0, 16)
+        }
+        _ => {
+            return Err(Error::UnsupportedVersion {
+                path: path.to_path_buf(),
+                found: version,
+                supported: CHECKPOINT_VERSION,
+            })
+        }
+    };
+    let n = usize::from(
+        *head
+            .get(name_at)
+            .ok_or_else(|| bad(name_at, "truncated header"))?,
+    );
+    let stream = std::str::from_utf8(
+        head.get(name_at + 1..name_at + 1 + n)
+            .ok_or_else(|| bad(name_at, "truncated"))?,
+    )
+    .map_err(|_| bad(name_at + 1, "stream name not UTF-8"))?
+    .to_string();
+    let at = name_at + 1 + n;
     let field = |i: usize| u64_at(head, at + 8 * i).ok_or_else(|| bad(at, "truncated header"));
     let info = CheckpointInfo {
         path: path.to_path_buf(),
@@ -164,6 +222,7 @@ fn parse_header(head: &[u8], file_len: u64, path: &Path) -> Result<CheckpointInf
         raw_len: field(3)?,
         stored_len: field(4)?,
         body_off: at + 40,
+        zstd,
     };
     if (info.body_off as u64)
         .checked_add(info.stored_len)
@@ -178,11 +237,17 @@ fn parse_header(head: &[u8], file_len: u64, path: &Path) -> Result<CheckpointInf
     if info.rows.saturating_mul(ROW_HEADER as u64) > info.raw_len {
         return Err(bad(at + 16, "row count does not fit the body"));
     }
+    if !info.zstd && info.raw_len != info.stored_len {
+        return Err(bad(
+            at + 24,
+            "raw body length does not match the stored length",
+        ));
+    }
     Ok(info)
 }
 
-/// The rows of a validated checkpoint in key order: the body is decompressed
-/// once and rows are zero-copy slices of it.
+/// The rows of a validated checkpoint in key order: zero-copy slices of the
+/// file's bytes (of the body decompressed once, for a zstd body).
 pub struct Rows {
     raw: Bytes,
     at: usize,
@@ -206,16 +271,21 @@ impl Rows {
         if info.raw_len > info.stored_len.saturating_mul(1024).saturating_add(1 << 20) {
             return Err(corrupt(format!("implausible raw length {}", info.raw_len)));
         }
-        let body = &bytes[info.body_off..info.body_off + info.stored_len as usize];
-        let raw = zstd::bulk::decompress(body, info.raw_len as usize)
-            .map_err(|e| corrupt(format!("zstd: {e}")))?;
-        if raw.len() as u64 != info.raw_len {
-            return Err(corrupt(
-                "decompressed length does not match the header".into(),
-            ));
-        }
+        let body = bytes.slice(info.body_off..info.body_off + info.stored_len as usize);
+        let raw = if info.zstd {
+            let raw = zstd::bulk::decompress(&body, info.raw_len as usize)
+                .map_err(|e| corrupt(format!("zstd: {e}")))?;
+            if raw.len() as u64 != info.raw_len {
+                return Err(corrupt(
+                    "decompressed length does not match the header".into(),
+                ));
+            }
+            Bytes::from(raw)
+        } else {
+            body
+        };
         Ok(Rows {
-            raw: Bytes::from(raw),
+            raw,
             at: 0,
             left: info.rows,
             path: info.path.clone(),
@@ -272,8 +342,51 @@ impl Iterator for Rows {
 pub fn peek(vfs: &dyn crate::storage::vfs::Vfs, path: &Path) -> Result<CheckpointInfo> {
     let b = read_file(vfs, path)?;
     parse_header(
-        &b[..b.len().min(8 + 4 + 1 + 255 + 40)],
+        &b[..b.len().min(8 + 8 + 1 + 255 + 40)],
         b.len() as u64,
         path,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::memvfs::MemVfs;
+    use crate::storage::vfs::Vfs;
+
+    fn rows() -> Vec<Row> {
+        (0..50u64)
+            .map(|i| Row {
+                key: Bytes::from(format!("k{i:03}")),
+                value: Bytes::from(format!(r#"{{"v":{i}}}"#)),
+                event_time: i as i64,
+                position: i * 2,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn raw_and_zstd_bodies_round_trip_and_every_flipped_byte_is_caught() {
+        let fs = MemVfs::new();
+        fs.create_dir_all(Path::new("/c")).unwrap();
+        for level in [None, Some(3)] {
+            let path = Path::new("/c/s@00000000000000000100.ckpt");
+            let info = write(&fs, path, "s", 77, 100, rows().into_iter().map(Ok), level).unwrap();
+            let (read, bytes) = open(&fs, path).unwrap();
+            assert_eq!(read, info);
+            let back: Vec<Row> = Rows::new(&read, &bytes)
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect();
+            assert_eq!(back, rows());
+            for i in 0..bytes.len() {
+                let mut b = bytes.to_vec();
+                b[i] ^= 0x01;
+                assert!(
+                    parse(&b, path).is_err(),
+                    "flip at {i} (level {level:?}) passed"
+                );
+            }
+        }
+    }
 }

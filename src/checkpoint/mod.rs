@@ -100,6 +100,7 @@ impl Catalog {
         snap: &Snapshot,
         stream: &str,
         as_of: i64,
+        level: Option<i32>,
     ) -> Result<CheckpointInfo> {
         let end = snap.end_position();
         if self.vfs.list(&self.dir).is_err() {
@@ -111,7 +112,7 @@ impl Catalog {
         }
         let path = self.dir.join(format!("{stream}@{end:020}.ckpt"));
         let rows = snap.table_from_scratch(stream, as_of, crate::KnownAt::Latest)?;
-        let info = file::write(vfs, &path, stream, as_of, end, rows, 3)?;
+        let info = file::write(vfs, &path, stream, as_of, end, rows, level)?;
         let mut infos = self
             .infos
             .lock()
