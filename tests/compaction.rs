@@ -421,3 +421,56 @@ fn compaction_runs_beside_a_writer_that_rolls_segments() {
     });
     assert_same(&a, &b, "after compactions beside the writer");
 }
+
+#[test]
+fn every_byte_flip_in_a_compacted_segment_is_a_corruption_error_naming_it() {
+    let (g, _r, _twin) = golden(21, 120);
+    let src = tempfile::tempdir().unwrap();
+    copy_dir(g.path(), src.path());
+    {
+        let a = open(src.path(), Arc::new(OsVfs)).unwrap();
+        assert!(a.compact(1_000, &mut |_, _| {}).unwrap().records_dropped > 0);
+    }
+    let seg = std::fs::read_dir(src.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-000001.seg"))
+        .expect("a compacted segment");
+    let name = seg.file_name().unwrap().to_owned();
+    let original = std::fs::read(&seg).unwrap();
+    let scan = |d: &Path| -> tablelog::Result<(Vec<tablelog::Record>, Vec<tablelog::Record>)> {
+        let db = Db::builder(d).read_only(true).open()?;
+        let s = db.snapshot()?;
+        let all = s
+            .view()
+            .scan(0, None)
+            .collect::<tablelog::Result<Vec<_>>>()?;
+        let by_time = s
+            .view()
+            .scan_time("s", i64::MIN, i64::MAX)
+            .collect::<tablelog::Result<Vec<_>>>()?;
+        Ok((all, by_time))
+    };
+    let expected = scan(src.path()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let d = work.path().join("db");
+    copy_dir(src.path(), &d);
+    for at in 0..original.len() {
+        let mut bad = original.clone();
+        bad[at] ^= 1 << (at % 8);
+        std::fs::write(d.join(&name), &bad).unwrap();
+        match scan(&d) {
+            Err(Error::Corruption { path, .. }) => {
+                assert_eq!(path.file_name().unwrap(), name.as_os_str(), "flip at {at}");
+            }
+            Err(Error::UnsupportedVersion { .. }) if (8..12).contains(&at) => {}
+            Err(e) => panic!("flip at {at}: unexpected error {e}"),
+            Ok(got) => panic!(
+                "flip at {at} read back silently (same as before: {})",
+                got == expected
+            ),
+        }
+    }
+    std::fs::write(d.join(&name), &original).unwrap();
+    assert_eq!(scan(&d).unwrap(), expected);
+}
