@@ -2343,3 +2343,14 @@ fn compact_keeps_answers_at_or_after_the_horizon_and_refuses_earlier_ones() {
     e.cmd("compact", &["--horizon", "2024-01-02", "--max-age", "1d"])
         .fails_with_one_line_error();
 }
+
+#[test]
+fn a_database_open_for_writing_in_another_process_is_locked() {
+    let e = Env::new();
+    let db = tablelog::Db::open(&e.db).unwrap();
+    let line = "{\"id\":\"a\",\"ts\":1}\n";
+    let r = e.try_import("s", line, &[]).fails_with_one_line_error();
+    assert!(r.stderr.contains("locked"), "{}", r.stderr);
+    drop(db);
+    e.import("s", line);
+}

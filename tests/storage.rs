@@ -304,24 +304,9 @@ fn second_writer_is_locked_out_readers_are_not() {
         Err(Error::Locked(p)) => assert_eq!(p, dir.path()),
         other => panic!("expected Locked, got {other:?}"),
     }
-    // Another process: the CLI's import takes the writer lock too.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tablelog"))
-        .args([
-            "import",
-            dir.path().to_str().unwrap(),
-            "--stream",
-            "s",
-            "--key",
-            "k",
-            "--time",
-            "t",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("locked"), "{err}");
+    // (Another process is locked out too: `tests/cli.rs`. Spawning it from here
+    // would let the child inherit, between fork and exec, the lock of a database
+    // a concurrent test drops and reopens, which then reads as still locked.)
     // Read-only handles coexist with the writer and see its commits.
     let ro = Db::builder(dir.path()).read_only(true).open().unwrap();
     assert_eq!(ro.snapshot().unwrap().end_position(), 1);
