@@ -174,9 +174,15 @@ impl Snapshot {
     /// are complete when `t >= horizon`: windows and changes check their lower
     /// bound, exclusive, with this.
     pub(crate) fn check_as_of(&self, t: i64) -> Result<()> {
+        self.check_after(i128::from(t))
+    }
+
+    /// [`Snapshot::check_as_of`] for a bound computed exactly (a window's start
+    /// `t - width` may lie below `i64::MIN`).
+    pub(crate) fn check_after(&self, t: i128) -> Result<()> {
         match self.horizon() {
-            Some(h) if t < h.time => Err(Error::BeyondHorizon {
-                requested: t,
+            Some(h) if t < i128::from(h.time) => Err(Error::BeyondHorizon {
+                requested: i64::try_from(t).unwrap_or(i64::MIN),
                 horizon: h.time,
             }),
             _ => Ok(()),
@@ -223,6 +229,26 @@ impl Snapshot {
         let end = self.known_end(known_at)?;
         self.check_as_of(as_of)?;
         self.check_stream(stream)?;
+        // Fast path: the newest visible version decides alone unless it is a
+        // patch (one probe per key index, no version list).
+        match self.view.newest_visible(stream, key, as_of, end)? {
+            Some(None) => return Ok(GetResult::NeverSeen),
+            Some(Some(v)) if v.op == Op::Put => {
+                return Ok(GetResult::Present(Row {
+                    key: Bytes::copy_from_slice(key),
+                    value: self.view.value(&v)?,
+                    event_time: v.event_time,
+                    position: v.position,
+                }))
+            }
+            Some(Some(v)) if v.op == Op::Delete => {
+                return Ok(GetResult::Deleted {
+                    event_time: v.event_time,
+                    position: v.position,
+                })
+            }
+            _ => {}
+        }
         let mut versions = self.view.versions(stream, key)?;
         visible(&mut versions, as_of, end);
         fold(

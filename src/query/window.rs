@@ -337,7 +337,7 @@ impl Snapshot {
         let end = self.known_end(known_at)?;
         if let Some(t) = requests.iter().map(|r| r.time).min() {
             // Events after the window's (exclusive) start must all be there.
-            self.check_as_of(t.saturating_sub(width))?;
+            self.check_after(i128::from(t) - i128::from(width))?;
         }
         self.check_stream(stream)?;
         let mut out = vec![None; requests.len()];

@@ -141,7 +141,7 @@ impl Snapshot {
         let end = self.known_end(spec.known_at)?;
         // Every event at or after `from` must be there: only those after the
         // horizon are.
-        self.check_as_of(spec.from.saturating_sub(1))?;
+        self.check_after(i128::from(spec.from) - 1)?;
         self.check_stream(&spec.stream)?;
         let mut order: Vec<Record> = Vec::new();
         for r in self.view.scan_time(&spec.stream, spec.from, spec.to) {
