@@ -232,8 +232,8 @@ impl Snapshot {
         // Fast path: the newest visible version decides alone unless it is a
         // patch (one probe per key index, no version list).
         match self.view.newest_visible(stream, key, as_of, end)? {
-            Some(None) => return Ok(GetResult::NeverSeen),
-            Some(Some(v)) if v.op == Op::Put => {
+            None => return Ok(GetResult::NeverSeen),
+            Some(v) if v.op == Op::Put => {
                 return Ok(GetResult::Present(Row {
                     key: Bytes::copy_from_slice(key),
                     value: self.view.value(&v)?,
@@ -241,7 +241,7 @@ impl Snapshot {
                     position: v.position,
                 }))
             }
-            Some(Some(v)) if v.op == Op::Delete => {
+            Some(v) if v.op == Op::Delete => {
                 return Ok(GetResult::Deleted {
                     event_time: v.event_time,
                     position: v.position,

@@ -543,17 +543,42 @@ impl KeyIndexFile {
         count: usize,
         out: &mut Vec<VersionRef>,
     ) {
+        out.extend((start..start + count).map(|i| self.version_at(s, i)));
+    }
+
+    fn version_at(&self, s: &StreamSection, i: usize) -> VersionRef {
         let b = &self.bytes;
-        for i in start..start + count {
-            let at = s.vers_off + i * VERSION_ENTRY;
-            out.push(VersionRef {
-                position: le_u64(b, at).unwrap_or(0),
-                event_time: le_u64(b, at + 8).unwrap_or(0) as i64,
-                frame_off: le_u64(b, at + 16).unwrap_or(0),
-                rec_off: le_u32(b, at + 24).unwrap_or(0),
-                op: Op::from_u8(b[at + 28]).unwrap_or(Op::Put),
-            });
+        let at = s.vers_off + i * VERSION_ENTRY;
+        VersionRef {
+            position: le_u64(b, at).unwrap_or(0),
+            event_time: le_u64(b, at + 8).unwrap_or(0) as i64,
+            frame_off: le_u64(b, at + 16).unwrap_or(0),
+            rec_off: le_u32(b, at + 24).unwrap_or(0),
+            op: Op::from_u8(b.get(at + 28).copied().unwrap_or(0)).unwrap_or(Op::Put),
         }
+    }
+
+    /// The newest version of key number `i` with `event_time <= as_of` and
+    /// `position < end`: a binary search, since versions are sorted by
+    /// `(event_time, position)`.
+    fn best_at(&self, s: &StreamSection, i: usize, as_of: i64, end: u64) -> Option<VersionRef> {
+        let (_, vs, vc) = self.key_entry(s, i);
+        let b = &self.bytes;
+        let at = |j: usize| s.vers_off + (vs + j) * VERSION_ENTRY;
+        let et = |j: usize| le_u64(b, at(j) + 8).unwrap_or(0) as i64;
+        let (mut lo, mut hi) = (0usize, vc);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if et(mid) <= as_of {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        (0..lo)
+            .rev()
+            .find(|&j| le_u64(b, at(j)).unwrap_or(u64::MAX) < end)
+            .map(|j| self.version_at(s, vs + j))
     }
 
     /// Appends the versions of `key` in `stream` (sorted by `(event_time, position)`)
@@ -584,12 +609,7 @@ impl KeyIndexFile {
         let Some(i) = self.find_key(s, key) else {
             return (false, None);
         };
-        let c = KeyFileCursor {
-            file: self.clone(),
-            section: s.clone(),
-            i,
-        };
-        (true, c.best(as_of, end))
+        (true, self.best_at(s, i, as_of, end))
     }
 
     fn find_key(&self, s: &StreamSection, key: &[u8]) -> Option<usize> {
@@ -669,27 +689,7 @@ impl KeyFileCursor {
     /// versions are sorted by `(event_time, position)`.
     #[must_use]
     pub fn best(&self, as_of: i64, end: u64) -> Option<VersionRef> {
-        let (_, vs, vc) = self.file.key_entry(&self.section, self.i);
-        let b = &self.file.bytes;
-        let at = |j: usize| self.section.vers_off + (vs + j) * VERSION_ENTRY;
-        let et = |j: usize| le_u64(b, at(j) + 8).unwrap_or(0) as i64;
-        let (mut lo, mut hi) = (0usize, vc);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if et(mid) <= as_of {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let mut one = Vec::with_capacity(1);
-        for j in (0..lo).rev() {
-            if le_u64(b, at(j)).unwrap_or(u64::MAX) < end {
-                self.file.versions_at(&self.section, vs + j, 1, &mut one);
-                return one.pop();
-            }
-        }
-        None
+        self.file.best_at(&self.section, self.i, as_of, end)
     }
 
     /// Moves to the next key without reading the current one's versions.

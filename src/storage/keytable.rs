@@ -171,6 +171,31 @@ impl KeyTable {
         self.find_slot(key).map(|s| self.versions[s.best as usize])
     }
 
+    /// The newest version of `key` by `(event_time, position)` among those with
+    /// `event_time <= as_of` and `position < end`: the newest one when it
+    /// qualifies, else a walk of the key's versions in this segment.
+    #[must_use]
+    pub fn newest_visible(&self, key: &[u8], as_of: i64, end: u64) -> Option<VersionRef> {
+        let slot = self.find_slot(key)?;
+        let best = self.versions[slot.best as usize];
+        if best.position < end && best.event_time <= as_of {
+            return Some(best);
+        }
+        let mut found: Option<VersionRef> = None;
+        let mut at = slot.tail;
+        while at != NONE {
+            let v = self.versions[at as usize];
+            if v.position < end
+                && v.event_time <= as_of
+                && found.is_none_or(|f| v.order() > f.order())
+            {
+                found = Some(v);
+            }
+            at = self.prev[at as usize];
+        }
+        found
+    }
+
     /// Appends the versions of `key` below position `end` to `out`, in position
     /// order, without allocating.
     pub fn versions_into(&self, key: &[u8], end: u64, out: &mut Vec<VersionRef>) {

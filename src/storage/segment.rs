@@ -289,6 +289,7 @@ pub struct SealedSegment {
     /// What its header says (compacted or not, where frames start).
     pub header: SegHeader,
     frames: OnceLock<std::result::Result<Vec<FrameMeta>, String>>,
+    max_et: OnceLock<i64>,
     keys: OnceLock<std::result::Result<KeyIndexFile, String>>,
     validated: OnceLock<Vec<AtomicBool>>,
     /// Where the segment and its sidecars are read from (and rebuilt sidecars written).
@@ -313,6 +314,7 @@ impl SealedSegment {
             bytes,
             header,
             frames: OnceLock::new(),
+            max_et: OnceLock::new(),
             keys: OnceLock::new(),
             validated: OnceLock::new(),
             vfs,
@@ -377,6 +379,22 @@ impl SealedSegment {
             return Ok(end);
         }
         Ok(self.frames()?.last().map_or(self.base, FrameMeta::end_pos))
+    }
+
+    /// The largest event time of any record in the segment (`i64::MIN` if it
+    /// has none), from the frame index.
+    pub fn max_event_time(&self) -> Result<i64> {
+        if let Some(t) = self.max_et.get() {
+            return Ok(*t);
+        }
+        let t = self
+            .frames()?
+            .iter()
+            .filter(|f| f.count > 0)
+            .map(|f| f.max_et)
+            .max()
+            .unwrap_or(i64::MIN);
+        Ok(*self.max_et.get_or_init(|| t))
     }
 
     /// Whether compaction rewrote this segment (its positions may have gaps).

@@ -246,43 +246,50 @@ impl View {
     }
 
     /// The newest version of `key` visible as of `as_of` below position `end` (by
-    /// `(event_time, position)`), when it can be found without reading every
-    /// version: `Ok(None)` means "use [`View::versions`]". Probes each key index
-    /// once and binary-searches the key's versions; the active segment answers
-    /// from the newest version it tracks per key, when that one is visible.
+    /// `(event_time, position)`), or `None` if it has none. One probe per key
+    /// index, newest segment first, skipping a segment whose newest event time
+    /// is below the best version found so far.
     pub fn newest_visible(
         &self,
         stream: &str,
         key: &[u8],
         as_of: i64,
         end: u64,
-    ) -> Result<Option<Option<VersionRef>>> {
+    ) -> Result<Option<VersionRef>> {
         let end = end.min(self.end_pos);
-        let mut best: Option<VersionRef> = None;
-        let mut consider = |v: Option<VersionRef>| {
+        let mut best: Option<VersionRef> = {
+            let inner = self.state.active.read_inner();
+            inner
+                .index
+                .stream(stream)
+                .and_then(|t| t.newest_visible(key, as_of, end))
+        };
+        let consider = |best: &mut Option<VersionRef>, v: Option<VersionRef>| {
             if let Some(v) = v {
                 if best.is_none_or(|b| v.order() > b.order()) {
-                    best = Some(v);
+                    *best = Some(v);
                 }
             }
         };
-        {
-            let inner = self.state.active.read_inner();
-            if let Some(v) = inner.index.stream(stream).and_then(|t| t.newest(key)) {
-                if v.position >= end || v.event_time > as_of {
-                    return Ok(None); // an older version may be the visible one
-                }
-                consider(Some(v));
-            }
-        }
         let (merged, rest) = self.state.key_sources();
+        for s in rest.iter().rev() {
+            if s.base >= end {
+                continue;
+            }
+            if let Some(b) = best {
+                if b.event_time > s.max_event_time()? {
+                    continue; // nothing in it can be newer
+                }
+            }
+            consider(
+                &mut best,
+                s.keys()?.newest_visible(stream, key, as_of, end).1,
+            );
+        }
         if let Some(m) = merged {
-            consider(m.newest_visible(stream, key, as_of, end).1);
+            consider(&mut best, m.newest_visible(stream, key, as_of, end).1);
         }
-        for s in rest {
-            consider(s.keys()?.newest_visible(stream, key, as_of, end).1);
-        }
-        Ok(Some(best))
+        Ok(best)
     }
 
     /// The value of the record a version points to (zero-copy when uncompressed).
