@@ -81,6 +81,7 @@ pub struct MemIndex {
     pub frames: Vec<FrameMeta>,
     streams: Vec<(String, KeyTable)>,
     by_name: HashMap<String, usize, RandomState>,
+    min_et: Option<i64>,
 }
 
 impl MemIndex {
@@ -88,6 +89,12 @@ impl MemIndex {
     #[must_use]
     pub fn stream(&self, name: &str) -> Option<&KeyTable> {
         self.by_name.get(name).map(|&i| &self.streams[i].1)
+    }
+
+    /// The smallest event time of any record indexed (`None` if there is none).
+    #[must_use]
+    pub fn min_event_time(&self) -> Option<i64> {
+        self.min_et
     }
 
     /// Every stream with its key table.
@@ -140,6 +147,7 @@ impl MemIndex {
         if meta.count > 0 {
             meta.min_et = min_et;
             meta.max_et = max_et;
+            self.min_et = Some(self.min_et.map_or(min_et, |m| m.min(min_et)));
         }
         self.frames.push(meta);
     }

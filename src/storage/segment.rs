@@ -289,7 +289,7 @@ pub struct SealedSegment {
     /// What its header says (compacted or not, where frames start).
     pub header: SegHeader,
     frames: OnceLock<std::result::Result<Vec<FrameMeta>, String>>,
-    max_et: OnceLock<i64>,
+    et_range: OnceLock<(i64, i64)>,
     keys: OnceLock<std::result::Result<KeyIndexFile, String>>,
     validated: OnceLock<Vec<AtomicBool>>,
     /// Where the segment and its sidecars are read from (and rebuilt sidecars written).
@@ -314,7 +314,7 @@ impl SealedSegment {
             bytes,
             header,
             frames: OnceLock::new(),
-            max_et: OnceLock::new(),
+            et_range: OnceLock::new(),
             keys: OnceLock::new(),
             validated: OnceLock::new(),
             vfs,
@@ -381,20 +381,20 @@ impl SealedSegment {
         Ok(self.frames()?.last().map_or(self.base, FrameMeta::end_pos))
     }
 
-    /// The largest event time of any record in the segment (`i64::MIN` if it
-    /// has none), from the frame index.
-    pub fn max_event_time(&self) -> Result<i64> {
-        if let Some(t) = self.max_et.get() {
-            return Ok(*t);
+    /// The smallest and largest event times of the segment's records
+    /// (`(i64::MAX, i64::MIN)` if it has none), from the frame index.
+    pub fn event_time_range(&self) -> Result<(i64, i64)> {
+        if let Some(r) = self.et_range.get() {
+            return Ok(*r);
         }
-        let t = self
+        let r = self
             .frames()?
             .iter()
             .filter(|f| f.count > 0)
-            .map(|f| f.max_et)
-            .max()
-            .unwrap_or(i64::MIN);
-        Ok(*self.max_et.get_or_init(|| t))
+            .fold((i64::MAX, i64::MIN), |(lo, hi), f| {
+                (lo.min(f.min_et), hi.max(f.max_et))
+            });
+        Ok(*self.et_range.get_or_init(|| r))
     }
 
     /// Whether compaction rewrote this segment (its positions may have gaps).

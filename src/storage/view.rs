@@ -259,10 +259,14 @@ impl View {
         let end = end.min(self.end_pos);
         let mut best: Option<VersionRef> = {
             let inner = self.state.active.read_inner();
-            inner
-                .index
-                .stream(stream)
-                .and_then(|t| t.newest_visible(key, as_of, end))
+            if inner.index.min_event_time().is_some_and(|t| t <= as_of) {
+                inner
+                    .index
+                    .stream(stream)
+                    .and_then(|t| t.newest_visible(key, as_of, end))
+            } else {
+                None // every record of the active segment is after `as_of`
+            }
         };
         let consider = |best: &mut Option<VersionRef>, v: Option<VersionRef>| {
             if let Some(v) = v {
@@ -276,10 +280,9 @@ impl View {
             if s.base >= end {
                 continue;
             }
-            if let Some(b) = best {
-                if b.event_time > s.max_event_time()? {
-                    continue; // nothing in it can be newer
-                }
+            let (lo, hi) = s.event_time_range()?;
+            if lo > as_of || best.is_some_and(|b| b.event_time > hi) {
+                continue; // nothing in it is visible, or can be newer
             }
             consider(
                 &mut best,
