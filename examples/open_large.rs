@@ -1,0 +1,259 @@
+//! Open time of a database with a large history of sealed segments.
+//!
+//! ```text
+//! cargo build --release --example open_large
+//! target/release/examples/open_large DIR GB [REPS]
+//! ```
+//!
+//! Creates a database in `DIR` (segment size 64 MiB, default durability) and
+//! appends about `GB` GiB of records to stream `s` (16-byte keys over 1M keys,
+//! 100-byte values, event times increasing by 1 ms per record, batches of 1000
+//! records), flushes and drops the handle. If `DIR` already holds a database the
+//! load is skipped (`REUSE=1` is implied), so one history can be measured many times.
+//!
+//! Then it opens the database `REPS` times (default 7), timing `Db::open` and,
+//! separately, the first `snapshot()` + one `get` on the new handle. Before the
+//! first open it tries `sync; echo 3 > /proc/sys/vm/drop_caches` for one
+//! cold-cache open (reported separately; needs root and a writable /proc/sys).
+//!
+//! With `TOPUP=1` it then appends to the active segment until it is just below
+//! the segment size (the worst case for open: recovery scans the whole active
+//! segment) and measures again.
+//!
+//! Environment:
+//! - `REPS`: timed warm opens (default 7; the third argument wins).
+//! - `CHECKPOINT_EVERY`: automatic checkpoint interval while loading (default 0 =
+//!   off; the library default is 1,000,000 records, which rebuilds the table from
+//!   scratch every 1M records and makes a 10 GB load quadratic).
+//! - `TOPUP=1`: also measure with a full active segment.
+//! - `NO_DROP=1`: skip the cold-cache open.
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tablelog::workload::{Rng, Workload};
+use tablelog::{Batch, Db};
+
+const STREAM: &str = "s";
+const SEGMENT_SIZE: u64 = 64 << 20;
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// (total bytes of segment files, bytes of the active (last) segment, segments,
+/// total bytes of key index sidecars and merged indexes).
+fn sizes(dir: &Path) -> std::io::Result<(u64, u64, usize, u64)> {
+    let mut segs = Vec::new();
+    let mut kidx = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let len = e.metadata()?.len();
+        if name.ends_with(".seg") {
+            segs.push((name, len));
+        } else if name.ends_with(".kidx") {
+            kidx += len;
+        }
+    }
+    segs.sort();
+    let total = segs.iter().map(|s| s.1).sum();
+    let active = segs.last().map_or(0, |s| s.1);
+    Ok((total, active, segs.len(), kidx))
+}
+
+fn drop_caches() -> bool {
+    let synced = std::process::Command::new("sync")
+        .status()
+        .is_ok_and(|s| s.success());
+    synced && std::fs::write("/proc/sys/vm/drop_caches", b"3\n").is_ok()
+}
+
+struct Loader {
+    w: Workload,
+    rng: Rng,
+    i: u64,
+}
+
+impl Loader {
+    fn new() -> Loader {
+        Loader {
+            w: Workload {
+                keys: 1_000_000,
+                ..Workload::default()
+            },
+            rng: Rng(7),
+            i: 0,
+        }
+    }
+
+    /// One batch of 1000 records, event times increasing.
+    fn batch(&mut self) -> Result<Batch, tablelog::Error> {
+        let mut b = Batch::new();
+        for _ in 0..1000 {
+            let (k, _) = self.w.event(self.i, &mut self.rng);
+            let t = self.i as i64 * self.w.step_us;
+            b.put_at(STREAM, self.w.key(k), self.w.value(self.i), t)?;
+            self.i += 1;
+        }
+        Ok(b)
+    }
+}
+
+fn stats(v: &mut [Duration]) -> String {
+    if v.is_empty() {
+        return "no runs".to_string();
+    }
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    format!(
+        "median {:.2} ms (min {:.2}, max {:.2}, n={})",
+        ms(v[v.len() / 2]),
+        ms(v[0]),
+        ms(v[v.len() - 1]),
+        v.len()
+    )
+}
+
+/// One open: (open time, first snapshot + get time).
+fn open_once(dir: &Path, key: &[u8]) -> Result<(Duration, Duration), Box<dyn std::error::Error>> {
+    let t = Instant::now();
+    let db = Db::builder(dir).segment_size(SEGMENT_SIZE).open()?;
+    let open = t.elapsed();
+    let t = Instant::now();
+    let snap = db.snapshot()?;
+    let row = snap.get(STREAM, key, i64::MAX, None)?;
+    let first = t.elapsed();
+    if row.row().is_none() {
+        return Err(format!("key {} not found", String::from_utf8_lossy(key)).into());
+    }
+    drop(snap);
+    let t = Instant::now();
+    drop(db);
+    let closed = t.elapsed();
+    if closed > Duration::from_millis(50) {
+        eprintln!("  (drop took {closed:?})");
+    }
+    Ok((open, first))
+}
+
+fn measure(dir: &Path, reps: usize, key: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+    let (total, active, nsegs, kidx) = sizes(dir)?;
+    println!(
+        "history: {nsegs} segments, {:.2} GiB of segments, active segment {:.1} MiB, key indexes {:.1} MiB",
+        total as f64 / (1u64 << 30) as f64,
+        active as f64 / (1u64 << 20) as f64,
+        kidx as f64 / (1u64 << 20) as f64
+    );
+    if std::env::var_os("NO_DROP").is_none() {
+        if drop_caches() {
+            let (open, first) = open_once(dir, key)?;
+            println!(
+                "cold open: {:.2} ms, first snapshot+get: {:.2} ms",
+                open.as_secs_f64() * 1e3,
+                first.as_secs_f64() * 1e3
+            );
+        } else {
+            println!("cold open: skipped (could not write /proc/sys/vm/drop_caches)");
+        }
+    }
+    let mut opens = Vec::new();
+    let mut firsts = Vec::new();
+    for _ in 0..reps {
+        let (open, first) = open_once(dir, key)?;
+        opens.push(open);
+        firsts.push(first);
+    }
+    println!("warm open: {}", stats(&mut opens));
+    println!("warm first snapshot+get: {}", stats(&mut firsts));
+    Ok(())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let dir = args
+        .next()
+        .or_else(|| std::env::var("DIR").ok())
+        .ok_or("usage: open_large DIR GB [REPS]")?;
+    let dir = Path::new(&dir);
+    let gb: f64 = args
+        .next()
+        .or_else(|| std::env::var("GB").ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0);
+    let reps = args
+        .next()
+        .and_then(|v| v.parse().ok())
+        .or_else(|| env_u64("REPS"))
+        .unwrap_or(7) as usize;
+    let target = (gb * (1u64 << 30) as f64) as u64;
+    let checkpoint_every = env_u64("CHECKPOINT_EVERY").unwrap_or(0);
+    let mut loader = Loader::new();
+    let probe = loader.w.key(12_345);
+
+    if sizes(dir).is_ok_and(|s| s.2 > 0) {
+        println!("{}: database exists, skipping the load", dir.display());
+    } else {
+        let db = Db::builder(dir)
+            .segment_size(SEGMENT_SIZE)
+            .checkpoint_every(checkpoint_every)
+            .open()?;
+        let w = db.writer();
+        let t = Instant::now();
+        let mut last_report = Instant::now();
+        loop {
+            for _ in 0..100 {
+                w.commit(loader.batch()?)?;
+            }
+            let (total, ..) = sizes(dir)?;
+            if last_report.elapsed() > Duration::from_secs(15) {
+                eprintln!(
+                    "  {:.2} GiB, {} records, {:.0} rec/s",
+                    total as f64 / (1u64 << 30) as f64,
+                    loader.i,
+                    loader.i as f64 / t.elapsed().as_secs_f64()
+                );
+                last_report = Instant::now();
+            }
+            if total >= target {
+                break;
+            }
+        }
+        db.flush()?;
+        let t_drop = Instant::now();
+        drop(w); // a writer holds a handle too
+        drop(db);
+        println!(
+            "loaded {} records in {:.1} s ({:.0} rec/s); drop {:?}",
+            loader.i,
+            t.elapsed().as_secs_f64(),
+            loader.i as f64 / t.elapsed().as_secs_f64(),
+            t_drop.elapsed()
+        );
+    }
+    measure(dir, reps, &probe)?;
+
+    if std::env::var_os("TOPUP").is_some() {
+        // Fill the active segment up to one batch below the roll threshold.
+        let db = Db::builder(dir)
+            .segment_size(SEGMENT_SIZE)
+            .checkpoint_every(0)
+            .open()?;
+        let w = db.writer();
+        // Continue the event times after the existing history.
+        loader.i = db.snapshot()?.end_position();
+        loop {
+            let (_, active, ..) = sizes(dir)?;
+            // A batch of 1000 records is ~140 KB on disk.
+            if active + (1 << 20) >= SEGMENT_SIZE {
+                break;
+            }
+            w.commit(loader.batch()?)?;
+        }
+        db.flush()?;
+        drop(w); // a writer holds a handle too
+        drop(db);
+        println!("-- active segment topped up to just below the segment size --");
+        measure(dir, reps, &probe)?;
+    }
+    Ok(())
+}
