@@ -244,7 +244,21 @@ pub type StreamKeys<'a, K> = (&'a str, Vec<(K, Vec<VersionRef>)>);
 /// by bytes and each key's versions sorted by `(event_time, position)`.
 #[must_use]
 pub fn encode_key_index<K: AsRef<[u8]>>(streams: &[StreamKeys<'_, K>]) -> Vec<u8> {
-    let mut out = Vec::new();
+    // Sized exactly up front: a large index is never copied by a growing Vec.
+    let size = 8 + 4 + 4 + 4 + streams
+        .iter()
+        .map(|(n, keys)| {
+            1 + n.len()
+                + 4
+                + 32
+                + keys
+                    .iter()
+                    .map(|(k, vs)| 16 + k.as_ref().len() + 32 * vs.len())
+                    .sum::<usize>()
+                + 4 * bucket_count(keys.len())
+        })
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
     out.extend_from_slice(KIDX_MAGIC);
     out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
     out.extend_from_slice(&(streams.len() as u32).to_le_bytes());
@@ -306,6 +320,7 @@ pub fn encode_key_index<K: AsRef<[u8]>>(streams: &[StreamKeys<'_, K>]) -> Vec<u8
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(out.len(), size, "key index size computed up front");
     out
 }
 

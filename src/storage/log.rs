@@ -818,23 +818,40 @@ impl Transaction<'_> {
                 count: f.count(),
                 kind,
             };
-            // Index the data frames from disk (page cache), then the commit frame.
-            let bytes = self
-                .w
-                .active
-                .file
-                .map(self.off as usize)
-                .map_err(|e| Error::io(&path, e))?;
+            // Index the data frames from disk (page cache), one at a time: each
+            // is mapped, decoded and unmapped before the next, so a transaction
+            // of any size never has more than a frame mapped (flat memory for
+            // large imports), and readers wait for one frame at a time. They
+            // see none of it before `end_pos` moves.
+            let ends: Vec<u64> = self
+                .data_frames
+                .iter()
+                .skip(1)
+                .copied()
+                .chain([self.off])
+                .collect();
+            for (&at, &end) in self.data_frames.iter().zip(&ends) {
+                let bytes = self
+                    .w
+                    .active
+                    .file
+                    .map(end as usize)
+                    .map_err(|e| Error::io(&path, e))?;
+                let frame = super::frame::Frame::decode(&bytes, at as usize, &path)?;
+                self.w
+                    .active
+                    .inner
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .index
+                    .add_decoded(&frame, at);
+            }
             let mut inner = self
                 .w
                 .active
                 .inner
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for &at in &self.data_frames {
-                let frame = super::frame::Frame::decode(&bytes, at as usize, &path)?;
-                inner.index.add_decoded(&frame, at);
-            }
             inner.index.add_frame(
                 meta,
                 f.records()
