@@ -2336,6 +2336,17 @@ fn compact_keeps_answers_at_or_after_the_horizon_and_refuses_earlier_ones() {
         .fails_with_one_line_error();
     assert!(r.stderr.contains("horizon"), "{}", r.stderr);
     tl(["verify", e.db()]).ok();
+    let st = tl(["stats", e.db()]).ok();
+    assert!(
+        st.stdout.contains("horizon       2024-01-02T12:00:00Z"),
+        "{}",
+        st.stdout
+    );
+    assert!(
+        st.stdout.contains("4 dropped by compaction"),
+        "{}",
+        st.stdout
+    );
     // Retention with nothing to do, and arguments that make no sense.
     let r = e.cmd("compact", &["--max-size", "1GiB"]).ok();
     assert!(r.stdout.contains("nothing to do"), "{}", r.stdout);

@@ -245,19 +245,23 @@ pub type StreamKeys<'a, K> = (&'a str, Vec<(K, Vec<VersionRef>)>);
 #[must_use]
 pub fn encode_key_index<K: AsRef<[u8]>>(streams: &[StreamKeys<'_, K>]) -> Vec<u8> {
     // Sized exactly up front: a large index is never copied by a growing Vec.
-    let size = 8 + 4 + 4 + 4 + streams
-        .iter()
-        .map(|(n, keys)| {
-            1 + n.len()
-                + 4
-                + 32
-                + keys
-                    .iter()
-                    .map(|(k, vs)| 16 + k.as_ref().len() + 32 * vs.len())
-                    .sum::<usize>()
-                + 4 * bucket_count(keys.len())
-        })
-        .sum::<usize>();
+    let size = 8
+        + 4
+        + 4
+        + 4
+        + streams
+            .iter()
+            .map(|(n, keys)| {
+                1 + n.len()
+                    + 4
+                    + 32
+                    + keys
+                        .iter()
+                        .map(|(k, vs)| 16 + k.as_ref().len() + 32 * vs.len())
+                        .sum::<usize>()
+                    + 4 * bucket_count(keys.len())
+            })
+            .sum::<usize>();
     let mut out = Vec::with_capacity(size);
     out.extend_from_slice(KIDX_MAGIC);
     out.extend_from_slice(&INDEX_VERSION.to_le_bytes());

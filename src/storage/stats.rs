@@ -17,7 +17,7 @@ pub struct SegmentStats {
     pub bytes: u64,
     /// Frames.
     pub frames: u64,
-    /// Records.
+    /// Records (fewer than its positions once compacted).
     pub records: u64,
     /// Whether sealed.
     pub sealed: bool,
@@ -89,7 +89,7 @@ pub fn stats(view: &View) -> Result<Stats> {
             base: s.base,
             bytes: s.bytes.len() as u64,
             frames: frames.len() as u64,
-            records: s.end_pos()? - s.base,
+            records: frames.iter().map(|f| u64::from(f.count)).sum(),
             sealed: true,
         });
     }

@@ -87,13 +87,28 @@ pub fn stats(a: StatsArgs) -> CliResult<Outcome> {
         s.stored_bytes,
         s.compression_ratio()
     )?;
+    let records: u64 = s.segments.iter().map(|g| g.records).sum();
     if s.end_position == 0 {
         crate::outln!("positions     none (empty)")?;
-    } else {
+    } else if records == s.end_position {
         crate::outln!(
             "positions     0 to {} ({} records)",
             s.end_position - 1,
             s.end_position
+        )?;
+    } else {
+        crate::outln!(
+            "positions     0 to {} ({} records, {} dropped by compaction)",
+            s.end_position - 1,
+            records,
+            s.end_position - records
+        )?;
+    }
+    if let Some(h) = snap.horizon() {
+        crate::outln!(
+            "horizon       {} (queries must be as of it or later, known at position {} or later)",
+            format_time(h.time),
+            h.position.saturating_sub(1)
         )?;
     }
     if let Some((lo, hi)) = s.event_time {
