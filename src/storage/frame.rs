@@ -353,6 +353,8 @@ pub struct FrameBuilder {
     per_stream: Vec<u64>,
     count: u32,
     compressed: Option<Vec<u8>>,
+    max_key: usize,
+    max_value: usize,
 }
 
 impl Default for FrameBuilder {
@@ -373,7 +375,16 @@ impl FrameBuilder {
             per_stream: Vec::new(),
             count: 0,
             compressed: None,
+            max_key: 0,
+            max_value: 0,
         }
+    }
+
+    /// The longest key and the longest value pushed, so that limits are checked
+    /// without walking the records again.
+    #[must_use]
+    pub fn max_lens(&self) -> (usize, usize) {
+        (self.max_key, self.max_value)
     }
 
     /// Records in the frame.
@@ -419,6 +430,8 @@ impl FrameBuilder {
     pub fn push(&mut self, stream: &str, op: Op, key: &[u8], value: &[u8], event_time: i64) {
         let idx = self.stream_idx(stream);
         self.per_stream[usize::from(idx)] += 1;
+        self.max_key = self.max_key.max(key.len());
+        self.max_value = self.max_value.max(value.len());
         let b = &mut self.buf;
         b.reserve(RECORD_HEADER_LEN + key.len() + value.len());
         b.extend_from_slice(&idx.to_le_bytes());

@@ -354,21 +354,18 @@ impl Log {
     /// Checks limits on every record of the frames before anything is written.
     fn validate(&self, frames: &[FrameBuilder]) -> Result<()> {
         for f in frames {
-            for (_, r) in f.records() {
-                if r.key.len() > self.config.max_key_size {
-                    return Err(Error::InvalidInput(format!(
-                        "key of {} bytes exceeds the limit of {} bytes",
-                        r.key.len(),
-                        self.config.max_key_size
-                    )));
-                }
-                if r.value.len() > self.config.max_value_size {
-                    return Err(Error::InvalidInput(format!(
-                        "value of {} bytes exceeds the limit of {} bytes",
-                        r.value.len(),
-                        self.config.max_value_size
-                    )));
-                }
+            let (key, value) = f.max_lens();
+            if key > self.config.max_key_size {
+                return Err(Error::InvalidInput(format!(
+                    "key of {key} bytes exceeds the limit of {} bytes",
+                    self.config.max_key_size
+                )));
+            }
+            if value > self.config.max_value_size {
+                return Err(Error::InvalidInput(format!(
+                    "value of {value} bytes exceeds the limit of {} bytes",
+                    self.config.max_value_size
+                )));
             }
         }
         Ok(())
