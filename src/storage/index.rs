@@ -218,27 +218,40 @@ impl MemIndex {
     /// each key's versions sorted by `(event_time, position)`.
     #[must_use]
     pub fn encode_kidx(&self) -> Vec<u8> {
-        let mut streams: Vec<StreamKeys<'_, &[u8]>> = self
+        // One flat copy per stream (no allocation per key), keys sorted, each
+        // key's versions sorted in place.
+        let mut copies: Vec<(&str, super::keytable::SortedKeys)> = self
             .streams
             .iter()
             .filter(|(_, t)| !t.is_empty())
             .map(|(n, t)| {
-                let mut keys: Vec<(&[u8], Vec<VersionRef>)> = t.iter().collect();
-                keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                for (_, vs) in &mut keys {
-                    vs.sort_unstable_by_key(VersionRef::order);
+                let mut c = t.copy_below(u64::MAX);
+                c.sort();
+                for (_, vr) in &c.ranges {
+                    c.versions[vr.clone()].sort_unstable_by_key(VersionRef::order);
                 }
-                (n.as_str(), keys)
+                (n.as_str(), c)
             })
             .collect();
-        streams.sort_by(|a, b| a.0.cmp(b.0));
+        copies.sort_by(|a, b| a.0.cmp(b.0));
+        let streams: Vec<StreamKeys<'_, &[u8]>> = copies
+            .iter()
+            .map(|(n, c)| {
+                let keys = c
+                    .ranges
+                    .iter()
+                    .map(|(kr, vr)| (&c.keys[kr.clone()], &c.versions[vr.clone()]))
+                    .collect();
+                (*n, keys)
+            })
+            .collect();
         encode_key_index(&streams)
     }
 }
 
 /// One stream's keys (sorted by bytes) with their versions (sorted by
 /// `(event_time, position)`), as [`encode_key_index`] takes them.
-pub type StreamKeys<'a, K> = (&'a str, Vec<(K, Vec<VersionRef>)>);
+pub type StreamKeys<'a, K> = (&'a str, Vec<(K, &'a [VersionRef])>);
 
 /// Encodes a key index file from streams sorted by name, each with its keys sorted
 /// by bytes and each key's versions sorted by `(event_time, position)`.
@@ -293,7 +306,7 @@ pub fn encode_key_index<K: AsRef<[u8]>>(streams: &[StreamKeys<'_, K>]) -> Vec<u8
         }
         let vers_off = out.len() as u64;
         for (_, vs) in keys {
-            for v in vs {
+            for v in vs.iter() {
                 out.extend_from_slice(&v.position.to_le_bytes());
                 out.extend_from_slice(&v.event_time.to_le_bytes());
                 out.extend_from_slice(&v.frame_off.to_le_bytes());

@@ -18,6 +18,9 @@ use super::vfs::Vfs;
 use super::{fsutil, read_file};
 use crate::Result;
 
+/// A key with its versions, owned.
+type KeyVersions = (Bytes, Vec<VersionRef>);
+
 /// Merge once this many sealed segments are not covered by the merged index.
 pub const MERGE_AFTER: usize = 4;
 
@@ -101,10 +104,10 @@ impl MergedIndex {
             .collect();
         names.sort();
         names.dedup();
-        let mut streams: Vec<StreamKeys<'_, Bytes>> = Vec::new();
+        let mut per_stream: Vec<(&str, Vec<KeyVersions>)> = Vec::new();
         for name in &names {
             let mut cursors: Vec<_> = files.iter().filter_map(|f| f.cursor(name)).collect();
-            let mut keys: Vec<(Bytes, Vec<VersionRef>)> = Vec::new();
+            let mut keys: Vec<KeyVersions> = Vec::new();
             loop {
                 let Some(min) = cursors
                     .iter()
@@ -123,8 +126,12 @@ impl MergedIndex {
                 vs.sort_unstable_by_key(VersionRef::order);
                 keys.push((min, vs));
             }
-            streams.push((name.as_str(), keys));
+            per_stream.push((name.as_str(), keys));
         }
+        let streams: Vec<StreamKeys<'_, &Bytes>> = per_stream
+            .iter()
+            .map(|(n, keys)| (*n, keys.iter().map(|(k, v)| (k, &v[..])).collect()))
+            .collect();
         let path = dir.join(format!("index-{cover_end:020}.kidx"));
         fsutil::atomic_write(&**vfs, &path, &encode_key_index(&streams))?;
         let m = MergedIndex {
