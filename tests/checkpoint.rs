@@ -231,3 +231,54 @@ fn streams_are_checkpointed_automatically_every_n_records() {
     off.writer().commit(b).unwrap();
     assert_eq!(off.checkpoints().len(), before);
 }
+
+#[test]
+fn late_records_after_the_checkpoint_row_apply_on_top_and_the_others_refold() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let w = db.writer();
+    let mut b = Batch::new();
+    b.put_at("s", "a", r#"{"v":1}"#, 10).unwrap();
+    b.patch_at("s", "a", r#"{"p":20}"#, 20).unwrap();
+    b.put_at("s", "b", r#"{"v":1}"#, 10).unwrap();
+    b.put_at("s", "c", r#"{"v":1}"#, 10).unwrap();
+    b.delete_at("s", "c", 20).unwrap();
+    b.put_at("s", "d", r#"{"v":1}"#, 10).unwrap();
+    b.delete_at("s", "d", 20).unwrap();
+    w.commit(b).unwrap();
+    db.checkpoint("s", Some(30)).unwrap();
+    let mut late = Batch::new();
+    // Before the patch the checkpoint applied last: must refold under it.
+    late.patch_at("s", "a", r#"{"p":15,"q":15}"#, 15).unwrap();
+    // After the put the checkpoint applied last: on top.
+    late.put_at("s", "b", r#"{"v":25}"#, 25).unwrap();
+    // A deleted key (no checkpoint row): before the tombstone, still deleted;
+    late.put_at("s", "c", r#"{"v":15}"#, 15).unwrap();
+    // after it, present again.
+    late.put_at("s", "d", r#"{"v":25}"#, 25).unwrap();
+    w.commit(late).unwrap();
+    let snap = db.snapshot().unwrap();
+    for t in [30, 40] {
+        let fast = snap.table("s", t, None).unwrap();
+        assert!(fast.from_checkpoint());
+        let got = rows(fast);
+        assert_eq!(got, rows(snap.table_from_scratch("s", t, None).unwrap()));
+        let values: Vec<(String, String)> = got
+            .iter()
+            .map(|(k, v, _, _)| {
+                (
+                    String::from_utf8_lossy(k).into(),
+                    String::from_utf8_lossy(v).into(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            values,
+            vec![
+                ("a".into(), r#"{"v":1,"p":20,"q":15}"#.into()),
+                ("b".into(), r#"{"v":25}"#.into()),
+                ("d".into(), r#"{"v":25}"#.into()),
+            ]
+        );
+    }
+}

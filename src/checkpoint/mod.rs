@@ -4,12 +4,13 @@
 //!
 //! A checkpoint never changes an answer. The tail is every visible record the
 //! checkpoint does not reflect, i.e. with `T < event_time <= T'`, or with
-//! `position >= K`. A key whose tail records all have `event_time > T` sorts
-//! them after everything the checkpoint folded, so they apply on top of its row
-//! straight from the scan; a key with a late record (`event_time <= T`,
-//! `position >= K`), which must be folded in `(event_time, position)` order
-//! among what the checkpoint already folded, is refolded from the key index.
-//! Every other key's row is the checkpoint's.
+//! `position >= K`. A key whose tail records all sort after the last record
+//! the checkpoint applied to its row (every record with `event_time > T` does;
+//! a late one, with `event_time <= T` and `position >= K`, may) folds them on
+//! top of that row straight from the scan. A key with a late record that sorts
+//! before it, or with no row in the checkpoint (deleted, so the tombstone's
+//! place is unknown), is refolded from the key index. Every other key's row is
+//! the checkpoint's.
 //!
 //! Files live in `DIR/checkpoints/<stream>@<K, 20 digits>.ckpt` (format in
 //! [`file`]).
@@ -22,8 +23,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 
 use crate::db::Snapshot;
-use crate::query::asof::{fold, GetResult, Row};
-use crate::storage::index::VersionRef;
+use crate::query::asof::{GetResult, Row};
 use crate::storage::record::{Op, Record};
 use crate::{Error, Result};
 pub use file::CheckpointInfo;
@@ -126,16 +126,13 @@ impl Catalog {
     }
 }
 
-/// One key's share of the tail.
+/// One key's share of the tail: its records sorted by `(event_time,
+/// position)`, and whether any is late (event time at or before the
+/// checkpoint's, position after it).
 #[derive(Debug)]
-pub(crate) enum TailKey {
-    /// Only records newer in event time than the checkpoint, sorted by
-    /// `(event_time, position)`: they fold on top of the checkpoint's row.
-    OnTop(Vec<Record>),
-    /// A late record (event time at or before the checkpoint's, position after
-    /// it) sorts among what the checkpoint folded: the key is refolded from the
-    /// key index.
-    Refold,
+pub(crate) struct TailKey {
+    recs: Vec<Record>,
+    late: bool,
 }
 
 /// What `stream`'s checkpoint does not reflect, by key (sorted): every visible
@@ -183,16 +180,15 @@ pub(crate) fn tail_keys(
     let mut out: Vec<(Bytes, TailKey)> = Vec::new();
     for (r, late) in recs {
         match out.last_mut() {
-            Some((k, t)) if *k == r.key => match t {
-                TailKey::OnTop(v) if !late => v.push(r),
-                _ => *t = TailKey::Refold,
-            },
+            Some((k, t)) if *k == r.key => {
+                t.late |= late;
+                t.recs.push(r);
+            }
             _ => out.push((
                 r.key.clone(),
-                if late {
-                    TailKey::Refold
-                } else {
-                    TailKey::OnTop(vec![r])
+                TailKey {
+                    recs: vec![r],
+                    late,
                 },
             )),
         }
@@ -210,7 +206,6 @@ pub(crate) struct FromCheckpoint {
     pub(crate) peeked: Option<Row>,
     pub(crate) tail: std::vec::IntoIter<(Bytes, TailKey)>,
     pub(crate) next_tail: Option<(Bytes, TailKey)>,
-    pub(crate) buf: Vec<VersionRef>,
 }
 
 impl std::fmt::Debug for FromCheckpoint {
@@ -223,16 +218,11 @@ impl std::fmt::Debug for FromCheckpoint {
 
 impl FromCheckpoint {
     fn recompute(&mut self, key: &Bytes) -> Result<Option<Row>> {
-        self.buf = self.snap.view().versions(&self.stream, key)?;
-        crate::query::asof::visible(&mut self.buf, self.as_of, self.end);
         Ok(
-            match fold(
-                &self.snap,
-                &self.stream,
-                self.snap.merge.get(&self.stream),
-                key,
-                &self.buf,
-            )? {
+            match self
+                .snap
+                .get_below(&self.stream, key, self.as_of, self.end)?
+            {
                 GetResult::Present(r) => Some(r),
                 _ => None,
             },
@@ -304,9 +294,21 @@ impl FromCheckpoint {
             } else {
                 None
             };
-            let row = match tail {
-                TailKey::OnTop(recs) => self.on_top(base, recs),
-                TailKey::Refold => self.recompute(&key),
+            // Records that all sort after the last one the checkpoint applied
+            // to this row fold on top of it. A late record may sort before it
+            // (among versions the checkpoint folded), or before a tombstone
+            // the checkpoint does not keep: then the key is refolded.
+            let on_top = match (&base, tail.recs.first()) {
+                _ if !tail.late => true,
+                (Some(r), Some(first)) => {
+                    (first.event_time, first.position) > (r.event_time, r.position)
+                }
+                _ => false,
+            };
+            let row = if on_top {
+                self.on_top(base, tail.recs)
+            } else {
+                self.recompute(&key)
             };
             match row {
                 Ok(Some(row)) => return Some(Ok(row)),

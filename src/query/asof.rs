@@ -229,6 +229,18 @@ impl Snapshot {
         let end = self.known_end(known_at)?;
         self.check_as_of(as_of)?;
         self.check_stream(stream)?;
+        self.get_below(stream, key, as_of, end)
+    }
+
+    /// [`Snapshot::get`] with `known_at` resolved to an exclusive end and the
+    /// checks done.
+    pub(crate) fn get_below(
+        &self,
+        stream: &str,
+        key: &[u8],
+        as_of: i64,
+        end: u64,
+    ) -> Result<GetResult> {
         // Fast path: the newest visible version decides alone unless it is a
         // patch (one probe per key index, no version list).
         match self.view.newest_visible(stream, key, as_of, end)? {
@@ -288,7 +300,6 @@ impl Snapshot {
                                 peeked: None,
                                 tail: tail.into_iter(),
                                 next_tail: None,
-                                buf: Vec::new(),
                             })),
                         })
                     }
