@@ -412,12 +412,26 @@ fn a_crash_at_every_operation_of_a_compaction_leaves_a_consistent_database() {
 fn compaction_runs_beside_a_writer_that_rolls_segments() {
     let (_da, a, _db, b) = twins();
     write(&[&a, &b], 13, 0, 200);
+    let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         let writer = s.spawn(|| write(&[&a, &b], 13, 200, 500));
-        for h in [800, 1_200, 1_600, 2_000] {
-            a.compact(h, &mut |_, _| {}).unwrap();
+        // Explicit merges of the key indexes race the compactions too.
+        let merger = s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                a.merge_key_indexes().unwrap();
+            }
+        });
+        let compacted: Vec<_> = [800, 1_200, 1_600, 2_000]
+            .iter()
+            .map(|&h| a.compact(h, &mut |_, _| {}))
+            .collect();
+        let written = writer.join();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        merger.join().unwrap();
+        written.unwrap();
+        for r in compacted {
+            r.unwrap();
         }
-        writer.join().unwrap();
     });
     assert_same(&a, &b, "after compactions beside the writer");
 }

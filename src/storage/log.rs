@@ -636,6 +636,9 @@ impl Log {
         if self.config.read_only {
             return Err(Error::ReadOnly);
         }
+        // Not beside a compaction: an index of the segments it replaces must
+        // never be published after it.
+        let _exclusive = lock(&self.compacting);
         let st = self.state();
         if st.sealed.is_empty() {
             return Ok(0);
