@@ -614,7 +614,7 @@ impl Log {
             .name("tablelog-merge".into())
             .spawn(move || {
                 match MergedIndex::build(&vfs, &dir, &st.sealed, st.active.base) {
-                    Ok(m) => publish_merged(&cell, &*vfs, &dir, m),
+                    Ok(m) => publish_merged(&cell, &*vfs, &dir, m, &st.sealed),
                     Err(e) => log::warn!("building the merged key index failed: {e}"),
                 }
                 merging.store(false, Ordering::Release);
@@ -645,7 +645,7 @@ impl Log {
         }
         let cover_end = st.active.base;
         let m = MergedIndex::build(&self.config.vfs, &self.dir, &st.sealed, cover_end)?;
-        publish_merged(&self.state, &*self.config.vfs, &self.dir, m);
+        publish_merged(&self.state, &*self.config.vfs, &self.dir, m, &st.sealed);
         Ok(cover_end)
     }
 
@@ -960,11 +960,29 @@ fn remove_leftovers(
     super::fsutil::sync_dir(vfs, dir)
 }
 
-/// Makes a merged index the one readers use, unless a newer one already is.
-fn publish_merged(cell: &RwLock<Arc<LogState>>, vfs: &dyn Vfs, dir: &Path, m: Arc<MergedIndex>) {
+/// Makes a merged index the one readers use, unless a newer one already is, or
+/// a segment it was built from has since been replaced (by a compaction).
+fn publish_merged(
+    cell: &RwLock<Arc<LogState>>,
+    vfs: &dyn Vfs,
+    dir: &Path,
+    m: Arc<MergedIndex>,
+    built_from: &[Arc<SealedSegment>],
+) {
     let mut cur = cell
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let covered = cur.sealed.partition_point(|s| s.base < m.cover_end);
+    let same = covered == built_from.len()
+        && cur.sealed[..covered]
+            .iter()
+            .zip(built_from)
+            .all(|(a, b)| Arc::ptr_eq(a, b));
+    if !same {
+        drop(cur);
+        let _ = vfs.remove(&m.path);
+        return;
+    }
     if cur
         .merged
         .as_ref()
