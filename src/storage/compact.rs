@@ -115,10 +115,8 @@ impl Log {
         if before.horizon != Some(h) {
             h.store(&*log.config.vfs, &log.dir)?;
             log.update_state(|cur| LogState {
-                sealed: cur.sealed.clone(),
-                active: cur.active.clone(),
-                merged: cur.merged.clone(),
                 horizon: Some(h),
+                ..cur.clone()
             });
         }
         let st = log.state();
@@ -134,7 +132,7 @@ impl Log {
         let mut report = CompactReport {
             horizon: h,
             segments_before: sealed.len(),
-            segments_after: sealed.len(),
+            segments_after: sealed.len() + groups.len(),
             segments_rewritten: 0,
             records_dropped: 0,
             bytes_read: 0,
@@ -158,9 +156,9 @@ impl Log {
             switch(log, inputs, out.segment).map_err(|e| log.poison(e))?;
             progress(report.bytes_read, bytes_total);
         }
-        let after = log.state();
-        report.segments_after = after.sealed.len();
-        report.sealed_bytes_after = after.sealed.iter().map(|s| s.bytes.len() as u64).sum();
+        // Of the segments this compaction saw (the writer may have sealed more).
+        report.segments_after -= report.segments_rewritten;
+        report.sealed_bytes_after = sealed_bytes_before - report.bytes_read + report.bytes_written;
         report.elapsed = started.elapsed();
         Ok(report)
     }
@@ -455,20 +453,15 @@ fn switch(log: &Log, inputs: &[Arc<SealedSegment>], new: SealedSegment) -> Resul
         }
         LogState {
             sealed,
-            active: cur.active.clone(),
             merged: None,
-            horizon: cur.horizon,
+            ..cur.clone()
         }
     });
     let vfs = &*log.config.vfs;
     for s in inputs {
         let (fidx, kidx) = segment::sidecar_paths(&s.path);
         for p in [&s.path, &fidx, &kidx] {
-            match vfs.remove(p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io(p, e)),
-            }
+            fsutil::remove_if_exists(vfs, p)?;
         }
     }
     fsutil::sync_dir(vfs, &log.dir)
@@ -476,10 +469,8 @@ fn switch(log: &Log, inputs: &[Arc<SealedSegment>], new: SealedSegment) -> Resul
 
 fn remove_merged_indexes(log: &Log) -> Result<()> {
     log.update_state(|cur| LogState {
-        sealed: cur.sealed.clone(),
-        active: cur.active.clone(),
         merged: None,
-        horizon: cur.horizon,
+        ..cur.clone()
     });
     let vfs = &*log.config.vfs;
     let mut any = false;

@@ -11,6 +11,15 @@ pub fn sync_dir(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     vfs.sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
+/// Removes `path`; one that is already gone is not an error.
+pub fn remove_if_exists(vfs: &dyn Vfs, path: &Path) -> Result<()> {
+    match vfs.remove(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 /// Replaces `path` atomically with `data`: temp file, fsync, rename, directory fsync.
 pub fn atomic_write(vfs: &dyn Vfs, path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!(

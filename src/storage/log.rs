@@ -95,7 +95,7 @@ impl ActiveSegment {
 }
 
 /// The segments readers see: an immutable list, replaced on every roll.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LogState {
     /// Sealed segments in position order.
     pub sealed: Vec<Arc<SealedSegment>>,
@@ -572,8 +572,7 @@ impl Log {
             *st = Arc::new(LogState {
                 sealed: sealed_list,
                 active: active.clone(),
-                merged: st.merged.clone(),
-                horizon: st.horizon,
+                ..LogState::clone(&st)
             });
             let covered = st
                 .merged
@@ -951,11 +950,7 @@ fn remove_leftovers(
             "{}: removing what an interrupted compaction left",
             p.display()
         );
-        match vfs.remove(p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(p, e)),
-        }
+        super::fsutil::remove_if_exists(vfs, p)?;
     }
     super::fsutil::sync_dir(vfs, dir)
 }
@@ -991,10 +986,8 @@ fn publish_merged(
         return;
     }
     *cur = Arc::new(LogState {
-        sealed: cur.sealed.clone(),
-        active: cur.active.clone(),
         merged: Some(m.clone()),
-        horizon: cur.horizon,
+        ..LogState::clone(&cur)
     });
     drop(cur);
     m.remove_others(vfs, dir);
