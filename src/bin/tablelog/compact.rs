@@ -17,8 +17,9 @@ use crate::Outcome;
 /// later) answers exactly as before; queries as of an earlier time fail with
 /// an error naming the horizon. For each key the newest put or delete at or
 /// before the horizon, and everything after it, are kept. The horizon only
-/// moves forward. Runs beside readers and writers of other handles; a crash at
-/// any point leaves the old segments or the new ones, never a mix.
+/// moves forward. Takes the writer lock; readers keep working (an open
+/// snapshot keeps the old files until it ends). A crash at any point leaves
+/// the old segments or the new ones, never a mix.
 ///
 /// Give the horizon directly, or a retention policy: --max-age keeps what
 /// queries over the last DURATION (from now) need; --max-size moves the
