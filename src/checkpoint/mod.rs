@@ -13,7 +13,7 @@
 //! the checkpoint's.
 //!
 //! Files live in `DIR/checkpoints/<stream>@<K, 20 digits>.ckpt` (format in
-//! [`file`]).
+//! [`file`](mod@file)).
 
 pub mod file;
 
