@@ -489,3 +489,50 @@ fn every_byte_flip_in_a_compacted_segment_is_a_corruption_error_naming_it() {
     std::fs::write(d.join(&name), &original).unwrap();
     assert_eq!(scan(&d).unwrap(), expected);
 }
+
+#[test]
+fn compaction_keeps_every_kept_record_and_its_recorded_at_stamp() {
+    let (_da, a, _db, _b) = twins();
+    write(&[&a], 17, 0, 300);
+    let before: std::collections::HashMap<u64, tablelog::Record> = a
+        .snapshot()
+        .unwrap()
+        .view()
+        .scan(0, None)
+        .map(|r| r.map(|r| (r.position, r)))
+        .collect::<tablelog::Result<_>>()
+        .unwrap();
+    let r = a.compact(2_000, &mut |_, _| {}).unwrap();
+    assert!(r.records_dropped > 0);
+    let s = a.snapshot().unwrap();
+    let mut seen = 0;
+    for rec in s.view().scan(0, None) {
+        let rec = rec.unwrap();
+        assert_eq!(
+            Some(&rec),
+            before.get(&rec.position),
+            "record {}",
+            rec.position
+        );
+        assert_eq!(s.view().read(rec.position).unwrap(), rec);
+        seen += 1;
+    }
+    assert_eq!(seen + r.records_dropped, before.len() as u64);
+    for stream in STREAMS {
+        for k in 0..KEYS {
+            for h in s.history(stream, key(k).as_bytes(), None).unwrap() {
+                let orig = &before[&h.position];
+                assert_eq!((h.recorded_at, &h.value), (orig.recorded_at, &orig.value));
+            }
+        }
+    }
+    let dropped = (0..s.end_position()).find(|p| {
+        !s.view()
+            .scan(*p, None)
+            .next()
+            .is_some_and(|r| r.is_ok_and(|r| r.position == *p))
+    });
+    if let Some(p) = dropped {
+        assert!(matches!(s.view().read(p), Err(Error::PositionCompacted(q)) if q == p));
+    }
+}

@@ -82,9 +82,9 @@ impl Snapshot {
         let merge = self.merge.get(stream);
         let mut out = Vec::with_capacity(versions.len());
         for (i, v) in versions.iter().enumerate() {
-            let rec = self.view.read(v.position)?;
+            let (value, recorded_at) = self.view.value_and_stamp(v)?;
             let row = match v.op {
-                Op::Put => Some(rec.value.clone()),
+                Op::Put => Some(value.clone()),
                 Op::Delete => None,
                 Op::Patch => match fold(self, stream, merge, &key, &versions[..=i])? {
                     GetResult::Present(r) => Some(r.value),
@@ -95,8 +95,8 @@ impl Snapshot {
                 op: v.op,
                 event_time: v.event_time,
                 position: v.position,
-                recorded_at: rec.recorded_at,
-                value: rec.value,
+                recorded_at,
+                value,
                 row,
             });
         }

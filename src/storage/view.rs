@@ -297,6 +297,12 @@ impl View {
 
     /// The value of the record a version points to (zero-copy when uncompressed).
     pub fn value(&self, v: &VersionRef) -> Result<Bytes> {
+        self.value_and_stamp(v).map(|(value, _)| value)
+    }
+
+    /// The value and the recorded-at stamp of the record a version points to,
+    /// read directly at its frame and payload offsets.
+    pub fn value_and_stamp(&self, v: &VersionRef) -> Result<(Bytes, Hlc)> {
         let seg = self.seg(self.seg_index_for(v.position));
         if let Seg::Sealed(s) = seg {
             let frames = s.frames()?;
@@ -310,7 +316,7 @@ impl View {
             }
             s.check_frame_once(i)?;
         }
-        let (_, recs) = trusted_records(seg.bytes(), v.frame_off as usize, seg.path())?;
+        let (header, recs) = trusted_records(seg.bytes(), v.frame_off as usize, seg.path())?;
         let r = parse_record(&recs, v.rec_off as usize).ok_or_else(|| {
             Error::corrupt(
                 seg.path(),
@@ -318,7 +324,21 @@ impl View {
                 format!("no record at payload offset {}", v.rec_off),
             )
         })?;
-        Ok(recs.slice(r.value_off..r.value_off + r.value.len()))
+        let index = v
+            .position
+            .checked_sub(header.first_pos)
+            .filter(|&i| i < u64::from(header.count))
+            .ok_or_else(|| {
+                Error::corrupt(
+                    seg.path(),
+                    v.frame_off,
+                    format!("position {} is not in this frame", v.position),
+                )
+            })?;
+        Ok((
+            recs.slice(r.value_off..r.value_off + r.value.len()),
+            Hlc(header.hlc.0 + index),
+        ))
     }
 
     /// Stream names with at least one visible record.
