@@ -326,7 +326,7 @@ fn the_merged_key_index_changes_no_answer_and_is_never_trusted_when_damaged() {
         let (v, t) = (probe(&db), table(&db));
         let covered = db.merge_key_indexes().unwrap();
         assert!(covered > 0);
-        assert!(db.snapshot().unwrap().view().state().merged.is_some());
+        assert!(!db.snapshot().unwrap().view().state().merged.is_empty());
         assert_eq!(probe(&db), v);
         assert_eq!(table(&db), t);
         // New appends after the merge are found too.
@@ -350,7 +350,7 @@ fn the_merged_key_index_changes_no_answer_and_is_never_trusted_when_damaged() {
     assert_eq!(merged.len(), 1);
     let db = Db::builder(src.path()).read_only(true).open().unwrap();
     assert!(
-        db.snapshot().unwrap().view().state().merged.is_some(),
+        !db.snapshot().unwrap().view().state().merged.is_empty(),
         "found on reopen"
     );
     assert_eq!((probe(&db), table(&db)), (want_v.clone(), want_t.clone()));
@@ -372,5 +372,88 @@ fn the_merged_key_index_changes_no_answer_and_is_never_trusted_when_damaged() {
             .unwrap()
             .len(),
         recs.len() + 1
+    );
+}
+
+#[test]
+fn merged_key_index_tiers_stay_few_and_change_no_answer() {
+    let tiered = tempfile::tempdir().unwrap();
+    let plain = tempfile::tempdir().unwrap();
+    let open = |dir: &Path, merge: bool| {
+        Db::builder(dir)
+            .segment_size(4096)
+            .auto_merge(merge)
+            .open()
+            .unwrap()
+    };
+    {
+        let (a, b) = (open(tiered.path(), true), open(plain.path(), false));
+        for i in 0..900u64 {
+            let mut batch = Batch::new();
+            for j in 0..3u64 {
+                let key = format!("k{}", (i * 7 + j) % 41);
+                let value = format!(r#"{{"i":{i},"pad":"{}"}}"#, "z".repeat(60));
+                batch
+                    .put_at("s", key, value, ((i * 13) % 500) as i64)
+                    .unwrap();
+            }
+            a.writer().commit(batch.clone()).unwrap();
+            b.writer().commit(batch).unwrap();
+        }
+    } // dropping joins the background merge
+    let (a, b) = (open(tiered.path(), true), open(plain.path(), false));
+    let sa = a.snapshot().unwrap();
+    let sb = b.snapshot().unwrap();
+    let state = sa.view().state();
+    assert!(state.sealed.len() > 60, "{} segments", state.sealed.len());
+    assert!(!state.merged.is_empty(), "no tier found on reopen");
+    eprintln!(
+        "{} sealed segments, tiers of {:?} segments",
+        state.sealed.len(),
+        state.merged.iter().map(|m| m.segments).collect::<Vec<_>>()
+    );
+    assert!(state.merged.len() <= 8, "{} tiers", state.merged.len());
+    assert_eq!(state.merged[0].cover_start, state.sealed[0].base);
+    for w in state.merged.windows(2) {
+        assert_eq!(w[0].cover_end, w[1].cover_start, "tiers tile the log");
+        assert!(
+            w[0].segments >= w[1].segments,
+            "older tiers are not smaller"
+        );
+    }
+    for t in [0, 100, 250, 499] {
+        let rows = |s: &tablelog::Snapshot| {
+            s.table("s", t, None)
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(rows(&sa), rows(&sb), "table as of {t}");
+        for k in 0..41 {
+            let key = format!("k{k}");
+            assert_eq!(
+                sa.get("s", key.as_bytes(), t, None).unwrap(),
+                sb.get("s", key.as_bytes(), t, None).unwrap()
+            );
+            assert_eq!(
+                sa.view().versions("s", key.as_bytes()).unwrap(),
+                sb.view().versions("s", key.as_bytes()).unwrap()
+            );
+        }
+    }
+    let files = fs::read_dir(tiered.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("index-")
+        })
+        .count();
+    assert_eq!(
+        files,
+        state.merged.len(),
+        "replaced tiers' files are removed"
     );
 }

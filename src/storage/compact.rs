@@ -453,7 +453,7 @@ fn switch(log: &Log, inputs: &[Arc<SealedSegment>], new: SealedSegment) -> Resul
         }
         LogState {
             sealed,
-            merged: None,
+            merged: Vec::new(),
             ..cur.clone()
         }
     });
@@ -469,7 +469,7 @@ fn switch(log: &Log, inputs: &[Arc<SealedSegment>], new: SealedSegment) -> Resul
 
 fn remove_merged_indexes(log: &Log) -> Result<()> {
     log.update_state(|cur| LogState {
-        merged: None,
+        merged: Vec::new(),
         ..cur.clone()
     });
     let vfs = &*log.config.vfs;

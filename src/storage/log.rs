@@ -101,27 +101,45 @@ pub struct LogState {
     pub sealed: Vec<Arc<SealedSegment>>,
     /// The active segment.
     pub active: Arc<ActiveSegment>,
-    /// A key index merged over the oldest sealed segments, if one is built.
-    pub merged: Option<Arc<MergedIndex>>,
+    /// Merged key indexes tiling the oldest sealed segments, oldest first.
+    pub merged: Vec<Arc<MergedIndex>>,
     /// The compaction horizon, if the log was ever compacted.
     pub horizon: Option<Horizon>,
 }
 
 impl LogState {
-    /// The merged index (when usable) and the sealed segments it does not cover.
+    /// The usable merged indexes (oldest first) and the sealed segments they do
+    /// not cover. Tiers are used from the first segment on while each starts
+    /// where the previous ended and validates; the rest goes per segment.
     #[must_use]
-    pub fn key_sources(&self) -> (Option<&super::index::KeyIndexFile>, &[Arc<SealedSegment>]) {
-        match self
-            .merged
-            .as_ref()
-            .and_then(|m| m.index().map(|i| (m.cover_end, i)))
-        {
-            Some((end, idx)) => {
-                let first = self.sealed.partition_point(|s| s.base < end);
-                (Some(idx), &self.sealed[first..])
+    pub fn key_sources(&self) -> (Vec<&super::index::KeyIndexFile>, &[Arc<SealedSegment>]) {
+        let (tiers, end) = self.usable_tiers();
+        let first = self.sealed.partition_point(|s| s.base < end);
+        (tiers, &self.sealed[first..])
+    }
+
+    fn usable_tiers(&self) -> (Vec<&super::index::KeyIndexFile>, u64) {
+        let mut out = Vec::new();
+        let Some(mut end) = self.sealed.first().map(|s| s.base) else {
+            return (out, 0);
+        };
+        for m in &self.merged {
+            if m.cover_start != end {
+                break;
             }
-            None => (None, &self.sealed),
+            match m.index() {
+                Some(i) => out.push(i),
+                None => break,
+            }
+            end = m.cover_end;
         }
+        (out, end)
+    }
+
+    /// Sealed segments no merged index covers.
+    fn uncovered(&self) -> usize {
+        let end = self.merged.last().map_or(0, |m| m.cover_end);
+        self.sealed.len() - self.sealed.partition_point(|s| s.base < end)
     }
 }
 
@@ -574,11 +592,7 @@ impl Log {
                 active: active.clone(),
                 ..LogState::clone(&st)
             });
-            let covered = st
-                .merged
-                .as_ref()
-                .map_or(0, |m| st.sealed.partition_point(|s| s.base < m.cover_end));
-            st.sealed.len() - covered
+            st.uncovered()
         };
         // After the state lock is released: the merge reads the state.
         if self.config.auto_merge && uncovered >= MERGE_AFTER {
@@ -594,8 +608,8 @@ impl Log {
         Ok(())
     }
 
-    /// Builds a merged key index over every sealed segment in the background and
-    /// publishes it (one merge at a time). Failures only log: the index is derived.
+    /// Builds the next merged key index tier in the background and publishes it
+    /// (one merge at a time). Failures only log: the index is derived.
     fn spawn_merge(&self) {
         use std::sync::atomic::Ordering;
         if self.merging.swap(true, Ordering::AcqRel) {
@@ -612,9 +626,8 @@ impl Log {
         let spawned = std::thread::Builder::new()
             .name("tablelog-merge".into())
             .spawn(move || {
-                match MergedIndex::build(&vfs, &dir, &st.sealed, st.active.base) {
-                    Ok(m) => publish_merged(&cell, &*vfs, &dir, m, &st.sealed),
-                    Err(e) => log::warn!("building the merged key index failed: {e}"),
+                if let Err(e) = merge_tier(&cell, &*vfs, &vfs, &dir, &st, false) {
+                    log::warn!("building a merged key index failed: {e}");
                 }
                 merging.store(false, Ordering::Release);
             });
@@ -629,8 +642,9 @@ impl Log {
         }
     }
 
-    /// Builds the merged key index over every sealed segment now and publishes it.
-    /// Returns the first position it does not cover (0: nothing sealed yet).
+    /// Builds one merged key index over every sealed segment now (folding the
+    /// existing tiers) and publishes it. Returns the first position it does not
+    /// cover (0: nothing sealed yet).
     pub fn merge_now(&self) -> Result<u64> {
         if self.config.read_only {
             return Err(Error::ReadOnly);
@@ -642,10 +656,15 @@ impl Log {
         if st.sealed.is_empty() {
             return Ok(0);
         }
-        let cover_end = st.active.base;
-        let m = MergedIndex::build(&self.config.vfs, &self.dir, &st.sealed, cover_end)?;
-        publish_merged(&self.state, &*self.config.vfs, &self.dir, m, &st.sealed);
-        Ok(cover_end)
+        merge_tier(
+            &self.state,
+            &*self.config.vfs,
+            &self.config.vfs,
+            &self.dir,
+            &st,
+            true,
+        )?;
+        Ok(st.active.base)
     }
 
     /// Serialises compactions and keeps background merges from running during
@@ -686,14 +705,7 @@ impl Log {
     /// are uncovered (after a compaction dropped the merged index).
     pub(super) fn merge_soon(&self) {
         let st = self.state();
-        let covered = st
-            .merged
-            .as_ref()
-            .map_or(0, |m| st.sealed.partition_point(|s| s.base < m.cover_end));
-        if self.config.auto_merge
-            && !self.config.read_only
-            && st.sealed.len() - covered >= MERGE_AFTER
-        {
+        if self.config.auto_merge && !self.config.read_only && st.uncovered() >= MERGE_AFTER {
             self.spawn_merge();
         }
     }
@@ -955,42 +967,82 @@ fn remove_leftovers(
     super::fsutil::sync_dir(vfs, dir)
 }
 
-/// Makes a merged index the one readers use, unless a newer one already is, or
-/// a segment it was built from has since been replaced (by a compaction).
-fn publish_merged(
+/// Builds the next tier from the state `st` and publishes it: a merged index
+/// over the segments no tier covers, absorbing the newest tiers while it is at
+/// least half their size (all of them when `all`). Nothing to do when fewer
+/// than [`MERGE_AFTER`] segments are uncovered (unless `all`).
+fn merge_tier(
     cell: &RwLock<Arc<LogState>>,
     vfs: &dyn Vfs,
+    vfs_arc: &Arc<dyn Vfs>,
     dir: &Path,
-    m: Arc<MergedIndex>,
-    built_from: &[Arc<SealedSegment>],
-) {
+    st: &LogState,
+    all: bool,
+) -> Result<()> {
+    let (usable, covered_end) = st.usable_tiers();
+    let kept_tiers = usable.len();
+    let first_uncovered = st.sealed.partition_point(|s| s.base < covered_end);
+    let uncovered = &st.sealed[first_uncovered..];
+    let worth = if all {
+        !uncovered.is_empty() || kept_tiers > 1
+    } else {
+        uncovered.len() >= MERGE_AFTER
+    };
+    if !worth {
+        return Ok(());
+    }
+    // How many of the newest tiers the new one absorbs.
+    let mut absorb = 0;
+    let mut weight = uncovered.len();
+    while absorb < kept_tiers {
+        let t = &st.merged[kept_tiers - 1 - absorb];
+        if !all && weight * 2 < t.segments {
+            break;
+        }
+        weight += t.segments;
+        absorb += 1;
+    }
+    let from = kept_tiers - absorb;
+    let mut files: Vec<&super::index::KeyIndexFile> = usable[from..].to_vec();
+    for s in uncovered {
+        files.push(s.keys()?);
+    }
+    let start = st.merged.get(from).map_or_else(
+        || uncovered.first().map_or(covered_end, |s| s.base),
+        |m| m.cover_start,
+    );
+    let end = st.active.base;
+    let m = MergedIndex::build(vfs_arc, dir, &files, start, end, weight)?;
+    // Publish only onto the state it was built from: the same tiers below it and
+    // the same segments (a compaction may have replaced them meanwhile).
     let mut cur = cell
         .write()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let covered = cur.sealed.partition_point(|s| s.base < m.cover_end);
-    let same = covered == built_from.len()
-        && cur.sealed[..covered]
+    let same_tiers = cur.merged.len() >= kept_tiers
+        && cur.merged[..kept_tiers]
             .iter()
-            .zip(built_from)
+            .zip(&st.merged[..kept_tiers])
             .all(|(a, b)| Arc::ptr_eq(a, b));
-    if !same {
+    let n = st.sealed.partition_point(|s| s.base < end);
+    let same_segments = cur.sealed.len() >= n
+        && cur.sealed[..n]
+            .iter()
+            .zip(&st.sealed[..n])
+            .all(|(a, b)| Arc::ptr_eq(a, b));
+    if !(same_tiers && same_segments) {
         drop(cur);
         let _ = vfs.remove(&m.path);
-        return;
+        return Ok(());
     }
-    if cur
-        .merged
-        .as_ref()
-        .is_some_and(|old| old.cover_end >= m.cover_end)
-    {
-        return;
-    }
+    let mut merged: Vec<Arc<MergedIndex>> = cur.merged[..from].to_vec();
+    merged.push(m);
     *cur = Arc::new(LogState {
-        merged: Some(m.clone()),
+        merged: merged.clone(),
         ..LogState::clone(&cur)
     });
     drop(cur);
-    m.remove_others(vfs, dir);
+    MergedIndex::remove_others(vfs, dir, &merged);
+    Ok(())
 }
 
 impl Drop for Log {

@@ -1,11 +1,21 @@
-//! The merged key index: one key index covering every sealed segment below a
-//! position, so a lookup probes one hash table instead of one per segment.
+//! Merged key indexes: key indexes covering runs of sealed segments, so a
+//! lookup probes a few hash tables instead of one per segment.
 //!
-//! It has the key index format (`docs/format.md`); its versions carry positions,
-//! which name their segment. File `index-<first uncovered position, 20 digits>.kidx`,
-//! written atomically by a background thread once enough sealed segments are
-//! uncovered. It is derived data: validated on first use, and ignored (lookups go
-//! to the per-segment indexes) when missing, damaged or not on a segment boundary.
+//! They have the key index format (`docs/format.md`); versions carry positions,
+//! which name their segment. Files `index-<first covered position>-<first
+//! position not covered>.kidx` (20 digits each; `index-<end>.kidx` from older
+//! builds covers from 0), written atomically by a background thread once
+//! [`MERGE_AFTER`] sealed segments are uncovered.
+//!
+//! They form size tiers that tile the sealed segments from the first one: a new
+//! tier over the uncovered segments absorbs the newest tiers while it is at
+//! least half their size, like a binary counter. Each segment's index is
+//! therefore rewritten O(log n) times over the life of the log, and a lookup
+//! probes O(log n) tiers, instead of one index rebuilt whole every few rolls.
+//!
+//! Derived data: validated on first use, and ignored (lookups go to the
+//! per-segment indexes from that tier on) when missing, damaged or not on
+//! segment boundaries.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -13,7 +23,6 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use super::index::{encode_key_index, KeyIndexFile, StreamKeys, VersionRef};
-use super::segment::SealedSegment;
 use super::vfs::Vfs;
 use super::{fsutil, read_file};
 use crate::Result;
@@ -24,11 +33,16 @@ type KeyVersions = (Bytes, Vec<VersionRef>);
 /// Merge once this many sealed segments are not covered by the merged index.
 pub const MERGE_AFTER: usize = 4;
 
-/// A merged key index covering the sealed segments with base below `cover_end`.
+/// A merged key index covering the sealed segments with bases in
+/// `[cover_start, cover_end)`.
 #[derive(Debug)]
 pub struct MergedIndex {
-    /// First position not covered (the base of the first uncovered segment).
+    /// First position covered (the base of its first segment).
+    pub cover_start: u64,
+    /// First position not covered (the base of the first segment after it).
     pub cover_end: u64,
+    /// Number of sealed segments it covers (its size tier).
+    pub segments: usize,
     /// The file.
     pub path: PathBuf,
     index: OnceLock<Option<KeyIndexFile>>,
@@ -59,45 +73,71 @@ impl MergedIndex {
         Self::parse_name(name).is_some()
     }
 
-    fn parse_name(name: &str) -> Option<u64> {
+    fn parse_name(name: &str) -> Option<(u64, u64)> {
         let stem = name.strip_prefix("index-")?.strip_suffix(".kidx")?;
-        (stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit())).then(|| stem.parse().ok())?
+        let num = |s: &str| -> Option<u64> {
+            (s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())?
+        };
+        match stem.split_once('-') {
+            None => Some((0, num(stem)?)),
+            Some((a, b)) => Some((num(a)?, num(b)?)),
+        }
     }
 
-    /// The newest merged index in `dir` whose cover end is the base of a segment.
+    /// The chain of merged indexes in `dir` that tiles the segments with these
+    /// bases (sealed bases, then the active one) from the first: at each step
+    /// the one starting there that reaches furthest, on a segment boundary.
     #[must_use]
-    pub fn find(vfs: &Arc<dyn Vfs>, dir: &Path, bases: &[u64]) -> Option<Arc<MergedIndex>> {
-        let mut best: Option<(u64, PathBuf)> = None;
-        for p in vfs.list(dir).ok()? {
-            if let Some(end) = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(Self::parse_name)
-            {
-                if bases.contains(&end) && best.as_ref().is_none_or(|(b, _)| end > *b) {
-                    best = Some((end, p));
-                }
-            }
-        }
-        best.map(|(cover_end, path)| {
-            Arc::new(MergedIndex {
-                cover_end,
-                path,
+    pub fn find(vfs: &Arc<dyn Vfs>, dir: &Path, bases: &[u64]) -> Vec<Arc<MergedIndex>> {
+        let mut files: Vec<(u64, u64, PathBuf)> = vfs
+            .list(dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|p| {
+                let (a, b) = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(Self::parse_name)?;
+                Some((a, b, p))
+            })
+            .collect();
+        files.sort();
+        let mut chain = Vec::new();
+        let Some(&first) = bases.first() else {
+            return chain;
+        };
+        let mut at = first;
+        loop {
+            let next = files
+                .iter()
+                .filter(|(a, b, _)| *a == at && *b > at && bases.contains(b))
+                .max_by_key(|(_, b, _)| *b);
+            let Some((a, b, p)) = next else { break };
+            let segments = bases.iter().filter(|&&x| x >= *a && x < *b).count();
+            chain.push(Arc::new(MergedIndex {
+                cover_start: *a,
+                cover_end: *b,
+                segments,
+                path: p.clone(),
                 index: OnceLock::new(),
                 vfs: vfs.clone(),
-            })
-        })
+            }));
+            at = *b;
+        }
+        chain
     }
 
-    /// Merges the key indexes of `sealed` (in position order, all of them below
-    /// `cover_end`) into a new file, and returns it ready to use.
+    /// Merges key indexes (of segments or of merged indexes, together covering
+    /// `[cover_start, cover_end)` and `segments` segments) into a new file, and
+    /// returns it ready to use.
     pub fn build(
         vfs: &Arc<dyn Vfs>,
         dir: &Path,
-        sealed: &[Arc<SealedSegment>],
+        files: &[&KeyIndexFile],
+        cover_start: u64,
         cover_end: u64,
+        segments: usize,
     ) -> Result<Arc<MergedIndex>> {
-        let files: Vec<&KeyIndexFile> = sealed.iter().map(|s| s.keys()).collect::<Result<_>>()?;
         let mut names: Vec<String> = files
             .iter()
             .flat_map(|f| f.stream_names().map(str::to_string))
@@ -132,10 +172,12 @@ impl MergedIndex {
             .iter()
             .map(|(n, keys)| (*n, keys.iter().map(|(k, v)| (k, &v[..])).collect()))
             .collect();
-        let path = dir.join(format!("index-{cover_end:020}.kidx"));
+        let path = dir.join(format!("index-{cover_start:020}-{cover_end:020}.kidx"));
         fsutil::atomic_write(&**vfs, &path, &encode_key_index(&streams))?;
         let m = MergedIndex {
+            cover_start,
             cover_end,
+            segments,
             path,
             index: OnceLock::new(),
             vfs: vfs.clone(),
@@ -144,15 +186,34 @@ impl MergedIndex {
         Ok(Arc::new(m))
     }
 
-    /// Removes merged index files other than this one (best effort).
-    pub fn remove_others(&self, vfs: &dyn Vfs, dir: &Path) {
+    /// Removes merged index files other than `keep` (best effort).
+    pub fn remove_others(vfs: &dyn Vfs, dir: &Path, keep: &[Arc<MergedIndex>]) {
         if let Ok(paths) = vfs.list(dir) {
             for p in paths {
                 let name = p.file_name().and_then(|n| n.to_str());
-                if name.and_then(Self::parse_name).is_some() && p != self.path {
+                if name.and_then(Self::parse_name).is_some() && !keep.iter().any(|m| m.path == p) {
                     let _ = vfs.remove(&p);
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_of_both_layouts_parse() {
+        assert_eq!(
+            MergedIndex::parse_name("index-00000000000000000007.kidx"),
+            Some((0, 7))
+        );
+        assert_eq!(
+            MergedIndex::parse_name("index-00000000000000000003-00000000000000000007.kidx"),
+            Some((3, 7))
+        );
+        assert_eq!(MergedIndex::parse_name("index-3-7.kidx"), None);
+        assert_eq!(MergedIndex::parse_name("00000000000000000003.kidx"), None);
     }
 }

@@ -228,10 +228,10 @@ impl View {
     pub fn versions(&self, stream: &str, key: &[u8]) -> Result<Vec<VersionRef>> {
         let mut out = Vec::new();
         let (merged, rest) = self.state.key_sources();
-        if let Some(m) = merged {
+        for m in merged {
             m.versions(stream, key, &mut out);
-            out.retain(|v| v.position < self.end_pos);
         }
+        out.retain(|v| v.position < self.end_pos);
         for s in rest {
             s.keys()?.versions(stream, key, &mut out);
         }
@@ -289,7 +289,7 @@ impl View {
                 s.keys()?.newest_visible(stream, key, as_of, end).1,
             );
         }
-        if let Some(m) = merged {
+        for m in merged.iter().rev() {
             consider(&mut best, m.newest_visible(stream, key, as_of, end).1);
         }
         Ok(best)
@@ -391,9 +391,7 @@ impl View {
     pub fn keys(&self, stream: &str) -> Result<KeyCursor> {
         let mut sealed = Vec::new();
         let (merged, rest) = self.state.key_sources();
-        if let Some(c) = merged.and_then(|m| m.cursor(stream)) {
-            sealed.push(c);
-        }
+        sealed.extend(merged.iter().filter_map(|m| m.cursor(stream)));
         for s in rest {
             if let Some(c) = s.keys()?.cursor(stream) {
                 sealed.push(c);
