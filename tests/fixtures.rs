@@ -1,14 +1,19 @@
 //! Format compatibility: a database written by format version 1 (committed in
 //! `tests/fixtures/v1`, with a sealed zstd-compressed segment, its sidecars and an
-//! active segment) must keep opening with the same answers.
+//! active segment) must keep opening with the same answers; so must the same
+//! database compacted (`tests/fixtures/v2`: a compacted segment with header
+//! version 2, its sidecars, the horizon file and a version 2 checkpoint).
 
 use std::sync::Arc;
 
 use tablelog::{Db, JsonMergePatch, Result};
 
-#[test]
-fn format_v1_fixture_opens_with_the_same_answers() {
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1");
+/// A copy of fixture `name` in a temporary directory (tests never write the
+/// committed files).
+fn fixture(name: &str) -> tempfile::TempDir {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     let dir = tempfile::tempdir().unwrap();
     for e in std::fs::read_dir(&src).unwrap() {
         let e = e.unwrap();
@@ -23,6 +28,12 @@ fn format_v1_fixture_opens_with_the_same_answers() {
             std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
         }
     }
+    dir
+}
+
+#[test]
+fn format_v1_fixture_opens_with_the_same_answers() {
+    let dir = fixture("v1");
     assert!(tablelog::storage::verify::verify(dir.path())
         .unwrap()
         .is_clean());
@@ -75,4 +86,57 @@ fn format_v1_fixture_opens_with_the_same_answers() {
         &row.value[..],
         br#"{"user": "u0", "ts": 1704110400000, "price": 11, "note": "yyyyyyyyyyyyyyyyyyyy"}"#
     );
+}
+
+#[test]
+fn compacted_fixture_answers_as_the_original_at_and_after_its_horizon() {
+    let (v1, v2) = (fixture("v1"), fixture("v2"));
+    assert!(tablelog::storage::verify::verify(v2.path())
+        .unwrap()
+        .is_clean());
+    let open = |d: &std::path::Path| {
+        Db::builder(d)
+            .default_merge_operator(Arc::new(JsonMergePatch))
+            .read_only(true)
+            .open()
+            .unwrap()
+    };
+    let (a, b) = (
+        open(v1.path()).snapshot().unwrap(),
+        open(v2.path()).snapshot().unwrap(),
+    );
+    let h = b.horizon().expect("the fixture is compacted");
+    assert_eq!((h.time, h.position), (1_704_196_800_000_000, 428));
+    let day = 86_400_000_000;
+    for t in [
+        h.time,
+        h.time + day / 2,
+        h.time + day,
+        h.time + 2 * day,
+        i64::MAX,
+    ] {
+        for stream in ["inventory", "views"] {
+            let rows = |s: &tablelog::Snapshot| -> Vec<_> {
+                s.table(stream, t, None)
+                    .unwrap()
+                    .map(|r| r.unwrap())
+                    .collect()
+            };
+            assert_eq!(rows(&b), rows(&a), "{stream} as of {t}");
+            for k in ["apple", "banana", "cherry", "durian", "u0", "u3", "u8"] {
+                assert_eq!(
+                    b.get(stream, k.as_bytes(), t, None).unwrap(),
+                    a.get(stream, k.as_bytes(), t, None).unwrap(),
+                    "{stream}/{k} as of {t}"
+                );
+            }
+        }
+    }
+    // The version 2 checkpoint of views is used.
+    assert!(b.table("views", i64::MAX, None).unwrap().from_checkpoint());
+    assert!(matches!(
+        b.get("views", b"u0", h.time - 1, None),
+        Err(tablelog::Error::BeyondHorizon { .. })
+    ));
+    assert_eq!(b.view().scan(0, None).count(), 17);
 }

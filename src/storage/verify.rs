@@ -125,7 +125,12 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
             }
         }
         report.frames += scan.index.frames.len() as u64;
-        report.records += scan.end_pos - base;
+        report.records += scan
+            .index
+            .frames
+            .iter()
+            .map(|f| u64::from(f.count))
+            .sum::<u64>();
         expected_base = scan.end_pos;
         if last {
             continue;
