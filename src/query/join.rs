@@ -58,41 +58,33 @@ impl Snapshot {
                 let key = &requests[order[i]].key;
                 let mut versions = self.view.versions(stream, key)?;
                 versions.retain(|v| v.position < end);
-                let mut next = 0usize;
+                // `row` is the fold of `versions[..applied]`; a request folds in
+                // what its time adds, reading values from the last put or delete
+                // on only (most versions are never read).
+                let (mut next, mut applied) = (0usize, 0usize);
                 let mut row: Option<Row> = None;
                 while i < order.len() && requests[order[i]].key == *key {
                     let r = &requests[order[i]];
                     while next < versions.len() && versions[next].event_time <= r.time {
-                        let v = versions[next];
+                        next += 1;
+                    }
+                    let added = &versions[applied..next];
+                    if let Some(b) = added.iter().rposition(|v| v.op != Op::Patch) {
+                        let v = added[b];
                         row = match v.op {
-                            Op::Delete => None,
                             Op::Put => Some(Row {
                                 key: key.clone(),
                                 value: self.view.value(&v)?,
                                 event_time: v.event_time,
                                 position: v.position,
                             }),
-                            Op::Patch => {
-                                let op = merge
-                                    .ok_or_else(|| Error::NoMergeOperator(stream.to_string()))?;
-                                let patch = self.view.value(&v)?;
-                                let merged = op
-                                    .merge(row.as_ref().map(|r| &r.value[..]), &patch)
-                                    .map_err(|reason| Error::Merge {
-                                    stream: stream.to_string(),
-                                    position: v.position,
-                                    reason,
-                                })?;
-                                Some(Row {
-                                    key: key.clone(),
-                                    value: Bytes::from(merged),
-                                    event_time: v.event_time,
-                                    position: v.position,
-                                })
-                            }
+                            _ => None,
                         };
-                        next += 1;
+                        row = self.patch_row(stream, merge, key, row, &added[b + 1..])?;
+                    } else {
+                        row = self.patch_row(stream, merge, key, row, added)?;
                     }
+                    applied = next;
                     out[order[i]][j] = row
                         .as_ref()
                         .filter(|row| {
@@ -106,5 +98,34 @@ impl Snapshot {
             }
         }
         Ok(out)
+    }
+
+    /// Applies patch versions, in order, to a row (or to nothing).
+    fn patch_row(
+        &self,
+        stream: &str,
+        merge: Option<&std::sync::Arc<dyn crate::query::merge::MergeOperator>>,
+        key: &Bytes,
+        mut row: Option<Row>,
+        patches: &[crate::storage::index::VersionRef],
+    ) -> Result<Option<Row>> {
+        for v in patches {
+            let op = merge.ok_or_else(|| Error::NoMergeOperator(stream.to_string()))?;
+            let patch = self.view.value(v)?;
+            let merged = op
+                .merge(row.as_ref().map(|r| &r.value[..]), &patch)
+                .map_err(|reason| Error::Merge {
+                    stream: stream.to_string(),
+                    position: v.position,
+                    reason,
+                })?;
+            row = Some(Row {
+                key: key.clone(),
+                value: Bytes::from(merged),
+                event_time: v.event_time,
+                position: v.position,
+            });
+        }
+        Ok(row)
     }
 }
