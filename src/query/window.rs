@@ -347,27 +347,31 @@ impl Snapshot {
             let key = &requests[order[i]].key;
             let mut versions = self.view.versions(stream, key)?;
             versions.retain(|v| v.position < end);
-            let values: Vec<Option<f64>> = if agg == Agg::Count {
-                vec![None; versions.len()]
-            } else {
-                versions
-                    .iter()
-                    .map(|v| Ok(numeric_field(&self.view.value(v)?, field)))
-                    .collect::<Result<_>>()?
-            };
+            // Values are read only for versions that enter some request's
+            // window; `values[i]` is set when version `i` enters.
+            let mut values: Vec<Option<f64>> = vec![None; versions.len()];
             let mut win = Sliding::default();
             let (mut lo, mut hi) = (0usize, 0usize);
             while i < order.len() && requests[order[i]].key == *key {
                 let t = requests[order[i]].time;
-                while hi < versions.len() && versions[hi].event_time <= t {
-                    win.add(hi, values[hi]);
-                    hi += 1;
-                }
-                while lo < hi
-                    && i128::from(versions[lo].event_time) <= i128::from(t) - i128::from(width)
-                {
+                let start = i128::from(t) - i128::from(width); // exclusive
+                while lo < hi && i128::from(versions[lo].event_time) <= start {
                     win.remove(lo, values[lo]);
                     lo += 1;
+                }
+                if lo == hi {
+                    // Versions already behind this window never enter it.
+                    while hi < versions.len() && i128::from(versions[hi].event_time) <= start {
+                        hi += 1;
+                    }
+                    lo = hi;
+                }
+                while hi < versions.len() && versions[hi].event_time <= t {
+                    if agg != Agg::Count {
+                        values[hi] = numeric_field(&self.view.value(&versions[hi])?, field);
+                    }
+                    win.add(hi, values[hi]);
+                    hi += 1;
                 }
                 out[order[i]] = win.value(agg);
                 i += 1;
