@@ -634,7 +634,7 @@ impl KeyIndexFile {
     }
 
     /// The newest version of `key` visible as of `as_of` below position `end`, by
-    /// `(event_time, position)`, and whether the key is in this index at all.
+    /// `(event_time, position)`.
     #[must_use]
     pub fn newest_visible(
         &self,
@@ -642,14 +642,10 @@ impl KeyIndexFile {
         key: &[u8],
         as_of: i64,
         end: u64,
-    ) -> (bool, Option<VersionRef>) {
-        let Some(s) = self.section(stream) else {
-            return (false, None);
-        };
-        let Some(i) = self.find_key(s, key) else {
-            return (false, None);
-        };
-        (true, self.best_at(s, i, as_of, end))
+    ) -> Option<VersionRef> {
+        let s = self.section(stream)?;
+        let i = self.find_key(s, key)?;
+        self.best_at(s, i, as_of, end)
     }
 
     fn find_key(&self, s: &StreamSection, key: &[u8]) -> Option<usize> {

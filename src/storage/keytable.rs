@@ -164,13 +164,6 @@ impl KeyTable {
         out[start..].reverse();
     }
 
-    /// The newest version of `key` by `(event_time, position)`, without walking
-    /// its versions.
-    #[must_use]
-    pub fn newest(&self, key: &[u8]) -> Option<VersionRef> {
-        self.find_slot(key).map(|s| self.versions[s.best as usize])
-    }
-
     /// The newest version of `key` by `(event_time, position)` among those with
     /// `event_time <= as_of` and `position < end`: the newest one when it
     /// qualifies, else a walk of the key's versions in this segment.
@@ -276,7 +269,11 @@ mod tests {
         assert_eq!(t.iter().map(|(_, vs)| vs.len()).sum::<usize>(), 2000);
         assert_eq!(t.first_position(), Some(0));
         // v(p) has event time -p: the newest by (event_time, position) is the first.
-        assert_eq!(t.newest(b"k3").map(|v| v.position), Some(3));
+        assert_eq!(
+            t.newest_visible(b"k3", i64::MAX, u64::MAX)
+                .map(|v| v.position),
+            Some(3)
+        );
         let mut ties = KeyTable::default();
         for p in 0..5 {
             ties.push(
@@ -288,7 +285,8 @@ mod tests {
             );
         }
         assert_eq!(
-            ties.newest(b"t").map(|v| v.position),
+            ties.newest_visible(b"t", i64::MAX, u64::MAX)
+                .map(|v| v.position),
             Some(4),
             "later position wins ties"
         );

@@ -284,13 +284,10 @@ impl View {
             if lo > as_of || best.is_some_and(|b| b.event_time > hi) {
                 continue; // nothing in it is visible, or can be newer
             }
-            consider(
-                &mut best,
-                s.keys()?.newest_visible(stream, key, as_of, end).1,
-            );
+            consider(&mut best, s.keys()?.newest_visible(stream, key, as_of, end));
         }
         for m in merged.iter().rev() {
-            consider(&mut best, m.newest_visible(stream, key, as_of, end).1);
+            consider(&mut best, m.newest_visible(stream, key, as_of, end));
         }
         Ok(best)
     }
