@@ -11,6 +11,7 @@ use crate::views::{MaterializedView, ViewDef};
 
 /// Subdirectory holding saved view states.
 pub const VIEW_DIR: &str = "views";
+use crate::query::access::AccessPath;
 use crate::query::merge::{MergeOperator, MergeRegistry};
 use crate::storage::frame::FrameBuilder;
 use crate::storage::log::{Config, Log, RecoveryReport, Transaction};
@@ -281,6 +282,7 @@ impl Db {
             view: View::new(self.log.state())?,
             merge: self.merge.clone(),
             checkpoints: self.checkpoints.clone(),
+            access: AccessPath::Auto,
         })
     }
 
@@ -742,9 +744,19 @@ pub struct Snapshot {
     pub(crate) view: View,
     pub(crate) merge: Arc<MergeRegistry>,
     pub(crate) checkpoints: Arc<Catalog>,
+    pub(crate) access: AccessPath,
 }
 
 impl Snapshot {
+    /// This snapshot with joins and windows forced onto one access path (see
+    /// [`AccessPath`]; the default, `Auto`, picks the cheaper). Answers do not
+    /// change, only their cost.
+    #[must_use]
+    pub fn with_access(mut self, path: AccessPath) -> Snapshot {
+        self.access = path;
+        self
+    }
+
     /// The storage-level view (scans, versions, positions).
     #[must_use]
     pub fn view(&self) -> &View {

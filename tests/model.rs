@@ -54,8 +54,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config as ProptestConfig, RngSeed, TestCaseError, TestRunner};
 use serde_json::{json, Map, Value};
 use tablelog::{
-    Agg, Batch, Change, ChangeKind, Compression, Db, Error, GetResult, HistoryEntry, Horizon,
-    JsonMergePatch, Op, Record, Request, Row, Snapshot,
+    AccessPath, Agg, Batch, Change, ChangeKind, Compression, Db, Error, GetResult, HistoryEntry,
+    Horizon, JsonMergePatch, Op, Record, Request, Row, Snapshot,
 };
 
 // ---------------------------------------------------------------------------
@@ -1209,10 +1209,15 @@ fn check_snapshot(
         for ttl in [None, *ttl] {
             let (arg, pre) = model.preconditions(*kq, &streams, lo);
             let want = pre.map(|kend| model.join(&mreqs, &streams, ttl, kend));
-            let got = snap.asof_join(&requests, &streams, ttl, arg);
-            let what =
-                format!("asof_join({requests:?}, {streams:?}, ttl={ttl:?}, known_at={arg:?})");
-            compare(&what, &got, &want, |g, w| join_eq(g, w), digest)?;
+            // Both access paths must give the model's answer.
+            for path in [AccessPath::Probe, AccessPath::Sweep] {
+                let snap = snap.clone().with_access(path);
+                let got = snap.asof_join(&requests, &streams, ttl, arg);
+                let what = format!(
+                    "asof_join({requests:?}, {streams:?}, ttl={ttl:?}, known_at={arg:?}) via {path:?}"
+                );
+                compare(&what, &got, &want, |g, w| join_eq(g, w), digest)?;
+            }
         }
     }
 
@@ -1245,9 +1250,12 @@ fn check_snapshot(
                         .collect::<Vec<_>>()
                 })
             };
-            let got = snap.window(stream, field, agg, *width, &requests, arg);
-            let what = format!("window({stream:?}, {field:?}, {agg:?}, width={width}, {requests:?}, known_at={arg:?})");
-            compare(&what, &got, &want, |g, w| windows_eq(g, w), digest)?;
+            for path in [AccessPath::Probe, AccessPath::Sweep] {
+                let snap = snap.clone().with_access(path);
+                let got = snap.window(stream, field, agg, *width, &requests, arg);
+                let what = format!("window({stream:?}, {field:?}, {agg:?}, width={width}, {requests:?}, known_at={arg:?}) via {path:?}");
+                compare(&what, &got, &want, |g, w| windows_eq(g, w), digest)?;
+            }
         }
     }
     Ok(())

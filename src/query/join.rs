@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use super::access::{prefer_sweep, KeySet, JOIN_VERSION_NS};
 use super::asof::{KnownAt, Row};
 use crate::db::Snapshot;
 use crate::storage::record::Op;
@@ -32,9 +33,10 @@ impl Snapshot {
     /// order. With `ttl` (µs), a row whose last change is more than `ttl` before the
     /// request time counts as missing.
     ///
-    /// Requests are sorted by key and time, each key's versions read once through the
-    /// key index and swept forward, so the cost is about
-    /// `(requests + versions) · log`, not `requests × versions`.
+    /// Requests are sorted by key and time, each key's versions read once (through
+    /// the key indexes, or one sweep of the stream when that is estimated to
+    /// be cheaper: see [`AccessPath`](crate::AccessPath)) and swept forward, so
+    /// the cost is about `(requests + versions) · log`, not `requests × versions`.
     pub fn asof_join(
         &self,
         requests: &[Request],
@@ -51,19 +53,48 @@ impl Snapshot {
         }
         let mut out = vec![vec![None; streams.len()]; requests.len()];
         let order = by_key_then_time(requests);
+        let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
+        for i in 0..order.len() {
+            match groups.last_mut() {
+                Some(g) if requests[order[g.start]].key == requests[order[i]].key => g.end = i + 1,
+                _ => groups.push(i..i + 1),
+            }
+        }
         for (j, stream) in streams.iter().enumerate() {
             let merge = self.merge.get(stream);
-            let mut i = 0;
-            while i < order.len() {
-                let key = &requests[order[i]].key;
-                let mut versions = self.view.versions(stream, key)?;
-                versions.retain(|v| v.position < end);
+            // Requests over most keys gather every key's versions in one
+            // sweep of the stream; a few keys probe the key indexes.
+            let swept = if prefer_sweep(
+                self.access,
+                &self.view,
+                stream,
+                groups.len(),
+                JOIN_VERSION_NS,
+            )? {
+                let set = KeySet::new(groups.iter().map(|g| &requests[order[g.start]].key));
+                Some(set.versions(&self.view, stream, end)?)
+            } else {
+                None
+            };
+            for (k, g) in groups.iter().enumerate() {
+                let key = &requests[order[g.start]].key;
+                let probed;
+                let versions = match &swept {
+                    Some((starts, all)) => &all[starts[k]..starts[k + 1]],
+                    None => {
+                        let mut v = self.view.versions(stream, key)?;
+                        v.retain(|v| v.position < end);
+                        probed = v;
+                        &probed[..]
+                    }
+                };
+                let mut i = g.start;
                 // `row` is the fold of `versions[..applied]`; a request folds in
                 // what its time adds, reading values from the last put or delete
                 // on only (most versions are never read).
                 let (mut next, mut applied) = (0usize, 0usize);
                 let mut row: Option<Row> = None;
-                while i < order.len() && requests[order[i]].key == *key {
+                while i < g.end {
                     let r = &requests[order[i]];
                     while next < versions.len() && versions[next].event_time <= r.time {
                         next += 1;

@@ -2,7 +2,9 @@
 //! windows, all on a [`Snapshot`](crate::Snapshot) and all obeying the time
 //! semantics of `DESIGN.md`.
 
+pub mod access;
 pub mod asof;
+mod field;
 pub mod history;
 pub mod join;
 pub mod merge;

@@ -6,6 +6,7 @@
 //! - [`index`]: frame (position/time) and key indexes, in memory and as sidecars.
 //! - [`log`]: opening, the writer, group commit, segment rolls.
 //! - [`view`]: read snapshots and scans.
+//! - [`sweep`]: a sequential pass over one stream, for queries touching most keys.
 //! - [`meta`]: persisted settings and the writer lock.
 //! - [`horizon`]: the compaction horizon below which queries are refused.
 //! - [`compact`]: compaction and retention, which rewrite sealed segments.
@@ -24,6 +25,7 @@ mod mmap;
 pub mod record;
 pub mod segment;
 pub mod stats;
+pub mod sweep;
 pub mod verify;
 pub mod vfs;
 pub mod view;

@@ -27,49 +27,61 @@ pub struct View {
 
 /// One segment as seen by a view.
 #[derive(Clone, Copy)]
-enum Seg<'a> {
+pub(super) enum Seg<'a> {
     Sealed(&'a SealedSegment),
     Active(&'a View),
 }
 
 impl<'a> Seg<'a> {
-    fn path(self) -> &'a Path {
+    pub(super) fn path(self) -> &'a Path {
         match self {
             Seg::Sealed(s) => &s.path,
             Seg::Active(v) => &v.state.active.path,
         }
     }
 
-    fn bytes(self) -> &'a Bytes {
+    pub(super) fn bytes(self) -> &'a Bytes {
         match self {
             Seg::Sealed(s) => &s.bytes,
             Seg::Active(v) => &v.active_bytes,
         }
     }
 
-    fn frames(self) -> Result<&'a [FrameMeta]> {
+    pub(super) fn frames(self) -> Result<&'a [FrameMeta]> {
         match self {
             Seg::Sealed(s) => s.frames(),
             Seg::Active(v) => Ok(v.active_frames()),
         }
     }
 
-    /// The raw records of frame `i`, validated.
-    fn records(self, i: usize) -> Result<(FrameMeta, Bytes, Vec<Arc<str>>)> {
-        let frames = self.frames()?;
-        let meta = frames[i];
-        if let Seg::Sealed(s) = self {
-            s.check_frame_once(i)?;
+    /// Validates frame `i` (checksum and structure) the first time it is read.
+    /// Active frames were validated when written or recovered.
+    pub(super) fn check_frame(self, i: usize) -> Result<()> {
+        match self {
+            Seg::Sealed(s) => s.check_frame_once(i),
+            Seg::Active(_) => Ok(()),
         }
-        let (header, recs) = trusted_records(self.bytes(), meta.offset as usize, self.path())?;
-        // The stream table follows the records in the raw payload; re-derive it.
-        let streams = stream_table(
+    }
+
+    /// The stream table of (validated) frame `i`.
+    pub(super) fn stream_names(self, i: usize) -> Result<Vec<Arc<str>>> {
+        let meta = self.frames()?[i];
+        let (header, _) = trusted_records(self.bytes(), meta.offset as usize, self.path())?;
+        stream_table(
             self.bytes(),
             meta.offset as usize,
             header.records_len,
             self.path(),
-        )?;
-        Ok((meta, recs, streams))
+        )
+    }
+
+    /// The raw records of frame `i`, validated.
+    fn records(self, i: usize) -> Result<(FrameMeta, Bytes, Vec<Arc<str>>)> {
+        let meta = self.frames()?[i];
+        self.check_frame(i)?;
+        let (_, recs) = trusted_records(self.bytes(), meta.offset as usize, self.path())?;
+        // The stream table follows the records in the raw payload; re-derive it.
+        Ok((meta, recs, self.stream_names(i)?))
     }
 }
 
@@ -152,11 +164,11 @@ impl View {
             .chain(std::iter::once(Seg::Active(self)))
     }
 
-    fn seg_count(&self) -> usize {
+    pub(super) fn seg_count(&self) -> usize {
         self.state.sealed.len() + 1
     }
 
-    fn seg(&self, i: usize) -> Seg<'_> {
+    pub(super) fn seg(&self, i: usize) -> Seg<'_> {
         if i < self.state.sealed.len() {
             Seg::Sealed(&self.state.sealed[i])
         } else {

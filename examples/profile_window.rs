@@ -1,0 +1,50 @@
+//! Profiling harness for joins and windows over many requests: opens a
+//! database, reads a JSON-lines request file, and runs the as-of join and the
+//! window query REPS times each in one process (the first run pays the page
+//! faults of mapping the log; later runs are warm). Made for the data of
+//! `benches/duckdb_compare.py`:
+//!
+//!     cargo run --release --example profile_window -- DB REQUESTS.jsonl [STREAM FIELD]
+use std::io::BufRead;
+
+use tablelog::{Agg, Db, Request};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let (db, reqs) = (&args[1], &args[2]);
+    let stream = args.get(3).map_or("ev", String::as_str);
+    let field = args.get(4).map_or("price", String::as_str);
+    let reps: usize = std::env::var("REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
+    let mut requests = Vec::new();
+    for line in std::io::BufReader::new(std::fs::File::open(reqs)?).lines() {
+        let v: serde_json::Value = serde_json::from_str(&line?)?;
+        requests.push(Request {
+            key: bytes::Bytes::from(v["k"].as_str().ok_or("k")?.to_string()),
+            time: v["ts"].as_i64().ok_or("ts")? * 1000,
+        });
+    }
+    let db = Db::open(db)?;
+    let snap = db.snapshot()?;
+    for _ in 0..reps {
+        let t = std::time::Instant::now();
+        let rows = snap.asof_join(&requests, &[stream], None, None)?;
+        let found = rows.iter().filter(|r| r[0].is_some()).count();
+        eprintln!(
+            "join:   {:>7.1} ms ({found} found)",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    for _ in 0..reps {
+        let t = std::time::Instant::now();
+        let out = snap.window(stream, field, Agg::Avg, 1_800_000_000, &requests, None)?;
+        let some = out.iter().filter(|x| x.is_some()).count();
+        eprintln!(
+            "window: {:>7.1} ms ({some} with a value)",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,374 @@
+//! How a multi-key query reaches a stream's versions: by probing the key
+//! indexes key by key, or by one sequential sweep of the stream.
+//!
+//! Probing costs a lookup per key index per key plus a random read per version
+//! whose value is needed; sweeping costs a sequential pass over every record.
+//! Joins and windows over many requests touch most keys, and there the sweep
+//! wins by several times (see the README's performance section).
+
+use bytes::Bytes;
+use foldhash::fast::FixedState;
+use std::hash::BuildHasher;
+
+use crate::storage::frame::RawRecord;
+use crate::storage::index::VersionRef;
+use crate::storage::sweep::SweepRange;
+use crate::storage::view::View;
+use crate::Result;
+
+/// How joins and windows reach a stream's versions. The default chooses by
+/// estimated cost; forcing a path is for measuring and testing: both give the
+/// same answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessPath {
+    /// Estimate both costs from the key indexes' sizes and take the cheaper.
+    #[default]
+    Auto,
+    /// Probe the key indexes key by key, reading values where they lie.
+    Probe,
+    /// One sequential pass over the stream per core, parsing values as they
+    /// stream past.
+    Sweep,
+}
+
+/// Costs measured on the benchmark machine (2M events over 100k keys, warm,
+/// `examples/profile_window.rs`), in ns: one key-index probe, and one swept
+/// record through grouping, per thread.
+const PROBE_NS: u64 = 400;
+const SWEEP_NS: u64 = 260;
+
+/// What a query does with each version of a probed key, in ns: a window reads
+/// and parses every value in its span (a random read), a join only gathers the
+/// index entries and reads one value per request.
+pub(crate) const WINDOW_VERSION_NS: u64 = 250;
+pub(crate) const JOIN_VERSION_NS: u64 = 15;
+
+/// Threads a sweep over `records` records uses: one per available core, up
+/// to 8, each with at least 256k records.
+pub(crate) fn sweep_threads(records: u64) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    cores.min(8).min((records / 262_144) as usize).max(1)
+}
+
+/// Whether touching `keys` distinct keys of `stream`, at `version_ns` per
+/// version of a probed key, is cheaper as one sweep of the stream (or the
+/// path is forced).
+pub(crate) fn prefer_sweep(
+    path: AccessPath,
+    view: &View,
+    stream: &str,
+    keys: usize,
+    version_ns: u64,
+) -> Result<bool> {
+    match path {
+        AccessPath::Probe => return Ok(false),
+        AccessPath::Sweep => return Ok(true),
+        AccessPath::Auto => {}
+    }
+    let (merged, rest) = view.state().key_sources();
+    let mut stream_keys = 0usize;
+    for m in &merged {
+        stream_keys = stream_keys.max(m.key_count(stream));
+    }
+    for s in rest {
+        stream_keys = stream_keys.max(s.keys()?.key_count(stream));
+    }
+    let sources = (merged.len() + rest.len() + 1) as u64;
+    let records = view.end_position();
+    let per_key = records / stream_keys.max(1) as u64;
+    let probe = keys as u64 * (sources * PROBE_NS + per_key * version_ns);
+    let sweep = records.saturating_mul(SWEEP_NS) / sweep_threads(records) as u64;
+    Ok(sweep < probe)
+}
+
+/// Distinct keys, in the order given, numbered from 0.
+///
+/// Built for a probe per swept record, where cache misses are the whole cost:
+/// an open-addressing table whose 32-byte slots hold the key's hash, its id
+/// and its first 16 bytes, so a probe for a short key costs one cache line
+/// (longer keys compare their tail in a dense arena).
+pub(crate) struct KeySet {
+    slots: Vec<Slot>,
+    mask: usize,
+    arena: Vec<u8>,
+    spans: Vec<(u32, u32)>,
+    hasher: FixedState,
+}
+
+#[derive(Clone, Copy, Default)]
+#[repr(align(32))]
+struct Slot {
+    hash: u64,
+    /// Id + 1; 0 marks an empty slot.
+    id1: u32,
+    len: u32,
+    head: [u8; 16],
+}
+
+fn head(key: &[u8]) -> [u8; 16] {
+    let mut h = [0u8; 16];
+    let n = key.len().min(16);
+    h[..n].copy_from_slice(&key[..n]);
+    h
+}
+
+impl KeySet {
+    /// Numbers `keys`, which must be distinct.
+    pub(crate) fn new<'a>(keys: impl ExactSizeIterator<Item = &'a Bytes>) -> KeySet {
+        let cap = (keys.len() * 2).next_power_of_two().max(16);
+        let mut set = KeySet {
+            slots: vec![Slot::default(); cap],
+            mask: cap - 1,
+            arena: Vec::new(),
+            spans: Vec::with_capacity(keys.len()),
+            hasher: FixedState::default(),
+        };
+        for k in keys {
+            let id = set.spans.len() as u32;
+            set.spans.push((set.arena.len() as u32, k.len() as u32));
+            set.arena.extend_from_slice(k);
+            let hash = set.hasher.hash_one(&k[..]);
+            let mut i = hash as usize & set.mask;
+            while set.slots[i].id1 != 0 {
+                i = (i + 1) & set.mask;
+            }
+            set.slots[i] = Slot {
+                hash,
+                id1: id + 1,
+                len: k.len() as u32,
+                head: head(k),
+            };
+        }
+        set
+    }
+
+    /// The id of `key`, if it is in the set.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<usize> {
+        let hash = self.hasher.hash_one(key);
+        let mut i = hash as usize & self.mask;
+        loop {
+            let s = &self.slots[i];
+            if s.id1 == 0 {
+                return None;
+            }
+            if s.hash == hash && s.len as usize == key.len() && s.head == head(key) {
+                let id = s.id1 - 1;
+                if key.len() <= 16 {
+                    return Some(id as usize);
+                }
+                let (off, len) = self.spans[id as usize];
+                if self.arena[off as usize..(off + len) as usize] == *key {
+                    return Some(id as usize);
+                }
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    /// How many keys there are.
+    pub(crate) fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Sweeps `range` and calls `f(acc, id, record, version)` for each record
+    /// of a key in the set, on up to `parts` threads, each sweeping an equal
+    /// share of the positions into its own accumulator from `init`. The
+    /// accumulators come back in position order; within one, records arrive in
+    /// position order.
+    pub(crate) fn sweep<T: Send>(
+        &self,
+        view: &View,
+        range: SweepRange<'_>,
+        parts: usize,
+        init: impl Fn() -> T + Sync,
+        f: impl Fn(&mut T, usize, &RawRecord<'_>, VersionRef) + Sync,
+    ) -> Result<Vec<T>> {
+        let end = range.end.min(view.end_position());
+        let parts = parts.max(1) as u64;
+        let share = end.saturating_sub(range.start).div_ceil(parts).max(1);
+        let part = |k: u64| -> Result<T> {
+            let mut acc = init();
+            let start = range.start.saturating_add(k * share);
+            let range = SweepRange {
+                start,
+                end: start.saturating_add(share).min(end),
+                ..range
+            };
+            view.sweep(range, |r, v| {
+                if let Some(id) = self.get(r.key) {
+                    f(&mut acc, id, r, v);
+                }
+            })?;
+            Ok(acc)
+        };
+        if parts == 1 {
+            return Ok(vec![part(0)?]);
+        }
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (1..parts).map(|k| scope.spawn(move || part(k))).collect();
+            let mut out = vec![part(0)?];
+            for h in handles {
+                out.push(h.join().expect("sweep thread panicked")?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// Every version below `end` of each key, grouped by key id and sorted by
+    /// `(event_time, position)` as [`View::versions`] returns them: key `k`'s
+    /// are `versions[starts[k]..starts[k + 1]]`.
+    pub(crate) fn versions(
+        &self,
+        view: &View,
+        stream: &str,
+        end: u64,
+    ) -> Result<(Vec<usize>, Vec<VersionRef>)> {
+        let range = SweepRange {
+            stream,
+            lo: i64::MIN,
+            hi: i64::MAX,
+            start: 0,
+            end,
+        };
+        let threads = sweep_threads(end.min(view.end_position()));
+        let parts = self.sweep(view, range, threads, Vec::new, |acc, id, _, v| {
+            acc.push((id as u32, v));
+        })?;
+        let (starts, mut versions) = group_by_key(&parts, self.len());
+        drop(parts);
+        for k in 0..self.len() {
+            versions[starts[k]..starts[k + 1]].sort_by_key(VersionRef::order);
+        }
+        Ok((starts, versions))
+    }
+}
+
+/// Groups `(key id, item)` pairs from a sweep by key id with a counting sort,
+/// keeping their order within a key: key `k`'s items are
+/// `items[starts[k]..starts[k + 1]]`. Appending during the sweep and grouping
+/// after costs sequential writes; per-key vectors would cost a cache miss per
+/// record once the keys outgrow the cache.
+pub(crate) fn group_by_key<T: Copy>(parts: &[Vec<(u32, T)>], keys: usize) -> (Vec<usize>, Vec<T>) {
+    let mut starts = vec![0usize; keys + 1];
+    for &(id, _) in parts.iter().flatten() {
+        starts[id as usize + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let Some(&(_, filler)) = parts.iter().flatten().next() else {
+        return (starts, Vec::new());
+    };
+    // Every slot is overwritten: each key's range is filled in order.
+    let mut fill = starts.clone();
+    let mut items = vec![filler; starts[keys]];
+    for &(id, item) in parts.iter().flatten() {
+        let at = &mut fill[id as usize];
+        items[*at] = item;
+        *at += 1;
+    }
+    (starts, items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+    use crate::storage::meta::Compression;
+    use crate::{Batch, Db};
+
+    /// A log of several segments (some compressed frames), two streams, late
+    /// events, and keys of several lengths.
+    fn db(dir: &std::path::Path, compression: Compression) -> Db {
+        let db = Db::builder(dir)
+            .segment_size(8192)
+            .compression(compression)
+            .open()
+            .unwrap();
+        let w = db.writer();
+        let mut rng = Rng(3);
+        for b in 0..40 {
+            let mut batch = Batch::new();
+            for i in 0..25 {
+                let n = b * 25 + i;
+                let key = format!(
+                    "key-{}{}",
+                    rng.below(30),
+                    "x".repeat(rng.below(20) as usize % 3 * 9)
+                );
+                let t = n as i64 * 10 - if rng.below(5) == 0 { 300 } else { 0 };
+                let stream = if rng.below(3) == 0 { "other" } else { "s" };
+                batch
+                    .put_at(stream, &key, format!("{{\"v\":{n}}}"), t)
+                    .unwrap();
+            }
+            w.commit(batch).unwrap();
+        }
+        db
+    }
+
+    #[test]
+    fn key_set_finds_exactly_its_keys() {
+        let keys: Vec<Bytes> = (0..500)
+            .map(|i| Bytes::from(format!("k{i}{}", "y".repeat(i % 40))))
+            .collect();
+        let set = KeySet::new(keys.iter());
+        for (i, k) in keys.iter().enumerate() {
+            assert_eq!(set.get(k), Some(i));
+            let mut other = k.to_vec();
+            other.push(b'!');
+            assert_eq!(set.get(&other), None);
+            assert_eq!(
+                set.get(&k[..k.len() - 1]),
+                keys.iter().position(|x| x[..] == k[..k.len() - 1])
+            );
+        }
+        assert_eq!(set.get(b""), None);
+    }
+
+    #[test]
+    fn sweeps_in_parts_agree_with_one_sweep_and_with_the_key_indexes() {
+        for compression in [Compression::None, Compression::Zstd(1)] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = db(dir.path(), compression);
+            let snap = db.snapshot().unwrap();
+            let view = snap.view();
+            assert!(view.sealed_segments().len() > 2, "several segments");
+            let keys: Vec<Bytes> = (0..30)
+                .flat_map(|k| [format!("key-{k}"), format!("key-{k}xxxxxxxxx")])
+                .map(Bytes::from)
+                .collect();
+            let set = KeySet::new(keys.iter());
+            for (lo, hi, end) in [(i64::MIN, i64::MAX, u64::MAX), (2000, 6000, 700)] {
+                let range = SweepRange {
+                    stream: "s",
+                    lo,
+                    hi,
+                    start: 0,
+                    end,
+                };
+                let sweep = |parts| {
+                    set.sweep(view, range, parts, Vec::new, |acc, id, r, v| {
+                        assert_eq!(r.key, &keys[id][..]);
+                        acc.push((id, v));
+                    })
+                    .unwrap()
+                };
+                let one: Vec<_> = sweep(1).concat();
+                assert!(!one.is_empty());
+                for parts in [2, 3, 7, 1000] {
+                    assert_eq!(sweep(parts).concat(), one, "{parts} parts");
+                }
+                assert!(one.windows(2).all(|w| w[0].1.position < w[1].1.position));
+                assert!(one
+                    .iter()
+                    .all(|(_, v)| v.position < end && (lo..=hi).contains(&v.event_time)));
+            }
+            let (starts, versions) = set.versions(view, "s", u64::MAX).unwrap();
+            for (k, key) in keys.iter().enumerate() {
+                let want = view.versions("s", key).unwrap();
+                assert_eq!(&versions[starts[k]..starts[k + 1]], &want[..], "{key:?}");
+            }
+        }
+    }
+}

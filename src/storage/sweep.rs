@@ -1,0 +1,134 @@
+//! A sequential pass over one stream's records: the access path for queries that
+//! touch most keys, where probing the key indexes key by key would cost a random
+//! read per version.
+//!
+//! The pass walks frames in position order, skips frames whose event-time range
+//! or stream table rules them out, and hands each record to the caller as
+//! borrowed bytes: no allocation and no reference counting per record.
+
+use super::frame::{parse_record, trusted_records, RawRecord, HEADER_LEN};
+use super::index::VersionRef;
+use super::view::View;
+use crate::{Error, Result};
+
+/// Which records a sweep hands over: one stream, event times in `lo..=hi`,
+/// positions in `start..end`.
+#[derive(Debug, Clone, Copy)]
+pub struct SweepRange<'a> {
+    /// The stream.
+    pub stream: &'a str,
+    /// Smallest event time of interest.
+    pub lo: i64,
+    /// Largest event time of interest.
+    pub hi: i64,
+    /// First position of interest.
+    pub start: u64,
+    /// One past the last position of interest (capped at the view's end).
+    pub end: u64,
+}
+
+/// Index of `stream` in a frame's raw stream table, `None` if it is absent.
+fn stream_index(table: &[u8], stream: &str) -> Option<u16> {
+    let n = u16::from_le_bytes([*table.first()?, *table.get(1)?]);
+    let mut at = 2usize;
+    for i in 0..n {
+        let len = usize::from(*table.get(at)?);
+        if table.get(at + 1..at + 1 + len)? == stream.as_bytes() {
+            return Some(i);
+        }
+        at += 1 + len;
+    }
+    None
+}
+
+impl View {
+    /// Calls `f(record, version)` for every record of `range`, in position order.
+    /// `version` locates the record like a key-index entry does, so callers can
+    /// mix the two access paths. Frames are validated (checksum and structure)
+    /// before their bytes are trusted, as every other read does.
+    pub fn sweep(
+        &self,
+        range: SweepRange<'_>,
+        mut f: impl FnMut(&RawRecord<'_>, VersionRef),
+    ) -> Result<()> {
+        let end = range.end.min(self.end_position());
+        for s in 0..self.seg_count() {
+            let seg = self.seg(s);
+            let frames = seg.frames()?;
+            let first = frames.partition_point(|f| f.end_pos() <= range.start);
+            for (i, meta) in frames.iter().enumerate().skip(first) {
+                if meta.first_pos >= end {
+                    return Ok(());
+                }
+                if meta.count == 0 || meta.max_et < range.lo || meta.min_et > range.hi {
+                    continue;
+                }
+                seg.check_frame(i)?;
+                let off = meta.offset as usize;
+                let (header, recs) = trusted_records(seg.bytes(), off, seg.path())?;
+                // The stream table follows the records area in the raw payload.
+                let table = if header.flags & super::frame::FLAG_ZSTD == 0 {
+                    let start = off + HEADER_LEN + header.records_len as usize;
+                    let stop = off + HEADER_LEN + header.stored_len as usize;
+                    stream_index(&seg.bytes()[start..stop], range.stream)
+                } else {
+                    seg.stream_names(i)?
+                        .iter()
+                        .position(|n| **n == *range.stream)
+                        .and_then(|i| u16::try_from(i).ok())
+                };
+                let Some(want) = table else { continue };
+                let mut at = 0usize;
+                for k in 0..header.count {
+                    let Some(r) = parse_record(&recs, at) else {
+                        return Err(Error::corrupt(
+                            seg.path(),
+                            meta.offset,
+                            "record does not parse",
+                        ));
+                    };
+                    at = r.value_off + r.value.len();
+                    let position = meta.first_pos + u64::from(k);
+                    if position >= end {
+                        return Ok(());
+                    }
+                    if r.stream_idx != want
+                        || position < range.start
+                        || r.event_time < range.lo
+                        || r.event_time > range.hi
+                    {
+                        continue;
+                    }
+                    let version = VersionRef {
+                        event_time: r.event_time,
+                        position,
+                        frame_off: meta.offset,
+                        rec_off: r.offset as u32,
+                        op: r.op,
+                    };
+                    f(&r, version);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_index;
+
+    #[test]
+    fn stream_index_reads_the_raw_table() {
+        let mut t = vec![3, 0];
+        for name in ["a", "prices", "b"] {
+            t.push(name.len() as u8);
+            t.extend_from_slice(name.as_bytes());
+        }
+        assert_eq!(stream_index(&t, "prices"), Some(1));
+        assert_eq!(stream_index(&t, "b"), Some(2));
+        assert_eq!(stream_index(&t, "c"), None);
+        assert_eq!(stream_index(&t[..5], "prices"), None, "truncated");
+        assert_eq!(stream_index(&[], "a"), None);
+    }
+}
