@@ -371,4 +371,67 @@ mod tests {
             }
         }
     }
+
+    /// Enough events that the window sweeps and slides on several threads
+    /// (on a machine with more than one core): answers must equal the probe
+    /// path's, which the model test checks against a model.
+    #[test]
+    fn threaded_window_and_join_agree_with_probes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::builder(dir.path())
+            .segment_size(4 << 20)
+            .open()
+            .unwrap();
+        let w = db.writer();
+        let mut rng = Rng(11);
+        let keys = 20_000u64;
+        for b in 0..300u64 {
+            let mut batch = Batch::new();
+            for i in 0..2000u64 {
+                let n = b * 2000 + i;
+                let late = if rng.below(20) == 0 {
+                    rng.below(50_000) as i64
+                } else {
+                    0
+                };
+                let value = match rng.below(10) {
+                    0 => "{\"other\":1}".to_string(),
+                    _ => format!("{{\"x\":{}}}", rng.below(1000)),
+                };
+                batch
+                    .put_at("s", format!("k{}", rng.below(keys)), value, n as i64 - late)
+                    .unwrap();
+            }
+            w.commit(batch).unwrap();
+        }
+        let requests: Vec<crate::Request> = (0..30_000)
+            .map(|_| crate::Request {
+                key: Bytes::from(format!("k{}", rng.below(keys + 100))),
+                time: rng.below(600_000) as i64,
+            })
+            .collect();
+        let snap = db.snapshot().unwrap();
+        let probe = snap.clone().with_access(AccessPath::Probe);
+        let sweep = snap.with_access(AccessPath::Sweep);
+        for agg in [crate::Agg::Count, crate::Agg::Avg, crate::Agg::Max] {
+            let a = probe
+                .window("s", "x", agg, 40_000, &requests, None)
+                .unwrap();
+            let b = sweep
+                .window("s", "x", agg, 40_000, &requests, None)
+                .unwrap();
+            assert_eq!(a.len(), b.len());
+            for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                let same = match (x, y) {
+                    (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+                    (None, None) => true,
+                    _ => false,
+                };
+                assert!(same, "{agg:?} request {i}: {x:?} vs {y:?}");
+            }
+        }
+        let a = probe.asof_join(&requests, &["s"], None, None).unwrap();
+        let b = sweep.asof_join(&requests, &["s"], None, None).unwrap();
+        assert_eq!(a, b);
+    }
 }

@@ -140,8 +140,8 @@ impl Snapshot {
             self.check_after(i128::from(t) - i128::from(width))?;
         }
         self.check_stream(stream)?;
-        let mut out = vec![None; requests.len()];
         let order = by_key_then_time(requests);
+        let mut sorted: Vec<Option<f64>> = vec![None; requests.len()];
         // Runs of `order` with the same key.
         let mut groups: Vec<std::ops::Range<usize>> = Vec::new();
         for i in 0..order.len() {
@@ -186,15 +186,53 @@ impl Snapshot {
             })?;
             let (starts, mut events) = group_by_key(&parts, groups.len());
             drop(parts);
-            for (k, g) in groups.iter().enumerate() {
-                let ev = &mut events[starts[k]..starts[k + 1]];
-                // Stable: ties keep position order, so this is (event_time, position).
-                ev.sort_by_key(|e| e.0);
-                let reqs = &order[g.clone()];
-                let time = |i: usize| ev[i].0;
-                let value = |i: usize| Ok(Some(ev[i].1).filter(|x| !x.is_nan()));
-                slide(requests, reqs, width, agg, ev.len(), time, value, &mut out)?;
+            // Keys split between threads: each sorts and slides its own keys'
+            // events into its own run of `sorted` (answers in `order`).
+            let threads = sweep_threads(events.len() as u64 * 4);
+            let per = groups.len().div_ceil(threads).max(1);
+            let mut jobs = Vec::new();
+            let (mut ev_rest, mut out_rest) = (&mut events[..], &mut sorted[..]);
+            for (c, chunk) in groups.chunks(per).enumerate() {
+                let k0 = c * per;
+                let n_ev = starts[k0 + chunk.len()] - starts[k0];
+                let n_out = chunk.last().map_or(0, |g| g.end) - chunk[0].start;
+                let (ev, e) = std::mem::take(&mut ev_rest).split_at_mut(n_ev);
+                let (o, r) = std::mem::take(&mut out_rest).split_at_mut(n_out);
+                (ev_rest, out_rest) = (e, r);
+                jobs.push((chunk, &starts[k0..=k0 + chunk.len()], ev, o));
             }
+            let run = |(chunk, starts, ev, o): Job<'_>| -> Result<()> {
+                let (base_ev, base_out) = (starts[0], chunk[0].start);
+                for (k, g) in chunk.iter().enumerate() {
+                    let ev = &mut ev[starts[k] - base_ev..starts[k + 1] - base_ev];
+                    // Stable: ties keep position order, so this is (event_time, position).
+                    ev.sort_by_key(|e| e.0);
+                    let time = |i: usize| ev[i].0;
+                    let value = |i: usize| Ok(Some(ev[i].1).filter(|x| !x.is_nan()));
+                    let o = &mut o[g.start - base_out..g.end - base_out];
+                    slide(
+                        requests,
+                        &order[g.clone()],
+                        width,
+                        agg,
+                        ev.len(),
+                        time,
+                        value,
+                        o,
+                    )?;
+                }
+                Ok(())
+            };
+            std::thread::scope(|scope| -> Result<()> {
+                let mut jobs = jobs.into_iter();
+                let first = jobs.next();
+                let handles: Vec<_> = jobs.map(|j| scope.spawn(move || run(j))).collect();
+                first.map_or(Ok(()), run)?;
+                for h in handles {
+                    h.join().expect("window thread panicked")?;
+                }
+                Ok(())
+            })?;
         } else {
             for g in &groups {
                 let reqs = &order[g.clone()];
@@ -202,26 +240,33 @@ impl Snapshot {
                 versions.retain(|v| v.position < end);
                 let time = |i: usize| versions[i].event_time;
                 let value = |i: usize| Ok(numeric(&self.view.value(&versions[i])?));
-                slide(
-                    requests,
-                    reqs,
-                    width,
-                    agg,
-                    versions.len(),
-                    time,
-                    value,
-                    &mut out,
-                )?;
+                let o = &mut sorted[g.clone()];
+                slide(requests, reqs, width, agg, versions.len(), time, value, o)?;
             }
+        }
+        let mut out = vec![None; requests.len()];
+        for (i, x) in order.iter().zip(sorted) {
+            out[*i] = x;
         }
         Ok(out)
     }
 }
 
+/// One thread's share of the swept keys: their request runs in `order`, their
+/// `starts` (one more than keys), their events, and their answers' run of
+/// `sorted`.
+type Job<'a> = (
+    &'a [std::ops::Range<usize>],
+    &'a [usize],
+    &'a mut [(i64, f64)],
+    &'a mut [Option<f64>],
+);
+
 /// Answers the requests `reqs` (indices into `requests`, one key, ascending
 /// time) from that key's `n` events sorted by `(event_time, position)`:
 /// `time(i)` is event `i`'s time and `value(i)` its numeric field, asked only
-/// for events that enter some window.
+/// for events that enter some window. `out[j]` receives request `reqs[j]`'s
+/// answer.
 #[allow(clippy::too_many_arguments)]
 fn slide(
     requests: &[Request],
@@ -236,7 +281,7 @@ fn slide(
     let mut values: Vec<Option<f64>> = vec![None; n];
     let mut win = Sliding::default();
     let (mut lo, mut hi) = (0usize, 0usize);
-    for &r in reqs {
+    for (&r, o) in reqs.iter().zip(out) {
         let t = requests[r].time;
         let start = i128::from(t) - i128::from(width); // exclusive
         while lo < hi && i128::from(time(lo)) <= start {
@@ -255,7 +300,7 @@ fn slide(
             win.add(hi, values[hi]);
             hi += 1;
         }
-        out[r] = win.value(agg);
+        *o = win.value(agg);
     }
     Ok(())
 }
