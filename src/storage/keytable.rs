@@ -20,7 +20,11 @@ const INLINE: usize = 16;
 
 #[derive(Debug, Clone, Copy)]
 struct Slot {
-    hash: u64,
+    /// Smallest event time of the key's versions here: a lookup as of an
+    /// earlier time is answered from the slot alone. (The hash is not
+    /// stored: the table's control bytes filter probes, the prefix and
+    /// length decide, and growth rehashes from the key.)
+    min_et: i64,
     /// Event time of the newest version by `(event_time, position)`.
     best_et: i64,
     prefix: [u8; INLINE],
@@ -78,9 +82,8 @@ impl KeyTable {
         &self.keys[s.key_off as usize..(s.key_off + s.key_len) as usize]
     }
 
-    fn matches(keys: &[u8], s: &Slot, hash: u64, key: &[u8], prefix: &[u8; INLINE]) -> bool {
-        s.hash == hash
-            && s.key_len as usize == key.len()
+    fn matches(keys: &[u8], s: &Slot, key: &[u8], prefix: &[u8; INLINE]) -> bool {
+        s.key_len as usize == key.len()
             && s.prefix == *prefix
             && (key.len() <= INLINE
                 || &keys[s.key_off as usize..(s.key_off + s.key_len) as usize] == key)
@@ -95,13 +98,14 @@ impl KeyTable {
         let keys = &self.keys;
         match self
             .table
-            .find_mut(hash, |s| Self::matches(keys, s, hash, key, &prefix))
+            .find_mut(hash, |s| Self::matches(keys, s, key, &prefix))
         {
             Some(slot) => {
                 self.prev.push(slot.tail);
                 slot.tail = idx;
                 // The new version has the largest position, so it is the newest
                 // by (event_time, position) exactly when its event time is not older.
+                slot.min_et = slot.min_et.min(v.event_time);
                 if v.event_time >= slot.best_et {
                     slot.best_et = v.event_time;
                     slot.best = idx;
@@ -110,7 +114,7 @@ impl KeyTable {
             None => {
                 self.prev.push(NONE);
                 let slot = Slot {
-                    hash,
+                    min_et: v.event_time,
                     best_et: v.event_time,
                     prefix,
                     key_off: self.keys.len() as u32,
@@ -119,7 +123,10 @@ impl KeyTable {
                     best: idx,
                 };
                 self.keys.extend_from_slice(key);
-                self.table.insert_unique(hash, slot, |s| s.hash);
+                let (keys, hasher) = (&self.keys, &self.hasher);
+                self.table.insert_unique(hash, slot, |s| {
+                    hasher.hash_one(&keys[s.key_off as usize..(s.key_off + s.key_len) as usize])
+                });
             }
         }
     }
@@ -146,7 +153,7 @@ impl KeyTable {
         let hash = self.hash(key);
         let prefix = prefix_of(key);
         self.table
-            .find(hash, |s| Self::matches(&self.keys, s, hash, key, &prefix))
+            .find(hash, |s| Self::matches(&self.keys, s, key, &prefix))
     }
 
     /// Appends the versions ending at `tail` that are below position `end` to
@@ -170,9 +177,14 @@ impl KeyTable {
     #[must_use]
     pub fn newest_visible(&self, key: &[u8], as_of: i64, end: u64) -> Option<VersionRef> {
         let slot = self.find_slot(key)?;
-        let best = self.versions[slot.best as usize];
-        if best.position < end && best.event_time <= as_of {
-            return Some(best);
+        if slot.min_et > as_of {
+            return None; // every version here is after `as_of`
+        }
+        if slot.best_et <= as_of {
+            let best = self.versions[slot.best as usize];
+            if best.position < end {
+                return Some(best);
+            }
         }
         let mut found: Option<VersionRef> = None;
         let mut at = slot.tail;
@@ -293,5 +305,43 @@ mod tests {
         let mut empty_key = KeyTable::default();
         empty_key.push(b"", v(5));
         assert_eq!(all(&empty_key, b"").len(), 1);
+    }
+
+    /// `newest_visible` against a brute-force scan, with late and duplicate
+    /// event times, every `as_of` around the keys' ranges and every `end`.
+    #[test]
+    fn newest_visible_matches_brute_force() {
+        let mut rng = crate::rng::Rng(5);
+        let mut t = KeyTable::default();
+        let mut all_versions: Vec<(Vec<u8>, VersionRef)> = Vec::new();
+        for p in 0..400u64 {
+            let key = format!("key{}", rng.below(9)).into_bytes();
+            let v = VersionRef {
+                event_time: p as i64 / 2 - rng.below(3) as i64 * rng.below(60) as i64,
+                position: p,
+                frame_off: 0,
+                rec_off: 0,
+                op: Op::Put,
+            };
+            t.push(&key, v);
+            all_versions.push((key, v));
+        }
+        for k in 0..10 {
+            let key = format!("key{k}").into_bytes();
+            for as_of in -70..210 {
+                for end in [0, 1, 57, 200, 399, 400, u64::MAX] {
+                    let want = all_versions
+                        .iter()
+                        .filter(|(kk, v)| *kk == key && v.event_time <= as_of && v.position < end)
+                        .map(|(_, v)| *v)
+                        .max_by_key(VersionRef::order);
+                    assert_eq!(
+                        t.newest_visible(&key, as_of, end),
+                        want,
+                        "{k} {as_of} {end}"
+                    );
+                }
+            }
+        }
     }
 }
