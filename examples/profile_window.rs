@@ -5,8 +5,14 @@
 //! `benches/duckdb_compare.py`:
 //!
 //!     cargo run --release --example profile_window -- DB REQUESTS.jsonl [STREAM FIELD]
+//!
+//! Last, it measures the floor under any window over the whole stream that
+//! parses JSON values: one thread sweeping every record of the stream, bare
+//! and with the numeric field read from each value.
 use std::io::BufRead;
 
+use tablelog::query::field::numeric_field;
+use tablelog::storage::sweep::SweepRange;
 use tablelog::{Agg, Db, Request};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -43,6 +49,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let some = out.iter().filter(|x| x.is_some()).count();
         eprintln!(
             "window: {:>7.1} ms ({some} with a value)",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    let range = SweepRange {
+        stream,
+        lo: i64::MIN,
+        hi: i64::MAX,
+        start: 0,
+        end: u64::MAX,
+    };
+    for _ in 0..reps {
+        let t = std::time::Instant::now();
+        let mut n = 0u64;
+        snap.view().sweep(range, |_, _| n += 1)?;
+        let bare = t.elapsed();
+        let t = std::time::Instant::now();
+        let mut numbers = 0u64;
+        snap.view().sweep(range, |r, _| {
+            numbers += u64::from(numeric_field(r.value, field).is_some());
+        })?;
+        eprintln!(
+            "floor, one thread: sweep {n} records {:>6.1} ms, with field parse {:>6.1} ms ({numbers} numbers)",
+            bare.as_secs_f64() * 1e3,
             t.elapsed().as_secs_f64() * 1e3
         );
     }

@@ -23,8 +23,15 @@ const STRING_CLASS: [u8; 256] = {
 
 /// Reads `field` of a JSON object value as a number (`None` if the value is not
 /// an object, lacks the field, or the field is not a number), exactly as
-/// `serde_json` would.
-pub(crate) fn numeric_field(value: &[u8], field: &str) -> Option<f64> {
+/// `serde_json` would. This is how windows and aggregating views read values.
+///
+/// ```
+/// use tablelog::query::field::numeric_field;
+/// assert_eq!(numeric_field(br#"{"price": 12.5, "sku": "a"}"#, "price"), Some(12.5));
+/// assert_eq!(numeric_field(br#"{"price": "12.5"}"#, "price"), None);
+/// assert_eq!(numeric_field(b"not json", "price"), None);
+/// ```
+pub fn numeric_field(value: &[u8], field: &str) -> Option<f64> {
     match scan_field(value, field.as_bytes()) {
         Scan::Number(x) => Some(x),
         Scan::Absent => None,

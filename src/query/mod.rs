@@ -4,7 +4,7 @@
 
 pub mod access;
 pub mod asof;
-mod field;
+pub mod field;
 pub mod history;
 pub mod join;
 pub mod merge;
