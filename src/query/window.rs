@@ -186,53 +186,13 @@ impl Snapshot {
             })?;
             let (starts, mut events) = group_by_key(&parts, groups.len());
             drop(parts);
-            // Keys split between threads: each sorts and slides its own keys'
-            // events into its own run of `sorted` (answers in `order`).
-            let threads = sweep_threads(events.len() as u64 * 4);
-            let per = groups.len().div_ceil(threads).max(1);
-            let mut jobs = Vec::new();
-            let (mut ev_rest, mut out_rest) = (&mut events[..], &mut sorted[..]);
-            for (c, chunk) in groups.chunks(per).enumerate() {
-                let k0 = c * per;
-                let n_ev = starts[k0 + chunk.len()] - starts[k0];
-                let n_out = chunk.last().map_or(0, |g| g.end) - chunk[0].start;
-                let (ev, e) = std::mem::take(&mut ev_rest).split_at_mut(n_ev);
-                let (o, r) = std::mem::take(&mut out_rest).split_at_mut(n_out);
-                (ev_rest, out_rest) = (e, r);
-                jobs.push((chunk, &starts[k0..=k0 + chunk.len()], ev, o));
-            }
-            let run = |(chunk, starts, ev, o): Job<'_>| -> Result<()> {
-                let (base_ev, base_out) = (starts[0], chunk[0].start);
-                for (k, g) in chunk.iter().enumerate() {
-                    let ev = &mut ev[starts[k] - base_ev..starts[k + 1] - base_ev];
-                    // Stable: ties keep position order, so this is (event_time, position).
-                    ev.sort_by_key(|e| e.0);
-                    let time = |i: usize| ev[i].0;
-                    let value = |i: usize| Ok(Some(ev[i].1).filter(|x| !x.is_nan()));
-                    let o = &mut o[g.start - base_out..g.end - base_out];
-                    slide(
-                        requests,
-                        &order[g.clone()],
-                        width,
-                        agg,
-                        ev.len(),
-                        time,
-                        value,
-                        o,
-                    )?;
-                }
-                Ok(())
+            let swept = Swept {
+                requests,
+                order: &order,
+                groups: &groups,
+                starts: &starts,
             };
-            std::thread::scope(|scope| -> Result<()> {
-                let mut jobs = jobs.into_iter();
-                let first = jobs.next();
-                let handles: Vec<_> = jobs.map(|j| scope.spawn(move || run(j))).collect();
-                first.map_or(Ok(()), run)?;
-                for h in handles {
-                    h.join().expect("window thread panicked")?;
-                }
-                Ok(())
-            })?;
+            swept.slide(&mut events, width, agg, &mut sorted)?;
         } else {
             for g in &groups {
                 let reqs = &order[g.clone()];
@@ -249,6 +209,72 @@ impl Snapshot {
             out[*i] = x;
         }
         Ok(out)
+    }
+}
+
+/// The swept path's events grouped by key, ready to answer requests.
+struct Swept<'a> {
+    requests: &'a [Request],
+    /// Request indices sorted by key and time.
+    order: &'a [usize],
+    /// Runs of `order` with the same key; key `k` is `groups[k]`.
+    groups: &'a [std::ops::Range<usize>],
+    /// Key `k`'s events are `events[starts[k]..starts[k + 1]]`.
+    starts: &'a [usize],
+}
+
+impl Swept<'_> {
+    /// Sorts each key's events by `(event_time, position)` and slides its
+    /// requests' windows over them, writing answers into `sorted` (aligned
+    /// with `order`). Keys are split into contiguous chunks, one thread each
+    /// (one per core, at least 64k events each); a chunk owns its run of
+    /// `events` and of `sorted`, so no thread shares a mutable slice.
+    fn slide(
+        &self,
+        events: &mut [(i64, f64)],
+        width: i64,
+        agg: Agg,
+        sorted: &mut [Option<f64>],
+    ) -> Result<()> {
+        let (groups, starts) = (self.groups, self.starts);
+        let threads = sweep_threads(events.len() as u64 * 4);
+        let per = groups.len().div_ceil(threads).max(1);
+        let mut jobs = Vec::new();
+        let (mut ev_rest, mut out_rest) = (events, sorted);
+        for (c, chunk) in groups.chunks(per).enumerate() {
+            let k0 = c * per;
+            let n_ev = starts[k0 + chunk.len()] - starts[k0];
+            let n_out = chunk.last().map_or(0, |g| g.end) - chunk[0].start;
+            let (ev, e) = std::mem::take(&mut ev_rest).split_at_mut(n_ev);
+            let (o, r) = std::mem::take(&mut out_rest).split_at_mut(n_out);
+            (ev_rest, out_rest) = (e, r);
+            jobs.push((chunk, &starts[k0..=k0 + chunk.len()], ev, o));
+        }
+        let run = |(chunk, starts, ev, o): Job<'_>| -> Result<()> {
+            let (base_ev, base_out) = (starts[0], chunk[0].start);
+            for (k, g) in chunk.iter().enumerate() {
+                let ev = &mut ev[starts[k] - base_ev..starts[k + 1] - base_ev];
+                // Stable: ties keep position order, so this is (event_time, position).
+                ev.sort_by_key(|e| e.0);
+                let time = |i: usize| ev[i].0;
+                // Fields are finite, so NaN marks an event without a number.
+                let value = |i: usize| Ok(Some(ev[i].1).filter(|x| !x.is_nan()));
+                let o = &mut o[g.start - base_out..g.end - base_out];
+                let reqs = &self.order[g.clone()];
+                slide(self.requests, reqs, width, agg, ev.len(), time, value, o)?;
+            }
+            Ok(())
+        };
+        std::thread::scope(|scope| -> Result<()> {
+            let mut jobs = jobs.into_iter();
+            let first = jobs.next();
+            let handles: Vec<_> = jobs.map(|j| scope.spawn(move || run(j))).collect();
+            first.map_or(Ok(()), run)?;
+            for h in handles {
+                h.join().expect("window thread panicked")?;
+            }
+            Ok(())
+        })
     }
 }
 
