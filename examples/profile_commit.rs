@@ -1,7 +1,8 @@
 //! Profiling harness for the append path alone: records are generated first,
-//! then committed in batches of 1,000 (buffered). `perf record` this.
+//! then committed in batches of 1,000 (buffered; with `SYNC=1`, each batch
+//! fsynced before the next, as `Durability::Sync`). `perf record` this.
 use tablelog::workload::{Rng, Workload};
-use tablelog::{Batch, Db};
+use tablelog::{Batch, Db, Durability};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: u64 = std::env::args()
@@ -20,7 +21,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let dir = tempfile::tempdir()?;
-    let db = Db::open(dir.path())?;
+    let mut b = Db::builder(dir.path()).checkpoint_every(0);
+    if std::env::var("SYNC").is_ok_and(|v| v == "1") {
+        b = b.durability(Durability::Sync);
+    }
+    let db = b.open()?;
     let writer = db.writer();
     let t = std::time::Instant::now();
     for chunk in recs.chunks(1000) {

@@ -332,7 +332,7 @@ impl Snapshot {
             inner: Inner::Scratch(Box::new(Scratch {
                 snap: self.clone(),
                 stream: stream.to_string(),
-                cursor: self.view.keys(stream)?,
+                cursor: self.view.keys_as_of(stream, as_of)?,
                 as_of,
                 end,
                 buf: Vec::new(),

@@ -214,12 +214,34 @@ impl KeyTable {
     /// the index lock only for that. Keys with no such version are left out.
     #[must_use]
     pub fn copy_below(&self, end: u64) -> SortedKeys {
-        let mut keys = Vec::with_capacity(self.keys.len());
-        let mut ranges = Vec::with_capacity(self.table.len());
-        let mut versions = Vec::with_capacity(self.versions.len());
+        self.copy_visible(i64::MAX, end)
+    }
+
+    /// Like [`KeyTable::copy_below`], but only versions with `event_time <= as_of`:
+    /// a key whose every version here is later is skipped from its slot alone,
+    /// without walking its chain. This is what a table as of a past time needs
+    /// from the active segment, which mostly holds the newest events.
+    #[must_use]
+    pub fn copy_visible(&self, as_of: i64, end: u64) -> SortedKeys {
+        let mut keys = Vec::new();
+        let mut ranges = Vec::new();
+        let mut versions = Vec::new();
         for s in &self.table {
+            if s.min_et > as_of {
+                continue;
+            }
             let start = versions.len();
             self.walk_into(s.tail, end, &mut versions);
+            if as_of < i64::MAX {
+                let mut kept = start;
+                for i in start..versions.len() {
+                    if versions[i].event_time <= as_of {
+                        versions[kept] = versions[i];
+                        kept += 1;
+                    }
+                }
+                versions.truncate(kept);
+            }
             if versions.len() == start {
                 continue;
             }
@@ -307,7 +329,7 @@ mod tests {
         assert_eq!(all(&empty_key, b"").len(), 1);
     }
 
-    /// `newest_visible` against a brute-force scan, with late and duplicate
+    /// `newest_visible` and `copy_visible` against a brute-force scan, with late and duplicate
     /// event times, every `as_of` around the keys' ranges and every `end`.
     #[test]
     fn newest_visible_matches_brute_force() {
@@ -325,6 +347,34 @@ mod tests {
             };
             t.push(&key, v);
             all_versions.push((key, v));
+        }
+        for as_of in [-70, -1, 0, 3, 50, 120, 199, 200, i64::MAX] {
+            for end in [0, 57, 400, u64::MAX] {
+                let copy = t.copy_visible(as_of, end);
+                let mut got: Vec<(Vec<u8>, Vec<VersionRef>)> = copy
+                    .ranges
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            copy.keys[k.clone()].to_vec(),
+                            copy.versions[v.clone()].to_vec(),
+                        )
+                    })
+                    .collect();
+                got.sort_by(|a, b| a.0.cmp(&b.0));
+                let mut want: Vec<(Vec<u8>, Vec<VersionRef>)> = Vec::new();
+                for (key, v) in &all_versions {
+                    if v.event_time > as_of || v.position >= end {
+                        continue;
+                    }
+                    match want.iter_mut().find(|(k, _)| k == key) {
+                        Some((_, vs)) => vs.push(*v),
+                        None => want.push((key.clone(), vec![*v])),
+                    }
+                }
+                want.sort_by(|a, b| a.0.cmp(&b.0));
+                assert_eq!(got, want, "copy_visible({as_of}, {end})");
+            }
         }
         for k in 0..10 {
             let key = format!("key{k}").into_bytes();

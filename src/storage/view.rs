@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::frame::parse_record;
-use super::frame::trusted_records;
+use super::frame::{trusted_plain_records, trusted_records};
 use super::index::{FrameMeta, VersionRef};
 use super::keytable::KeyTable;
 use super::log::{LogState, RecoveryReport};
@@ -325,14 +325,29 @@ impl View {
             }
             s.check_frame_once(i)?;
         }
-        let (header, recs) = trusted_records(seg.bytes(), v.frame_off as usize, seg.path())?;
-        let r = parse_record(&recs, v.rec_off as usize).ok_or_else(|| {
+        let bytes = seg.bytes();
+        let no_record = || {
             Error::corrupt(
                 seg.path(),
                 v.frame_off,
                 format!("no record at payload offset {}", v.rec_off),
             )
-        })?;
+        };
+        // Uncompressed frames (the common case) slice the value straight out of
+        // the mapped segment: one reference-count increment per read.
+        let (header, value) = match trusted_plain_records(bytes, v.frame_off as usize, seg.path())?
+        {
+            Some((header, recs, start)) => {
+                let r = parse_record(recs, v.rec_off as usize).ok_or_else(no_record)?;
+                let at = start + r.value_off;
+                (header, bytes.slice(at..at + r.value.len()))
+            }
+            None => {
+                let (header, recs) = trusted_records(bytes, v.frame_off as usize, seg.path())?;
+                let r = parse_record(&recs, v.rec_off as usize).ok_or_else(no_record)?;
+                (header, recs.slice(r.value_off..r.value_off + r.value.len()))
+            }
+        };
         let index = v
             .position
             .checked_sub(header.first_pos)
@@ -344,10 +359,7 @@ impl View {
                     format!("position {} is not in this frame", v.position),
                 )
             })?;
-        Ok((
-            recs.slice(r.value_off..r.value_off + r.value.len()),
-            Hlc(header.hlc.0 + index),
-        ))
+        Ok((value, Hlc(header.hlc.0 + index)))
     }
 
     /// Stream names with at least one visible record.
@@ -398,6 +410,14 @@ impl View {
     /// Every key of `stream` in byte order with its visible versions sorted by
     /// `(event_time, position)`: a merge of the segments' key indexes.
     pub fn keys(&self, stream: &str) -> Result<KeyCursor> {
+        self.keys_as_of(stream, i64::MAX)
+    }
+
+    /// Like [`View::keys`], but the active segment contributes only versions
+    /// with `event_time <= as_of` (sealed segments are searched in place, so
+    /// they are not filtered): enough for [`KeyCursor::next_visible`] as of
+    /// `as_of` or earlier, and much cheaper for a past time.
+    pub fn keys_as_of(&self, stream: &str, as_of: i64) -> Result<KeyCursor> {
         let mut sealed = Vec::new();
         let (merged, rest) = self.state.key_sources();
         sealed.extend(merged.iter().filter_map(|m| m.cursor(stream)));
@@ -411,7 +431,7 @@ impl View {
             inner
                 .index
                 .stream(stream)
-                .map(|t| t.copy_below(self.end_pos))
+                .map(|t| t.copy_visible(as_of, self.end_pos))
                 .unwrap_or_default()
         };
         // Sorted after the lock is released: the writer waits only for the copy.

@@ -1,0 +1,42 @@
+//! Profiling harness for `table` from scratch: loads N events (default 2M over
+//! 100k keys, the comparison workload), then rebuilds the table as of the median
+//! event time REPS times (default 5) and prints each time. Use under `perf record`.
+//!
+//!     cargo run --release --example profile_table -- [EVENTS]
+use tablelog::workload::Workload;
+use tablelog::Db;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2_000_000);
+    let reps: usize = std::env::var("REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let w = Workload {
+        events: n,
+        ..Workload::default()
+    };
+    let dir = tempfile::tempdir()?;
+    let db = Db::builder(dir.path()).checkpoint_every(0).open()?;
+    w.load(&db.writer(), "bench", |_| {})?;
+    let snap = db.snapshot()?;
+    let mid = (n as i64 / 2) * w.step_us;
+    for _ in 0..reps {
+        let t = std::time::Instant::now();
+        let mut rows = 0usize;
+        let mut bytes = 0usize;
+        for row in snap.table_from_scratch("bench", mid, None)? {
+            let row = row?;
+            rows += 1;
+            bytes += row.value.len();
+        }
+        eprintln!(
+            "table: {:>7.1} ms ({rows} rows, {bytes} value bytes)",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+    Ok(())
+}
