@@ -1,5 +1,7 @@
 //! Profiling harness for lookups: loads N events (default 1M over 100k keys),
-//! then runs 1M `get` as-of lookups at random keys. Use under `perf record`.
+//! then runs 1M `get` as-of lookups at random keys, as of the median time (or,
+//! with `UNIFORM=1`, at times uniform over the history, as `benches/compare.rs`
+//! does). Use under `perf record`.
 use tablelog::workload::{Rng, Workload};
 use tablelog::Db;
 
@@ -29,10 +31,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (0..1_000_000).map(|_| w.key(rng.below(w.keys))).collect()
     };
     let mid = (n as i64 / 2) * w.step_us;
+    let uniform = std::env::var("UNIFORM").is_ok_and(|v| v == "1");
+    let times: Vec<i64> = {
+        let mut rng = Rng(10);
+        (0..keys.len())
+            .map(|_| if uniform { rng.below(n) as i64 * w.step_us } else { mid })
+            .collect()
+    };
     let t = std::time::Instant::now();
     let mut found = 0usize;
-    for k in &keys {
-        found += usize::from(snap.get("bench", k, mid, None)?.row().is_some());
+    for (k, &at) in keys.iter().zip(&times) {
+        found += usize::from(snap.get("bench", k, at, None)?.row().is_some());
     }
     eprintln!(
         "get: {:.2} µs/lookup ({found} found)",

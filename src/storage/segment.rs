@@ -242,7 +242,7 @@ pub fn scan(seg: &Bytes, base: u64, path: &Path) -> Result<ScanOutcome> {
             break;
         }
         next_pos = header.first_pos;
-        let frame = match Frame::decode(seg, off, path) {
+        let frame = match Frame::from_checked(seg, off, header, path) {
             Ok(f) => f,
             Err(e) => {
                 stopped = Some((off as u64, e.to_string()));
