@@ -35,7 +35,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let times: Vec<i64> = {
         let mut rng = Rng(10);
         (0..keys.len())
-            .map(|_| if uniform { rng.below(n) as i64 * w.step_us } else { mid })
+            .map(|_| {
+                if uniform {
+                    rng.below(n) as i64 * w.step_us
+                } else {
+                    mid
+                }
+            })
             .collect()
     };
     let t = std::time::Instant::now();

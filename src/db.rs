@@ -48,6 +48,7 @@ pub struct DbBuilder {
     clock: Arc<dyn Clock>,
     vfs: Arc<dyn Vfs>,
     auto_merge: bool,
+    background_seal: bool,
     checkpoint_every: u64,
     merge: HashMap<String, Arc<dyn MergeOperator>>,
     default_merge: Option<Arc<dyn MergeOperator>>,
@@ -111,6 +112,16 @@ impl DbBuilder {
     /// every few segment rolls (see [`Db::merge_key_indexes`]). Default true.
     pub fn auto_merge(mut self, yes: bool) -> Self {
         self.auto_merge = yes;
+        self
+    }
+
+    /// Whether a sealed segment's index sidecars are encoded and written on a
+    /// background thread (default true), or by the commit that rolls the
+    /// segment (deterministic I/O order, for fault-injection tests). In the
+    /// background a reader that needs the new segment's key index waits for
+    /// it, and a failed sidecar write is returned by the next write.
+    pub fn background_seal(mut self, yes: bool) -> Self {
+        self.background_seal = yes;
         self
     }
 
@@ -184,6 +195,7 @@ impl DbBuilder {
                 clock: self.clock,
                 vfs: self.vfs,
                 auto_merge: self.auto_merge,
+                background_seal: self.background_seal,
             },
         )?;
         Ok(Db {
@@ -256,6 +268,7 @@ impl Db {
             clock: Arc::new(SystemClock),
             vfs: Arc::new(OsVfs),
             auto_merge: true,
+            background_seal: true,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             merge: HashMap::new(),
             default_merge: None,

@@ -20,6 +20,7 @@ fn open(dir: &Path, vfs: Arc<dyn Vfs>) -> tablelog::Result<Db> {
         .segment_size(4096)
         .default_merge_operator(Arc::new(JsonMergePatch))
         .auto_merge(false)
+        .background_seal(false)
         .vfs(vfs)
         .open()
 }

@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
             .durability(Durability::Sync)
             .segment_size(4096)
             .auto_merge(false)
+            .background_seal(false)
             .vfs(Arc::new(rec.clone()))
             .open()
             .unwrap()

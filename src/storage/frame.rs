@@ -207,7 +207,12 @@ impl Frame {
     /// Decodes the frame at `off` whose header [`check_frame`] has just accepted
     /// (checksum included), without checksumming it again: the recovery scan
     /// checks each frame first to tell a torn tail from a bad frame.
-    pub fn from_checked(seg: &Bytes, off: usize, header: FrameHeader, path: &Path) -> Result<Frame> {
+    pub fn from_checked(
+        seg: &Bytes,
+        off: usize,
+        header: FrameHeader,
+        path: &Path,
+    ) -> Result<Frame> {
         let start = off + HEADER_LEN;
         let stored = seg.slice(start..start + header.stored_len as usize);
         let payload = if header.flags & FLAG_ZSTD != 0 {

@@ -334,6 +334,13 @@ impl SealedSegment {
         Ok(s)
     }
 
+    /// Sets the key index with `make` unless it is already set (or being set):
+    /// the sealing thread calls this first, so readers that need the key index
+    /// wait for it rather than rebuilding it from the segment.
+    pub fn init_keys(&self, make: impl FnOnce() -> Result<KeyIndexFile>) {
+        let _ = self.keys.get_or_init(|| make().map_err(|e| e.to_string()));
+    }
+
     /// The frame index (position and time blocks), from the sidecar or rebuilt.
     pub fn frames(&self) -> Result<&[FrameMeta]> {
         let r = self
@@ -471,6 +478,23 @@ impl SealedSegment {
         }
         Ok(idx)
     }
+}
+
+/// Encodes both sidecars of a just-sealed segment from its in-memory index and
+/// writes them atomically. Returns the key index, read from the encoded bytes
+/// (so this process never waits to read back what it wrote), and the outcome
+/// of the writes, which the caller reports.
+pub fn seal_sidecars(
+    vfs: &dyn Vfs,
+    seg: &Path,
+    idx: &MemIndex,
+) -> (Result<KeyIndexFile>, Result<()>) {
+    let (fidx_path, kidx_path) = sidecar_paths(seg);
+    let kidx = idx.encode_kidx();
+    let fidx = idx.encode_fidx();
+    let written = fsutil::atomic_write(vfs, &kidx_path, &kidx)
+        .and_then(|()| fsutil::atomic_write(vfs, &fidx_path, &fidx));
+    (KeyIndexFile::open(Bytes::from(kidx), &kidx_path), written)
 }
 
 /// Writes both sidecars of a segment atomically.
