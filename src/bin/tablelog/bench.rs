@@ -61,6 +61,25 @@ fn rate(n: u64, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64().max(1e-9)
 }
 
+/// Runs of each `table` measurement; the median is reported.
+const TABLE_RUNS: usize = 5;
+
+/// Runs `f` `runs` times; its (last) result and the median time.
+fn median_of<T>(
+    runs: usize,
+    mut f: impl FnMut() -> tablelog::Result<T>,
+) -> tablelog::Result<(T, Duration)> {
+    let mut times = Vec::with_capacity(runs);
+    let mut out = None;
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        out = Some(f()?);
+        times.push(start.elapsed());
+    }
+    let out = out.expect("at least one run");
+    Ok((out, percentile(&mut times, 0.5)))
+}
+
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v.sort_unstable();
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -340,14 +359,17 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
     bar.inc(1);
 
     bar.set_message("table as of T");
-    let start = Instant::now();
-    let live = snap
-        .table("bench", mid, None)?
-        .try_fold(0u64, |n, r| r.map(|_| n + 1))?;
+    let (live, took) = median_of(TABLE_RUNS, || {
+        snap.table("bench", mid, None)?
+            .try_fold(0u64, |n, r| r.map(|_| n + 1))
+    })?;
     rows.push(Row {
         name: "table as of T (scratch)".into(),
-        params: format!("{live} live rows of {} keys", w.keys),
-        value: start.elapsed().as_secs_f64() * 1e3,
+        params: format!(
+            "{live} live rows of {} keys, median of {TABLE_RUNS}",
+            w.keys
+        ),
+        value: took.as_secs_f64() * 1e3,
         unit: "ms",
         ceiling: None,
     });
@@ -376,16 +398,17 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
     db.writer().commit(b)?;
     let snap = db.snapshot()?;
     let latest = max_t + 3_600_000_000;
-    let start = Instant::now();
-    let n1 = snap
-        .table_from_scratch("bench", latest, None)?
-        .try_fold(0u64, |n, r| r.map(|_| n + 1))?;
-    let scratch = start.elapsed();
-    let start = Instant::now();
-    let mut t = snap.table("bench", latest, None)?;
-    let used = t.from_checkpoint();
-    let n2 = t.try_fold(0u64, |n, r| r.map(|_| n + 1))?;
-    let from_ck = start.elapsed();
+    // Medians: the first run after the tail's commit may also wait for a
+    // segment it rolled to be sealed in the background.
+    let (n1, scratch) = median_of(TABLE_RUNS, || {
+        snap.table_from_scratch("bench", latest, None)?
+            .try_fold(0u64, |n, r| r.map(|_| n + 1))
+    })?;
+    let used = snap.table("bench", latest, None)?.from_checkpoint();
+    let (n2, from_ck) = median_of(TABLE_RUNS, || {
+        snap.table("bench", latest, None)?
+            .try_fold(0u64, |n, r| r.map(|_| n + 1))
+    })?;
     if n1 != n2 {
         return Err(crate::args::msg(format!(
             "checkpoint table has {n2} rows, scratch {n1}"
@@ -393,7 +416,10 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
     }
     rows.push(Row {
         name: "table as of latest (scratch)".into(),
-        params: format!("{n1} rows, {} tail events", more.events),
+        params: format!(
+            "{n1} rows, {} tail events, median of {TABLE_RUNS}",
+            more.events
+        ),
         value: scratch.as_secs_f64() * 1e3,
         unit: "ms",
         ceiling: None,
