@@ -50,6 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("table: {rows} rows in {:?}", t.elapsed());
     }
     drop(snap);
+    drop(writer); // a writer holds the database open too
     drop(db);
     let t = std::time::Instant::now();
     let db = Db::open(dir.path())?;
