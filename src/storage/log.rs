@@ -522,7 +522,16 @@ impl Log {
             let (seg, pos, off) = s.written.clone();
             drop(s);
             let r = seg.file.sync_data().map_err(|e| Error::io(&seg.path, e));
-            if r.is_ok() {
+            let shown = |seg: &ActiveSegment| {
+                let inner = seg
+                    .inner
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                inner.end_pos >= pos && inner.end_off >= off
+            };
+            // A segment rolled meanwhile already shows everything it holds
+            // (and its sealing thread may be reading it): no write lock then.
+            if r.is_ok() && !shown(&seg) {
                 let mut inner = seg
                     .inner
                     .write()
@@ -581,12 +590,13 @@ impl Log {
         if self.config.background_seal {
             self.spawn_seal(&sealed, &old);
         } else {
-            let inner = old
-                .inner
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let (keys, written) =
-                segment::seal_sidecars(&*self.config.vfs, &old.path, &inner.index);
+            let encoded = segment::Sidecars::encode(
+                &old.inner
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .index,
+            );
+            let (keys, written) = encoded.write(&*self.config.vfs, &old.path);
             written.map_err(|e| self.poison_with(e))?;
             sealed.init_keys(|| keys);
         }
@@ -629,8 +639,6 @@ impl Log {
         Ok(())
     }
 
-    /// Builds the next merged key index tier in the background and publishes it
-    /// (one merge at a time). Failures only log: the index is derived.
     /// Encodes and writes the sidecars of the segment just sealed on a
     /// background thread, so the writer goes on into the new segment (this was
     /// about 80 ms of every 64 MiB roll on the writer's path). The thread
@@ -646,11 +654,13 @@ impl Log {
             let _ = h.join();
         }
         let seal = |old: &ActiveSegment, vfs: &dyn Vfs, error: &Mutex<Option<Error>>| {
-            let inner = old
-                .inner
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let (keys, written) = segment::seal_sidecars(vfs, &old.path, &inner.index);
+            let encoded = segment::Sidecars::encode(
+                &old.inner
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .index,
+            );
+            let (keys, written) = encoded.write(vfs, &old.path);
             if let Err(e) = written {
                 lock(error).get_or_insert(e);
             }
@@ -677,6 +687,8 @@ impl Log {
         }
     }
 
+    /// Builds the next merged key index tier in the background and publishes it
+    /// (one merge at a time). Failures only log: the index is derived.
     fn spawn_merge(&self) {
         use std::sync::atomic::Ordering;
         if self.merging.swap(true, Ordering::AcqRel) {

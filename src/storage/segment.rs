@@ -480,21 +480,34 @@ impl SealedSegment {
     }
 }
 
-/// Encodes both sidecars of a just-sealed segment from its in-memory index and
-/// writes them atomically. Returns the key index, read from the encoded bytes
-/// (so this process never waits to read back what it wrote), and the outcome
-/// of the writes, which the caller reports.
-pub fn seal_sidecars(
-    vfs: &dyn Vfs,
-    seg: &Path,
-    idx: &MemIndex,
-) -> (Result<KeyIndexFile>, Result<()>) {
-    let (fidx_path, kidx_path) = sidecar_paths(seg);
-    let kidx = idx.encode_kidx();
-    let fidx = idx.encode_fidx();
-    let written = fsutil::atomic_write(vfs, &kidx_path, &kidx)
-        .and_then(|()| fsutil::atomic_write(vfs, &fidx_path, &fidx));
-    (KeyIndexFile::open(Bytes::from(kidx), &kidx_path), written)
+/// Both sidecars of a just-sealed segment, encoded from its in-memory index.
+pub struct Sidecars {
+    kidx: Vec<u8>,
+    fidx: Vec<u8>,
+}
+
+impl Sidecars {
+    /// Encodes the key and frame index sidecars.
+    #[must_use]
+    pub fn encode(idx: &MemIndex) -> Sidecars {
+        Sidecars {
+            kidx: idx.encode_kidx(),
+            fidx: idx.encode_fidx(),
+        }
+    }
+
+    /// Writes both atomically next to `seg`. Returns the key index, read from
+    /// the encoded bytes (so this process never reads back what it wrote),
+    /// and the outcome of the writes, which the caller reports.
+    pub fn write(self, vfs: &dyn Vfs, seg: &Path) -> (Result<KeyIndexFile>, Result<()>) {
+        let (fidx_path, kidx_path) = sidecar_paths(seg);
+        let written = fsutil::atomic_write(vfs, &kidx_path, &self.kidx)
+            .and_then(|()| fsutil::atomic_write(vfs, &fidx_path, &self.fidx));
+        (
+            KeyIndexFile::open(Bytes::from(self.kidx), &kidx_path),
+            written,
+        )
+    }
 }
 
 /// Writes both sidecars of a segment atomically.
