@@ -1,6 +1,7 @@
 //! Profiling harness for `table` from scratch: loads N events (default 2M over
 //! 100k keys, the comparison workload), then rebuilds the table as of the median
-//! event time REPS times (default 5) and prints each time. Use under `perf record`.
+//! event time REPS times (default 5) and prints each time (`KEYS` sets the key
+//! count). Use under `perf record`.
 //!
 //!     cargo run --release --example profile_table -- [EVENTS]
 use tablelog::workload::Workload;
@@ -15,8 +16,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
+    let keys: u64 = std::env::var("KEYS")
+        .ok()
+        .and_then(|k| k.parse().ok())
+        .unwrap_or(100_000);
     let w = Workload {
         events: n,
+        keys,
         ..Workload::default()
     };
     let dir = tempfile::tempdir()?;
