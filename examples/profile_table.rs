@@ -1,7 +1,8 @@
 //! Profiling harness for `table` from scratch: loads N events (default 2M over
 //! 100k keys, the comparison workload), then rebuilds the table as of the median
 //! event time REPS times (default 5) and prints each time (`KEYS` sets the key
-//! count). Use under `perf record`.
+//! count; `SETTLE=SECS` waits for background merges, `MERGE=1` merges every
+//! key index first). Use under `perf record`.
 //!
 //!     cargo run --release --example profile_table -- [EVENTS]
 use tablelog::workload::Workload;
@@ -28,7 +29,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let db = Db::builder(dir.path()).checkpoint_every(0).open()?;
     w.load(&db.writer(), "bench", |_| {})?;
+    if let Some(secs) = std::env::var("SETTLE").ok().and_then(|s| s.parse().ok()) {
+        // Lets background merges of the last segments finish.
+        std::thread::sleep(std::time::Duration::from_secs(secs));
+    }
+    if std::env::var("MERGE").is_ok_and(|v| v == "1") {
+        let t = std::time::Instant::now();
+        db.merge_key_indexes()?;
+        eprintln!("merged every key index in {:?}", t.elapsed());
+    }
     let snap = db.snapshot()?;
+    let st = snap.view().state();
+    let (tiers, rest) = st.key_sources();
+    eprintln!(
+        "{} sealed segments: {} merged tiers + {} unmerged segments + the active one",
+        st.sealed.len(),
+        tiers.len(),
+        rest.len()
+    );
     let mid = (n as i64 / 2) * w.step_us;
     for _ in 0..reps {
         let t = std::time::Instant::now();

@@ -705,10 +705,41 @@ impl Log {
         let spawned = std::thread::Builder::new()
             .name("tablelog-merge".into())
             .spawn(move || {
-                if let Err(e) = merge_tier(&cell, &*vfs, &vfs, &dir, &st, false) {
-                    log::warn!("building a merged key index failed: {e}");
+                // Segments sealed while a merge ran are merged next, without
+                // waiting for another roll: after a burst of writes nothing may
+                // roll again, and every unmerged segment is one more key-index
+                // probe per lookup. Stops when a merge makes no progress (a
+                // compaction may have replaced what it read).
+                let mut st = st;
+                loop {
+                    let before = st.uncovered();
+                    if let Err(e) = merge_tier(&cell, &*vfs, &vfs, &dir, &st, false) {
+                        log::warn!("building a merged key index failed: {e}");
+                        break;
+                    }
+                    let now = cell
+                        .read()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone();
+                    if now.uncovered() < MERGE_AFTER || now.uncovered() >= before {
+                        merging.store(false, Ordering::Release);
+                        // A roll that saw `merging` set did not start a merge:
+                        // take its turn if it left enough behind.
+                        let again = cell
+                            .read()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .clone();
+                        if again.uncovered() >= MERGE_AFTER
+                            && again.uncovered() < before
+                            && !merging.swap(true, Ordering::AcqRel)
+                        {
+                            st = again;
+                            continue;
+                        }
+                        break;
+                    }
+                    st = now;
                 }
-                merging.store(false, Ordering::Release);
             });
         match spawned {
             Ok(h) => {
