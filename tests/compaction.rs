@@ -537,3 +537,72 @@ fn compaction_keeps_every_kept_record_and_its_recorded_at_stamp() {
         assert!(matches!(s.view().read(p), Err(Error::PositionCompacted(q)) if q == p));
     }
 }
+
+/// A file system on which merged key indexes (`index-*`) cannot be created.
+#[derive(Debug)]
+struct NoMergedIndexes(Arc<dyn Vfs>);
+
+impl Vfs for NoMergedIndexes {
+    fn create(&self, path: &Path) -> std::io::Result<Arc<dyn tablelog::storage::vfs::VFile>> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("index-") {
+            return Err(std::io::Error::other("merged indexes refused"));
+        }
+        self.0.create(path)
+    }
+    fn open(
+        &self,
+        path: &Path,
+        write: bool,
+    ) -> std::io::Result<Arc<dyn tablelog::storage::vfs::VFile>> {
+        self.0.open(path, write)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.0.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        self.0.remove(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.0.sync_dir(dir)
+    }
+    fn read(&self, path: &Path) -> std::io::Result<Bytes> {
+        self.0.read(path)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+        self.0.list(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        self.0.create_dir_all(dir)
+    }
+    fn lock(&self, path: &Path) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        self.0.lock(path)
+    }
+}
+
+/// A background merge that fails must not leave merges marked as running: a
+/// compaction (which waits for merges) and an explicit merge must still return.
+/// Before the fix, the compaction spun forever.
+#[test]
+fn a_failed_background_merge_does_not_block_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path())
+        .segment_size(4096)
+        .default_merge_operator(Arc::new(JsonMergePatch))
+        .vfs(Arc::new(NoMergedIndexes(Arc::new(OsVfs))))
+        .open()
+        .unwrap();
+    write(&[&db], 5, 0, 120); // many rolls: background merges start, and fail
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let compacted = db.compact(600, &mut |_, _| {}).map(|_| ());
+        let merged = db.merge_key_indexes().map(|_| ());
+        tx.send((compacted.is_ok(), merged.is_err())).unwrap();
+    });
+    let (compacted, merge_failed) = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("compaction and merge returned");
+    assert!(compacted, "compaction needs no merged index");
+    assert!(merge_failed, "the explicit merge reports the refused file");
+    worker.join().unwrap();
+}

@@ -662,6 +662,10 @@ impl Log {
             );
             let (keys, written) = encoded.write(vfs, &old.path);
             if let Err(e) = written {
+                log::warn!(
+                    "{}: writing its index sidecars failed: {e}",
+                    old.path.display()
+                );
                 lock(error).get_or_insert(e);
             }
             keys
@@ -708,44 +712,49 @@ impl Log {
                 // Segments sealed while a merge ran are merged next, without
                 // waiting for another roll: after a burst of writes nothing may
                 // roll again, and every unmerged segment is one more key-index
-                // probe per lookup. Stops when a merge makes no progress (a
-                // compaction may have replaced what it read).
+                // probe per lookup. Goes on while a merge publishes and enough
+                // segments are left; the flag is cleared on every way out.
+                let read = || {
+                    cell.read()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone()
+                };
+                let cover_end = |st: &LogState| st.merged.last().map_or(0, |m| m.cover_end);
                 let mut st = st;
                 loop {
-                    let before = st.uncovered();
-                    if let Err(e) = merge_tier(&cell, &*vfs, &vfs, &dir, &st, false) {
-                        log::warn!("building a merged key index failed: {e}");
-                        break;
-                    }
-                    let now = cell
-                        .read()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .clone();
-                    if now.uncovered() < MERGE_AFTER || now.uncovered() >= before {
-                        merging.store(false, Ordering::Release);
-                        // A roll that saw `merging` set did not start a merge:
-                        // take its turn if it left enough behind.
-                        let again = cell
-                            .read()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .clone();
-                        if again.uncovered() >= MERGE_AFTER
-                            && again.uncovered() < before
-                            && !merging.swap(true, Ordering::AcqRel)
-                        {
-                            st = again;
-                            continue;
+                    let covered = cover_end(&st);
+                    let merged = match merge_tier(&cell, &*vfs, &vfs, &dir, &st, false) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            log::warn!("building a merged key index failed: {e}");
+                            false
                         }
-                        break;
+                    };
+                    let now = read();
+                    let progress = merged && cover_end(&now) > covered;
+                    if progress && now.uncovered() >= MERGE_AFTER {
+                        st = now;
+                        continue;
                     }
-                    st = now;
+                    merging.store(false, Ordering::Release);
+                    // A roll that found the flag set started no merge: take its
+                    // turn if it left enough behind.
+                    let again = read();
+                    if progress
+                        && again.uncovered() >= MERGE_AFTER
+                        && !merging.swap(true, Ordering::AcqRel)
+                    {
+                        st = again;
+                        continue;
+                    }
+                    break;
                 }
             });
         match spawned {
             Ok(h) => {
                 let previous = lock(&self.merge_thread).replace(h);
                 if let Some(p) = previous {
-                    let _ = p.join(); // already finished: `merging` was false
+                    let _ = p.join(); // done merging (`merging` was clear), at most exiting
                 }
             }
             Err(_) => self.merging.store(false, Ordering::Release),
@@ -760,41 +769,58 @@ impl Log {
             return Err(Error::ReadOnly);
         }
         // Not beside a compaction: an index of the segments it replaces must
-        // never be published after it.
+        // never be published after it. Nor beside a background merge, which
+        // could publish a smaller tier over this one and remove its file.
         let _exclusive = lock(&self.compacting);
+        self.hold_merging();
         let st = self.state();
-        if st.sealed.is_empty() {
-            return Ok(0);
+        let merged = if st.sealed.is_empty() {
+            Ok(())
+        } else {
+            merge_tier(
+                &self.state,
+                &*self.config.vfs,
+                &self.config.vfs,
+                &self.dir,
+                &st,
+                true,
+            )
+        };
+        self.merging
+            .store(false, std::sync::atomic::Ordering::Release);
+        merged?;
+        Ok(if st.sealed.is_empty() {
+            0
+        } else {
+            st.active.base
+        })
+    }
+
+    /// Waits for any background merge and takes the merging flag, so none
+    /// starts until the caller clears it.
+    fn hold_merging(&self) {
+        use std::sync::atomic::Ordering;
+        loop {
+            if let Some(h) = lock(&self.merge_thread).take() {
+                let _ = h.join();
+            }
+            if !self.merging.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            std::thread::yield_now();
         }
-        merge_tier(
-            &self.state,
-            &*self.config.vfs,
-            &self.config.vfs,
-            &self.dir,
-            &st,
-            true,
-        )?;
-        Ok(st.active.base)
     }
 
     /// Serialises compactions and keeps background merges from running during
     /// one (a merged index built from segments a compaction replaces would point
     /// into files that are gone). Held for the whole compaction.
     pub(super) fn begin_compaction(&self) -> Result<CompactionGuard<'_>> {
-        use std::sync::atomic::Ordering;
         if self.config.read_only {
             return Err(Error::ReadOnly);
         }
         self.check_poison()?;
         let exclusive = lock(&self.compacting);
-        loop {
-            if let Some(h) = lock(&self.merge_thread).take() {
-                let _ = h.join();
-            }
-            if !self.merging.swap(true, Ordering::AcqRel) {
-                break;
-            }
-        }
+        self.hold_merging();
         Ok(CompactionGuard {
             log: self,
             _exclusive: exclusive,
