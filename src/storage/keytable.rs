@@ -223,9 +223,12 @@ impl KeyTable {
     /// from the active segment, which mostly holds the newest events.
     #[must_use]
     pub fn copy_visible(&self, as_of: i64, end: u64) -> SortedKeys {
-        let mut keys = Vec::new();
-        let mut ranges = Vec::new();
-        let mut versions = Vec::new();
+        // Sized for everything when nothing is filtered by time (the copy runs
+        // under the active index's read lock: no reallocation then).
+        let all = as_of == i64::MAX;
+        let mut keys = Vec::with_capacity(if all { self.keys.len() } else { 0 });
+        let mut ranges = Vec::with_capacity(if all { self.table.len() } else { 0 });
+        let mut versions = Vec::with_capacity(if all { self.versions.len() } else { 0 });
         for s in &self.table {
             if s.min_et > as_of {
                 continue;

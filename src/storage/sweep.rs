@@ -6,7 +6,7 @@
 //! or stream table rules them out, and hands each record to the caller as
 //! borrowed bytes: no allocation and no reference counting per record.
 
-use super::frame::{parse_record, trusted_records, RawRecord, HEADER_LEN};
+use super::frame::{parse_record, RawRecord};
 use super::index::VersionRef;
 use super::view::View;
 use crate::{Error, Result};
@@ -64,23 +64,17 @@ impl View {
                     continue;
                 }
                 seg.check_frame(i)?;
-                let off = meta.offset as usize;
-                let (header, recs) = trusted_records(seg.bytes(), off, seg.path())?;
-                // The stream table follows the records area in the raw payload.
-                let table = if header.flags & super::frame::FLAG_ZSTD == 0 {
-                    let start = off + HEADER_LEN + header.records_len as usize;
-                    let stop = off + HEADER_LEN + header.stored_len as usize;
-                    stream_index(&seg.bytes()[start..stop], range.stream)
-                } else {
-                    seg.stream_names(i)?
-                        .iter()
-                        .position(|n| **n == *range.stream)
-                        .and_then(|i| u16::try_from(i).ok())
+                // The records area, then the stream table (decompressed once).
+                let (header, payload) =
+                    super::view::full_payload(seg.bytes(), meta.offset as usize, seg.path())?;
+                let split = (header.records_len as usize).min(payload.len());
+                let (recs, table) = payload.split_at(split);
+                let Some(want) = stream_index(table, range.stream) else {
+                    continue;
                 };
-                let Some(want) = table else { continue };
                 let mut at = 0usize;
                 for k in 0..header.count {
-                    let Some(r) = parse_record(&recs, at) else {
+                    let Some(r) = parse_record(recs, at) else {
                         return Err(Error::corrupt(
                             seg.path(),
                             meta.offset,

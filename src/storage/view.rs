@@ -64,7 +64,7 @@ impl<'a> Seg<'a> {
     }
 
     /// The stream table of (validated) frame `i`.
-    pub(super) fn stream_names(self, i: usize) -> Result<Vec<Arc<str>>> {
+    fn stream_names(self, i: usize) -> Result<Vec<Arc<str>>> {
         let meta = self.frames()?[i];
         let (header, _) = trusted_records(self.bytes(), meta.offset as usize, self.path())?;
         stream_table(
@@ -101,23 +101,42 @@ fn stream_table(seg: &Bytes, off: usize, records_len: u32, path: &Path) -> Resul
     Ok(out)
 }
 
-fn full_payload(
+/// The raw payload (records, then the stream table) of the validated frame at
+/// `off`: a slice of `seg`, or decompressed once.
+pub(super) fn full_payload(
     seg: &Bytes,
     off: usize,
     path: &Path,
 ) -> Result<(super::frame::FrameHeader, Bytes)> {
-    let (h, _) = trusted_records(seg, off, path)?;
+    let h = seg
+        .get(off..)
+        .and_then(super::frame::trusted_header)
+        .ok_or_else(|| Error::corrupt(path, off as u64, "frame header beyond end of segment"))?;
     let start = off + super::frame::HEADER_LEN;
-    if h.flags & super::frame::FLAG_ZSTD != 0 {
-        let raw = zstd::bulk::decompress(
-            &seg[start..start + h.stored_len as usize],
-            h.raw_len as usize,
-        )
-        .map_err(|e| Error::corrupt(path, off as u64, format!("zstd: {e}")))?;
-        Ok((h, Bytes::from(raw)))
-    } else {
-        Ok((h, seg.slice(start..start + h.stored_len as usize)))
+    let end = start + h.stored_len as usize;
+    if end > seg.len() {
+        return Err(Error::corrupt(
+            path,
+            off as u64,
+            "frame beyond end of segment",
+        ));
     }
+    let payload = if h.flags & super::frame::FLAG_ZSTD != 0 {
+        Bytes::from(
+            zstd::bulk::decompress(&seg[start..end], h.raw_len as usize)
+                .map_err(|e| Error::corrupt(path, off as u64, format!("zstd: {e}")))?,
+        )
+    } else {
+        seg.slice(start..end)
+    };
+    if h.records_len as usize > payload.len() {
+        return Err(Error::corrupt(
+            path,
+            off as u64,
+            "records length beyond payload",
+        ));
+    }
+    Ok((h, payload))
 }
 
 impl View {
