@@ -72,6 +72,15 @@ fn skip_plain_string(b: &[u8], i: usize) -> Option<usize> {
     None
 }
 
+/// The end of the run of ASCII digits starting at `b[j..]`.
+#[inline]
+fn digits(b: &[u8], mut j: usize) -> usize {
+    while j < b.len() && b[j].is_ascii_digit() {
+        j += 1;
+    }
+    j
+}
+
 /// A JSON number at `b[i..]`: its end, and whether it is an integer of at most
 /// 15 digits (exact in an f64, see [`small_integer`]). `None` if it is not a
 /// valid number.
@@ -81,47 +90,31 @@ fn scan_number(b: &[u8], i: usize) -> Option<(usize, bool)> {
     let int_start = j;
     match b.get(j) {
         Some(b'0') => j += 1,
-        Some(c) if c.is_ascii_digit() => {
-            while j < b.len() && b[j].is_ascii_digit() {
-                j += 1;
-            }
-        }
+        Some(c) if c.is_ascii_digit() => j = digits(b, j),
         _ => return None,
     }
-    let small = j - int_start <= 15;
+    let mut small = j - int_start <= 15;
     if b.get(j) == Some(&b'.') {
-        j += 1;
-        let s = j;
-        while j < b.len() && b[j].is_ascii_digit() {
-            j += 1;
-        }
+        small = false;
+        let s = j + 1;
+        j = digits(b, s);
         if j == s {
             return None;
         }
-        return fraction_or_exponent(b, j);
     }
     if matches!(b.get(j), Some(b'e' | b'E')) {
-        return fraction_or_exponent(b, j);
-    }
-    Some((j, small))
-}
-
-/// The rest of a number after its fraction: an optional exponent.
-fn fraction_or_exponent(b: &[u8], mut j: usize) -> Option<(usize, bool)> {
-    if matches!(b.get(j), Some(b'e' | b'E')) {
+        small = false;
         j += 1;
         if matches!(b.get(j), Some(b'+' | b'-')) {
             j += 1;
         }
         let s = j;
-        while j < b.len() && b[j].is_ascii_digit() {
-            j += 1;
-        }
+        j = digits(b, s);
         if j == s {
             return None;
         }
     }
-    Some((j, false))
+    Some((j, small))
 }
 
 /// The value of a validated integer token of at most 15 digits: exact, and

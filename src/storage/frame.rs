@@ -552,8 +552,10 @@ pub fn trusted_header(buf: &[u8]) -> Option<FrameHeader> {
     })
 }
 
-/// The raw record area of a validated frame at `off` (decompressed if needed) and its header.
-pub fn trusted_records(seg: &Bytes, off: usize, path: &Path) -> Result<(FrameHeader, Bytes)> {
+/// The whole raw payload (records, then the stream table) of a validated frame
+/// at `off`, decompressed if needed, and its header. Bounds are checked, the
+/// checksum is not: only for frames validated once already.
+pub fn trusted_payload(seg: &Bytes, off: usize, path: &Path) -> Result<(FrameHeader, Bytes)> {
     let header = seg
         .get(off..)
         .and_then(trusted_header)
@@ -582,6 +584,12 @@ pub fn trusted_records(seg: &Bytes, off: usize, path: &Path) -> Result<(FrameHea
             "records length beyond payload",
         ));
     }
+    Ok((header, payload))
+}
+
+/// The raw record area of a validated frame at `off` (decompressed if needed) and its header.
+pub fn trusted_records(seg: &Bytes, off: usize, path: &Path) -> Result<(FrameHeader, Bytes)> {
+    let (header, payload) = trusted_payload(seg, off, path)?;
     Ok((header, payload.slice(..header.records_len as usize)))
 }
 

@@ -6,7 +6,7 @@
 //! or stream table rules them out, and hands each record to the caller as
 //! borrowed bytes: no allocation and no reference counting per record.
 
-use super::frame::{parse_record, RawRecord};
+use super::frame::{parse_record, trusted_payload, RawRecord};
 use super::index::VersionRef;
 use super::view::View;
 use crate::{Error, Result};
@@ -66,7 +66,7 @@ impl View {
                 seg.check_frame(i)?;
                 // The records area, then the stream table (decompressed once).
                 let (header, payload) =
-                    super::view::full_payload(seg.bytes(), meta.offset as usize, seg.path())?;
+                    trusted_payload(seg.bytes(), meta.offset as usize, seg.path())?;
                 let split = (header.records_len as usize).min(payload.len());
                 let (recs, table) = payload.split_at(split);
                 let Some(want) = stream_index(table, range.stream) else {

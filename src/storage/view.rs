@@ -86,7 +86,7 @@ impl<'a> Seg<'a> {
 }
 
 fn stream_table(seg: &Bytes, off: usize, records_len: u32, path: &Path) -> Result<Vec<Arc<str>>> {
-    let (_, payload) = full_payload(seg, off, path)?;
+    let (_, payload) = super::frame::trusted_payload(seg, off, path)?;
     let b = &payload[records_len as usize..];
     let n = usize::from(u16::from_le_bytes([b[0], b[1]]));
     let mut at = 2;
@@ -99,44 +99,6 @@ fn stream_table(seg: &Bytes, off: usize, records_len: u32, path: &Path) -> Resul
         at += 1 + len;
     }
     Ok(out)
-}
-
-/// The raw payload (records, then the stream table) of the validated frame at
-/// `off`: a slice of `seg`, or decompressed once.
-pub(super) fn full_payload(
-    seg: &Bytes,
-    off: usize,
-    path: &Path,
-) -> Result<(super::frame::FrameHeader, Bytes)> {
-    let h = seg
-        .get(off..)
-        .and_then(super::frame::trusted_header)
-        .ok_or_else(|| Error::corrupt(path, off as u64, "frame header beyond end of segment"))?;
-    let start = off + super::frame::HEADER_LEN;
-    let end = start + h.stored_len as usize;
-    if end > seg.len() {
-        return Err(Error::corrupt(
-            path,
-            off as u64,
-            "frame beyond end of segment",
-        ));
-    }
-    let payload = if h.flags & super::frame::FLAG_ZSTD != 0 {
-        Bytes::from(
-            zstd::bulk::decompress(&seg[start..end], h.raw_len as usize)
-                .map_err(|e| Error::corrupt(path, off as u64, format!("zstd: {e}")))?,
-        )
-    } else {
-        seg.slice(start..end)
-    };
-    if h.records_len as usize > payload.len() {
-        return Err(Error::corrupt(
-            path,
-            off as u64,
-            "records length beyond payload",
-        ));
-    }
-    Ok((h, payload))
 }
 
 impl View {
