@@ -252,17 +252,20 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
             .checkpoint_every(0)
             .open()?;
         let per_thread = (n_ceiling / 1000 / threads).max(4);
-        let batch: Vec<_> = recs.iter().take(1000).cloned().collect();
+        // The same records as the ceilings, in batches of 1,000 dealt out to
+        // the threads in turn: every batch indexes its own keys.
+        let batches: Vec<&[(Vec<u8>, Vec<u8>, i64)]> = recs.chunks(1000).collect();
         let start = Instant::now();
         std::thread::scope(|s| -> CliResult<()> {
             let handles: Vec<_> = (0..threads)
-                .map(|_| {
+                .map(|t| {
                     let writer = db.writer();
-                    let batch = &batch;
+                    let batches = &batches;
                     s.spawn(move || -> tablelog::Result<()> {
-                        for _ in 0..per_thread {
+                        for i in 0..per_thread {
+                            let at = (i * threads + t) as usize % batches.len();
                             let mut b = Batch::new();
-                            for (k, v, t) in batch {
+                            for (k, v, t) in batches[at] {
                                 b.put_at("bench", k, v, *t)?;
                             }
                             writer.commit(b)?;
