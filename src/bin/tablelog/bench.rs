@@ -254,7 +254,7 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
         let per_thread = (n_ceiling / 1000 / threads).max(4);
         // The same records as the ceilings, in batches of 1,000 dealt out to
         // the threads in turn: every batch indexes its own keys.
-        let batches: Vec<&[(Vec<u8>, Vec<u8>, i64)]> = recs.chunks(1000).collect();
+        let batches: Vec<_> = recs.chunks(1000).collect();
         let start = Instant::now();
         std::thread::scope(|s| -> CliResult<()> {
             let handles: Vec<_> = (0..threads)
