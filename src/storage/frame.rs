@@ -332,7 +332,8 @@ pub fn parse_record(buf: &[u8], at: usize) -> Option<RawRecord<'_>> {
     })
 }
 
-fn decode_stream_table(b: &[u8]) -> std::result::Result<Vec<String>, String> {
+/// Decodes and checks a frame's stream table (the bytes after its records).
+pub(crate) fn decode_stream_table(b: &[u8]) -> std::result::Result<Vec<String>, String> {
     if b.len() < 2 {
         return Err("stream table missing".into());
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::frame::parse_record;
-use super::frame::{trusted_plain_records, trusted_records};
+use super::frame::{decode_stream_table, trusted_payload, trusted_plain_records, trusted_records};
 use super::index::{FrameMeta, VersionRef};
 use super::keytable::KeyTable;
 use super::log::{LogState, RecoveryReport};
@@ -63,42 +63,21 @@ impl<'a> Seg<'a> {
         }
     }
 
-    /// The stream table of (validated) frame `i`.
-    fn stream_names(self, i: usize) -> Result<Vec<Arc<str>>> {
-        let meta = self.frames()?[i];
-        let (header, _) = trusted_records(self.bytes(), meta.offset as usize, self.path())?;
-        stream_table(
-            self.bytes(),
-            meta.offset as usize,
-            header.records_len,
-            self.path(),
-        )
-    }
-
-    /// The raw records of frame `i`, validated.
+    /// The raw records of frame `i`, validated, and its stream table: one
+    /// read (and at most one decompression) of the frame's payload.
     fn records(self, i: usize) -> Result<(FrameMeta, Bytes, Vec<Arc<str>>)> {
         let meta = self.frames()?[i];
         self.check_frame(i)?;
-        let (_, recs) = trusted_records(self.bytes(), meta.offset as usize, self.path())?;
-        // The stream table follows the records in the raw payload; re-derive it.
-        Ok((meta, recs, self.stream_names(i)?))
+        let off = meta.offset as usize;
+        let (header, payload) = trusted_payload(self.bytes(), off, self.path())?;
+        let split = header.records_len as usize;
+        let streams = decode_stream_table(&payload[split..])
+            .map_err(|r| Error::corrupt(self.path(), meta.offset, r))?
+            .into_iter()
+            .map(Arc::from)
+            .collect();
+        Ok((meta, payload.slice(..split), streams))
     }
-}
-
-fn stream_table(seg: &Bytes, off: usize, records_len: u32, path: &Path) -> Result<Vec<Arc<str>>> {
-    let (_, payload) = super::frame::trusted_payload(seg, off, path)?;
-    let b = &payload[records_len as usize..];
-    let n = usize::from(u16::from_le_bytes([b[0], b[1]]));
-    let mut at = 2;
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let len = usize::from(b[at]);
-        let name = std::str::from_utf8(&b[at + 1..at + 1 + len])
-            .map_err(|_| Error::corrupt(path, off as u64, "stream name not UTF-8"))?;
-        out.push(Arc::from(name));
-        at += 1 + len;
-    }
-    Ok(out)
 }
 
 impl View {
