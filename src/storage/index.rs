@@ -16,10 +16,10 @@ use crate::{Error, Result};
 /// Sidecar format version.
 pub const INDEX_VERSION: u32 = 1;
 const FIDX_MAGIC: &[u8; 8] = b"TLOGFIDX";
-const KIDX_MAGIC: &[u8; 8] = b"TLOGKIDX";
+pub(crate) const KIDX_MAGIC: &[u8; 8] = b"TLOGKIDX";
 const FRAME_ENTRY: usize = 56;
-const KEY_ENTRY: usize = 16;
-const VERSION_ENTRY: usize = 32;
+pub(crate) const KEY_ENTRY: usize = 16;
+pub(crate) const VERSION_ENTRY: usize = 32;
 
 /// One frame of a segment: the sparse position index and the event-time index in one row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,18 @@ pub struct VersionRef {
 }
 
 impl VersionRef {
+    /// Its 32-byte row in a key index file's versions section.
+    #[must_use]
+    pub fn encode(&self) -> [u8; VERSION_ENTRY] {
+        let mut e = [0u8; VERSION_ENTRY];
+        e[..8].copy_from_slice(&self.position.to_le_bytes());
+        e[8..16].copy_from_slice(&self.event_time.to_le_bytes());
+        e[16..24].copy_from_slice(&self.frame_off.to_le_bytes());
+        e[24..28].copy_from_slice(&self.rec_off.to_le_bytes());
+        e[28] = self.op as u8;
+        e
+    }
+
     /// The order in which versions apply: `(event_time, position)`.
     #[must_use]
     pub fn order(&self) -> (i64, u64) {
@@ -75,7 +87,7 @@ impl VersionRef {
 
 /// In-memory indexes of a segment: built while writing the active segment, or by
 /// scanning a segment whose sidecars are missing or damaged.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct MemIndex {
     /// Frames in position order.
     pub frames: Vec<FrameMeta>,
@@ -293,10 +305,12 @@ pub fn encode_key_index<K: AsRef<[u8]>>(streams: &[StreamKeys<'_, K>]) -> Vec<u8
         let mut blob_len = 0u32;
         let mut ver_start = 0u32;
         for (k, vs) in keys {
-            out.extend_from_slice(&blob_len.to_le_bytes());
-            out.extend_from_slice(&(k.as_ref().len() as u32).to_le_bytes());
-            out.extend_from_slice(&ver_start.to_le_bytes());
-            out.extend_from_slice(&(vs.len() as u32).to_le_bytes());
+            out.extend_from_slice(&key_entry(
+                blob_len,
+                k.as_ref().len() as u32,
+                ver_start,
+                vs.len() as u32,
+            ));
             blob_len += k.as_ref().len() as u32;
             ver_start += vs.len() as u32;
         }
@@ -307,25 +321,15 @@ pub fn encode_key_index<K: AsRef<[u8]>>(streams: &[StreamKeys<'_, K>]) -> Vec<u8
         let vers_off = out.len() as u64;
         for (_, vs) in keys {
             for v in vs.iter() {
-                out.extend_from_slice(&v.position.to_le_bytes());
-                out.extend_from_slice(&v.event_time.to_le_bytes());
-                out.extend_from_slice(&v.frame_off.to_le_bytes());
-                out.extend_from_slice(&v.rec_off.to_le_bytes());
-                out.push(v.op as u8);
-                out.extend_from_slice(&[0u8; 3]);
+                out.extend_from_slice(&v.encode());
             }
         }
         // Hash section: open addressing with linear probing; bucket = key
         // number + 1, 0 = empty.
         let hash_off = out.len() as u64;
-        let n = bucket_count(keys.len());
-        let mut buckets = vec![0u32; n];
+        let mut buckets = vec![0u32; bucket_count(keys.len())];
         for (i, (k, _)) in keys.iter().enumerate() {
-            let mut b = (stable_hash(k.as_ref()) as usize) & (n - 1);
-            while buckets[b] != 0 {
-                b = (b + 1) & (n - 1);
-            }
-            buckets[b] = i as u32 + 1;
+            hash_insert(&mut buckets, k.as_ref(), i);
         }
         for b in buckets {
             out.extend_from_slice(&b.to_le_bytes());
@@ -339,6 +343,27 @@ pub fn encode_key_index<K: AsRef<[u8]>>(streams: &[StreamKeys<'_, K>]) -> Vec<u8
     out.extend_from_slice(&crc.to_le_bytes());
     debug_assert_eq!(out.len(), size, "key index size computed up front");
     out
+}
+
+/// A key table row: key offset in the blob, key length, first version, versions.
+pub(crate) fn key_entry(blob_off: u32, len: u32, first: u32, count: u32) -> [u8; KEY_ENTRY] {
+    let mut e = [0u8; KEY_ENTRY];
+    e[..4].copy_from_slice(&blob_off.to_le_bytes());
+    e[4..8].copy_from_slice(&len.to_le_bytes());
+    e[8..12].copy_from_slice(&first.to_le_bytes());
+    e[12..].copy_from_slice(&count.to_le_bytes());
+    e
+}
+
+/// Puts key number `i` into a hash section (`buckets.len()` a power of two,
+/// at most half full): linear probing from `stable_hash(key)`, bucket = `i + 1`.
+pub(crate) fn hash_insert(buckets: &mut [u32], key: &[u8], i: usize) {
+    let mask = buckets.len() - 1;
+    let mut b = (stable_hash(key) as usize) & mask;
+    while buckets[b] != 0 {
+        b = (b + 1) & mask;
+    }
+    buckets[b] = i as u32 + 1;
 }
 
 /// The key hash stored in key index files: stable across builds and platforms
@@ -365,7 +390,7 @@ pub fn stable_hash(key: &[u8]) -> u64 {
 }
 
 /// Buckets of a stream's hash section: a power of two at least twice the keys.
-fn bucket_count(keys: usize) -> usize {
+pub(crate) fn bucket_count(keys: usize) -> usize {
     (keys * 2).next_power_of_two().max(2)
 }
 
@@ -726,6 +751,12 @@ impl KeyFileCursor {
     #[must_use]
     pub fn best(&self, as_of: i64, end: u64) -> Option<VersionRef> {
         self.file.best_at(&self.section, self.i, as_of, end)
+    }
+
+    /// How many versions the current key has.
+    #[must_use]
+    pub fn version_count(&self) -> usize {
+        self.file.key_entry(&self.section, self.i).2
     }
 
     /// Moves to the next key without reading the current one's versions.

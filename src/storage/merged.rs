@@ -20,15 +20,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use bytes::Bytes;
-
-use super::index::{encode_key_index, KeyIndexFile, StreamKeys, VersionRef};
+use super::index::KeyIndexFile;
+use super::read_file;
 use super::vfs::Vfs;
-use super::{fsutil, read_file};
 use crate::Result;
-
-/// A key with its versions, owned.
-type KeyVersions = (Bytes, Vec<VersionRef>);
 
 /// Merge once this many sealed segments are not covered by the merged index.
 pub const MERGE_AFTER: usize = 4;
@@ -138,42 +133,8 @@ impl MergedIndex {
         cover_end: u64,
         segments: usize,
     ) -> Result<Arc<MergedIndex>> {
-        let mut names: Vec<String> = files
-            .iter()
-            .flat_map(|f| f.stream_names().map(str::to_string))
-            .collect();
-        names.sort();
-        names.dedup();
-        let mut per_stream: Vec<(&str, Vec<KeyVersions>)> = Vec::new();
-        for name in &names {
-            let mut cursors: Vec<_> = files.iter().filter_map(|f| f.cursor(name)).collect();
-            let mut keys: Vec<KeyVersions> = Vec::new();
-            loop {
-                let Some(min) = cursors
-                    .iter()
-                    .filter_map(|c| c.key())
-                    .min()
-                    .map(Bytes::copy_from_slice)
-                else {
-                    break;
-                };
-                let mut vs = Vec::new();
-                for c in &mut cursors {
-                    if c.key() == Some(&min[..]) {
-                        c.take(&mut vs);
-                    }
-                }
-                vs.sort_unstable_by_key(VersionRef::order);
-                keys.push((min, vs));
-            }
-            per_stream.push((name.as_str(), keys));
-        }
-        let streams: Vec<StreamKeys<'_, &Bytes>> = per_stream
-            .iter()
-            .map(|(n, keys)| (*n, keys.iter().map(|(k, v)| (k, &v[..])).collect()))
-            .collect();
         let path = dir.join(format!("index-{cover_start:020}-{cover_end:020}.kidx"));
-        fsutil::atomic_write(&**vfs, &path, &encode_key_index(&streams))?;
+        super::kidx_merge::write_merged(&**vfs, &path, files)?;
         let m = MergedIndex {
             cover_start,
             cover_end,

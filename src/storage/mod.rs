@@ -4,6 +4,7 @@
 //! - [`frame`]: the checksummed unit written to disk (a batch, or part of one).
 //! - [`segment`]: segment files, their header, and the recovery scan.
 //! - [`index`]: frame (position/time) and key indexes, in memory and as sidecars.
+//! - [`kidx_merge`]: merging key index files into a merged tier, streamed to disk.
 //! - [`log`]: opening, the writer, group commit, segment rolls.
 //! - [`view`]: read snapshots and scans.
 //! - [`sweep`]: a sequential pass over one stream, for queries touching most keys.
@@ -17,6 +18,7 @@ pub mod fsutil;
 pub mod horizon;
 pub mod index;
 pub mod keytable;
+pub mod kidx_merge;
 pub mod log;
 pub mod memvfs;
 pub mod merged;
