@@ -57,8 +57,10 @@ pub struct DbBuilder {
 impl DbBuilder {
     /// Size at which the active segment is sealed and a new one started. Stored in
     /// the database when it is created. Default 64 MiB. A segment rolls at the first
-    /// commit boundary past this size, so one transaction is never split across
-    /// segments.
+    /// commit boundary past this size, so a [`Batch`] is never split across
+    /// segments. A streaming transaction ([`Writer::transaction`]) larger than a
+    /// segment goes on in new segments, which readers see only once it commits
+    /// (`docs/format.md`).
     pub fn segment_size(mut self, bytes: u64) -> Self {
         self.segment_size = Some(bytes.max(4096));
         self
@@ -563,6 +565,13 @@ impl Writer {
     /// Starts a streaming transaction for batches larger than memory. It holds the
     /// writer (other commits wait) until it commits or is dropped; dropping it
     /// without committing leaves no trace.
+    ///
+    /// Memory stays bounded by one segment's index whatever the transaction's
+    /// size: when a segment fills, it is sealed (synced, its sidecar indexes
+    /// written) and the transaction goes on in a new segment. None of them is
+    /// visible until the commit, which publishes them together; a commit that
+    /// spans segments is synced before it returns, whatever the durability
+    /// setting. A crash before the commit leaves nothing of it after reopening.
     pub fn transaction(&self) -> Result<Txn<'_>> {
         Ok(Txn {
             db: &self.db,
@@ -639,7 +648,10 @@ impl Batch {
     ) -> Result<&mut Self> {
         check_record(stream, key, value, MAX_KEY_SIZE, MAX_VALUE_SIZE)?;
         let extra = key.len() + value.len() + crate::storage::frame::RECORD_HEADER_LEN;
-        if self.cur.is_full_for(stream, extra) {
+        if self
+            .cur
+            .is_full_for(stream, extra, crate::storage::frame::FRAME_TARGET)
+        {
             self.frames.push(std::mem::take(&mut self.cur));
         }
         self.cur.push(stream, op, key, value, event_time);

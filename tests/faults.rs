@@ -1,5 +1,6 @@
 //! Fault injection through the storage seam: every operation of a mixed workload
-//! failed in turn (once, and forever), a full disk, and crash states enumerated
+//! (streaming transactions spanning segments included) failed in turn (once,
+//! and forever), a full disk, and crash states enumerated
 //! after every operation of a recorded trace with seeded subsets of unsynced
 //! writes. Each time: nothing acknowledged is lost, no batch is partly visible,
 //! positions stay gap-free, and `verify` finds no damage.
@@ -8,11 +9,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tablelog::storage::vfs::{crash_image, FaultPlan, FaultyVfs, OsVfs, RecordingVfs, Vfs};
-use tablelog::{Batch, Db, Durability, Error, JsonMergePatch, Result};
+use tablelog::{Batch, Db, Durability, Error, JsonMergePatch, Op, Result};
 
-/// The records of batch `i` (deterministic, 1–3 records over 3 streams).
+/// Whether batch `i` is a streaming transaction large enough (24 records,
+/// about 7 KB) to span two or three of the workload's 4 KiB segments.
+fn spans(i: usize) -> bool {
+    i % 8 == 6
+}
+
+/// The records of batch `i` (deterministic, 1–3 records over 3 streams, or 24
+/// when it [`spans`]).
 fn batch_records(i: usize) -> Vec<(String, String, Vec<u8>, i64)> {
-    (0..=(i % 3))
+    let n = if spans(i) { 24 } else { i % 3 + 1 };
+    (0..n)
         .map(|j| {
             let stream = ["a", "b", "c"][(i + j) % 3].to_string();
             let key = format!("k{}-{j}", i % 5);
@@ -61,11 +70,21 @@ fn workload_with(
     };
     let w = db.writer();
     for i in 0..batches {
-        let mut b = Batch::new();
-        for (s, k, v, t) in batch_records(i) {
-            b.put_at(&s, k, v, t).unwrap();
-        }
-        if let Err(e) = w.commit(b) {
+        let committed = if spans(i) {
+            w.transaction().and_then(|mut tx| {
+                for (s, k, v, t) in batch_records(i) {
+                    tx.push(&s, k.as_bytes(), Op::Put, &v, t)?;
+                }
+                tx.commit()
+            })
+        } else {
+            let mut b = Batch::new();
+            for (s, k, v, t) in batch_records(i) {
+                b.put_at(&s, k, v, t).unwrap();
+            }
+            w.commit(b)
+        };
+        if let Err(e) = committed {
             return (i, Some(e));
         }
         on_ack(i + 1);

@@ -283,20 +283,122 @@ fn a_crash_image_of_an_uncommitted_streaming_transaction_recovers_to_before_it()
         .contains("without a commit"));
 }
 
+/// A crash inside a streaming transaction that has already rolled into new
+/// segments: recovery removes those segments and cuts the one it began in, in
+/// every shape the crash can leave (sidecars written or not; the newest segment
+/// complete, or created without its header), read-only handles see the same,
+/// and the database then takes writes again.
+#[test]
+fn a_crash_inside_a_transaction_spanning_segments_recovers_to_before_it() {
+    let src = tempfile::tempdir().unwrap();
+    let db = Db::builder(src.path())
+        .segment_size(1 << 16)
+        .background_seal(false)
+        .open()
+        .unwrap();
+    let mut b = Batch::new();
+    b.put_at("s", "before", "{}", 0).unwrap();
+    db.writer().commit(b).unwrap();
+    let origin = segments(src.path());
+    let origin_len = fs::metadata(&origin[0]).unwrap().len();
+    let w = db.writer();
+    let mut tx = w.transaction().unwrap();
+    for i in 0..400 {
+        tx.push("s", format!("k{i}").as_bytes(), Op::Put, &[b'x'; 500], i)
+            .unwrap();
+    }
+    let sealed = segments(src.path()).len();
+    assert!(sealed >= 3, "{sealed} segments");
+    type Shape = (&'static str, fn(&Path));
+    let shapes: [Shape; 4] = [
+        ("as written", |_| {}),
+        ("without sidecars", |d| {
+            for e in fs::read_dir(d).unwrap() {
+                let p = e.unwrap().path();
+                if p.extension().is_some_and(|x| x == "kidx" || x == "fidx") {
+                    fs::remove_file(p).unwrap();
+                }
+            }
+        }),
+        ("newest segment without its header", |d| {
+            let last = segments(d).pop().unwrap();
+            fs::OpenOptions::new()
+                .write(true)
+                .open(last)
+                .unwrap()
+                .set_len(0)
+                .unwrap();
+        }),
+        ("newest segment gone", |d| {
+            fs::remove_file(segments(d).pop().unwrap()).unwrap();
+        }),
+    ];
+    for (name, shape) in shapes {
+        let image = tempfile::tempdir().unwrap();
+        copy_dir(src.path(), image.path());
+        shape(image.path());
+        if name != "newest segment without its header" {
+            let report = tablelog::storage::verify::verify(image.path()).unwrap();
+            assert!(!report.problems.is_empty(), "{name}");
+            assert!(
+                report.problems.iter().all(|p| p.repairable),
+                "{name}: {:?}",
+                report.problems
+            );
+        }
+        let ro = Db::builder(image.path()).read_only(true).open().unwrap();
+        assert_eq!(all(&ro).unwrap().len(), 1, "{name}: read-only");
+        drop(ro);
+        let db2 = Db::open(image.path()).unwrap();
+        assert_eq!(all(&db2).unwrap().len(), 1, "{name}");
+        assert!(
+            db2.recovery()
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("spanning segments"),
+            "{name}: {:?}",
+            db2.recovery()
+        );
+        assert_eq!(
+            segments(image.path()),
+            vec![image.path().join(origin[0].file_name().unwrap())],
+            "{name}"
+        );
+        assert_eq!(
+            fs::metadata(&segments(image.path())[0]).unwrap().len(),
+            origin_len,
+            "{name}"
+        );
+        let report = tablelog::storage::verify::verify(image.path()).unwrap();
+        assert!(report.is_clean(), "{name}: {:?}", report.problems);
+        let mut b = Batch::new();
+        b.put_at("s", "after", "{}", 1).unwrap();
+        assert_eq!(db2.writer().commit(b).unwrap().positions, 1..2, "{name}");
+        drop(db2);
+        assert_eq!(
+            all(&Db::open(image.path()).unwrap()).unwrap().len(),
+            2,
+            "{name}"
+        );
+    }
+    assert_eq!(tx.commit().unwrap().positions, 1..401);
+}
+
 #[test]
 fn a_newer_format_version_is_refused_with_a_clear_error() {
     let src = tempfile::tempdir().unwrap();
     build(src.path(), 2);
     let seg = &segments(src.path())[0];
     let mut bytes = fs::read(seg).unwrap();
-    bytes[8] = 3; // 1 is a writer's segment, 2 a compacted one
+    bytes[8] = 4; // 1 is a writer's segment, 2 a compacted one, 3 a continuing one
     let crc = crc32fast::hash(&bytes[..12]);
     bytes[12..16].copy_from_slice(&crc.to_le_bytes());
     fs::write(seg, &bytes).unwrap();
     match Db::open(src.path()) {
         Err(Error::UnsupportedVersion {
-            found: 3,
-            supported: 2,
+            found: 4,
+            supported: 3,
             path,
         }) => assert_eq!(&path, seg),
         other => panic!("expected UnsupportedVersion, got {other:?}"),

@@ -176,6 +176,106 @@ fn streaming_transaction_commits_at_once_and_drop_leaves_no_trace() {
     assert_eq!(snap.view().versions("s", b"k1234").unwrap().len(), 1);
 }
 
+fn dir_files(dir: &std::path::Path, ext: &str) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A streaming transaction several times the segment size goes on in new
+/// segments rather than growing one: readers see none of it until the commit,
+/// an abort removes every segment it created and leaves the one it began in as
+/// it was, and a commit publishes them all at once, across a reopen.
+#[test]
+fn a_streaming_transaction_larger_than_a_segment_spans_segments_atomically() {
+    for background_seal in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::builder(dir.path())
+            .segment_size(1 << 16)
+            .background_seal(background_seal)
+            .open()
+            .unwrap();
+        let w = db.writer();
+        let mut b = Batch::new();
+        b.put_at("s", "before", "1", 0).unwrap();
+        w.commit(b).unwrap();
+        let origin = dir_files(dir.path(), "seg");
+        assert_eq!(origin.len(), 1);
+        let origin_len = std::fs::metadata(&origin[0]).unwrap().len();
+        let before = db.snapshot().unwrap();
+        let value = vec![b'v'; 1000];
+        let push_all = |tx: &mut tablelog::Txn<'_>| {
+            for i in 0..1000u64 {
+                tx.push("s", format!("k{i}").as_bytes(), Op::Put, &value, i as i64)
+                    .unwrap();
+            }
+        };
+        {
+            let mut tx = w.transaction().unwrap();
+            push_all(&mut tx);
+            assert!(dir_files(dir.path(), "seg").len() > 10, "it rolled");
+            let snap = db.snapshot().unwrap();
+            assert_eq!(snap.end_position(), 1, "nothing visible before the commit");
+            assert_eq!(snap.view().versions("s", b"k5").unwrap().len(), 0);
+            drop(tx); // abort
+        }
+        assert_eq!(dir_files(dir.path(), "seg"), origin, "{background_seal}");
+        assert!(dir_files(dir.path(), "kidx").is_empty());
+        assert!(dir_files(dir.path(), "fidx").is_empty());
+        assert_eq!(std::fs::metadata(&origin[0]).unwrap().len(), origin_len);
+        assert_eq!(all(&db).len(), 1);
+
+        let mut tx = w.transaction().unwrap();
+        push_all(&mut tx);
+        let segs = dir_files(dir.path(), "seg").len();
+        assert_eq!(tx.commit().unwrap().positions, 1..1001);
+        // About 1 MB in 64 KiB segments: no segment grew much past the size.
+        assert!(segs > 10, "{segs} segments");
+        for seg in dir_files(dir.path(), "seg") {
+            assert!(std::fs::metadata(&seg).unwrap().len() < 2 << 16);
+        }
+        let mut b = Batch::new();
+        b.put_at("s", "after", "2", 0).unwrap();
+        assert_eq!(w.commit(b).unwrap().positions, 1001..1002);
+        assert_eq!(before.end_position(), 1, "an older snapshot is unchanged");
+        assert_eq!(before.view().versions("s", b"k5").unwrap().len(), 0);
+        let check = |db: &Db| {
+            let recs = all(db);
+            assert_eq!(recs.len(), 1002);
+            for (i, r) in recs[1..1001].iter().enumerate() {
+                assert_eq!(
+                    (r.position, &r.key[..]),
+                    (i as u64 + 1, format!("k{i}").as_bytes())
+                );
+                assert_eq!(r.value, value);
+            }
+            let snap = db.snapshot().unwrap();
+            for k in [0, 1, 500, 999] {
+                let v = snap
+                    .view()
+                    .versions("s", format!("k{k}").as_bytes())
+                    .unwrap();
+                assert_eq!(v.len(), 1, "k{k}");
+                assert_eq!(v[0].position, k + 1);
+            }
+        };
+        check(&db);
+        db.merge_key_indexes().unwrap();
+        check(&db);
+        drop(w);
+        drop(db);
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(db.recovery().truncated_bytes, 0);
+        check(&db);
+        let report = tablelog::storage::verify::verify(dir.path()).unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+    }
+}
+
 #[derive(Debug)]
 struct SteppingClock(AtomicU64);
 

@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::frame::{Frame, FrameBuilder, FrameKind};
+use super::frame::{Frame, FrameBuilder, FrameKind, FRAME_TARGET};
 use super::horizon::Horizon;
 use super::index::{FrameMeta, MemIndex};
 use super::log::{Log, LogState};
@@ -319,7 +319,10 @@ fn rewrite(log: &Log, inputs: &[Arc<SealedSegment>], dropped: &[u64]) -> Result<
                         continue;
                     }
                     let stream = &frame.streams[usize::from(r.stream_idx)];
-                    if run.frame.is_full_for(stream, r.key.len() + r.value.len()) {
+                    if run
+                        .frame
+                        .is_full_for(stream, r.key.len() + r.value.len(), FRAME_TARGET)
+                    {
                         w.flush(&mut run)?;
                     }
                     if run.frame.count() == 0 {

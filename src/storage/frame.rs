@@ -420,11 +420,12 @@ impl FrameBuilder {
         self.buf.len() - HEADER_LEN
     }
 
-    /// Whether a record with this key/value would need a new frame.
+    /// Whether a record with this key/value would need a new frame, given the
+    /// raw size `target` at which frames are flushed (usually [`FRAME_TARGET`]).
     #[must_use]
-    pub fn is_full_for(&self, stream: &str, extra: usize) -> bool {
+    pub fn is_full_for(&self, stream: &str, extra: usize, target: usize) -> bool {
         self.count > 0
-            && (self.records_len() + extra > FRAME_TARGET
+            && (self.records_len() + extra > target
                 || (self.streams.len() >= usize::from(u16::MAX)
                     && !self.streams.iter().any(|s| s == stream)))
     }

@@ -44,7 +44,7 @@ fn prefix_of(key: &[u8]) -> [u8; INLINE] {
 
 /// A copy of a key table's keys in byte order with their versions (see
 /// [`KeyTable::copy_below`] and [`SortedKeys::sort`]).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct SortedKeys {
     /// Key bytes, back to back.
     pub keys: Vec<u8>,
@@ -64,7 +64,7 @@ impl SortedKeys {
 }
 
 /// Keys of one stream mapped to their versions, in position order.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct KeyTable {
     table: HashTable<Slot>,
     keys: Vec<u8>,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::frame::{FrameBuilder, FrameKind};
+use super::frame::{FrameBuilder, FrameKind, FRAME_TARGET};
 use super::horizon::Horizon;
 use super::index::{FrameMeta, MemIndex};
 use super::merged::{MergedIndex, MERGE_AFTER};
@@ -158,6 +158,29 @@ struct SyncState {
     syncing: bool,
 }
 
+/// What a just-sealed segment's sidecars are encoded from.
+enum SealSource {
+    /// The segment's own in-memory index, as it was while active.
+    Active(Arc<ActiveSegment>),
+    /// An index built for it alone: a segment a streaming transaction filled.
+    Built(MemIndex),
+}
+
+impl SealSource {
+    /// Whether the sealed segment keeps the encoded key index in memory
+    /// (readers may need it right away).
+    fn keeps_keys(&self) -> bool {
+        matches!(self, SealSource::Active(_))
+    }
+
+    fn encode(&self) -> segment::Sidecars {
+        match self {
+            SealSource::Active(seg) => segment::Sidecars::encode(&seg.read_inner().index),
+            SealSource::Built(idx) => segment::Sidecars::encode(idx),
+        }
+    }
+}
+
 /// The append-only log of one database directory.
 pub struct Log {
     /// The database directory.
@@ -210,58 +233,96 @@ impl Log {
             if config.read_only {
                 return Err(Error::NotADatabase(dir.to_path_buf()));
             }
-            let (_, path) = segment::create(&*config.vfs, dir, 0)?;
+            let (_, path) = segment::create(&*config.vfs, dir, 0, false)?;
             segs.push((0, path));
         }
-        let (active_base, active_path) = segs.pop().expect("at least one segment");
+        let (mut active_base, mut active_path) = segs.pop().expect("at least one segment");
         let writable = !config.read_only;
+        let mut recovery = RecoveryReport::default();
+        // The last segment is the active one, unless it continues a streaming
+        // transaction that never committed: then it goes, with every segment of
+        // that transaction back to the one it began in, which is cut as usual.
+        let (file, len, scan) = loop {
+            let (file, len, scan, continues) =
+                open_active(&*config.vfs, &active_path, active_base, writable)?;
+            if !scan.index.frames.is_empty() {
+                break (file, len, scan);
+            }
+            // No commit frame here: if the previous segment ends in a data
+            // frame (or this one says it continues one), that transaction never
+            // committed. The header alone would not do: a crash while creating
+            // this segment can leave it without one.
+            let open_before = match segs.last() {
+                Some((b, p)) => {
+                    continues
+                        || SealedSegment::open(p.clone(), *b, config.vfs.clone(), false)?
+                            .frames()?
+                            .last()
+                            .is_some_and(|f| f.kind == FrameKind::Data)
+                }
+                None if continues => {
+                    return Err(Error::corrupt(
+                        &active_path,
+                        8,
+                        "the first segment says it continues a transaction from a previous one",
+                    ))
+                }
+                None => false,
+            };
+            if !open_before {
+                break (file, len, scan);
+            }
+            let (prev_base, prev_path) = segs.pop().expect("checked above");
+            recovery.truncated_bytes += len;
+            recovery.reason = Some(format!(
+                "a transaction spanning segments from {} on never committed",
+                prev_path.display()
+            ));
+            if writable {
+                log::warn!(
+                    "{}: removing a segment of a transaction that never committed",
+                    active_path.display()
+                );
+                drop(file);
+                super::fsutil::remove_if_exists(&*config.vfs, &active_path)?;
+                super::fsutil::sync_dir(&*config.vfs, dir)?;
+            }
+            (active_base, active_path) = (prev_base, prev_path);
+        };
+        if writable {
+            // An active segment has no sidecars; any found were written when an
+            // uncommitted transaction sealed it, and describe frames now cut.
+            let (fidx, kidx) = segment::sidecar_paths(&active_path);
+            let stale: Vec<&PathBuf> = [&kidx, &fidx]
+                .into_iter()
+                .filter(|p| config.vfs.open(p, false).is_ok())
+                .collect();
+            for p in &stale {
+                super::fsutil::remove_if_exists(&*config.vfs, p)?;
+            }
+            if !stale.is_empty() {
+                super::fsutil::sync_dir(&*config.vfs, dir)?;
+            }
+        }
         let sealed = segs
             .into_iter()
             .map(|(base, path)| {
                 SealedSegment::open(path, base, config.vfs.clone(), writable).map(Arc::new)
             })
             .collect::<Result<Vec<_>>>()?;
-
-        let file = config
-            .vfs
-            .open(&active_path, writable)
-            .map_err(|e| Error::io(&active_path, e))?;
-        let len = file.len().map_err(|e| Error::io(&active_path, e))?;
-        let mut recovery = RecoveryReport::default();
-        if len < segment::SEGMENT_HEADER_LEN as u64 && writable {
-            // Crash while creating the segment: the header never became durable.
-            file.set_len(0).map_err(|e| Error::io(&active_path, e))?;
-            file.write_at(&segment::encode_header(), 0)
-                .map_err(|e| Error::io(&active_path, e))?;
-            file.sync_all().map_err(|e| Error::io(&active_path, e))?;
-        }
-        let len = file.len().map_err(|e| Error::io(&active_path, e))?;
-        let bytes = file
-            .map(len as usize)
-            .map_err(|e| Error::io(&active_path, e))?;
-        let scan = segment::scan(&bytes, active_base, &active_path)?;
-        let compacted = segment::check_header(&bytes, &active_path)?
-            .compacted_end
-            .is_some();
-        drop(bytes);
-        if compacted {
-            return Err(Error::corrupt(
-                &active_path,
-                0,
-                "the last segment is a compacted one; the active segment is missing",
-            ));
-        }
         if scan.committed_end < len {
-            recovery.truncated_bytes = len - scan.committed_end;
-            recovery.reason = scan
-                .stopped
-                .as_ref()
-                .map(|(off, why)| format!("at offset {off}: {why}"));
+            recovery.truncated_bytes += len - scan.committed_end;
+            if recovery.reason.is_none() {
+                recovery.reason = scan
+                    .stopped
+                    .as_ref()
+                    .map(|(off, why)| format!("at offset {off}: {why}"));
+            }
             if writable {
                 log::warn!(
                     "{}: cut {} bytes of torn or uncommitted tail ({})",
                     active_path.display(),
-                    recovery.truncated_bytes,
+                    len - scan.committed_end,
                     recovery.reason.as_deref().unwrap_or("")
                 );
                 file.set_len(scan.committed_end)
@@ -579,7 +640,7 @@ impl Log {
             s.synced_pos = s.synced_pos.max(w.next_pos);
             self.sync_cv.notify_all();
         }
-        let (file, path) = segment::create(&*self.config.vfs, &self.dir, w.next_pos)
+        let (file, path) = segment::create(&*self.config.vfs, &self.dir, w.next_pos, false)
             .map_err(|e| self.poison_with(e))?;
         let sealed = Arc::new(SealedSegment::from_sealed(
             old.path.clone(),
@@ -587,19 +648,7 @@ impl Log {
             frames,
             self.config.vfs.clone(),
         )?);
-        if self.config.background_seal {
-            self.spawn_seal(&sealed, &old);
-        } else {
-            let encoded = segment::Sidecars::encode(
-                &old.inner
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .index,
-            );
-            let (keys, written) = encoded.write(&*self.config.vfs, &old.path);
-            written.map_err(|e| self.poison_with(e))?;
-            sealed.init_keys(|| keys);
-        }
+        self.seal(&sealed, SealSource::Active(old))?;
         let active = Arc::new(ActiveSegment {
             base: w.next_pos,
             path,
@@ -639,6 +688,22 @@ impl Log {
         Ok(())
     }
 
+    /// Writes the sidecars of the segment just sealed: on a background thread
+    /// (see [`Log::spawn_seal`]) or, without background sealing, right here.
+    fn seal(&self, sealed: &Arc<SealedSegment>, source: SealSource) -> Result<()> {
+        if self.config.background_seal {
+            self.spawn_seal(sealed, source);
+            return Ok(());
+        }
+        let keep = source.keeps_keys();
+        let (keys, written) = source.encode().write(&*self.config.vfs, &sealed.path);
+        written.map_err(|e| self.poison_with(e))?;
+        if keep {
+            sealed.init_keys(|| keys);
+        }
+        Ok(())
+    }
+
     /// Encodes and writes the sidecars of the segment just sealed on a
     /// background thread, so the writer goes on into the new segment (this was
     /// about 80 ms of every 64 MiB roll on the writer's path). The thread
@@ -648,46 +713,61 @@ impl Log {
     /// in-memory index, as while it was active. A failed write is returned by
     /// the next write (and poisons the log, as a failure on the writer's own
     /// path does); this process keeps serving the encoded index from memory.
+    /// A segment a streaming transaction filled has no readers before the
+    /// commit (which waits for this job): its key index is left to load from
+    /// the written file on first use, so a long transaction's indexes do not
+    /// pile up in memory.
     /// One such job at a time; dropping the log joins it.
-    fn spawn_seal(&self, sealed: &Arc<SealedSegment>, old: &Arc<ActiveSegment>) {
-        if let Some(h) = lock(&self.seal_thread).take() {
-            let _ = h.join();
-        }
-        let seal = |old: &ActiveSegment, vfs: &dyn Vfs, error: &Mutex<Option<Error>>| {
-            let encoded = segment::Sidecars::encode(
-                &old.inner
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .index,
-            );
-            let (keys, written) = encoded.write(vfs, &old.path);
-            if let Err(e) = written {
-                log::warn!(
-                    "{}: writing its index sidecars failed: {e}",
-                    old.path.display()
-                );
-                lock(error).get_or_insert(e);
-            }
-            keys
-        };
+    fn spawn_seal(&self, sealed: &Arc<SealedSegment>, source: SealSource) {
+        self.join_seal();
+        let seal =
+            |source: &SealSource, path: &Path, vfs: &dyn Vfs, error: &Mutex<Option<Error>>| {
+                let (keys, written) = source.encode().write(vfs, path);
+                if let Err(e) = written {
+                    log::warn!("{}: writing its index sidecars failed: {e}", path.display());
+                    lock(error).get_or_insert(e);
+                }
+                keys
+            };
+        let keep = source.keeps_keys();
         let (held_tx, held_rx) = crossbeam_channel::bounded::<()>(1);
-        let (job_sealed, job_old) = (sealed.clone(), old.clone());
+        let job_sealed = sealed.clone();
         let (vfs, error) = (self.config.vfs.clone(), self.seal_error.clone());
+        let source = Arc::new(source);
+        let job_source = source.clone();
         let spawned = std::thread::Builder::new()
             .name("tablelog-seal".into())
             .spawn(move || {
-                job_sealed.init_keys(|| {
-                    let _ = held_tx.send(());
-                    seal(&job_old, &*vfs, &error)
-                });
+                if keep {
+                    job_sealed.init_keys(|| {
+                        let _ = held_tx.send(());
+                        seal(&job_source, &job_sealed.path, &*vfs, &error)
+                    });
+                } else {
+                    drop(held_tx);
+                    let _ = seal(&job_source, &job_sealed.path, &*vfs, &error);
+                }
             });
         match spawned {
             Ok(h) => {
-                // Returns once the thread holds the cell (or has died).
+                // Returns once the thread holds the cell (or has died, or
+                // holds none).
                 let _ = held_rx.recv();
                 *lock(&self.seal_thread) = Some(h);
             }
-            Err(_) => sealed.init_keys(|| seal(old, &*self.config.vfs, &self.seal_error)),
+            Err(_) => {
+                let keys = seal(&source, &sealed.path, &*self.config.vfs, &self.seal_error);
+                if keep {
+                    sealed.init_keys(|| keys);
+                }
+            }
+        }
+    }
+
+    /// Waits for the sidecar job of the last sealed segment, if one runs.
+    fn join_seal(&self) {
+        if let Some(h) = lock(&self.seal_thread).take() {
+            let _ = h.join();
         }
     }
 
@@ -855,6 +935,9 @@ impl Log {
     /// Starts a streaming transaction that holds the writer until it commits or drops.
     pub fn transaction(&self) -> Result<Transaction<'_>> {
         let w = self.writer()?;
+        // Frames small enough that a segment holds several: the transaction
+        // rolls to a new segment at a frame boundary past the segment size.
+        let segment_size = usize::try_from(self.config.settings.segment_size).unwrap_or(usize::MAX);
         Ok(Transaction {
             log: self,
             start_off: w.off,
@@ -863,26 +946,109 @@ impl Log {
             off: w.off,
             data_frames: Vec::new(),
             written_counts: Vec::new(),
+            origin: w.active.clone(),
+            staged: Vec::new(),
+            rolled: false,
+            creating: None,
+            frame_target: (segment_size / 4).clamp(1024, FRAME_TARGET),
             w,
             cur: FrameBuilder::new(),
             done: false,
         })
+    }
+
+    /// Publishes a committed transaction that spans segments: the segments it
+    /// filled become sealed and the one holding its commit frame active, all
+    /// in one state change. Synced first whatever the durability, so no crash
+    /// can leave published (and so mergeable or compactable) segments of a
+    /// transaction whose commit frame was lost.
+    fn finish_spanning(
+        &self,
+        w: &mut WriterState,
+        staged: Vec<Arc<SealedSegment>>,
+        end_pos: u64,
+        end_off: u64,
+    ) -> Result<()> {
+        w.active
+            .file
+            .sync_data()
+            .map_err(|e| self.poison_with(Error::io(&w.active.path, e)))?;
+        // The staged segments' key indexes load from their files: wait until
+        // the last is written rather than have a reader rebuild it meanwhile.
+        self.join_seal();
+        w.off = end_off;
+        w.next_pos = end_pos;
+        {
+            let mut inner = w
+                .active
+                .inner
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            inner.end_pos = end_pos;
+            inner.end_off = end_off;
+        }
+        {
+            let mut s = lock(&self.sync);
+            s.written = (w.active.clone(), end_pos, end_off);
+            s.synced_pos = s.synced_pos.max(end_pos);
+            self.sync_cv.notify_all();
+        }
+        let uncovered = {
+            let mut st = self
+                .state
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut sealed_list = st.sealed.clone();
+            sealed_list.extend(staged);
+            *st = Arc::new(LogState {
+                sealed: sealed_list,
+                active: w.active.clone(),
+                ..LogState::clone(&st)
+            });
+            st.uncovered()
+        };
+        if self.config.auto_merge && uncovered >= MERGE_AFTER {
+            self.spawn_merge();
+        }
+        if w.off >= self.config.settings.segment_size {
+            self.roll(w)?;
+        }
+        Ok(())
     }
 }
 
 /// A transaction written as it is built, for batches larger than memory: full frames
 /// go to disk as data frames; the commit frame makes them all visible at once.
 /// Dropping it without commit erases what it wrote.
+///
+/// When the segment fills, the transaction goes on in a new one (marked as
+/// continuing it), so memory stays bounded by a segment's index whatever its
+/// size: each filled segment is synced, its sidecars written, and its
+/// in-memory index dropped. Readers see none of these segments until the
+/// commit publishes them together.
 pub struct Transaction<'a> {
     log: &'a Log,
     w: MutexGuard<'a, WriterState>,
     cur: FrameBuilder,
+    /// Where the transaction began in `origin`.
     start_off: u64,
     first: u64,
     next: u64,
+    /// Where the next frame goes in `w.active`.
     off: u64,
+    /// Offsets of the data frames written to `w.active` and not yet indexed.
     data_frames: Vec<u64>,
     written_counts: Vec<(String, u64)>,
+    /// The active segment the transaction began in.
+    origin: Arc<ActiveSegment>,
+    /// Segments filled so far (`origin` first), sealed but not yet published.
+    staged: Vec<Arc<SealedSegment>>,
+    /// Whether it ever rolled to a new segment (it may have written sidecars).
+    rolled: bool,
+    /// A segment being created by `roll_within`, until it is `w.active`.
+    creating: Option<PathBuf>,
+    /// Raw bytes at which a frame is flushed.
+    frame_target: usize,
     done: bool,
 }
 
@@ -894,11 +1060,36 @@ pub fn add_count(counts: &mut Vec<(String, u64)>, stream: &str, n: u64) {
     }
 }
 
+/// Decodes the frames at `offsets` of `seg` (the last ending at `end`) from
+/// disk, one at a time: each is mapped, decoded, handed to `add` and unmapped
+/// before the next, so a transaction of any size never has more than a frame
+/// mapped.
+fn each_written_frame(
+    seg: &ActiveSegment,
+    offsets: &[u64],
+    end: u64,
+    mut add: impl FnMut(&super::frame::Frame, u64),
+) -> Result<()> {
+    let ends = offsets.iter().skip(1).copied().chain([end]);
+    for (&at, end) in offsets.iter().zip(ends) {
+        let bytes = seg
+            .file
+            .map(end as usize)
+            .map_err(|e| Error::io(&seg.path, e))?;
+        let frame = super::frame::Frame::decode(&bytes, at as usize, &seg.path)?;
+        add(&frame, at);
+    }
+    Ok(())
+}
+
 impl Transaction<'_> {
     /// The frame being filled; flushes it first when `extra` more bytes would overflow it.
     pub fn frame_for(&mut self, stream: &str, extra: usize) -> Result<&mut FrameBuilder> {
-        if self.cur.is_full_for(stream, extra) {
+        if self.cur.is_full_for(stream, extra, self.frame_target) {
             self.flush_frame(FrameKind::Data)?;
+            if self.off >= self.log.config.settings.segment_size {
+                self.roll_within()?;
+            }
         }
         Ok(&mut self.cur)
     }
@@ -925,6 +1116,55 @@ impl Transaction<'_> {
         out
     }
 
+    /// Seals the full segment mid-transaction and goes on in a new one. The
+    /// sealed segment's index is built apart from the one readers use (the
+    /// origin's keeps describing only what is committed), and it is not
+    /// published before the commit.
+    fn roll_within(&mut self) -> Result<()> {
+        self.rolled = true;
+        let log = self.log;
+        let seg = self.w.active.clone();
+        let mut idx = if self.staged.is_empty() {
+            seg.read_inner().index.clone()
+        } else {
+            MemIndex::default()
+        };
+        each_written_frame(&seg, &self.data_frames, self.off, |f, at| {
+            idx.add_decoded(f, at);
+        })?;
+        self.data_frames.clear();
+        seg.file
+            .sync_data()
+            .map_err(|e| log.poison_with(Error::io(&seg.path, e)))?;
+        let sealed = Arc::new(SealedSegment::from_sealed(
+            seg.path.clone(),
+            seg.base,
+            idx.frames.clone(),
+            log.config.vfs.clone(),
+        )?);
+        log.seal(&sealed, SealSource::Built(idx))?;
+        self.staged.push(sealed);
+        // Named before it exists, so an abort removes it whatever state a
+        // failed creation left it in.
+        self.creating = Some(log.dir.join(segment::segment_name(self.next)));
+        let (file, path) = segment::create(&*log.config.vfs, &log.dir, self.next, true)
+            .map_err(|e| log.poison_with(e))?;
+        self.creating = None;
+        self.w.active = Arc::new(ActiveSegment {
+            base: self.next,
+            path,
+            file,
+            inner: RwLock::new(ActiveInner {
+                index: MemIndex::default(),
+                end_pos: self.next,
+                end_off: segment::SEGMENT_HEADER_LEN as u64,
+            }),
+            map: Mutex::new(Bytes::new()),
+        });
+        self.off = segment::SEGMENT_HEADER_LEN as u64;
+        Ok(())
+    }
+
     fn flush_frame(&mut self, kind: FrameKind) -> Result<()> {
         let log = self.log;
         let mut f = std::mem::take(&mut self.cur);
@@ -942,13 +1182,11 @@ impl Transaction<'_> {
             hlc,
             log.config.settings.compression.level(),
         )?;
-        let path = self.w.active.path.clone();
-        if let Err(e) = self
-            .w
-            .active
+        let seg = self.w.active.clone();
+        if let Err(e) = seg
             .file
             .write_at(f.encoded(), self.off)
-            .map_err(|e| Error::io(&path, e))
+            .map_err(|e| Error::io(&seg.path, e))
         {
             return Err(log.poison_with(e));
         }
@@ -965,37 +1203,17 @@ impl Transaction<'_> {
                 count: f.count(),
                 kind,
             };
-            // Index the data frames from disk (page cache), one at a time: each
-            // is mapped, decoded and unmapped before the next, so a transaction
-            // of any size never has more than a frame mapped (flat memory for
-            // large imports), and readers wait for one frame at a time. They
-            // see none of it before `end_pos` moves.
-            let ends: Vec<u64> = self
-                .data_frames
-                .iter()
-                .skip(1)
-                .copied()
-                .chain([self.off])
-                .collect();
-            for (&at, &end) in self.data_frames.iter().zip(&ends) {
-                let bytes = self
-                    .w
-                    .active
-                    .file
-                    .map(end as usize)
-                    .map_err(|e| Error::io(&path, e))?;
-                let frame = super::frame::Frame::decode(&bytes, at as usize, &path)?;
-                self.w
-                    .active
-                    .inner
+            // Index the data frames from disk (page cache), one at a time, so
+            // readers wait for one frame at a time. They see none of it before
+            // `end_pos` moves.
+            each_written_frame(&seg, &self.data_frames, self.off, |frame, at| {
+                seg.inner
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .index
-                    .add_decoded(&frame, at);
-            }
-            let mut inner = self
-                .w
-                .active
+                    .add_decoded(frame, at);
+            })?;
+            let mut inner = seg
                 .inner
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -1019,6 +1237,11 @@ impl Transaction<'_> {
         self.flush_frame(FrameKind::Commit)?;
         self.done = true;
         let (first, end, off, log) = (self.first, self.next, self.off, self.log);
+        if !self.staged.is_empty() {
+            let staged = std::mem::take(&mut self.staged);
+            log.finish_spanning(&mut self.w, staged, end, off)?;
+            return Ok(first..end);
+        }
         let wait = log.finish_commit(&mut self.w, end, off, force_sync)?;
         drop(self);
         if wait {
@@ -1026,14 +1249,52 @@ impl Transaction<'_> {
         }
         Ok(first..end)
     }
+
+    /// Erases what an uncommitted transaction wrote: the segments it created
+    /// (newest first), the sidecars sealing wrote for the one it began in, and
+    /// its frames there. Any failure poisons the log (reopening repairs).
+    fn abort(&mut self) -> Result<()> {
+        let log = self.log;
+        let vfs = &*log.config.vfs;
+        if self.rolled {
+            log.join_seal();
+            let mut created: Vec<PathBuf> =
+                self.staged.iter().skip(1).map(|s| s.path.clone()).collect();
+            if !Arc::ptr_eq(&self.w.active, &self.origin) {
+                created.push(self.w.active.path.clone());
+            }
+            created.extend(self.creating.take());
+            created.dedup();
+            // Newest first, and the origin cut only once they are all gone: a
+            // failure or crash part-way leaves a prefix of the chain, which
+            // recovery removes (its origin still ends in a data frame).
+            for path in created.iter().rev() {
+                let (fidx, kidx) = segment::sidecar_paths(path);
+                super::fsutil::remove_if_exists(vfs, &kidx)?;
+                super::fsutil::remove_if_exists(vfs, &fidx)?;
+                super::fsutil::remove_if_exists(vfs, path)?;
+            }
+            let (fidx, kidx) = segment::sidecar_paths(&self.origin.path);
+            super::fsutil::remove_if_exists(vfs, &kidx)?;
+            super::fsutil::remove_if_exists(vfs, &fidx)?;
+            super::fsutil::sync_dir(vfs, &log.dir)?;
+            self.staged.clear();
+            self.rolled = false;
+            self.w.active = self.origin.clone();
+        }
+        self.origin
+            .file
+            .set_len(self.start_off)
+            .map_err(|e| Error::io(&self.origin.path, e))
+    }
 }
 
 impl Drop for Transaction<'_> {
     fn drop(&mut self) {
-        if !self.done && self.off > self.start_off {
-            let path = self.w.active.path.clone();
-            if let Err(e) = self.w.active.file.set_len(self.start_off) {
-                self.log.poison_with(Error::io(path, e));
+        let wrote = self.rolled || self.off > self.start_off;
+        if !self.done && wrote {
+            if let Err(e) = self.abort() {
+                self.log.poison_with(e);
             }
         }
     }
@@ -1058,6 +1319,51 @@ impl Drop for CompactionGuard<'_> {
             .merging
             .store(false, std::sync::atomic::Ordering::Release);
     }
+}
+
+/// Opens the segment at `path` as the active one: repairs a header a crash left
+/// short, maps it and scans its frames. Returns the file, its length, the scan
+/// and whether it continues a transaction from the previous segment.
+fn open_active(
+    vfs: &dyn Vfs,
+    path: &Path,
+    base: u64,
+    writable: bool,
+) -> Result<(Arc<dyn VFile>, u64, segment::ScanOutcome, bool)> {
+    let file = vfs.open(path, writable).map_err(|e| Error::io(path, e))?;
+    let len = file.len().map_err(|e| Error::io(path, e))?;
+    if len < segment::SEGMENT_HEADER_LEN as u64 && !writable {
+        // A crash while creating it (see below), not repaired by a reader.
+        let empty = segment::ScanOutcome {
+            index: MemIndex::default(),
+            committed_end: len,
+            end_pos: base,
+            stopped: None,
+        };
+        return Ok((file, len, empty, false));
+    }
+    if len < segment::SEGMENT_HEADER_LEN as u64 {
+        // Crash while creating the segment: the header never became durable.
+        // Whether it was to continue a transaction does not matter: such a
+        // segment holds no frame, and if the previous one ends in a data
+        // frame the caller removes it all the same.
+        file.set_len(0).map_err(|e| Error::io(path, e))?;
+        file.write_at(&segment::encode_header(), 0)
+            .map_err(|e| Error::io(path, e))?;
+        file.sync_all().map_err(|e| Error::io(path, e))?;
+    }
+    let len = file.len().map_err(|e| Error::io(path, e))?;
+    let bytes = file.map(len as usize).map_err(|e| Error::io(path, e))?;
+    let scan = segment::scan(&bytes, base, path)?;
+    let header = segment::check_header(&bytes, path)?;
+    if header.compacted_end.is_some() {
+        return Err(Error::corrupt(
+            path,
+            0,
+            "the last segment is a compacted one; the active segment is missing",
+        ));
+    }
+    Ok((file, len, scan, header.continues))
 }
 
 /// Removes what an interrupted compaction or sidecar write left behind: segments

@@ -25,6 +25,11 @@ pub const SEGMENT_HEADER_LEN: usize = 16;
 pub const COMPACTED_VERSION: u32 = 2;
 /// Bytes of a compacted segment's header.
 pub const COMPACTED_HEADER_LEN: usize = 32;
+/// Segment format version of a writer's segment whose first frames continue a
+/// streaming transaction begun in the previous segment (same 16-byte header as
+/// version 1). Only such a transaction's segments may end in a data frame; if
+/// it never committed, recovery removes its segments (see `Log::open`).
+pub const CONTINUED_VERSION: u32 = 3;
 
 /// What a segment header says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +39,9 @@ pub struct SegHeader {
     /// For a compacted segment, one past the last position it covers (its
     /// records are a subset of `[base, end)`); `None` for a gap-free segment.
     pub compacted_end: Option<u64>,
+    /// Whether its first frames continue a transaction from the previous
+    /// segment ([`CONTINUED_VERSION`]).
+    pub continues: bool,
 }
 
 /// File name of the segment whose first position is `base`.
@@ -82,9 +90,21 @@ pub fn sidecar_paths(seg: &Path) -> (PathBuf, PathBuf) {
 /// The 16-byte segment header: magic, version, CRC of the first 12 bytes.
 #[must_use]
 pub fn encode_header() -> [u8; SEGMENT_HEADER_LEN] {
+    encode_writer_header(false)
+}
+
+/// The 16-byte header of a writer's segment; version 3 when it `continues` a
+/// transaction from the previous segment, else version 1.
+#[must_use]
+pub fn encode_writer_header(continues: bool) -> [u8; SEGMENT_HEADER_LEN] {
+    let version = if continues {
+        CONTINUED_VERSION
+    } else {
+        SEGMENT_VERSION
+    };
     let mut h = [0u8; SEGMENT_HEADER_LEN];
     h[..8].copy_from_slice(SEGMENT_MAGIC);
-    h[8..12].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     let crc = crc32fast::hash(&h[..12]);
     h[12..].copy_from_slice(&crc.to_le_bytes());
     h
@@ -129,16 +149,17 @@ pub fn check_header(b: &[u8], path: &Path) -> Result<SegHeader> {
         return Err(Error::corrupt(path, 12, "segment header checksum mismatch"));
     }
     let version = u32::from_le_bytes([b[8], b[9], b[10], b[11]]);
-    if version != SEGMENT_VERSION {
+    if version != SEGMENT_VERSION && version != CONTINUED_VERSION {
         return Err(Error::UnsupportedVersion {
             path: path.to_path_buf(),
             found: version,
-            supported: COMPACTED_VERSION,
+            supported: CONTINUED_VERSION,
         });
     }
     Ok(SegHeader {
         len: SEGMENT_HEADER_LEN,
         compacted_end: None,
+        continues: version == CONTINUED_VERSION,
     })
 }
 
@@ -167,6 +188,7 @@ fn check_compacted_header(b: &[u8], path: &Path) -> Result<SegHeader> {
     Ok(SegHeader {
         len: COMPACTED_HEADER_LEN,
         compacted_end: Some(u64::from_le_bytes(end)),
+        continues: false,
     })
 }
 
@@ -190,14 +212,28 @@ pub struct ScanOutcome {
     pub stopped: Option<(u64, String)>,
 }
 
-/// Scans the frames of a segment whose first position is `base`, stopping at the
-/// first frame that is incomplete or invalid. Frames of a transaction with no commit
-/// frame are not indexed, and `committed_end` stays before them.
+/// Scans the frames of the active segment, whose first position is `base`,
+/// stopping at the first frame that is incomplete or invalid. Frames of a
+/// transaction with no commit frame are not indexed, and `committed_end` stays
+/// before them.
 ///
 /// In a compacted segment positions may jump forward between frames (never back,
 /// never past the header's end position), and the outcome's `end_pos` is the
 /// header's end.
 pub fn scan(seg: &Bytes, base: u64, path: &Path) -> Result<ScanOutcome> {
+    scan_frames(seg, base, path, false)
+}
+
+/// [`scan`] for a sealed segment: complete data frames at its end are indexed
+/// too, as the first part of a transaction that continues (and commits) in the
+/// next segment. Sealed segments are only ever published whole and committed;
+/// a transaction that never committed is removed by recovery before anything
+/// else reads its segments.
+pub fn scan_sealed(seg: &Bytes, base: u64, path: &Path) -> Result<ScanOutcome> {
+    scan_frames(seg, base, path, true)
+}
+
+fn scan_frames(seg: &Bytes, base: u64, path: &Path, sealed: bool) -> Result<ScanOutcome> {
     let head = check_header(seg, path)?;
     let mut index = MemIndex::default();
     let mut pending: Vec<(u64, Frame)> = Vec::new();
@@ -259,6 +295,13 @@ pub fn scan(seg: &Bytes, base: u64, path: &Path) -> Result<ScanOutcome> {
             committed_end = off as u64;
             end_pos = next_pos;
         }
+    }
+    if sealed && stopped.is_none() && !pending.is_empty() {
+        for (at, f) in pending.drain(..) {
+            index.add_decoded(&f, at);
+        }
+        committed_end = off as u64;
+        end_pos = next_pos;
     }
     if stopped.is_none() && !pending.is_empty() {
         stopped = Some((
@@ -459,7 +502,7 @@ impl SealedSegment {
 
     /// Scans the whole segment; any damage is an error naming file and offset.
     pub fn rebuild_in_memory(&self) -> Result<MemIndex> {
-        let out = scan(&self.bytes, self.base, &self.path)?;
+        let out = scan_sealed(&self.bytes, self.base, &self.path)?;
         if let Some((off, why)) = out.stopped {
             return Err(Error::corrupt(
                 &self.path,
@@ -518,11 +561,18 @@ pub fn write_sidecars(vfs: &dyn Vfs, seg: &Path, idx: &MemIndex) -> Result<()> {
     Ok(())
 }
 
-/// Creates a new, empty segment file (header written and synced, directory synced).
-pub fn create(vfs: &dyn Vfs, dir: &Path, base: u64) -> Result<(Arc<dyn VFile>, PathBuf)> {
+/// Creates a new, empty segment file (header written and synced, directory
+/// synced); `continues` marks it as continuing the previous segment's open
+/// transaction.
+pub fn create(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    base: u64,
+    continues: bool,
+) -> Result<(Arc<dyn VFile>, PathBuf)> {
     let path = dir.join(segment_name(base));
     let file = vfs.create(&path).map_err(|e| Error::io(&path, e))?;
-    file.write_at(&encode_header(), 0)
+    file.write_at(&encode_writer_header(continues), 0)
         .map_err(|e| Error::io(&path, e))?;
     file.sync_all().map_err(|e| Error::io(&path, e))?;
     fsutil::sync_dir(vfs, dir)?;
@@ -586,6 +636,55 @@ mod tests {
         assert_eq!(parse_segment_file("00000000000000000042-3.seg"), None);
         assert_eq!(parse_segment_name("42.seg"), None);
         assert_eq!(parse_segment_name("0000000000000000004x.seg"), None);
+    }
+
+    /// A segment of one commit frame then two data frames (the start of a
+    /// transaction that goes on in the next segment).
+    fn open_ended() -> Bytes {
+        use super::super::frame::FrameBuilder;
+        use super::super::record::{Hlc, Op};
+        let mut bytes = encode_header().to_vec();
+        for (pos, kind) in [FrameKind::Commit, FrameKind::Data, FrameKind::Data]
+            .into_iter()
+            .enumerate()
+        {
+            let mut f = FrameBuilder::new();
+            f.push("s", Op::Put, b"k", b"v", 1);
+            f.finish(kind, pos as u64, Hlc(pos as u64), None).unwrap();
+            bytes.extend_from_slice(f.encoded());
+        }
+        Bytes::from(bytes)
+    }
+
+    #[test]
+    fn trailing_data_frames_count_in_a_sealed_segment_only() {
+        let b = open_ended();
+        let active = scan(&b, 0, Path::new("s")).unwrap();
+        assert_eq!((active.end_pos, active.index.frames.len()), (1, 1));
+        assert!(active.committed_end < b.len() as u64);
+        assert!(active.stopped.unwrap().1.contains("without a commit"));
+        let sealed = scan_sealed(&b, 0, Path::new("s")).unwrap();
+        assert_eq!((sealed.end_pos, sealed.index.frames.len()), (3, 3));
+        assert_eq!(sealed.committed_end, b.len() as u64);
+        assert!(sealed.stopped.is_none());
+        // Torn in the middle of its last frame, it is damaged either way.
+        let torn = b.slice(..b.len() - 1);
+        assert!(scan_sealed(&torn, 0, Path::new("s"))
+            .unwrap()
+            .stopped
+            .is_some());
+    }
+
+    #[test]
+    fn a_continuing_segment_says_so_in_its_header() {
+        let h = check_header(&encode_writer_header(true), Path::new("s")).unwrap();
+        assert!(h.continues && h.compacted_end.is_none());
+        assert_eq!(h.len, SEGMENT_HEADER_LEN);
+        assert!(
+            !check_header(&encode_header(), Path::new("s"))
+                .unwrap()
+                .continues
+        );
     }
 
     #[test]

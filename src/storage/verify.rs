@@ -101,7 +101,12 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 continue;
             }
         };
-        let scan = match segment::scan(&bytes, base, &path) {
+        let scanned = if last {
+            segment::scan(&bytes, base, &path)
+        } else {
+            segment::scan_sealed(&bytes, base, &path)
+        };
+        let scan = match scanned {
             Ok(s) => s,
             Err(Error::Corruption { offset, reason, .. }) => {
                 problem(offset, reason, false);
@@ -112,7 +117,16 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 continue;
             }
         };
-        if let Some((off, why)) = &scan.stopped {
+        let continues = segment::check_header(&bytes, &path).is_ok_and(|h| h.continues);
+        if last && continues && scan.index.frames.is_empty() {
+            problem(
+                0,
+                "continues a transaction that never committed: it and the transaction's \
+                 frames in earlier segments are removed on next open"
+                    .into(),
+                true,
+            );
+        } else if let Some((off, why)) = &scan.stopped {
             let tail = bytes.len() as u64 - scan.committed_end;
             if last {
                 problem(
