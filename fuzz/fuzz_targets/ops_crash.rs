@@ -1,5 +1,7 @@
 //! Operation sequences with a crash countdown: the input drives puts (two streams),
-//! commits (sync durability) and reopens through a recording file system; then a
+//! commits (sync durability; batches, or streaming transactions that may span
+//! segments), dropped streaming transactions and reopens through a recording
+//! file system; then a
 //! crash is simulated after operation N of the trace (N from the input), and the
 //! surviving database must hold every batch acknowledged before that point, whole,
 //! in order, with nothing else but possibly later whole batches.
@@ -9,7 +11,7 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use tablelog::storage::vfs::{crash_image, OsVfs, RecordingVfs};
-use tablelog::{Batch, Db, Durability, Result};
+use tablelog::{Batch, Db, Durability, Op, Result};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 3 {
@@ -50,13 +52,33 @@ fuzz_target!(|data: &[u8]| {
                 if cur.is_empty() {
                     continue;
                 }
-                let mut b = Batch::new();
-                for (s, k, v) in &cur {
-                    b.put_at(s, k, v, i64::from(arg)).unwrap();
+                if op & 8 == 0 {
+                    let mut b = Batch::new();
+                    for (s, k, v) in &cur {
+                        b.put_at(s, k, v, i64::from(arg)).unwrap();
+                    }
+                    db.writer().commit(b).unwrap();
+                } else {
+                    // Streaming: frames of 1 KiB in 4 KiB segments, so a
+                    // large batch spans segments.
+                    let w = db.writer();
+                    let mut tx = w.transaction().unwrap();
+                    for (s, k, v) in &cur {
+                        tx.push(s, k, Op::Put, v, i64::from(arg)).unwrap();
+                    }
+                    tx.commit().unwrap();
                 }
-                db.writer().commit(b).unwrap();
                 batches.push(std::mem::take(&mut cur));
                 acked_at.push(rec.trace().len());
+            }
+            _ if op & 8 != 0 && !cur.is_empty() => {
+                // A streaming transaction dropped without commit.
+                let w = db.writer();
+                let mut tx = w.transaction().unwrap();
+                for (s, k, v) in cur.drain(..) {
+                    tx.push(&s, &k, Op::Put, &v, i64::from(arg)).unwrap();
+                }
+                drop(tx);
             }
             _ => {
                 drop(db);
