@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::query::asof::Row;
-use crate::storage::{fsutil, read_file};
+use crate::storage::fsutil::{self, SeqWriter};
+use crate::storage::read_file;
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"TLOGCKPT";
@@ -54,7 +55,10 @@ pub struct CheckpointInfo {
 }
 
 /// Writes a checkpoint atomically: temp file, fsync, rename, directory fsync.
-/// `rows` must be sorted by key.
+/// `rows` must be sorted by key. The rows are streamed to the file (through
+/// zstd when `level` is set), so memory does not grow with the table: the
+/// header, whose counts are known only at the end, is written last, and the
+/// checksum combines its CRC with the body's.
 pub fn write(
     vfs: &dyn crate::storage::vfs::Vfs,
     path: &Path,
@@ -64,78 +68,88 @@ pub fn write(
     rows: impl Iterator<Item = Result<Row>>,
     level: Option<i32>,
 ) -> Result<CheckpointInfo> {
-    let mut raw = match level {
-        Some(l) => {
-            Body::Zstd(zstd::stream::Encoder::new(Vec::new(), l).map_err(|e| Error::io(path, e))?)
-        }
-        None => Body::Raw(Vec::new()),
-    };
-    let mut count = 0u64;
-    let mut raw_len = 0u64;
-    let mut head = [0u8; ROW_HEADER];
-    for row in rows {
-        let row = row?;
-        head[0..2].copy_from_slice(&(row.key.len() as u16).to_le_bytes());
-        head[2..6].copy_from_slice(&(row.value.len() as u32).to_le_bytes());
-        head[6..14].copy_from_slice(&row.event_time.to_le_bytes());
-        head[14..22].copy_from_slice(&row.position.to_le_bytes());
-        raw.write_all(&head).map_err(|e| Error::io(path, e))?;
-        raw.write_all(&row.key).map_err(|e| Error::io(path, e))?;
-        raw.write_all(&row.value).map_err(|e| Error::io(path, e))?;
-        raw_len += (ROW_HEADER + row.key.len() + row.value.len()) as u64;
-        count += 1;
-    }
     let zstd = level.is_some();
-    let body = match raw {
-        Body::Zstd(e) => e.finish().map_err(|e| Error::io(path, e))?,
-        Body::Raw(v) => v,
-    };
-    let mut out = Vec::with_capacity(body.len() + 64 + stream.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(if zstd { FLAG_ZSTD } else { 0 }).to_le_bytes());
-    out.push(stream.len() as u8);
-    out.extend_from_slice(stream.as_bytes());
-    out.extend_from_slice(&as_of.to_le_bytes());
-    out.extend_from_slice(&known_end.to_le_bytes());
-    out.extend_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&raw_len.to_le_bytes());
-    out.extend_from_slice(&(body.len() as u64).to_le_bytes());
-    let body_off = out.len();
-    out.extend_from_slice(&body);
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    fsutil::atomic_write(vfs, path, &out)?;
+    let body_off = 8 + 4 + 4 + 1 + stream.len() + 5 * 8;
+    let mut counts = (0u64, 0u64, 0u64); // rows, raw_len, stored_len
+    fsutil::atomic_write_with(vfs, path, |file, tmp| {
+        let io = |e| Error::io(tmp, e);
+        let sink = SeqWriter::new(file, body_off as u64);
+        let mut body = match level {
+            Some(l) => Body::Zstd(zstd::stream::Encoder::new(sink, l).map_err(io)?),
+            None => Body::Raw(sink),
+        };
+        let (mut count, mut raw_len) = (0u64, 0u64);
+        let mut head = [0u8; ROW_HEADER];
+        for row in rows {
+            let row = row?;
+            head[0..2].copy_from_slice(&(row.key.len() as u16).to_le_bytes());
+            head[2..6].copy_from_slice(&(row.value.len() as u32).to_le_bytes());
+            head[6..14].copy_from_slice(&row.event_time.to_le_bytes());
+            head[14..22].copy_from_slice(&row.position.to_le_bytes());
+            body.write_all(&head).map_err(io)?;
+            body.write_all(&row.key).map_err(io)?;
+            body.write_all(&row.value).map_err(io)?;
+            raw_len += (ROW_HEADER + row.key.len() + row.value.len()) as u64;
+            count += 1;
+        }
+        let sink = match body {
+            Body::Zstd(e) => e.finish().map_err(io)?,
+            Body::Raw(s) => s,
+        };
+        let (body_crc, end) = sink.finish().map_err(io)?;
+        let stored_len = end - body_off as u64;
+        let mut out = Vec::with_capacity(body_off);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(if zstd { FLAG_ZSTD } else { 0 }).to_le_bytes());
+        out.push(stream.len() as u8);
+        out.extend_from_slice(stream.as_bytes());
+        out.extend_from_slice(&as_of.to_le_bytes());
+        out.extend_from_slice(&known_end.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&raw_len.to_le_bytes());
+        out.extend_from_slice(&stored_len.to_le_bytes());
+        debug_assert_eq!(out.len(), body_off);
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&out);
+        crc.combine(&body_crc);
+        file.write_at(&out, 0).map_err(io)?;
+        file.write_at(&crc.finalize().to_le_bytes(), end)
+            .map_err(io)?;
+        counts = (count, raw_len, stored_len);
+        Ok(())
+    })?;
+    let (rows, raw_len, stored_len) = counts;
     Ok(CheckpointInfo {
         path: path.to_path_buf(),
         stream: stream.to_string(),
         as_of,
         known_end,
-        rows: count,
+        rows,
         raw_len,
         body_off,
-        stored_len: body.len() as u64,
+        stored_len,
         zstd,
     })
 }
 
-/// Where rows are written: a zstd stream or a plain buffer.
-enum Body {
-    Zstd(zstd::stream::Encoder<'static, Vec<u8>>),
-    Raw(Vec<u8>),
+/// Where rows are written: through a zstd stream, or as they are.
+enum Body<W: Write> {
+    Zstd(zstd::stream::Encoder<'static, W>),
+    Raw(W),
 }
 
-impl Write for Body {
+impl<W: Write> Write for Body<W> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         match self {
             Body::Zstd(e) => e.write(b),
-            Body::Raw(v) => v.write(b),
+            Body::Raw(w) => w.write(b),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             Body::Zstd(e) => e.flush(),
-            Body::Raw(_) => Ok(()),
+            Body::Raw(w) => w.flush(),
         }
     }
 }
