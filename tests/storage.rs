@@ -276,6 +276,81 @@ fn a_streaming_transaction_larger_than_a_segment_spans_segments_atomically() {
     }
 }
 
+/// A write failing anywhere inside a streaming transaction that spans
+/// segments (once, and the caller carrying on regardless) never yields a
+/// partly visible transaction: every later push and the commit fail, and the
+/// database shows all of it or none, before and after reopening.
+#[test]
+fn a_streaming_transaction_that_failed_part_way_can_neither_go_on_nor_commit() {
+    let run = |dir: &std::path::Path, plan: Arc<FaultPlan>| -> (bool, bool, usize) {
+        let db = Db::builder(dir)
+            .segment_size(1 << 16)
+            .background_seal(false)
+            .vfs(Arc::new(FaultyVfs::new(Arc::new(OsVfs), plan)))
+            .open()
+            .unwrap();
+        let w = db.writer();
+        let mut failed = false;
+        let committed = match w.transaction() {
+            Ok(mut tx) => {
+                for i in 0..400u64 {
+                    let key = format!("k{i}");
+                    failed |= tx
+                        .push("s", key.as_bytes(), Op::Put, &[b'x'; 500], i as i64)
+                        .is_err();
+                }
+                tx.commit().is_ok()
+            }
+            Err(_) => false,
+        };
+        let visible = db
+            .snapshot()
+            .unwrap()
+            .view()
+            .scan(0, None)
+            .collect::<Result<Vec<_>>>()
+            .map_or(usize::MAX, |r| r.len());
+        (failed, committed, visible)
+    };
+    let fresh = |dir: &std::path::Path| {
+        let db = Db::open(dir).unwrap();
+        let mut b = Batch::new();
+        b.put_at("s", "before", "1", 0).unwrap();
+        db.writer().commit(b).unwrap();
+    };
+    let clean = {
+        let dir = tempfile::tempdir().unwrap();
+        fresh(dir.path());
+        let plan = Arc::new(FaultPlan::new(u64::MAX, false));
+        let (failed, committed, visible) = run(dir.path(), plan.clone());
+        assert!(!failed && committed && visible == 401);
+        plan.seen()
+    };
+    assert!(clean > 20, "{clean} operations");
+    for n in 1..=clean {
+        let dir = tempfile::tempdir().unwrap();
+        fresh(dir.path());
+        let (failed, committed, visible) = run(dir.path(), Arc::new(FaultPlan::new(n, false)));
+        if failed {
+            assert!(!committed, "op {n}: committed after a failed push");
+        }
+        assert!(
+            visible == 1 || visible == 401,
+            "op {n}: {visible} records visible"
+        );
+        assert!(!committed || visible == 401, "op {n}");
+        let after = all(&Db::open(dir.path()).unwrap()).len();
+        assert!(
+            after == 1 || after == 401,
+            "op {n}: {after} records after reopen"
+        );
+        assert!(
+            !committed || after == 401,
+            "op {n}: acknowledged, then lost"
+        );
+    }
+}
+
 #[derive(Debug)]
 struct SteppingClock(AtomicU64);
 

@@ -284,6 +284,10 @@ impl Log {
                     active_path.display()
                 );
                 drop(file);
+                // Sidecars first: a later segment at this base must never meet them.
+                let (fidx, kidx) = segment::sidecar_paths(&active_path);
+                super::fsutil::remove_if_exists(&*config.vfs, &kidx)?;
+                super::fsutil::remove_if_exists(&*config.vfs, &fidx)?;
                 super::fsutil::remove_if_exists(&*config.vfs, &active_path)?;
                 super::fsutil::sync_dir(&*config.vfs, dir)?;
             }
@@ -292,17 +296,7 @@ impl Log {
         if writable {
             // An active segment has no sidecars; any found were written when an
             // uncommitted transaction sealed it, and describe frames now cut.
-            let (fidx, kidx) = segment::sidecar_paths(&active_path);
-            let stale: Vec<&PathBuf> = [&kidx, &fidx]
-                .into_iter()
-                .filter(|p| config.vfs.open(p, false).is_ok())
-                .collect();
-            for p in &stale {
-                super::fsutil::remove_if_exists(&*config.vfs, p)?;
-            }
-            if !stale.is_empty() {
-                super::fsutil::sync_dir(&*config.vfs, dir)?;
-            }
+            segment::remove_stale_sidecars(&*config.vfs, dir, &active_path)?;
         }
         let sealed = segs
             .into_iter()
@@ -987,12 +981,7 @@ impl Log {
             inner.end_pos = end_pos;
             inner.end_off = end_off;
         }
-        {
-            let mut s = lock(&self.sync);
-            s.written = (w.active.clone(), end_pos, end_off);
-            s.synced_pos = s.synced_pos.max(end_pos);
-            self.sync_cv.notify_all();
-        }
+        self.check_poison()?;
         let uncovered = {
             let mut st = self
                 .state
@@ -1007,6 +996,14 @@ impl Log {
             });
             st.uncovered()
         };
+        // Only now that readers see the transaction (and every batch before
+        // it in the origin) may group-commit waiters return.
+        {
+            let mut s = lock(&self.sync);
+            s.written = (w.active.clone(), end_pos, end_off);
+            s.synced_pos = s.synced_pos.max(end_pos);
+            self.sync_cv.notify_all();
+        }
         if self.config.auto_merge && uncovered >= MERGE_AFTER {
             self.spawn_merge();
         }
@@ -1122,6 +1119,13 @@ impl Transaction<'_> {
     /// published before the commit.
     fn roll_within(&mut self) -> Result<()> {
         self.rolled = true;
+        // Any failure here leaves the transaction's segments half made: the
+        // log refuses further writes (the transaction included) until reopened.
+        self.roll_within_steps()
+            .map_err(|e| self.log.poison_with(e))
+    }
+
+    fn roll_within_steps(&mut self) -> Result<()> {
         let log = self.log;
         let seg = self.w.active.clone();
         let mut idx = if self.staged.is_empty() {
@@ -1132,10 +1136,7 @@ impl Transaction<'_> {
         each_written_frame(&seg, &self.data_frames, self.off, |f, at| {
             idx.add_decoded(f, at);
         })?;
-        self.data_frames.clear();
-        seg.file
-            .sync_data()
-            .map_err(|e| log.poison_with(Error::io(&seg.path, e)))?;
+        seg.file.sync_data().map_err(|e| Error::io(&seg.path, e))?;
         let sealed = Arc::new(SealedSegment::from_sealed(
             seg.path.clone(),
             seg.base,
@@ -1147,9 +1148,9 @@ impl Transaction<'_> {
         // Named before it exists, so an abort removes it whatever state a
         // failed creation left it in.
         self.creating = Some(log.dir.join(segment::segment_name(self.next)));
-        let (file, path) = segment::create(&*log.config.vfs, &log.dir, self.next, true)
-            .map_err(|e| log.poison_with(e))?;
+        let (file, path) = segment::create(&*log.config.vfs, &log.dir, self.next, true)?;
         self.creating = None;
+        self.data_frames.clear();
         self.w.active = Arc::new(ActiveSegment {
             base: self.next,
             path,
@@ -1167,6 +1168,9 @@ impl Transaction<'_> {
 
     fn flush_frame(&mut self, kind: FrameKind) -> Result<()> {
         let log = self.log;
+        // After a failed write this transaction's frames on disk are not what
+        // it holds: it may not go on, let alone commit.
+        log.check_poison()?;
         let mut f = std::mem::take(&mut self.cur);
         log.validate(std::slice::from_ref(&f))?;
         for (s, n) in f.stream_counts() {
@@ -1273,6 +1277,8 @@ impl Transaction<'_> {
                 super::fsutil::remove_if_exists(vfs, &kidx)?;
                 super::fsutil::remove_if_exists(vfs, &fidx)?;
                 super::fsutil::remove_if_exists(vfs, path)?;
+                // One at a time, so a crash leaves a prefix of the chain.
+                super::fsutil::sync_dir(vfs, &log.dir)?;
             }
             let (fidx, kidx) = segment::sidecar_paths(&self.origin.path);
             super::fsutil::remove_if_exists(vfs, &kidx)?;

@@ -571,12 +571,35 @@ pub fn create(
     continues: bool,
 ) -> Result<(Arc<dyn VFile>, PathBuf)> {
     let path = dir.join(segment_name(base));
+    // Sidecars at this base can only be left over from a segment that was
+    // removed (a transaction that never committed): never let them describe
+    // this one.
+    remove_stale_sidecars(vfs, dir, &path)?;
     let file = vfs.create(&path).map_err(|e| Error::io(&path, e))?;
     file.write_at(&encode_writer_header(continues), 0)
         .map_err(|e| Error::io(&path, e))?;
     file.sync_all().map_err(|e| Error::io(&path, e))?;
     fsutil::sync_dir(vfs, dir)?;
     Ok((file, path))
+}
+
+/// Removes the sidecars of `seg` if there are any (durably), for a segment
+/// that must have none: the active one, or one being created. Existence is
+/// checked first, so nothing is written when there are none.
+pub fn remove_stale_sidecars(vfs: &dyn Vfs, dir: &Path, seg: &Path) -> Result<()> {
+    let (fidx, kidx) = sidecar_paths(seg);
+    let stale: Vec<&PathBuf> = [&kidx, &fidx]
+        .into_iter()
+        .filter(|p| vfs.open(p, false).is_ok())
+        .collect();
+    for p in &stale {
+        log::warn!("{}: removing a stale sidecar", p.display());
+        fsutil::remove_if_exists(vfs, p)?;
+    }
+    if !stale.is_empty() {
+        fsutil::sync_dir(vfs, dir)?;
+    }
+    Ok(())
 }
 
 /// A segment file: its first position and its path.
@@ -673,6 +696,21 @@ mod tests {
             .unwrap()
             .stopped
             .is_some());
+    }
+
+    #[test]
+    fn creating_a_segment_removes_sidecars_left_at_its_base() {
+        let vfs = super::super::memvfs::MemVfs::new();
+        let dir = Path::new("/db");
+        vfs.create_dir_all(dir).unwrap();
+        let (fidx, kidx) = sidecar_paths(&dir.join(segment_name(42)));
+        for p in [&fidx, &kidx] {
+            fsutil::atomic_write(&vfs, p, b"stale").unwrap();
+        }
+        let (_, path) = create(&vfs, dir, 42, true).unwrap();
+        assert!(vfs.read(&fidx).is_err() && vfs.read(&kidx).is_err());
+        let h = check_header(&vfs.read(&path).unwrap(), &path).unwrap();
+        assert!(h.continues);
     }
 
     #[test]
