@@ -23,6 +23,8 @@ use crate::{Error, Result};
 
 /// Default automatic checkpoint interval, in records per stream.
 pub const DEFAULT_CHECKPOINT_EVERY: u64 = 1_000_000;
+/// Checkpoints kept per stream by default (see [`DbBuilder::checkpoints_kept`]).
+pub const DEFAULT_CHECKPOINTS_KEPT: usize = 2;
 
 /// Default largest key: 4 KiB.
 pub const DEFAULT_MAX_KEY_SIZE: usize = 4096;
@@ -50,6 +52,7 @@ pub struct DbBuilder {
     auto_merge: bool,
     background_seal: bool,
     checkpoint_every: u64,
+    checkpoints_kept: usize,
     merge: HashMap<String, Arc<dyn MergeOperator>>,
     default_merge: Option<Arc<dyn MergeOperator>>,
 }
@@ -136,6 +139,18 @@ impl DbBuilder {
         self
     }
 
+    /// How many checkpoints of each stream to keep: after writing one, this
+    /// handle removes that stream's older ones beyond the newest `n` (by the
+    /// position they are known at). Default [`DEFAULT_CHECKPOINTS_KEPT`] (2);
+    /// `usize::MAX` keeps them all. Each checkpoint is a whole table, so
+    /// keeping them all grows the directory by a table per checkpoint. A
+    /// removed checkpoint changes no answer: `table` as of a time before the
+    /// kept ones starts from the log (or an older kept checkpoint) instead.
+    pub fn checkpoints_kept(mut self, n: usize) -> Self {
+        self.checkpoints_kept = n.max(1);
+        self
+    }
+
     /// The file I/O seam every write goes through. Default [`OsVfs`]; tests use
     /// [`crate::storage::vfs::FaultyVfs`] and [`crate::storage::vfs::RecordingVfs`].
     pub fn vfs(mut self, vfs: Arc<dyn Vfs>) -> Self {
@@ -206,7 +221,11 @@ impl DbBuilder {
                 counts: std::sync::Mutex::new(HashMap::new()),
             }),
             views: Arc::new(Views::default()),
-            checkpoints: Arc::new(Catalog::load(log.config.vfs.clone(), &dir)),
+            checkpoints: Arc::new(Catalog::load(
+                log.config.vfs.clone(),
+                &dir,
+                self.checkpoints_kept,
+            )),
             log,
             merge: Arc::new(MergeRegistry::new(self.merge, self.default_merge)),
         })
@@ -272,6 +291,7 @@ impl Db {
             auto_merge: true,
             background_seal: true,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
+            checkpoints_kept: DEFAULT_CHECKPOINTS_KEPT,
             merge: HashMap::new(),
             default_merge: None,
         }

@@ -282,3 +282,88 @@ fn late_records_after_the_checkpoint_row_apply_on_top_and_the_others_refold() {
         );
     }
 }
+
+/// Each stream keeps its newest checkpoints only (2 by default): older ones are
+/// removed when a new one is taken, including ones an earlier process left;
+/// other streams' are untouched; tables as of any time stay what they were.
+#[test]
+fn only_the_newest_checkpoints_of_a_stream_are_kept() {
+    let files = |dir: &std::path::Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir.join("checkpoints"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    for (kept, want) in [(None, 2), (Some(3), 3), (Some(usize::MAX), 5)] {
+        let dir = tempfile::tempdir().unwrap();
+        let builder = || {
+            let b = Db::builder(dir.path())
+                .segment_size(8192)
+                .checkpoint_every(0)
+                .default_merge_operator(Arc::new(JsonMergePatch));
+            match kept {
+                Some(n) => b.checkpoints_kept(n),
+                None => b,
+            }
+        };
+        let db = builder().open().unwrap();
+        let mut rng = Rng(5);
+        let mut b = Batch::new();
+        b.put_at("other", "x", "{}", 0).unwrap();
+        db.writer().commit(b).unwrap();
+        db.checkpoint("other", None).unwrap();
+        let mut taken = Vec::new();
+        for i in 0..5 {
+            append(&db, &mut rng, 20);
+            taken.push(db.checkpoint("s", Some(i * 200)).unwrap());
+        }
+        let names = files(dir.path());
+        assert_eq!(names.len(), want + 1, "{kept:?}: {names:?}");
+        assert_eq!(names.iter().filter(|n| n.starts_with("other@")).count(), 1);
+        for (i, info) in taken.iter().enumerate() {
+            let name = info
+                .path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            assert_eq!(
+                names.contains(&name),
+                i >= 5 - want,
+                "{kept:?}: checkpoint {i}"
+            );
+        }
+        assert_eq!(db.checkpoints().len(), want + 1);
+        let snap = db.snapshot().unwrap();
+        for t in [-1, 100, 350, 799, 2000] {
+            assert_eq!(
+                rows(snap.table("s", t, None).unwrap()),
+                rows(snap.table_from_scratch("s", t, None).unwrap()),
+                "{kept:?} as of {t}"
+            );
+        }
+        drop(snap);
+        drop(db);
+        if kept.is_none() {
+            // A process that kept everything left 5; the next checkpoint by a
+            // default handle trims them to 2.
+            let all = Db::builder(dir.path())
+                .checkpoints_kept(usize::MAX)
+                .default_merge_operator(Arc::new(JsonMergePatch))
+                .open()
+                .unwrap();
+            for i in 0..3 {
+                append(&all, &mut rng, 5);
+                all.checkpoint("s", Some(1000 + i)).unwrap();
+            }
+            assert_eq!(files(dir.path()).len(), 5 + 1);
+            drop(all);
+            let db = builder().open().unwrap();
+            append(&db, &mut rng, 5);
+            db.checkpoint("s", None).unwrap();
+            assert_eq!(files(dir.path()).len(), 2 + 1);
+        }
+    }
+}

@@ -37,13 +37,20 @@ pub struct Catalog {
     dir: PathBuf,
     infos: Mutex<Vec<CheckpointInfo>>,
     vfs: std::sync::Arc<dyn crate::storage::vfs::Vfs>,
+    /// Checkpoints kept per stream when a new one is taken.
+    keep: usize,
 }
 
 impl Catalog {
     /// Lists the checkpoint files of the database at `db_dir` (headers only).
     /// Files that do not parse are ignored here and reported by `verify`.
+    /// After each checkpoint taken, only the newest `keep` of its stream stay.
     #[must_use]
-    pub fn load(vfs: std::sync::Arc<dyn crate::storage::vfs::Vfs>, db_dir: &Path) -> Catalog {
+    pub fn load(
+        vfs: std::sync::Arc<dyn crate::storage::vfs::Vfs>,
+        db_dir: &Path,
+        keep: usize,
+    ) -> Catalog {
         let dir = db_dir.join(CHECKPOINT_DIR);
         let mut infos = Vec::new();
         if let Ok(paths) = vfs.list(&dir) {
@@ -60,6 +67,7 @@ impl Catalog {
             dir,
             infos: Mutex::new(infos),
             vfs,
+            keep: keep.max(1),
         }
     }
 
@@ -116,12 +124,32 @@ impl Catalog {
         // periodic checkpoints stay linear in the log.
         let rows = snap.table(stream, as_of, crate::KnownAt::Latest)?;
         let info = file::write(vfs, &path, stream, as_of, end, rows, level)?;
-        let mut infos = self
-            .infos
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        infos.retain(|i| i.path != path);
-        infos.push(info.clone());
+        let doomed = {
+            let mut infos = self
+                .infos
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            infos.retain(|i| i.path != path);
+            infos.push(info.clone());
+            // The stream's checkpoints, newest first; those past `keep` go.
+            let mut mine: Vec<&CheckpointInfo> =
+                infos.iter().filter(|i| i.stream == stream).collect();
+            mine.sort_by_key(|i| std::cmp::Reverse((i.known_end, i.as_of)));
+            let doomed: Vec<PathBuf> = mine
+                .iter()
+                .skip(self.keep)
+                .map(|i| i.path.clone())
+                .collect();
+            infos.retain(|i| !doomed.contains(&i.path));
+            doomed
+        };
+        // Best effort: a checkpoint is never needed for an answer, and one
+        // left behind is removed after the next checkpoint of its stream.
+        for p in &doomed {
+            if let Err(e) = crate::storage::fsutil::remove_if_exists(vfs, p) {
+                log::warn!("could not remove an old checkpoint: {e}");
+            }
+        }
         Ok(info)
     }
 }
