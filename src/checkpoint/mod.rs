@@ -39,6 +39,9 @@ pub struct Catalog {
     vfs: std::sync::Arc<dyn crate::storage::vfs::Vfs>,
     /// Checkpoints kept per stream when a new one is taken.
     keep: usize,
+    /// Checkpoints opened (mapped and checksummed) by this handle: each file is
+    /// validated once, not on every table read from it.
+    opened: Mutex<std::collections::HashMap<PathBuf, (CheckpointInfo, Bytes)>>,
 }
 
 impl Catalog {
@@ -68,12 +71,29 @@ impl Catalog {
             infos: Mutex::new(infos),
             vfs,
             keep: keep.max(1),
+            opened: Mutex::default(),
         }
     }
 
-    /// Opens a checkpoint of this catalog: header, whole checksum, rows.
+    /// Opens a checkpoint of this catalog: header, whole checksum, rows. The
+    /// first open maps and checks the file; later ones reuse that mapping
+    /// (checkpoint files are never rewritten in place).
     pub fn open(&self, info: &CheckpointInfo) -> Result<(CheckpointInfo, bytes::Bytes)> {
-        file::open(&*self.vfs, &info.path)
+        let cached = self
+            .opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&info.path)
+            .cloned();
+        if let Some(hit) = cached {
+            return Ok(hit);
+        }
+        let fresh = file::open(&*self.vfs, &info.path)?;
+        self.opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(info.path.clone(), fresh.clone());
+        Ok(fresh)
     }
 
     /// Every checkpoint known, oldest first.
@@ -143,6 +163,16 @@ impl Catalog {
             infos.retain(|i| !doomed.contains(&i.path));
             doomed
         };
+        {
+            let mut opened = self
+                .opened
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            opened.remove(&path);
+            for p in &doomed {
+                opened.remove(p);
+            }
+        }
         // Best effort: a checkpoint is never needed for an answer, and one
         // left behind is removed after the next checkpoint of its stream.
         for p in &doomed {
