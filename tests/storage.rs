@@ -351,6 +351,71 @@ fn a_streaming_transaction_that_failed_part_way_can_neither_go_on_nor_commit() {
     }
 }
 
+/// A failure after a commit is durable (creating the next segment when the
+/// commit rolls, or writing sidecars) does not fail that commit, whose batch
+/// is in the log: a caller would retry it and write it twice. The log is
+/// poisoned, and the next write returns the failure.
+#[test]
+fn a_failure_after_a_durable_commit_fails_the_next_write_not_that_commit() {
+    let run = |plan: Arc<FaultPlan>,
+               commits: i64|
+     -> (tempfile::TempDir, Vec<std::result::Result<u64, String>>) {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Db::open(dir.path()).unwrap());
+        let db = Db::builder(dir.path())
+            .durability(Durability::Sync)
+            .segment_size(4096)
+            .background_seal(false)
+            .auto_merge(false) // its failures are only logged (the index is derived)
+            .vfs(Arc::new(FaultyVfs::new(Arc::new(OsVfs), plan)))
+            .open()
+            .unwrap();
+        let w = db.writer();
+        let outcomes = (0..commits)
+            .map(|i| {
+                let mut b = Batch::new();
+                b.put_at("s", format!("k{i}"), vec![b'v'; 1500], i).unwrap();
+                w.commit(b)
+                    .map(|r| r.positions.start)
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+        (dir, outcomes)
+    };
+    let clean = Arc::new(FaultPlan::new(u64::MAX, false));
+    let (_, outcomes) = run(clean.clone(), 12);
+    assert!(outcomes.iter().all(Result::is_ok));
+    let mut swallowed = 0;
+    // Faults in the operations of the first 12 commits; a 13th surfaces one
+    // that the 12th swallowed.
+    for n in 1..=clean.seen() {
+        let (dir, outcomes) = run(Arc::new(FaultPlan::new(n, false)), 13);
+        let first_err = outcomes
+            .iter()
+            .position(Result::is_err)
+            .expect("the fault is hit");
+        let acked = first_err;
+        // An acknowledged commit followed by "poisoned" is one whose roll
+        // failed after its fsync.
+        if first_err > 0
+            && outcomes[first_err]
+                .as_ref()
+                .unwrap_err()
+                .contains("poisoned")
+        {
+            swallowed += 1;
+        }
+        assert!(outcomes[first_err..].iter().all(Result::is_err), "op {n}");
+        let recs = all(&Db::open(dir.path()).unwrap());
+        assert!(
+            recs.len() >= acked,
+            "op {n}: {} of {acked} acknowledged batches",
+            recs.len()
+        );
+    }
+    assert!(swallowed > 0, "no fault landed after a durable commit");
+}
+
 #[derive(Debug)]
 struct SteppingClock(AtomicU64);
 

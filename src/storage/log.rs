@@ -552,7 +552,7 @@ impl Log {
         }
         lock(&self.sync).written = (w.active.clone(), end_pos, end_off);
         if w.off >= self.config.settings.segment_size {
-            self.roll(w)?;
+            self.roll_after_commit(w)?;
         }
         Ok(sync_mode || force_sync)
     }
@@ -612,6 +612,26 @@ impl Log {
         }
         let end = lock(&self.sync).written.1;
         self.wait_synced(end)
+    }
+
+    /// Rolls after a commit has been written and published. The roll's fsync
+    /// makes the commit durable; a failure after it (creating the next
+    /// segment, sealing) does not undo the commit, so it is not the commit's
+    /// error: the log is poisoned and the next write returns it. (Failing the
+    /// commit would have a caller retry a batch that is already in the log.)
+    fn roll_after_commit(&self, w: &mut WriterState) -> Result<()> {
+        match self.roll(w) {
+            Ok(()) => Ok(()),
+            Err(e) if lock(&self.sync).synced_pos >= w.next_pos => {
+                log::warn!(
+                    "{}: rolling after a durable commit failed: {e}",
+                    self.dir.display()
+                );
+                self.poison_with(e);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Seals the active segment and starts a new one.
@@ -1008,7 +1028,7 @@ impl Log {
             self.spawn_merge();
         }
         if w.off >= self.config.settings.segment_size {
-            self.roll(w)?;
+            self.roll_after_commit(w)?;
         }
         Ok(())
     }
