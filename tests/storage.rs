@@ -416,6 +416,34 @@ fn a_failure_after_a_durable_commit_fails_the_next_write_not_that_commit() {
     assert!(swallowed > 0, "no fault landed after a durable commit");
 }
 
+/// In sync durability the fsync of a batch runs while its committer indexes
+/// it: whichever finishes last publishes it, so a returned commit is always
+/// visible, also when the fsync is the faster (large batches of small records).
+#[test]
+fn a_sync_commit_is_visible_when_it_returns_however_its_fsync_and_indexing_race() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path())
+        .durability(Durability::Sync)
+        .open()
+        .unwrap();
+    let w = db.writer();
+    for i in 0..30u64 {
+        let n = if i % 2 == 0 { 20_000 } else { 1 };
+        let mut b = Batch::new();
+        for j in 0..n {
+            b.put_at("s", format!("{i}-{j}"), "v", j as i64).unwrap();
+        }
+        let r = w.commit(b).unwrap();
+        let snap = db.snapshot().unwrap();
+        assert!(
+            snap.end_position() >= r.positions.end,
+            "batch {i}: ends at {}, visible to {}",
+            r.positions.end,
+            snap.end_position()
+        );
+    }
+}
+
 #[derive(Debug)]
 struct SteppingClock(AtomicU64);
 
@@ -475,6 +503,7 @@ fn concurrent_writers_and_readers_see_only_whole_batches() {
         std::thread::scope(|s| {
             for t in 0..writers {
                 let w = db.writer();
+                let db = db.clone();
                 s.spawn(move || {
                     for i in 0..batches {
                         let n = 1 + (i + t) % 5;
@@ -491,6 +520,16 @@ fn concurrent_writers_and_readers_see_only_whole_batches() {
                         }
                         let r = w.commit(b).unwrap();
                         assert_eq!(r.positions.end - r.positions.start, n as u64);
+                        // Read your writes: a returned commit is visible, and
+                        // (sync) its batch and every one before it are durable.
+                        let snap = db.snapshot().unwrap();
+                        assert!(snap.end_position() >= r.positions.end);
+                        let key = format!("{t}-{i}-0-{n}");
+                        let found = snap
+                            .view()
+                            .versions(&format!("w{t}"), key.as_bytes())
+                            .unwrap();
+                        assert_eq!(found.len(), 1, "{key} not visible after its commit");
                     }
                 });
             }

@@ -152,10 +152,62 @@ struct WriterState {
     hlc: HlcState,
 }
 
+/// A point of the active segment: the segment, a position and the file
+/// offset that goes with it.
+type Mark = (Arc<ActiveSegment>, u64, u64);
+
 struct SyncState {
-    written: (Arc<ActiveSegment>, u64, u64),
+    /// How far frames are written to the file.
+    written: Mark,
+    /// How far the active segment's in-memory index is complete (with the
+    /// syncer, `written` runs ahead of it while a commit indexes).
+    indexed: Mark,
+    /// How far the last fsync reached (with the syncer).
+    synced: Mark,
     synced_pos: u64,
     syncing: bool,
+    /// Tells the syncer thread to end.
+    stop: bool,
+    /// The syncer's failed fsync: the file and the OS error (code, or kind
+    /// and message). Each committer whose batch it left unsynced gets it as
+    /// its own I/O error; later writes find the log poisoned.
+    fsync_failed: Option<(PathBuf, Option<i32>, std::io::ErrorKind, String)>,
+}
+
+impl SyncState {
+    /// Publishes to readers what is both durable and indexed (with the
+    /// syncer). Segments a roll sealed were published by it.
+    fn publish_durable(&self) {
+        let ((iseg, ipos, ioff), (sseg, spos, soff)) = (&self.indexed, &self.synced);
+        if !Arc::ptr_eq(iseg, sseg) {
+            return;
+        }
+        let (pos, off) = if spos <= ipos {
+            (*spos, *soff)
+        } else {
+            (*ipos, *ioff)
+        };
+        if iseg.read_inner().end_pos >= pos {
+            return;
+        }
+        let mut inner = iseg
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.end_pos = inner.end_pos.max(pos);
+        inner.end_off = inner.end_off.max(off);
+    }
+}
+
+/// The group-commit state, shared with the syncer thread.
+struct SyncShared {
+    state: Mutex<SyncState>,
+    /// Signalled when `synced_pos` moves or the log is poisoned.
+    done: Condvar,
+    /// Signalled when there is something for the syncer to fsync.
+    work: Condvar,
+    /// Why writes are refused, once an I/O error made the log's state unknown.
+    poison: Mutex<Option<String>>,
 }
 
 /// What a just-sealed segment's sidecars are encoded from.
@@ -189,9 +241,12 @@ pub struct Log {
     pub config: Config,
     state: Arc<RwLock<Arc<LogState>>>,
     writer: Option<Mutex<WriterState>>,
-    sync: Mutex<SyncState>,
-    sync_cv: Condvar,
-    poison: Mutex<Option<String>>,
+    sync: Arc<SyncShared>,
+    /// In sync durability, the thread that fsyncs what commits wrote while
+    /// they index it (see [`Log::spawn_syncer`]).
+    syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Whether that thread runs (else committers lead fsyncs themselves).
+    syncer_on: bool,
     merging: Arc<std::sync::atomic::AtomicBool>,
     merge_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The thread writing the last sealed segment's sidecars (see `spawn_seal`).
@@ -365,6 +420,24 @@ impl Log {
         });
         let bases: Vec<u64> = sealed.iter().map(|s| s.base).chain([active_base]).collect();
         let merged = MergedIndex::find(&config.vfs, dir, &bases);
+        let sync = Arc::new(SyncShared {
+            state: Mutex::new(SyncState {
+                written: (active.clone(), scan.end_pos, scan.committed_end),
+                indexed: (active.clone(), scan.end_pos, scan.committed_end),
+                synced: (active.clone(), scan.end_pos, scan.committed_end),
+                synced_pos: scan.end_pos,
+                syncing: false,
+                stop: false,
+                fsync_failed: None,
+            }),
+            done: Condvar::new(),
+            work: Condvar::new(),
+            poison: Mutex::new(None),
+        });
+        let syncer = (config.settings.durability == Durability::Sync && !config.read_only)
+            .then(|| spawn_syncer(sync.clone()))
+            .flatten();
+        let syncer_on = syncer.is_some();
         let log = Arc::new(Log {
             dir: dir.to_path_buf(),
             config,
@@ -375,13 +448,9 @@ impl Log {
                 horizon,
             }))),
             writer,
-            sync: Mutex::new(SyncState {
-                written: (active, scan.end_pos, scan.committed_end),
-                synced_pos: scan.end_pos,
-                syncing: false,
-            }),
-            sync_cv: Condvar::new(),
-            poison: Mutex::new(None),
+            sync,
+            syncer: Mutex::new(syncer),
+            syncer_on,
             merging: Arc::default(),
             merge_thread: Mutex::new(None),
             seal_thread: Mutex::new(None),
@@ -407,21 +476,14 @@ impl Log {
     }
 
     fn check_poison(&self) -> Result<()> {
-        match &*lock(&self.poison) {
+        match &*lock(&self.sync.poison) {
             Some(why) => Err(Error::Poisoned(why.clone())),
             None => Ok(()),
         }
     }
 
     fn poison_with(&self, e: Error) -> Error {
-        {
-            let mut p = lock(&self.poison);
-            if p.is_none() {
-                *p = Some(e.to_string());
-            }
-        }
-        let _g = lock(&self.sync);
-        self.sync_cv.notify_all();
+        poison_shared(&self.sync, &e.to_string());
         e
     }
 
@@ -506,6 +568,13 @@ impl Log {
             off += bytes.len() as u64;
             pos += u64::from(f.count());
         }
+        if self.syncer_on {
+            // The fsync starts now, while this thread indexes the batch;
+            // readers see the batch once it is both (`publish_durable`).
+            let mut s = lock(&self.sync.state);
+            s.written = (w.active.clone(), pos, off);
+            self.sync.work.notify_one();
+        }
         {
             let mut inner = w
                 .active
@@ -550,7 +619,15 @@ impl Log {
             inner.end_pos = end_pos;
             inner.end_off = end_off;
         }
-        lock(&self.sync).written = (w.active.clone(), end_pos, end_off);
+        {
+            let mut s = lock(&self.sync.state);
+            s.written = (w.active.clone(), end_pos, end_off);
+            s.indexed = (w.active.clone(), end_pos, end_off);
+            if self.syncer_on {
+                s.publish_durable();
+                self.sync.work.notify_one();
+            }
+        }
         if w.off >= self.config.settings.segment_size {
             self.roll_after_commit(w)?;
         }
@@ -560,7 +637,28 @@ impl Log {
     /// Waits until every position below `end` is durable, leading an fsync when no
     /// one else is (group commit).
     fn wait_synced(&self, end: u64) -> Result<()> {
-        let mut s = lock(&self.sync);
+        let mut s = lock(&self.sync.state);
+        if self.syncer_on {
+            loop {
+                if s.synced_pos >= end {
+                    return Ok(());
+                }
+                if let Some((path, code, kind, msg)) = &s.fsync_failed {
+                    let e = match code {
+                        Some(c) => std::io::Error::from_raw_os_error(*c),
+                        None => std::io::Error::new(*kind, msg.clone()),
+                    };
+                    return Err(Error::io(path, e));
+                }
+                self.check_poison()?;
+                self.sync.work.notify_one();
+                s = self
+                    .sync
+                    .done
+                    .wait(s)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        }
         loop {
             if s.synced_pos >= end {
                 return Ok(());
@@ -568,7 +666,8 @@ impl Log {
             self.check_poison()?;
             if s.syncing {
                 s = self
-                    .sync_cv
+                    .sync
+                    .done
                     .wait(s)
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 continue;
@@ -594,14 +693,14 @@ impl Log {
                 inner.end_pos = inner.end_pos.max(pos);
                 inner.end_off = inner.end_off.max(off);
             }
-            s = lock(&self.sync);
+            s = lock(&self.sync.state);
             s.syncing = false;
             if let Err(e) = r {
                 drop(s);
                 return Err(self.poison_with(e));
             }
             s.synced_pos = s.synced_pos.max(pos);
-            self.sync_cv.notify_all();
+            self.sync.done.notify_all();
         }
     }
 
@@ -610,7 +709,7 @@ impl Log {
         if self.writer.is_none() {
             return Ok(());
         }
-        let end = lock(&self.sync).written.1;
+        let end = lock(&self.sync.state).written.1;
         self.wait_synced(end)
     }
 
@@ -622,7 +721,7 @@ impl Log {
     fn roll_after_commit(&self, w: &mut WriterState) -> Result<()> {
         match self.roll(w) {
             Ok(()) => Ok(()),
-            Err(e) if lock(&self.sync).synced_pos >= w.next_pos => {
+            Err(e) if lock(&self.sync.state).synced_pos >= w.next_pos => {
                 log::warn!(
                     "{}: rolling after a durable commit failed: {e}",
                     self.dir.display()
@@ -650,9 +749,9 @@ impl Log {
             inner.index.frames.clone()
         };
         {
-            let mut s = lock(&self.sync);
+            let mut s = lock(&self.sync.state);
             s.synced_pos = s.synced_pos.max(w.next_pos);
-            self.sync_cv.notify_all();
+            self.sync.done.notify_all();
         }
         let (file, path) = segment::create(&*self.config.vfs, &self.dir, w.next_pos, false)
             .map_err(|e| self.poison_with(e))?;
@@ -692,11 +791,18 @@ impl Log {
         if self.config.auto_merge && uncovered >= MERGE_AFTER {
             self.spawn_merge();
         }
-        lock(&self.sync).written = (
-            active.clone(),
-            w.next_pos,
-            segment::SEGMENT_HEADER_LEN as u64,
-        );
+        {
+            // The new segment is empty, and synced: its header was, at creation.
+            let mut s = lock(&self.sync.state);
+            let mark = (
+                active.clone(),
+                w.next_pos,
+                segment::SEGMENT_HEADER_LEN as u64,
+            );
+            s.written = mark.clone();
+            s.indexed = mark.clone();
+            s.synced = mark;
+        }
         w.active = active;
         w.off = segment::SEGMENT_HEADER_LEN as u64;
         Ok(())
@@ -1019,10 +1125,13 @@ impl Log {
         // Only now that readers see the transaction (and every batch before
         // it in the origin) may group-commit waiters return.
         {
-            let mut s = lock(&self.sync);
-            s.written = (w.active.clone(), end_pos, end_off);
+            let mut s = lock(&self.sync.state);
+            let mark = (w.active.clone(), end_pos, end_off);
+            s.written = mark.clone();
+            s.indexed = mark.clone();
+            s.synced = mark;
             s.synced_pos = s.synced_pos.max(end_pos);
-            self.sync_cv.notify_all();
+            self.sync.done.notify_all();
         }
         if self.config.auto_merge && uncovered >= MERGE_AFTER {
             self.spawn_merge();
@@ -1347,6 +1456,20 @@ impl Drop for CompactionGuard<'_> {
     }
 }
 
+/// Refuses further writes with `why` (the first reason sticks) and wakes
+/// everyone waiting for an fsync, so they see it.
+fn poison_shared(sync: &SyncShared, why: &str) {
+    {
+        let mut p = lock(&sync.poison);
+        if p.is_none() {
+            *p = Some(why.to_string());
+        }
+    }
+    let _g = lock(&sync.state);
+    sync.done.notify_all();
+    sync.work.notify_all();
+}
+
 /// Opens the segment at `path` as the active one: repairs a header a crash left
 /// short, maps it and scans its frames. Returns the file, its length, the scan
 /// and whether it continues a transaction from the previous segment.
@@ -1515,11 +1638,71 @@ fn merge_tier(
 
 impl Drop for Log {
     fn drop(&mut self) {
+        if let Some(h) = lock(&self.syncer).take() {
+            lock(&self.sync.state).stop = true;
+            self.sync.work.notify_all();
+            let _ = h.join();
+        }
         if let Some(h) = lock(&self.seal_thread).take() {
             let _ = h.join();
         }
         if let Some(h) = lock(&self.merge_thread).take() {
             let _ = h.join();
+        }
+    }
+}
+
+/// Starts the syncer of a log in sync durability: it fsyncs whatever commits
+/// have written (`written`) beyond what is durable, as soon as they have
+/// written it, so a commit's fsync runs while the committing thread indexes its
+/// batch instead of after; and, like a group-commit leader, one fsync covers
+/// every batch written meanwhile. It publishes what is both durable and
+/// indexed, and wakes the committers waiting for it. An fsync failure poisons
+/// the log and ends the thread; dropping the log ends it too. `None` if the
+/// thread cannot start (committers then lead fsyncs themselves).
+fn spawn_syncer(sync: Arc<SyncShared>) -> Option<std::thread::JoinHandle<()>> {
+    let run = move || {
+        let mut s = lock(&sync.state);
+        loop {
+            if s.stop || lock(&sync.poison).is_some() {
+                return;
+            }
+            if s.written.1 <= s.synced_pos {
+                s = sync
+                    .work
+                    .wait(s)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                continue;
+            }
+            let (seg, pos, off) = s.written.clone();
+            drop(s);
+            let r = seg.file.sync_data();
+            s = lock(&sync.state);
+            if let Err(e) = r {
+                s.fsync_failed =
+                    Some((seg.path.clone(), e.raw_os_error(), e.kind(), e.to_string()));
+                drop(s);
+                poison_shared(&sync, &Error::io(&seg.path, e).to_string());
+                return;
+            }
+            s.synced_pos = s.synced_pos.max(pos);
+            // A roll may have moved on to a new segment meanwhile (it synced
+            // and published the old one itself).
+            if Arc::ptr_eq(&seg, &s.synced.0) && pos > s.synced.1 {
+                s.synced = (seg, pos, off);
+            }
+            s.publish_durable();
+            sync.done.notify_all();
+        }
+    };
+    match std::thread::Builder::new()
+        .name("tablelog-syncer".into())
+        .spawn(run)
+    {
+        Ok(h) => Some(h),
+        Err(e) => {
+            log::warn!("could not start the syncer thread, committers will fsync: {e}");
+            None
         }
     }
 }
