@@ -120,11 +120,14 @@ impl DbBuilder {
         self
     }
 
-    /// Whether a sealed segment's index sidecars are encoded and written on a
-    /// background thread (default true), or by the commit that rolls the
-    /// segment (deterministic I/O order, for fault-injection tests). In the
-    /// background a reader that needs the new segment's key index waits for
-    /// it, and a failed sidecar write is returned by the next write.
+    /// Whether the writer's I/O runs partly on background threads (default
+    /// true): a sealed segment's index sidecars are encoded and written by a
+    /// sealing thread, and in sync durability a syncer thread fsyncs each
+    /// batch while its committer indexes it. With false, the commit that rolls
+    /// a segment writes its sidecars and committers lead their own fsyncs: a
+    /// deterministic I/O order, for fault-injection tests. In the background a
+    /// reader that needs the new segment's key index waits for it, and a
+    /// failed sidecar write is returned by the next write.
     pub fn background_seal(mut self, yes: bool) -> Self {
         self.background_seal = yes;
         self

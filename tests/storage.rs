@@ -444,6 +444,153 @@ fn a_sync_commit_is_visible_when_it_returns_however_its_fsync_and_indexing_race(
     }
 }
 
+/// A file system whose `n`-th `fdatasync` (counting every file) fails once.
+#[derive(Debug)]
+struct FailNthDataSync {
+    seen: Arc<AtomicU64>,
+    fail_at: u64,
+}
+
+#[derive(Debug)]
+struct FailNthFile {
+    inner: Arc<dyn tablelog::storage::vfs::VFile>,
+    seen: Arc<AtomicU64>,
+    fail_at: u64,
+}
+
+impl tablelog::storage::vfs::VFile for FailNthFile {
+    fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+        self.inner.write_at(buf, off)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
+            return Err(std::io::Error::from_raw_os_error(5)); // EIO
+        }
+        self.inner.sync_data()
+    }
+    fn sync_all(&self) -> std::io::Result<()> {
+        self.inner.sync_all()
+    }
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+    fn map(&self, len: usize) -> std::io::Result<bytes::Bytes> {
+        self.inner.map(len)
+    }
+}
+
+impl FailNthDataSync {
+    fn wrap(
+        &self,
+        f: std::io::Result<Arc<dyn tablelog::storage::vfs::VFile>>,
+    ) -> std::io::Result<Arc<dyn tablelog::storage::vfs::VFile>> {
+        Ok(Arc::new(FailNthFile {
+            inner: f?,
+            seen: self.seen.clone(),
+            fail_at: self.fail_at,
+        }))
+    }
+}
+
+impl tablelog::storage::vfs::Vfs for FailNthDataSync {
+    fn create(
+        &self,
+        p: &std::path::Path,
+    ) -> std::io::Result<Arc<dyn tablelog::storage::vfs::VFile>> {
+        self.wrap(OsVfs.create(p))
+    }
+    fn open(
+        &self,
+        p: &std::path::Path,
+        w: bool,
+    ) -> std::io::Result<Arc<dyn tablelog::storage::vfs::VFile>> {
+        self.wrap(OsVfs.open(p, w))
+    }
+    fn rename(&self, a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
+        OsVfs.rename(a, b)
+    }
+    fn remove(&self, p: &std::path::Path) -> std::io::Result<()> {
+        OsVfs.remove(p)
+    }
+    fn sync_dir(&self, d: &std::path::Path) -> std::io::Result<()> {
+        OsVfs.sync_dir(d)
+    }
+    fn read(&self, p: &std::path::Path) -> std::io::Result<bytes::Bytes> {
+        OsVfs.read(p)
+    }
+    fn list(&self, d: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+        OsVfs.list(d)
+    }
+    fn create_dir_all(&self, d: &std::path::Path) -> std::io::Result<()> {
+        OsVfs.create_dir_all(d)
+    }
+    fn lock(&self, p: &std::path::Path) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        OsVfs.lock(p)
+    }
+}
+
+/// In sync durability with the syncer thread, a failed fsync fails the
+/// commit waiting on it, even when another fsync of the same file (the one of
+/// a segment roll, say) succeeds afterwards: the kernel reports a write-back
+/// error once, so that later success proves nothing. Every fsync of 12
+/// single-writer commits that roll segments is failed in turn.
+#[test]
+fn a_failed_fsync_fails_its_commit_even_if_a_later_fsync_succeeds() {
+    let run = |fail_at: u64| -> (Vec<bool>, Vec<(u64, u64)>, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Db::open(dir.path()).unwrap());
+        let seen = Arc::new(AtomicU64::new(0));
+        let db = Db::builder(dir.path())
+            .durability(Durability::Sync)
+            .segment_size(8192)
+            .auto_merge(false)
+            .vfs(Arc::new(FailNthDataSync {
+                seen: seen.clone(),
+                fail_at,
+            }))
+            .open()
+            .unwrap();
+        let w = db.writer();
+        let mut ok = Vec::new();
+        let mut spans = Vec::new();
+        for i in 0..12 {
+            let mut b = Batch::new();
+            for j in 0..200 {
+                b.put_at("s", format!("k{i}-{j}"), "v", j).unwrap();
+            }
+            let before = seen.load(Ordering::SeqCst);
+            ok.push(w.commit(b).is_ok());
+            spans.push((before, seen.load(Ordering::SeqCst)));
+        }
+        (ok, spans, seen.load(Ordering::SeqCst))
+    };
+    let (ok, _, total) = run(u64::MAX);
+    assert!(ok.iter().all(|&o| o) && total >= 12, "{total} fsyncs");
+    for k in 1..=total {
+        let (ok, spans, _) = run(k);
+        // The first fsync during a commit is the one that covers its batch
+        // (one writer: the previous commit returned only once it was synced).
+        // If that one fails, the commit fails, whatever a roll's fsync after
+        // it returns. A failure of a later one (the roll's, after the batch
+        // was durable) poisons the log for the next write instead.
+        let i = spans
+            .iter()
+            .position(|&(a, b)| a < k && k <= b)
+            .expect("every fsync runs during some commit");
+        if k == spans[i].0 + 1 {
+            assert!(
+                !ok[i],
+                "fsync {k}, the first of commit {i}, failed and it returned Ok: {ok:?} {spans:?}"
+            );
+        }
+        assert!(ok[i + 1..].iter().all(|&o| !o), "fsync {k}: {ok:?}");
+        assert!(ok[..i].iter().all(|&o| o), "fsync {k}: {ok:?}");
+    }
+}
+
 #[derive(Debug)]
 struct SteppingClock(AtomicU64);
 

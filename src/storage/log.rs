@@ -208,6 +208,11 @@ struct SyncShared {
     work: Condvar,
     /// Why writes are refused, once an I/O error made the log's state unknown.
     poison: Mutex<Option<String>>,
+    /// Held across every fsync of a segment and the use of its result, so
+    /// fsyncs never overlap: the kernel reports a write-back error to one fsync
+    /// only, and a later one that succeeds must not count (see
+    /// [`Log::fsync_segment`]). Taken before `state`, never while holding it.
+    fsync: Mutex<()>,
 }
 
 /// What a just-sealed segment's sidecars are encoded from.
@@ -433,8 +438,13 @@ impl Log {
             done: Condvar::new(),
             work: Condvar::new(),
             poison: Mutex::new(None),
+            fsync: Mutex::new(()),
         });
-        let syncer = (config.settings.durability == Durability::Sync && !config.read_only)
+        // Without background sealing there is no background I/O at all: the
+        // deterministic order fault-injection tests rely on.
+        let syncer = (config.settings.durability == Durability::Sync
+            && !config.read_only
+            && config.background_seal)
             .then(|| spawn_syncer(sync.clone()))
             .flatten();
         let syncer_on = syncer.is_some();
@@ -675,7 +685,7 @@ impl Log {
             s.syncing = true;
             let (seg, pos, off) = s.written.clone();
             drop(s);
-            let r = seg.file.sync_data().map_err(|e| Error::io(&seg.path, e));
+            let r = self.fsync_segment(&seg);
             let shown = |seg: &ActiveSegment| {
                 let inner = seg
                     .inner
@@ -696,12 +706,24 @@ impl Log {
             s = lock(&self.sync.state);
             s.syncing = false;
             if let Err(e) = r {
-                drop(s);
-                return Err(self.poison_with(e));
+                self.sync.done.notify_all();
+                return Err(e);
             }
             s.synced_pos = s.synced_pos.max(pos);
             self.sync.done.notify_all();
         }
+    }
+
+    /// Fsyncs a segment's data, serialised with every other fsync of the log.
+    /// A failure poisons the log. A success after an earlier failure does not
+    /// count: the kernel reports a write-back error to one fsync only, so the
+    /// pages that failed may be gone while this one returns Ok.
+    fn fsync_segment(&self, seg: &ActiveSegment) -> Result<()> {
+        let _serial = lock(&self.sync.fsync);
+        seg.file
+            .sync_data()
+            .map_err(|e| self.poison_with(Error::io(&seg.path, e)))?;
+        self.check_poison()
     }
 
     /// Makes everything committed so far durable.
@@ -736,9 +758,7 @@ impl Log {
     /// Seals the active segment and starts a new one.
     fn roll(&self, w: &mut WriterState) -> Result<()> {
         let old = w.active.clone();
-        old.file
-            .sync_data()
-            .map_err(|e| self.poison_with(Error::io(&old.path, e)))?;
+        self.fsync_segment(&old)?;
         let frames = {
             let mut inner = old
                 .inner
@@ -1089,10 +1109,7 @@ impl Log {
         end_pos: u64,
         end_off: u64,
     ) -> Result<()> {
-        w.active
-            .file
-            .sync_data()
-            .map_err(|e| self.poison_with(Error::io(&w.active.path, e)))?;
+        self.fsync_segment(&w.active)?;
         // The staged segments' key indexes load from their files: wait until
         // the last is written rather than have a reader rebuild it meanwhile.
         self.join_seal();
@@ -1265,7 +1282,7 @@ impl Transaction<'_> {
         each_written_frame(&seg, &self.data_frames, self.off, |f, at| {
             idx.add_decoded(f, at);
         })?;
-        seg.file.sync_data().map_err(|e| Error::io(&seg.path, e))?;
+        log.fsync_segment(&seg)?;
         let sealed = Arc::new(SealedSegment::from_sealed(
             seg.path.clone(),
             seg.base,
@@ -1661,7 +1678,18 @@ impl Drop for Log {
 /// the log and ends the thread; dropping the log ends it too. `None` if the
 /// thread cannot start (committers then lead fsyncs themselves).
 fn spawn_syncer(sync: Arc<SyncShared>) -> Option<std::thread::JoinHandle<()>> {
+    /// If the thread unwinds (a file system that panics), committers waiting
+    /// for it must not wait forever: poison the log on the way out.
+    struct PoisonOnPanic(Arc<SyncShared>);
+    impl Drop for PoisonOnPanic {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                poison_shared(&self.0, "the syncer thread panicked");
+            }
+        }
+    }
     let run = move || {
+        let _guard = PoisonOnPanic(sync.clone());
         let mut s = lock(&sync.state);
         loop {
             if s.stop || lock(&sync.poison).is_some() {
@@ -1676,6 +1704,8 @@ fn spawn_syncer(sync: Arc<SyncShared>) -> Option<std::thread::JoinHandle<()>> {
             }
             let (seg, pos, off) = s.written.clone();
             drop(s);
+            // Serialised with the committers' fsyncs (see `Log::fsync_segment`).
+            let serial = lock(&sync.fsync);
             let r = seg.file.sync_data();
             s = lock(&sync.state);
             if let Err(e) = r {
@@ -1685,6 +1715,11 @@ fn spawn_syncer(sync: Arc<SyncShared>) -> Option<std::thread::JoinHandle<()>> {
                 poison_shared(&sync, &Error::io(&seg.path, e).to_string());
                 return;
             }
+            if lock(&sync.poison).is_some() {
+                // A failure elsewhere came first: this success proves nothing.
+                return;
+            }
+            drop(serial);
             s.synced_pos = s.synced_pos.max(pos);
             // A roll may have moved on to a new segment meanwhile (it synced
             // and published the old one itself).
