@@ -41,16 +41,22 @@ fn next_key(cursors: &[KeyFileCursor]) -> Option<Bytes> {
         .map(KeyFileCursor::key_bytes)
 }
 
-/// Merges `files` (key indexes of consecutive segments or tiers) into a new
-/// key index file at `path`, atomically: a temporary file, synced, renamed,
-/// and the directory synced.
-pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Result<()> {
+/// The streams of any of `files`, sorted by name.
+fn stream_names(files: &[&KeyIndexFile]) -> Vec<String> {
     let mut names: Vec<String> = files
         .iter()
         .flat_map(|f| f.stream_names().map(str::to_string))
         .collect();
     names.sort();
     names.dedup();
+    names
+}
+
+/// Merges `files` (key indexes of consecutive segments or tiers) into a new
+/// key index file at `path`, atomically: a temporary file, synced, renamed,
+/// and the directory synced.
+pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Result<()> {
+    let names = stream_names(files);
     let cursors = |name: &str| -> Vec<KeyFileCursor> {
         files.iter().filter_map(|f| f.cursor(name)).collect()
     };
@@ -178,12 +184,7 @@ mod tests {
     /// The merge as it was done in memory: every key with all its versions,
     /// then one encoding. The streamed file must equal it byte for byte.
     fn in_memory(files: &[&KeyIndexFile]) -> Vec<u8> {
-        let mut names: Vec<String> = files
-            .iter()
-            .flat_map(|f| f.stream_names().map(str::to_string))
-            .collect();
-        names.sort();
-        names.dedup();
+        let names = stream_names(files);
         let mut per_stream: Vec<(&str, Keys)> = Vec::new();
         for name in &names {
             let mut cs: Vec<_> = files.iter().filter_map(|f| f.cursor(name)).collect();

@@ -175,6 +175,14 @@ struct SyncState {
 }
 
 impl SyncState {
+    /// Moves every mark to `mark`: a new, empty active segment, or a commit
+    /// that is both durable and indexed.
+    fn mark_all(&mut self, mark: Mark) {
+        self.written = mark.clone();
+        self.indexed = mark.clone();
+        self.synced = mark;
+    }
+
     /// Publishes to readers what is both durable and indexed (with the
     /// syncer). Segments a roll sealed were published by it.
     fn publish_durable(&self) {
@@ -755,6 +763,30 @@ impl Log {
         }
     }
 
+    /// Publishes newly sealed segments and the new active segment in one
+    /// state change, then starts a background merge if enough segments are
+    /// not covered by a merged index (after the state lock is released: the
+    /// merge reads the state).
+    fn publish_rolled(&self, sealed: Vec<Arc<SealedSegment>>, active: &Arc<ActiveSegment>) {
+        let uncovered = {
+            let mut st = self
+                .state
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut sealed_list = st.sealed.clone();
+            sealed_list.extend(sealed);
+            *st = Arc::new(LogState {
+                sealed: sealed_list,
+                active: active.clone(),
+                ..LogState::clone(&st)
+            });
+            st.uncovered()
+        };
+        if self.config.auto_merge && uncovered >= MERGE_AFTER {
+            self.spawn_merge();
+        }
+    }
+
     /// Seals the active segment and starts a new one.
     fn roll(&self, w: &mut WriterState) -> Result<()> {
         let old = w.active.clone();
@@ -793,36 +825,13 @@ impl Log {
             }),
             map: Mutex::new(Bytes::new()),
         });
-        let uncovered = {
-            let mut st = self
-                .state
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut sealed_list = st.sealed.clone();
-            sealed_list.push(sealed);
-            *st = Arc::new(LogState {
-                sealed: sealed_list,
-                active: active.clone(),
-                ..LogState::clone(&st)
-            });
-            st.uncovered()
-        };
-        // After the state lock is released: the merge reads the state.
-        if self.config.auto_merge && uncovered >= MERGE_AFTER {
-            self.spawn_merge();
-        }
-        {
-            // The new segment is empty, and synced: its header was, at creation.
-            let mut s = lock(&self.sync.state);
-            let mark = (
-                active.clone(),
-                w.next_pos,
-                segment::SEGMENT_HEADER_LEN as u64,
-            );
-            s.written = mark.clone();
-            s.indexed = mark.clone();
-            s.synced = mark;
-        }
+        self.publish_rolled(vec![sealed], &active);
+        // The new segment is empty, and synced: its header was, at creation.
+        lock(&self.sync.state).mark_all((
+            active.clone(),
+            w.next_pos,
+            segment::SEGMENT_HEADER_LEN as u64,
+        ));
         w.active = active;
         w.off = segment::SEGMENT_HEADER_LEN as u64;
         Ok(())
@@ -1125,33 +1134,14 @@ impl Log {
             inner.end_off = end_off;
         }
         self.check_poison()?;
-        let uncovered = {
-            let mut st = self
-                .state
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut sealed_list = st.sealed.clone();
-            sealed_list.extend(staged);
-            *st = Arc::new(LogState {
-                sealed: sealed_list,
-                active: w.active.clone(),
-                ..LogState::clone(&st)
-            });
-            st.uncovered()
-        };
+        self.publish_rolled(staged, &w.active);
         // Only now that readers see the transaction (and every batch before
         // it in the origin) may group-commit waiters return.
         {
             let mut s = lock(&self.sync.state);
-            let mark = (w.active.clone(), end_pos, end_off);
-            s.written = mark.clone();
-            s.indexed = mark.clone();
-            s.synced = mark;
+            s.mark_all((w.active.clone(), end_pos, end_off));
             s.synced_pos = s.synced_pos.max(end_pos);
             self.sync.done.notify_all();
-        }
-        if self.config.auto_merge && uncovered >= MERGE_AFTER {
-            self.spawn_merge();
         }
         if w.off >= self.config.settings.segment_size {
             self.roll_after_commit(w)?;
