@@ -101,6 +101,20 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 continue;
             }
         };
+        if last && bytes.len() < segment::SEGMENT_HEADER_LEN {
+            // A crash while creating it: open writes its header (and, if the
+            // segment before ends in a data frame, removes it with that
+            // transaction). It holds no frame.
+            problem(
+                0,
+                format!(
+                    "{} bytes, shorter than a segment header: created when the writer stopped; repaired on next open",
+                    bytes.len()
+                ),
+                true,
+            );
+            continue;
+        }
         let scanned = if last {
             segment::scan(&bytes, base, &path)
         } else {
