@@ -72,6 +72,21 @@ pub struct ActiveInner {
 }
 
 impl ActiveSegment {
+    /// A segment just created at `base` by [`segment::create`]: only its header.
+    fn created(base: u64, path: PathBuf, file: Arc<dyn VFile>) -> ActiveSegment {
+        ActiveSegment {
+            base,
+            path,
+            file,
+            inner: RwLock::new(ActiveInner {
+                index: MemIndex::default(),
+                end_pos: base,
+                end_off: segment::SEGMENT_HEADER_LEN as u64,
+            }),
+            map: Mutex::new(Bytes::new()),
+        }
+    }
+
     /// Shared access to the in-memory indexes and the committed end. Readers
     /// hold it only to copy what they need.
     pub fn read_inner(&self) -> std::sync::RwLockReadGuard<'_, ActiveInner> {
@@ -814,17 +829,7 @@ impl Log {
             self.config.vfs.clone(),
         )?);
         self.seal(&sealed, SealSource::Active(old))?;
-        let active = Arc::new(ActiveSegment {
-            base: w.next_pos,
-            path,
-            file,
-            inner: RwLock::new(ActiveInner {
-                index: MemIndex::default(),
-                end_pos: w.next_pos,
-                end_off: segment::SEGMENT_HEADER_LEN as u64,
-            }),
-            map: Mutex::new(Bytes::new()),
-        });
+        let active = Arc::new(ActiveSegment::created(w.next_pos, path, file));
         self.publish_rolled(vec![sealed], &active);
         // The new segment is empty, and synced: its header was, at creation.
         lock(&self.sync.state).mark_all((
@@ -1287,17 +1292,7 @@ impl Transaction<'_> {
         let (file, path) = segment::create(&*log.config.vfs, &log.dir, self.next, true)?;
         self.creating = None;
         self.data_frames.clear();
-        self.w.active = Arc::new(ActiveSegment {
-            base: self.next,
-            path,
-            file,
-            inner: RwLock::new(ActiveInner {
-                index: MemIndex::default(),
-                end_pos: self.next,
-                end_off: segment::SEGMENT_HEADER_LEN as u64,
-            }),
-            map: Mutex::new(Bytes::new()),
-        });
+        self.w.active = Arc::new(ActiveSegment::created(self.next, path, file));
         self.off = segment::SEGMENT_HEADER_LEN as u64;
         Ok(())
     }
