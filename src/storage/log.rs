@@ -92,6 +92,24 @@ impl ActiveSegment {
         }
     }
 
+    /// Makes the positions below `pos` (ending at byte `off`) visible to
+    /// readers; the visible end never moves back. The write lock is taken only
+    /// when it moves: a sealing thread may hold the read lock for long.
+    fn show_up_to(&self, pos: u64, off: u64) {
+        {
+            let inner = self.read_inner();
+            if inner.end_pos >= pos && inner.end_off >= off {
+                return;
+            }
+        }
+        let mut inner = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        inner.end_pos = inner.end_pos.max(pos);
+        inner.end_off = inner.end_off.max(off);
+    }
+
     /// Shared access to the in-memory indexes and the committed end. Readers
     /// hold it only to copy what they need.
     pub fn read_inner(&self) -> std::sync::RwLockReadGuard<'_, ActiveInner> {
@@ -578,13 +596,7 @@ impl Log {
         w.next_pos = end_pos;
         let sync_mode = self.config.settings.durability == Durability::Sync;
         if !sync_mode {
-            let mut inner = w
-                .active
-                .inner
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            inner.end_pos = end_pos;
-            inner.end_off = end_off;
+            w.active.show_up_to(end_pos, end_off);
         }
         {
             let mut s = lock(&self.sync.state);
@@ -643,22 +655,9 @@ impl Log {
             let (seg, pos, off) = s.written.clone();
             drop(s);
             let r = self.fsync_segment(&seg);
-            let shown = |seg: &ActiveSegment| {
-                let inner = seg
-                    .inner
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                inner.end_pos >= pos && inner.end_off >= off
-            };
-            // A segment rolled meanwhile already shows everything it holds
-            // (and its sealing thread may be reading it): no write lock then.
-            if r.is_ok() && !shown(&seg) {
-                let mut inner = seg
-                    .inner
-                    .write()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                inner.end_pos = inner.end_pos.max(pos);
-                inner.end_off = inner.end_off.max(off);
+            if r.is_ok() {
+                // (A segment rolled meanwhile already shows all it holds.)
+                seg.show_up_to(pos, off);
             }
             s = lock(&self.sync.state);
             s.syncing = false;

@@ -51,15 +51,7 @@ impl SyncState {
         } else {
             (*ipos, *ioff)
         };
-        if iseg.read_inner().end_pos >= pos {
-            return;
-        }
-        let mut inner = iseg
-            .inner
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        inner.end_pos = inner.end_pos.max(pos);
-        inner.end_off = inner.end_off.max(off);
+        iseg.show_up_to(pos, off);
     }
 }
 

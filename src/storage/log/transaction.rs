@@ -56,15 +56,7 @@ impl Log {
         self.join_seal();
         w.off = end_off;
         w.next_pos = end_pos;
-        {
-            let mut inner = w
-                .active
-                .inner
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            inner.end_pos = end_pos;
-            inner.end_off = end_off;
-        }
+        w.active.show_up_to(end_pos, end_off);
         self.check_poison()?;
         self.publish_rolled(staged, &w.active);
         // Only now that readers see the transaction (and every batch before
