@@ -319,12 +319,7 @@ impl Log {
                     active_path.display()
                 );
                 drop(file);
-                // Sidecars first: a later segment at this base must never meet them.
-                let (fidx, kidx) = segment::sidecar_paths(&active_path);
-                super::fsutil::remove_if_exists(&*config.vfs, &kidx)?;
-                super::fsutil::remove_if_exists(&*config.vfs, &fidx)?;
-                super::fsutil::remove_if_exists(&*config.vfs, &active_path)?;
-                super::fsutil::sync_dir(&*config.vfs, dir)?;
+                segment::remove_with_sidecars(&*config.vfs, dir, &active_path)?;
             }
             (active_base, active_path) = (prev_base, prev_path);
         };

@@ -602,6 +602,17 @@ pub fn remove_stale_sidecars(vfs: &dyn Vfs, dir: &Path, seg: &Path) -> Result<()
     Ok(())
 }
 
+/// Removes a segment with its sidecars (durably, the sidecars first, so a
+/// later segment at its base never meets them): a segment of a transaction
+/// that never committed.
+pub fn remove_with_sidecars(vfs: &dyn Vfs, dir: &Path, seg: &Path) -> Result<()> {
+    let (fidx, kidx) = sidecar_paths(seg);
+    fsutil::remove_if_exists(vfs, &kidx)?;
+    fsutil::remove_if_exists(vfs, &fidx)?;
+    fsutil::remove_if_exists(vfs, seg)?;
+    fsutil::sync_dir(vfs, dir)
+}
+
 /// A segment file: its first position and its path.
 pub type SegmentFile = (u64, PathBuf);
 

@@ -7,7 +7,6 @@ use std::sync::{Arc, MutexGuard};
 
 use super::{lock, ActiveSegment, Log, SealSource, WriterState};
 use crate::storage::frame::{Frame, FrameBuilder, FrameKind, FRAME_TARGET};
-use crate::storage::fsutil;
 use crate::storage::index::{FrameMeta, MemIndex};
 use crate::storage::segment::{self, SealedSegment};
 use crate::{Error, Result};
@@ -322,18 +321,11 @@ impl Transaction<'_> {
             // Newest first, and the origin cut only once they are all gone: a
             // failure or crash part-way leaves a prefix of the chain, which
             // recovery removes (its origin still ends in a data frame).
+            // One at a time (each removal synced), so a crash leaves a prefix.
             for path in created.iter().rev() {
-                let (fidx, kidx) = segment::sidecar_paths(path);
-                fsutil::remove_if_exists(vfs, &kidx)?;
-                fsutil::remove_if_exists(vfs, &fidx)?;
-                fsutil::remove_if_exists(vfs, path)?;
-                // One at a time, so a crash leaves a prefix of the chain.
-                fsutil::sync_dir(vfs, &log.dir)?;
+                segment::remove_with_sidecars(vfs, &log.dir, path)?;
             }
-            let (fidx, kidx) = segment::sidecar_paths(&self.origin.path);
-            fsutil::remove_if_exists(vfs, &kidx)?;
-            fsutil::remove_if_exists(vfs, &fidx)?;
-            fsutil::sync_dir(vfs, &log.dir)?;
+            segment::remove_stale_sidecars(vfs, &log.dir, &self.origin.path)?;
             self.staged.clear();
             self.rolled = false;
             self.w.active = self.origin.clone();
