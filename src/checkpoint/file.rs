@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! offset 0   magic        8 bytes "TLOGCKPT"
-//! offset 8   version      u32     2 (version 1: no flags field, always zstd)
+//! offset 8   version      u32     3 (version 1: no flags field, always zstd;
+//!                                 versions 1 and 2: no row flags)
 //! offset 12  flags        u32     bit 0: the body is a zstd frame; others 0
 //! offset 16  stream_len   u8, then the stream name
 //!            as_of        i64     T (µs)
@@ -15,9 +16,15 @@
 //!            stored_len   u64     bytes of the body that follows
 //!            body         stored_len bytes (raw, or a zstd frame): rows back to back:
 //!                         u16 key_len, u32 value_len, i64 event_time,
-//!                         u64 position, key, value
+//!                         u64 position, u8 row flags, key, value
 //! end        crc          u32     CRC-32 of every byte before it
 //! ```
+//!
+//! Row flag bit 0, *settled*: the row's value is that of a put, the last record
+//! applied to it, so no version sorting before its `(event_time, position)`
+//! can change it. A late record that sorts before a settled row is shadowed;
+//! one that sorts before an unsettled row (the last record applied was a
+//! patch, or a version 1 or 2 file, which does not say) makes the key refold.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -30,10 +37,24 @@ use crate::storage::read_file;
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"TLOGCKPT";
-/// Checkpoint format version written (version 1 is still read).
-pub const CHECKPOINT_VERSION: u32 = 2;
+/// Checkpoint format version written (versions 1 and 2 are still read).
+pub const CHECKPOINT_VERSION: u32 = 3;
 const FLAG_ZSTD: u32 = 1;
-const ROW_HEADER: usize = 22;
+/// Row header of versions 1 and 2: lengths, event time, position.
+const ROW_HEADER_V2: usize = 22;
+/// Row header of version 3: that, then the row flags.
+const ROW_HEADER: usize = 23;
+const ROW_SETTLED: u8 = 1;
+
+/// A row as a checkpoint keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavedRow {
+    /// The row.
+    pub row: Row,
+    /// Whether the row's value is that of a put, the last record applied to it:
+    /// then no version sorting before it can change it (see the module docs).
+    pub settled: bool,
+}
 
 /// What a checkpoint holds, read from its header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +69,8 @@ pub struct CheckpointInfo {
     pub known_end: u64,
     /// Number of rows.
     pub rows: u64,
+    /// Bytes of a row's header in this file's format version.
+    row_header: usize,
     raw_len: u64,
     body_off: usize,
     stored_len: u64,
@@ -65,7 +88,7 @@ pub fn write(
     stream: &str,
     as_of: i64,
     known_end: u64,
-    rows: impl Iterator<Item = Result<Row>>,
+    rows: impl Iterator<Item = Result<SavedRow>>,
     level: Option<i32>,
 ) -> Result<CheckpointInfo> {
     let zstd = level.is_some();
@@ -80,12 +103,13 @@ pub fn write(
         };
         let (mut count, mut raw_len) = (0u64, 0u64);
         let mut head = [0u8; ROW_HEADER];
-        for row in rows {
-            let row = row?;
+        for saved in rows {
+            let SavedRow { row, settled } = saved?;
             head[0..2].copy_from_slice(&(row.key.len() as u16).to_le_bytes());
             head[2..6].copy_from_slice(&(row.value.len() as u32).to_le_bytes());
             head[6..14].copy_from_slice(&row.event_time.to_le_bytes());
             head[14..22].copy_from_slice(&row.position.to_le_bytes());
+            head[22] = if settled { ROW_SETTLED } else { 0 };
             body.write_all(&head).map_err(io)?;
             body.write_all(&row.key).map_err(io)?;
             body.write_all(&row.value).map_err(io)?;
@@ -126,6 +150,7 @@ pub fn write(
         as_of,
         known_end,
         rows,
+        row_header: ROW_HEADER,
         raw_len,
         body_off,
         stored_len,
@@ -199,7 +224,7 @@ fn parse_header(head: &[u8], file_len: u64, path: &Path) -> Result<CheckpointInf
     let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
     let (zstd, name_at) = match version {
         1 => (true, 12),
-        CHECKPOINT_VERSION => {
+        2 | CHECKPOINT_VERSION => {
             let flags = u32_at(head, 12).ok_or_else(|| bad(12, "truncated header"))?;
             if flags & !FLAG_ZSTD != 0 {
                 return Err(bad(12, &format!("unknown checkpoint flags {flags:#x}")));
@@ -233,6 +258,11 @@ fn parse_header(head: &[u8], file_len: u64, path: &Path) -> Result<CheckpointInf
         as_of: field(0)? as i64,
         known_end: field(1)?,
         rows: field(2)?,
+        row_header: if version < 3 {
+            ROW_HEADER_V2
+        } else {
+            ROW_HEADER
+        },
         raw_len: field(3)?,
         stored_len: field(4)?,
         body_off: at + 40,
@@ -248,7 +278,7 @@ fn parse_header(head: &[u8], file_len: u64, path: &Path) -> Result<CheckpointInf
             "checkpoint body length does not match the file",
         ));
     }
-    if info.rows.saturating_mul(ROW_HEADER as u64) > info.raw_len {
+    if info.rows.saturating_mul(info.row_header as u64) > info.raw_len {
         return Err(bad(at + 16, "row count does not fit the body"));
     }
     if !info.zstd && info.raw_len != info.stored_len {
@@ -266,6 +296,7 @@ pub struct Rows {
     raw: Bytes,
     at: usize,
     left: u64,
+    row_header: usize,
     path: PathBuf,
 }
 
@@ -302,21 +333,31 @@ impl Rows {
             raw,
             at: 0,
             left: info.rows,
+            row_header: info.row_header,
             path: info.path.clone(),
         })
     }
 
-    fn read_row(&mut self) -> Result<Row> {
+    fn read_row(&mut self) -> Result<SavedRow> {
         let b = &self.raw;
         let at = self.at;
-        let head = b.get(at..at + ROW_HEADER).ok_or_else(|| {
+        let head = b.get(at..at + self.row_header).ok_or_else(|| {
             Error::corrupt(&self.path, 0, format!("row header beyond the body at {at}"))
         })?;
         let kl = usize::from(u16::from_le_bytes([head[0], head[1]]));
         let vl = u32::from_le_bytes([head[2], head[3], head[4], head[5]]) as usize;
         let event_time = i64::from_le_bytes(head[6..14].try_into().unwrap_or_default());
         let position = u64::from_le_bytes(head[14..22].try_into().unwrap_or_default());
-        let k0 = at + ROW_HEADER;
+        // Versions 1 and 2 do not say: such a row is never taken as settled.
+        let flags = head.get(ROW_HEADER_V2).copied().unwrap_or(0);
+        if flags & !ROW_SETTLED != 0 {
+            return Err(Error::corrupt(
+                &self.path,
+                0,
+                format!("unknown row flags {flags:#x} at {at}"),
+            ));
+        }
+        let k0 = at + self.row_header;
         let end = k0 + kl + vl;
         if end > b.len() {
             return Err(Error::corrupt(
@@ -326,19 +367,22 @@ impl Rows {
             ));
         }
         self.at = end;
-        Ok(Row {
-            key: b.slice(k0..k0 + kl),
-            value: b.slice(k0 + kl..end),
-            event_time,
-            position,
+        Ok(SavedRow {
+            row: Row {
+                key: b.slice(k0..k0 + kl),
+                value: b.slice(k0 + kl..end),
+                event_time,
+                position,
+            },
+            settled: flags & ROW_SETTLED != 0,
         })
     }
 }
 
 impl Iterator for Rows {
-    type Item = Result<Row>;
+    type Item = Result<SavedRow>;
 
-    fn next(&mut self) -> Option<Result<Row>> {
+    fn next(&mut self) -> Option<Result<SavedRow>> {
         if self.left == 0 {
             return None;
         }
@@ -368,13 +412,16 @@ mod tests {
     use crate::storage::memvfs::MemVfs;
     use crate::storage::vfs::Vfs;
 
-    fn rows() -> Vec<Row> {
+    fn rows() -> Vec<SavedRow> {
         (0..50u64)
-            .map(|i| Row {
-                key: Bytes::from(format!("k{i:03}")),
-                value: Bytes::from(format!(r#"{{"v":{i}}}"#)),
-                event_time: i as i64,
-                position: i * 2,
+            .map(|i| SavedRow {
+                row: Row {
+                    key: Bytes::from(format!("k{i:03}")),
+                    value: Bytes::from(format!(r#"{{"v":{i}}}"#)),
+                    event_time: i as i64,
+                    position: i * 2,
+                },
+                settled: i % 3 != 0,
             })
             .collect()
     }
@@ -388,7 +435,7 @@ mod tests {
             let info = write(&fs, path, "s", 77, 100, rows().into_iter().map(Ok), level).unwrap();
             let (read, bytes) = open(&fs, path).unwrap();
             assert_eq!(read, info);
-            let back: Vec<Row> = Rows::new(&read, &bytes)
+            let back: Vec<SavedRow> = Rows::new(&read, &bytes)
                 .unwrap()
                 .map(|r| r.unwrap())
                 .collect();

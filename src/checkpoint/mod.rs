@@ -4,12 +4,14 @@
 //!
 //! A checkpoint never changes an answer. The tail is every visible record the
 //! checkpoint does not reflect, i.e. with `T < event_time <= T'`, or with
-//! `position >= K`. A key whose tail records all sort after the last record
-//! the checkpoint applied to its row (every record with `event_time > T` does;
-//! a late one, with `event_time <= T` and `position >= K`, may) folds them on
-//! top of that row straight from the scan. A key with a late record that sorts
-//! before it, or with no row in the checkpoint (deleted, so the tombstone's
-//! place is unknown), is refolded from the key index. Every other key's row is
+//! `position >= K`. Tail records that sort after the last record the
+//! checkpoint applied to a key's row (every record with `event_time > T` does;
+//! a late one, with `event_time <= T` and `position >= K`, may) fold on top of
+//! that row straight from the scan. Late records that sort before it are
+//! shadowed when the row is *settled* (that last record was a put, so nothing
+//! older counts); under an unsettled row (a patch was applied last), or for a
+//! key with no row in the checkpoint (deleted, so the tombstone's place is
+//! unknown), the key is refolded from the key index. Every other key's row is
 //! the checkpoint's.
 //!
 //! Files live in `DIR/checkpoints/<stream>@<K, 20 digits>.ckpt` (format in
@@ -23,10 +25,11 @@ use std::sync::Mutex;
 use bytes::Bytes;
 
 use crate::db::Snapshot;
-use crate::query::asof::{GetResult, Row};
+use crate::query::asof::Row;
 use crate::storage::record::{Op, Record};
 use crate::{Error, Result};
 pub use file::CheckpointInfo;
+use file::SavedRow;
 
 /// Subdirectory holding checkpoint files.
 pub const CHECKPOINT_DIR: &str = "checkpoints";
@@ -142,7 +145,8 @@ impl Catalog {
         // From the previous checkpoint plus its tail when that is cheaper: a
         // checkpoint costs about the table's size, not the history's, so
         // periodic checkpoints stay linear in the log.
-        let rows = snap.table(stream, as_of, crate::KnownAt::Latest)?;
+        let mut table = snap.table(stream, as_of, crate::KnownAt::Latest)?;
+        let rows = std::iter::from_fn(|| table.next_saved());
         let info = file::write(vfs, &path, stream, as_of, end, rows, level)?;
         let doomed = {
             let mut infos = self
@@ -184,13 +188,22 @@ impl Catalog {
     }
 }
 
-/// One key's share of the tail: its records sorted by `(event_time,
-/// position)`, and whether any is late (event time at or before the
-/// checkpoint's, position after it).
-#[derive(Debug)]
+/// One key's share of the tail: a run of [`Tail::recs`] sorted by
+/// `(event_time, position)`, and whether any is late (event time at or before
+/// the checkpoint's, position after it).
+#[derive(Debug, Clone)]
 pub(crate) struct TailKey {
-    recs: Vec<Record>,
+    recs: std::ops::Range<usize>,
     late: bool,
+}
+
+/// What a checkpoint does not reflect, grouped by key.
+#[derive(Debug)]
+pub(crate) struct Tail {
+    /// The records, sorted by `(key, event_time, position)`.
+    recs: Vec<Record>,
+    /// The keys, in key order.
+    keys: Vec<TailKey>,
 }
 
 /// What `stream`'s checkpoint does not reflect, by key (sorted): every visible
@@ -202,18 +215,22 @@ pub(crate) fn tail_keys(
     ck: &CheckpointInfo,
     as_of: i64,
     end: u64,
-) -> Result<Option<Vec<(Bytes, TailKey)>>> {
+) -> Result<Option<Tail>> {
     let view = snap.view();
     let budget = ck.rows.max(1024);
-    let mut recs: Vec<(Record, bool)> = Vec::new();
+    let mut recs: Vec<Record> = Vec::new();
     let mut seen = 0u64;
-    // Records newer in event time than the checkpoint (skipping frames by the
-    // time index), then records appended after it with an older event time.
-    for r in view.scan_time(&ck.stream, ck.as_of.saturating_add(1), as_of) {
-        let r = r?;
-        if r.position < end {
-            recs.push((r, false));
-        }
+    // Records before the checkpoint's position that are newer in event time
+    // (frames skipped by the time index), then every record from it on: each
+    // record is read once.
+    let older = view.scan_time_below(
+        &ck.stream,
+        ck.as_of.saturating_add(1),
+        as_of,
+        ck.known_end.min(end),
+    );
+    for r in older {
+        recs.push(r?);
         seen += 1;
         if seen > budget {
             return Ok(None);
@@ -224,34 +241,72 @@ pub(crate) fn tail_keys(
         if r.position >= end {
             break;
         }
-        if r.event_time <= ck.as_of {
-            recs.push((r, true));
+        if r.event_time <= as_of {
+            recs.push(r);
         }
         seen += 1;
         if seen > budget {
             return Ok(None);
         }
     }
-    recs.sort_unstable_by(|(a, _), (b, _)| {
-        (&a.key, a.event_time, a.position).cmp(&(&b.key, b.event_time, b.position))
-    });
-    let mut out: Vec<(Bytes, TailKey)> = Vec::new();
-    for (r, late) in recs {
-        match out.last_mut() {
-            Some((k, t)) if *k == r.key => {
+    // Sorted, then moved into that order once, so that grouping and merging
+    // read the records sequentially.
+    let order = sort_order(&recs);
+    let mut slots: Vec<Option<Record>> = recs.into_iter().map(Some).collect();
+    let recs: Vec<Record> = order
+        .iter()
+        .filter_map(|&i| slots[i as usize].take())
+        .collect();
+    let mut keys: Vec<TailKey> = Vec::new();
+    for (i, r) in recs.iter().enumerate() {
+        let late = r.position >= ck.known_end && r.event_time <= ck.as_of;
+        match keys.last_mut() {
+            Some(t) if recs[t.recs.start].key == r.key => {
+                t.recs.end = i + 1;
                 t.late |= late;
-                t.recs.push(r);
             }
-            _ => out.push((
-                r.key.clone(),
-                TailKey {
-                    recs: vec![r],
-                    late,
-                },
-            )),
+            _ => keys.push(TailKey {
+                recs: i..i + 1,
+                late,
+            }),
         }
     }
-    Ok(Some(out))
+    Ok(Some(Tail { recs, keys }))
+}
+
+/// The indexes of `recs` in `(key, event_time, position)` order. Sorts on
+/// integers: a key's first 16 bytes, zero-padded and read big-endian, then its
+/// length, which together order keys of up to 16 bytes exactly as their bytes
+/// do; longer keys that tie on both compare in full.
+fn sort_order(recs: &[Record]) -> Vec<u32> {
+    let mut order: Vec<(u128, usize, i64, u64, u32)> = recs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut prefix = [0u8; 16];
+            let n = r.key.len().min(16);
+            prefix[..n].copy_from_slice(&r.key[..n]);
+            let i = u32::try_from(i).unwrap_or(u32::MAX);
+            (
+                u128::from_be_bytes(prefix),
+                r.key.len(),
+                r.event_time,
+                r.position,
+                i,
+            )
+        })
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        let by_key = a.0.cmp(&b.0).then_with(|| {
+            if a.1 > 16 && b.1 > 16 {
+                recs[a.4 as usize].key.cmp(&recs[b.4 as usize].key)
+            } else {
+                a.1.cmp(&b.1)
+            }
+        });
+        by_key.then((a.2, a.3).cmp(&(b.2, b.3)))
+    });
+    order.into_iter().map(|o| o.4).collect()
 }
 
 /// Rows of a table from a checkpoint plus its tail, in key order.
@@ -261,9 +316,10 @@ pub(crate) struct FromCheckpoint {
     pub(crate) as_of: i64,
     pub(crate) end: u64,
     pub(crate) rows: file::Rows,
-    pub(crate) peeked: Option<Row>,
-    pub(crate) tail: std::vec::IntoIter<(Bytes, TailKey)>,
-    pub(crate) next_tail: Option<(Bytes, TailKey)>,
+    pub(crate) peeked: Option<SavedRow>,
+    pub(crate) tail: Tail,
+    /// The next key of `tail.keys` to merge.
+    pub(crate) next_tail: usize,
 }
 
 impl std::fmt::Debug for FromCheckpoint {
@@ -274,56 +330,62 @@ impl std::fmt::Debug for FromCheckpoint {
     }
 }
 
-impl FromCheckpoint {
-    fn recompute(&mut self, key: &Bytes) -> Result<Option<Row>> {
-        Ok(
-            match self
-                .snap
-                .get_below(&self.stream, key, self.as_of, self.end)?
-            {
-                GetResult::Present(r) => Some(r),
-                _ => None,
-            },
-        )
-    }
-
-    /// Applies records newer than everything the checkpoint folded to its row.
-    fn on_top(&self, mut row: Option<Row>, recs: Vec<Record>) -> Result<Option<Row>> {
-        for r in recs {
-            row = match r.op {
-                Op::Delete => None,
-                Op::Put => Some(Row {
-                    key: r.key,
-                    value: r.value,
+/// Applies records newer than everything the checkpoint folded to its row
+/// (taking their keys and values).
+fn fold_on_top(
+    snap: &Snapshot,
+    stream: &str,
+    mut row: Option<SavedRow>,
+    recs: &mut [Record],
+) -> Result<Option<SavedRow>> {
+    for r in recs {
+        row = match r.op {
+            Op::Delete => None,
+            Op::Put => Some(SavedRow {
+                row: Row {
+                    key: std::mem::take(&mut r.key),
+                    value: std::mem::take(&mut r.value),
                     event_time: r.event_time,
                     position: r.position,
-                }),
-                Op::Patch => {
-                    let op = self
-                        .snap
-                        .merge
-                        .get(&self.stream)
-                        .ok_or_else(|| Error::NoMergeOperator(self.stream.clone()))?;
-                    let merged = op
-                        .merge(row.as_ref().map(|o| &o.value[..]), &r.value)
-                        .map_err(|reason| Error::Merge {
-                            stream: self.stream.clone(),
-                            position: r.position,
-                            reason,
-                        })?;
-                    Some(Row {
-                        key: r.key,
+                },
+                settled: true,
+            }),
+            Op::Patch => {
+                let op = snap
+                    .merge
+                    .get(stream)
+                    .ok_or_else(|| Error::NoMergeOperator(stream.to_string()))?;
+                let merged = op
+                    .merge(row.as_ref().map(|o| &o.row.value[..]), &r.value)
+                    .map_err(|reason| Error::Merge {
+                        stream: stream.to_string(),
+                        position: r.position,
+                        reason,
+                    })?;
+                Some(SavedRow {
+                    row: Row {
+                        key: std::mem::take(&mut r.key),
                         value: Bytes::from(merged),
                         event_time: r.event_time,
                         position: r.position,
-                    })
-                }
-            };
-        }
-        Ok(row)
+                    },
+                    settled: false,
+                })
+            }
+        };
+    }
+    Ok(row)
+}
+
+impl FromCheckpoint {
+    fn recompute(&self, key: &[u8]) -> Result<Option<SavedRow>> {
+        let (got, settled) = self
+            .snap
+            .get_settled(&self.stream, key, self.as_of, self.end)?;
+        Ok(got.row().map(|row| SavedRow { row, settled }))
     }
 
-    pub(crate) fn next_row(&mut self) -> Option<Result<Row>> {
+    pub(crate) fn next_row(&mut self) -> Option<Result<SavedRow>> {
         loop {
             if self.peeked.is_none() {
                 match self.rows.next() {
@@ -332,41 +394,46 @@ impl FromCheckpoint {
                     None => {}
                 }
             }
-            if self.next_tail.is_none() {
-                self.next_tail = self.tail.next();
-            }
-            let take_tail = match (&self.peeked, &self.next_tail) {
+            let tail_key = self
+                .tail
+                .keys
+                .get(self.next_tail)
+                .map(|t| &self.tail.recs[t.recs.start].key);
+            let take_tail = match (&self.peeked, tail_key) {
                 (None, None) => return None,
                 (Some(_), None) => false,
                 (None, Some(_)) => true,
-                (Some(r), Some((k, _))) => *k <= r.key,
+                (Some(r), Some(k)) => *k <= r.row.key,
             };
             if !take_tail {
                 return self.peeked.take().map(Ok);
             }
-            let Some((key, tail)) = self.next_tail.take() else {
-                continue;
-            };
-            let base = if self.peeked.as_ref().is_some_and(|r| r.key == key) {
+            let TailKey { recs, late } = self.tail.keys[self.next_tail].clone();
+            self.next_tail += 1;
+            let key = self.tail.recs[recs.start].key.clone();
+            let base = if self.peeked.as_ref().is_some_and(|r| r.row.key == key) {
                 self.peeked.take()
             } else {
                 None
             };
-            // Records that all sort after the last one the checkpoint applied
-            // to this row fold on top of it. A late record may sort before it
-            // (among versions the checkpoint folded), or before a tombstone
-            // the checkpoint does not keep: then the key is refolded.
-            let on_top = match (&base, tail.recs.first()) {
-                _ if !tail.late => true,
-                (Some(r), Some(first)) => {
-                    (first.event_time, first.position) > (r.event_time, r.position)
+            let recs = &mut self.tail.recs[recs];
+            // The tail records that sort after the last one the checkpoint
+            // applied to this row fold on top of it. Late records may sort
+            // before it (among versions the checkpoint folded): a settled row
+            // shadows them; otherwise, and for a key with no row (a tombstone
+            // the checkpoint does not keep), the key is refolded.
+            let before = match &base {
+                _ if !late => Some(0),
+                Some(b) => {
+                    let at = (b.row.event_time, b.row.position);
+                    let n = recs.partition_point(|r| (r.event_time, r.position) < at);
+                    (n == 0 || b.settled).then_some(n)
                 }
-                _ => false,
+                None => None,
             };
-            let row = if on_top {
-                self.on_top(base, tail.recs)
-            } else {
-                self.recompute(&key)
+            let row = match before {
+                Some(n) => fold_on_top(&self.snap, &self.stream, base, &mut recs[n..]),
+                None => self.recompute(&key),
             };
             match row {
                 Ok(Some(row)) => return Some(Ok(row)),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::merge::MergeOperator;
+use crate::checkpoint::file::SavedRow;
 use crate::db::Snapshot;
 use crate::storage::index::VersionRef;
 use crate::storage::record::{Hlc, Op};
@@ -241,35 +242,51 @@ impl Snapshot {
         as_of: i64,
         end: u64,
     ) -> Result<GetResult> {
+        Ok(self.get_settled(stream, key, as_of, end)?.0)
+    }
+
+    /// [`Snapshot::get_below`], with whether a present row is settled: its
+    /// value is that of a put, the newest visible version.
+    pub(crate) fn get_settled(
+        &self,
+        stream: &str,
+        key: &[u8],
+        as_of: i64,
+        end: u64,
+    ) -> Result<(GetResult, bool)> {
         // Fast path: the newest visible version decides alone unless it is a
         // patch (one probe per key index, no version list).
         match self.view.newest_visible(stream, key, as_of, end)? {
-            None => return Ok(GetResult::NeverSeen),
+            None => return Ok((GetResult::NeverSeen, false)),
             Some(v) if v.op == Op::Put => {
-                return Ok(GetResult::Present(Row {
+                let row = Row {
                     key: Bytes::copy_from_slice(key),
                     value: self.view.value(&v)?,
                     event_time: v.event_time,
                     position: v.position,
-                }))
+                };
+                return Ok((GetResult::Present(row), true));
             }
             Some(v) if v.op == Op::Delete => {
-                return Ok(GetResult::Deleted {
+                let gone = GetResult::Deleted {
                     event_time: v.event_time,
                     position: v.position,
-                })
+                };
+                return Ok((gone, false));
             }
             _ => {}
         }
+        // The newest visible version is a patch: the row is not settled.
         let mut versions = self.view.versions(stream, key)?;
         visible(&mut versions, as_of, end);
-        fold(
+        let folded = fold(
             self,
             stream,
             self.merge.get(stream),
             &Bytes::copy_from_slice(key),
             &versions,
-        )
+        )?;
+        Ok((folded, false))
     }
 
     /// Every live row of `stream` as of `as_of`, known at `known_at`, in key order,
@@ -298,8 +315,8 @@ impl Snapshot {
                                 end,
                                 rows,
                                 peeked: None,
-                                tail: tail.into_iter(),
-                                next_tail: None,
+                                tail,
+                                next_tail: 0,
                             })),
                         })
                     }
@@ -371,10 +388,10 @@ impl Table {
     }
 }
 
-impl Iterator for Table {
-    type Item = Result<Row>;
-
-    fn next(&mut self) -> Option<Result<Row>> {
+impl Table {
+    /// The next row, with whether it is settled (its value is that of a put,
+    /// the last record applied), as a checkpoint keeps it.
+    pub(crate) fn next_saved(&mut self) -> Option<Result<SavedRow>> {
         match &mut self.inner {
             Inner::Checkpoint(c) => c.next_row(),
             Inner::Scratch(s) => loop {
@@ -386,11 +403,23 @@ impl Iterator for Table {
                     &key,
                     &s.buf,
                 ) {
-                    Ok(GetResult::Present(row)) => return Some(Ok(row)),
+                    Ok(GetResult::Present(row)) => {
+                        // `buf` is sorted by `(event_time, position)`.
+                        let settled = s.buf.last().is_some_and(|v| v.op == Op::Put);
+                        return Some(Ok(SavedRow { row, settled }));
+                    }
                     Ok(_) => {}
                     Err(e) => return Some(Err(e)),
                 }
             },
         }
+    }
+}
+
+impl Iterator for Table {
+    type Item = Result<Row>;
+
+    fn next(&mut self) -> Option<Result<Row>> {
+        self.next_saved().map(|r| r.map(|saved| saved.row))
     }
 }

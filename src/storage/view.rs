@@ -194,6 +194,14 @@ impl View {
         Scan::new(self.clone(), 0, Some(Arc::from(stream)), lo, hi)
     }
 
+    /// [`View::scan_time`] over the positions below `until` only.
+    #[must_use]
+    pub fn scan_time_below(&self, stream: &str, lo: i64, hi: i64, until: u64) -> Scan {
+        let mut scan = Scan::new(self.clone(), 0, Some(Arc::from(stream)), lo, hi);
+        scan.until = scan.until.min(until);
+        scan
+    }
+
     /// Every visible version of `key` in `stream`, sorted by `(event_time, position)`.
     /// Uses the key indexes: cost grows with the key's versions and the number of
     /// segments, not with the log.
@@ -600,6 +608,8 @@ pub struct Scan {
     view: View,
     stream: Option<Arc<str>>,
     from: u64,
+    /// Positions at and after this end the scan (at most the view's end).
+    until: u64,
     lo: i64,
     hi: i64,
     seg: usize,
@@ -612,6 +622,7 @@ impl Scan {
     fn new(view: View, from: u64, stream: Option<Arc<str>>, lo: i64, hi: i64) -> Scan {
         let seg = view.seg_index_for(from);
         Scan {
+            until: view.end_pos,
             view,
             stream,
             from,
@@ -641,7 +652,7 @@ impl Scan {
                 self.frame = usize::MAX;
                 continue;
             };
-            if meta.first_pos >= self.view.end_pos {
+            if meta.first_pos >= self.until {
                 self.seg = usize::MAX;
                 return Ok(false);
             }
@@ -695,7 +706,7 @@ impl Iterator for Scan {
                     };
                     *at = r.value_off + r.value.len();
                     *i += 1;
-                    if pos >= self.view.end_pos {
+                    if pos >= self.until {
                         self.failed = true;
                         return None;
                     }
