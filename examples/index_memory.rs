@@ -28,9 +28,11 @@ use tablelog::storage::keytable::KeyTable;
 use tablelog::{Batch, Db, Op};
 
 const KEY_LEN: usize = 16;
-/// `Slot` in keytable.rs: hash 8 + best_et 8 + prefix 16 + key_off, key_len,
-/// tail, best 4 x 4.
+/// `Slot` in keytable.rs: min_et 8 + best_et 8 + prefix 16 (the whole key, up
+/// to 16 bytes) + key_off, key_len, tail, best 4 x 4; one per key, densely.
 const SLOT: usize = 48;
+/// `Entry` in keytable.rs: slot index and 32 bits of hash, one per bucket.
+const ENTRY: usize = 8;
 
 #[derive(Debug, Default, Clone, Copy)]
 struct Mem {
@@ -77,10 +79,11 @@ fn buckets(n: u64) -> u64 {
 
 fn expected(keys: u64, versions: u64) -> (f64, f64) {
     let b = buckets(keys) as f64;
-    // Slots and one control byte per bucket (+16 trailing control bytes).
-    let table = b * (SLOT as f64 + 1.0) + 16.0;
+    // Entries and one control byte per bucket (+16 trailing control bytes),
+    // and a dense slot per key, whose prefix holds a key of up to 16 bytes.
+    let table = b * (ENTRY as f64 + 1.0) + 16.0 + keys as f64 * SLOT as f64;
     let per_version = (std::mem::size_of::<VersionRef>() + 4) as f64; // + back-link
-    let total = table + (keys * KEY_LEN as u64) as f64 + (keys * versions) as f64 * per_version;
+    let total = table + (keys * versions) as f64 * per_version;
     (total, table / keys as f64)
 }
 
@@ -141,7 +144,8 @@ fn run(mode: &str, keys: u64, versions: u64) -> Result<(), Box<dyn std::error::E
     println!(
         "{mode:5} keys={keys} versions/key={versions}: {:.1}s, RSS +{:.1} MiB (anon +{:.1}, file +{:.1}), \
          peak RSS +{:.1} MiB; anon per key {:.1} B = {:.1} B beyond the key's {KEY_LEN} bytes; \
-         per version {:.1} B; expected from the structures {:.1} B/key ({:.1} table/key + {KEY_LEN} key + {} x {} B/version)",
+         per version {:.1} B; expected from the structures {:.1} B/key ({:.1} table/key, key included, + {} x {} B/version); \
+         key index {:.1} B per key beyond the key's bytes (anon per key less the key and the versions)",
         t.elapsed().as_secs_f64(),
         per(after.rss.saturating_sub(before.rss), 1 << 20),
         per(d_anon, 1 << 20),
@@ -154,6 +158,9 @@ fn run(mode: &str, keys: u64, versions: u64) -> Result<(), Box<dyn std::error::E
         table_per_key,
         versions,
         std::mem::size_of::<VersionRef>() + 4,
+        per(d_anon, keys)
+            - KEY_LEN as f64
+            - versions as f64 * (std::mem::size_of::<VersionRef>() + 4) as f64,
     );
     if mode == "table" {
         assert_eq!(table.len() as u64, keys);
@@ -173,7 +180,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .and_then(|k| k.parse().ok())
         .unwrap_or(1_000_000);
     println!(
-        "size_of::<VersionRef>() = {} B, Slot = {SLOT} B, buckets for {keys} keys = {} (load {:.3})",
+        "size_of::<VersionRef>() = {} B, Slot = {SLOT} B, Entry = {ENTRY} B, buckets for {keys} keys = {} (load {:.3})",
         std::mem::size_of::<VersionRef>(),
         buckets(keys),
         keys as f64 / buckets(keys) as f64
