@@ -1,10 +1,13 @@
 //! Profiling harness: appends N events (default 2M) in batches of 1000 and then
 //! rebuilds the table as of the median time. `cargo run --release --example
-//! profile_append -- 2000000` under `perf record`.
+//! profile_append -- 2000000` under `perf record` (it prints when the timed
+//! part starts, for `perf record -D`). `SEG=BYTES` sets the segment size
+//! (default 64 MiB; a large one shows the append path without segment rolls).
 use tablelog::workload::Workload;
 use tablelog::Db;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let start = std::time::Instant::now();
     let n: u64 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
@@ -14,7 +17,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Workload::default()
     };
     let dir = tempfile::tempdir()?;
-    let db = Db::builder(dir.path()).checkpoint_every(0).open()?;
+    let db = Db::builder(dir.path())
+        .checkpoint_every(0)
+        .segment_size(
+            std::env::var("SEG")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(64 << 20),
+        )
+        .open()?;
     // Batches built before the clock starts: only the append path is timed.
     let mut rng = tablelog::rng::Rng(7);
     let batches: Vec<tablelog::Batch> = (0..n)
@@ -31,6 +42,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect();
     let writer = db.writer();
+    // (For `perf record -D`: when the timed part starts.)
+    eprintln!("batches built at {:?}", start.elapsed());
     let t = std::time::Instant::now();
     for b in batches {
         writer.commit(b)?;

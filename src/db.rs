@@ -317,7 +317,11 @@ impl Db {
     /// A consistent snapshot of everything committed now.
     pub fn snapshot(&self) -> Result<Snapshot> {
         Ok(Snapshot {
-            view: View::new(self.log.state())?,
+            view: View::new({
+                // Every commit that has returned is in the snapshot.
+                self.log.wait_indexed()?;
+                self.log.state()
+            })?,
             merge: self.merge.clone(),
             checkpoints: self.checkpoints.clone(),
             access: AccessPath::Auto,

@@ -17,8 +17,10 @@ use super::segment::{self, SealedSegment};
 use super::vfs::{VFile, Vfs};
 use crate::{Error, Result};
 
+mod indexer;
 mod sync;
 mod transaction;
+use indexer::{index_frames, spawn_indexer, IndexJob};
 use sync::{poison_shared, spawn_periodic_sync, spawn_syncer, SyncShared, SyncState};
 pub use transaction::{add_count, Transaction};
 
@@ -188,6 +190,9 @@ struct WriterState {
     off: u64,
     next_pos: u64,
     hlc: HlcState,
+    /// Where commits send their frames to be indexed (see [`indexer`]);
+    /// `None`: they index them themselves.
+    index_tx: Option<crossbeam_channel::Sender<IndexJob>>,
 }
 
 /// What a just-sealed segment's sidecars are encoded from.
@@ -227,6 +232,10 @@ pub struct Log {
     syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Whether that thread runs (else committers lead fsyncs themselves).
     syncer_on: bool,
+    /// The thread that indexes what commits wrote (see [`indexer`]).
+    indexer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Whether it runs (else commits index their frames themselves).
+    indexer_on: bool,
     merging: Arc<std::sync::atomic::AtomicBool>,
     merge_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The thread writing the last sealed segment's sidecars (see `spawn_seal`).
@@ -391,6 +400,7 @@ impl Log {
                 off: scan.committed_end,
                 next_pos: scan.end_pos,
                 hlc: HlcState::starting_after(last_hlc),
+                index_tx: None,
             })
         });
         let bases: Vec<u64> = sealed.iter().map(|s| s.base).chain([active_base]).collect();
@@ -403,6 +413,7 @@ impl Log {
                 synced_pos: scan.end_pos,
                 syncing: false,
                 stop: false,
+                indexer_gone: false,
                 fsync_failed: None,
             }),
             done: Condvar::new(),
@@ -418,6 +429,22 @@ impl Log {
             .then(|| spawn_syncer(sync.clone()))
             .flatten();
         let syncer_on = syncer.is_some();
+        // The indexer makes batches visible once indexed, or hands that to the
+        // syncer's publishing; a committer leading its own fsync in sync
+        // durability would show what it synced, indexed or not: no indexer then.
+        let indexer = (!config.read_only
+            && config.background_seal
+            && (config.settings.durability != Durability::Sync || syncer_on))
+            .then(|| spawn_indexer(sync.clone(), syncer_on))
+            .flatten();
+        let (index_tx, indexer) = match indexer {
+            Some((tx, h)) => (Some(tx), Some(h)),
+            None => (None, None),
+        };
+        let indexer_on = indexer.is_some();
+        if let Some(w) = &writer {
+            lock(w).index_tx = index_tx;
+        }
         let log = Arc::new(Log {
             dir: dir.to_path_buf(),
             config,
@@ -431,6 +458,8 @@ impl Log {
             sync,
             syncer: Mutex::new(syncer),
             syncer_on,
+            indexer: Mutex::new(indexer),
+            indexer_on,
             merging: Arc::default(),
             merge_thread: Mutex::new(None),
             seal_thread: Mutex::new(None),
@@ -549,27 +578,38 @@ impl Log {
             pos += u64::from(f.count());
         }
         if self.syncer_on {
-            // The fsync starts now, while this thread indexes the batch;
-            // readers see the batch once it is both (`publish_durable`).
+            // The fsync starts now, while the batch is indexed; readers see
+            // the batch once it is both (`publish_durable`).
             let mut s = lock(&self.sync.state);
             s.written = (w.active.clone(), pos, off);
             self.sync.work.notify_one();
         }
-        {
+        let mut indexed_here = true;
+        if let Some(tx) = &w.index_tx {
+            let job = IndexJob {
+                seg: w.active.clone(),
+                frames,
+                metas,
+                end_pos: pos,
+                end_off: off,
+            };
+            if tx.send(job).is_err() {
+                // The indexer is gone (it poisoned the log on its way out),
+                // and what it left unindexed can never show: the batch is
+                // not acknowledged (like a batch whose write failed, it may
+                // or may not be there after reopening).
+                return Err(self.poison_with(Error::Poisoned("the indexer thread is gone".into())));
+            }
+            indexed_here = false;
+        } else {
             let mut inner = w
                 .active
                 .inner
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            for (f, meta) in frames.iter().zip(metas) {
-                inner.index.add_frame(
-                    meta,
-                    f.records()
-                        .map(|(s, r)| (s, r.key, r.op, r.event_time, r.offset as u32)),
-                );
-            }
+            index_frames(&mut inner.index, &frames, metas);
         }
-        let wait = self.finish_commit(&mut w, pos, off, force_sync)?;
+        let wait = self.finish_commit(&mut w, pos, off, force_sync, indexed_here)?;
         drop(w);
         if wait {
             self.wait_synced(pos)?;
@@ -579,24 +619,29 @@ impl Log {
 
     /// Publishes a written transaction and rolls the segment if full. Returns whether
     /// the caller must wait for the fsync (after releasing the writer, so the next
-    /// batches are written while this one syncs).
+    /// batches are written while this one syncs). `indexed_here`: the caller
+    /// indexed the transaction itself (else the indexer thread has it, and
+    /// shows it once indexed).
     fn finish_commit(
         &self,
         w: &mut WriterState,
         end_pos: u64,
         end_off: u64,
         force_sync: bool,
+        indexed_here: bool,
     ) -> Result<bool> {
         w.off = end_off;
         w.next_pos = end_pos;
         let sync_mode = self.config.settings.durability == Durability::Sync;
-        if !sync_mode {
+        if !sync_mode && indexed_here {
             w.active.show_up_to(end_pos, end_off);
         }
         {
             let mut s = lock(&self.sync.state);
             s.written = (w.active.clone(), end_pos, end_off);
-            s.indexed = (w.active.clone(), end_pos, end_off);
+            if indexed_here {
+                s.indexed = (w.active.clone(), end_pos, end_off);
+            }
             if self.syncer_on {
                 s.publish_durable();
                 self.sync.work.notify_one();
@@ -650,8 +695,10 @@ impl Log {
             let (seg, pos, off) = s.written.clone();
             drop(s);
             let r = self.fsync_segment(&seg);
-            if r.is_ok() {
-                // (A segment rolled meanwhile already shows all it holds.)
+            if r.is_ok() && self.config.settings.durability == Durability::Sync {
+                // Sync durability shows a batch once durable (no indexer runs
+                // then: commits indexed it). Otherwise commits or the indexer
+                // show it. (A segment rolled meanwhile shows all it holds.)
                 seg.show_up_to(pos, off);
             }
             s = lock(&self.sync.state);
@@ -732,6 +779,8 @@ impl Log {
 
     /// Seals the active segment and starts a new one.
     fn roll(&self, w: &mut WriterState) -> Result<()> {
+        // Sealing reads the whole index: the indexer must be done with it.
+        self.drain_index()?;
         let old = w.active.clone();
         self.fsync_segment(&old)?;
         let frames = {
@@ -1204,6 +1253,13 @@ fn merge_tier(
 
 impl Drop for Log {
     fn drop(&mut self) {
+        // Closing the queue ends the indexer once it has indexed what is in it.
+        if let Some(w) = &self.writer {
+            lock(w).index_tx = None;
+        }
+        if let Some(h) = lock(&self.indexer).take() {
+            let _ = h.join();
+        }
         if let Some(h) = lock(&self.syncer).take() {
             lock(&self.sync.state).stop = true;
             self.sync.work.notify_all();

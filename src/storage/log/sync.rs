@@ -24,6 +24,8 @@ pub(super) struct SyncState {
     pub(super) syncing: bool,
     /// Tells the syncer thread to end.
     pub(super) stop: bool,
+    /// The indexer thread died: what it left unindexed never shows.
+    pub(super) indexer_gone: bool,
     /// The syncer's failed fsync: the file and the OS error (code, or kind
     /// and message). Each committer whose batch it left unsynced gets it as
     /// its own I/O error; later writes find the log poisoned.

@@ -15,6 +15,8 @@ impl Log {
     /// Starts a streaming transaction that holds the writer until it commits or drops.
     pub fn transaction(&self) -> Result<Transaction<'_>> {
         let w = self.writer()?;
+        // It indexes its frames itself, after those of earlier commits.
+        self.drain_index()?;
         // Frames small enough that a segment holds several: the transaction
         // rolls to a new segment at a frame boundary past the segment size.
         let segment_size = usize::try_from(self.config.settings.segment_size).unwrap_or(usize::MAX);
@@ -295,7 +297,7 @@ impl Transaction<'_> {
             log.finish_spanning(&mut self.w, staged, end, off)?;
             return Ok(first..end);
         }
-        let wait = log.finish_commit(&mut self.w, end, off, force_sync)?;
+        let wait = log.finish_commit(&mut self.w, end, off, force_sync, true)?;
         drop(self);
         if wait {
             log.wait_synced(end)?;
