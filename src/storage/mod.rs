@@ -31,6 +31,7 @@ pub mod sweep;
 pub mod verify;
 pub mod vfs;
 pub mod view;
+mod writeback;
 
 /// Reads a whole immutable file (sidecars, checkpoints) through the seam.
 pub(crate) fn read_file(vfs: &dyn vfs::Vfs, path: &std::path::Path) -> crate::Result<bytes::Bytes> {

@@ -63,6 +63,12 @@ pub trait VFile: Send + Sync + fmt::Debug {
     /// The first `len` bytes, read-only (a memory map of a real file). The caller
     /// promises that they are never written again (see `mmap.rs`).
     fn map(&self, len: usize) -> io::Result<Bytes>;
+    /// Starts writing `len` bytes at `off` back to the device without waiting
+    /// (a hint: it makes nothing durable), so that a later fsync has less
+    /// left to do. The default does nothing.
+    fn start_writeback(&self, off: u64, len: u64) {
+        let _ = (off, len);
+    }
 }
 
 /// The operating system's file system.
@@ -90,6 +96,9 @@ impl VFile for OsFile {
     }
     fn map(&self, len: usize) -> io::Result<Bytes> {
         super::mmap::map(&self.0, len)
+    }
+    fn start_writeback(&self, off: u64, len: u64) {
+        super::writeback::start(&self.0, off, len);
     }
 }
 

@@ -238,6 +238,9 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
             unit: "rec/s",
             ceiling,
         });
+        // The writer holds the database open too: its background merge may
+        // still be writing files into `dir` until both are gone.
+        drop(writer);
         drop(db);
         std::fs::remove_dir_all(&dir)?;
         bar.inc(1);

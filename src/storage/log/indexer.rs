@@ -29,6 +29,12 @@ use crate::Result;
 /// Jobs queued at most before a writer waits (a job is one commit).
 const QUEUE: usize = 4;
 
+/// Out of sync durability, write-back of what commits wrote is started every
+/// this many bytes, so that the fsync of a segment roll, on the writer's path,
+/// finds most of the segment already written (the syncer fsyncs each batch in
+/// sync durability anyway).
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
 /// One commit's frames, written to `seg`, to index and then show.
 pub(super) struct IndexJob {
     pub(super) seg: Arc<ActiveSegment>,
@@ -72,6 +78,8 @@ pub(super) fn spawn_indexer(
     let (tx, rx) = crossbeam_channel::bounded::<IndexJob>(QUEUE);
     let run = move || {
         let _guard = PoisonOnPanic(sync.clone());
+        // Where write-back was last started: the segment and the offset.
+        let mut hinted: Option<(Arc<ActiveSegment>, u64)> = None;
         // Ends when the log drops its sender, after the queue is empty.
         for job in rx {
             {
@@ -84,6 +92,14 @@ pub(super) fn spawn_indexer(
             }
             if !publish_durable {
                 job.seg.show_up_to(job.end_pos, job.end_off);
+                let from = match &hinted {
+                    Some((seg, at)) if Arc::ptr_eq(seg, &job.seg) => *at,
+                    _ => 0,
+                };
+                if job.end_off >= from + WRITEBACK_EVERY {
+                    job.seg.file.start_writeback(from, job.end_off - from);
+                    hinted = Some((job.seg.clone(), job.end_off));
+                }
             }
             let mut s = lock(&sync.state);
             if job.end_pos > s.indexed.1 {
