@@ -418,6 +418,7 @@ impl Log {
             }),
             done: Condvar::new(),
             work: Condvar::new(),
+            indexed: Condvar::new(),
             poison: Mutex::new(None),
             fsync: Mutex::new(()),
         });
@@ -476,7 +477,9 @@ impl Log {
         Ok(log)
     }
 
-    /// The current segment list.
+    /// The current segment list. What it shows of the active segment may
+    /// lag the commits that have returned by what the indexer has not indexed
+    /// yet ([`Log::wait_indexed`] first, for read-your-writes).
     pub fn state(&self) -> Arc<LogState> {
         self.state
             .read()
@@ -527,6 +530,12 @@ impl Log {
     }
 
     /// Commits a batch of frames atomically. Returns the position range.
+    ///
+    /// In sync durability (or with `force_sync`) it returns once the batch is
+    /// durable; in sync durability, also visible. Otherwise, with the indexer
+    /// thread running, the batch becomes visible once indexed, which may be
+    /// just after this returns: [`Log::wait_indexed`] before [`Log::state`]
+    /// sees it (as `Db::snapshot` does).
     pub fn commit(
         &self,
         mut frames: Vec<FrameBuilder>,
@@ -577,13 +586,8 @@ impl Log {
             off += bytes.len() as u64;
             pos += u64::from(f.count());
         }
-        if self.syncer_on {
-            // The fsync starts now, while the batch is indexed; readers see
-            // the batch once it is both (`publish_durable`).
-            let mut s = lock(&self.sync.state);
-            s.written = (w.active.clone(), pos, off);
-            self.sync.work.notify_one();
-        }
+        // Handed to the indexer first: if it is gone, the batch is cut before
+        // the syncer hears of it.
         let mut indexed_here = true;
         if let Some(tx) = &w.index_tx {
             let job = IndexJob {
@@ -596,12 +600,14 @@ impl Log {
             if tx.send(job).is_err() {
                 // The indexer is gone (it poisoned the log on its way out),
                 // and what it left unindexed can never show: the batch is
-                // not acknowledged (like a batch whose write failed, it may
-                // or may not be there after reopening).
+                // cut and not acknowledged, as when its write fails.
+                let _ = w.active.file.set_len(start_off);
                 return Err(self.poison_with(Error::Poisoned("the indexer thread is gone".into())));
             }
             indexed_here = false;
+            self.start_sync(&w, pos, off);
         } else {
+            self.start_sync(&w, pos, off);
             let mut inner = w
                 .active
                 .inner
@@ -615,6 +621,17 @@ impl Log {
             self.wait_synced(pos)?;
         }
         Ok(first..pos)
+    }
+
+    /// With the syncer, has it fsync what the writer `w` wrote up to `pos`
+    /// (ending at `off`) while the batch is indexed; readers see the batch
+    /// once it is both (`publish_durable`).
+    fn start_sync(&self, w: &WriterState, pos: u64, off: u64) {
+        if self.syncer_on {
+            let mut s = lock(&self.sync.state);
+            s.written = (w.active.clone(), pos, off);
+            self.sync.work.notify_one();
+        }
     }
 
     /// Publishes a written transaction and rolls the segment if full. Returns whether
@@ -641,10 +658,10 @@ impl Log {
             s.written = (w.active.clone(), end_pos, end_off);
             if indexed_here {
                 s.indexed = (w.active.clone(), end_pos, end_off);
-            }
-            if self.syncer_on {
-                s.publish_durable();
-                self.sync.work.notify_one();
+                if self.syncer_on {
+                    s.publish_durable();
+                    self.sync.work.notify_one();
+                }
             }
         }
         if w.off >= self.config.settings.segment_size {
@@ -654,23 +671,35 @@ impl Log {
     }
 
     /// Waits until every position below `end` is durable, leading an fsync when no
-    /// one else is (group commit).
+    /// one else is (group commit). With the syncer (sync durability), also until
+    /// it is indexed, so that it is visible: a commit returns durable and
+    /// visible.
     fn wait_synced(&self, end: u64) -> Result<()> {
         let mut s = lock(&self.sync.state);
         if self.syncer_on {
             loop {
                 if s.synced_pos >= end {
-                    return Ok(());
+                    if !self.indexer_on || s.indexed.1 >= end {
+                        return Ok(());
+                    }
+                    // Durable: only the indexer can fail it now (a poison for
+                    // anything else does not stop the indexer).
+                    if s.indexer_gone {
+                        return Err(Error::Poisoned("the indexer thread panicked".into()));
+                    }
+                } else {
+                    if let Some((path, code, kind, msg)) = &s.fsync_failed {
+                        let e = match code {
+                            Some(c) => std::io::Error::from_raw_os_error(*c),
+                            None => std::io::Error::new(*kind, msg.clone()),
+                        };
+                        return Err(Error::io(path, e));
+                    }
+                    self.check_poison()?;
+                    if s.written.1 > s.synced_pos {
+                        self.sync.work.notify_one();
+                    }
                 }
-                if let Some((path, code, kind, msg)) = &s.fsync_failed {
-                    let e = match code {
-                        Some(c) => std::io::Error::from_raw_os_error(*c),
-                        None => std::io::Error::new(*kind, msg.clone()),
-                    };
-                    return Err(Error::io(path, e));
-                }
-                self.check_poison()?;
-                self.sync.work.notify_one();
                 s = self
                     .sync
                     .done
@@ -1254,8 +1283,10 @@ fn merge_tier(
 impl Drop for Log {
     fn drop(&mut self) {
         // Closing the queue ends the indexer once it has indexed what is in it.
-        if let Some(w) = &self.writer {
-            lock(w).index_tx = None;
+        if let Some(w) = self.writer.as_mut() {
+            w.get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .index_tx = None;
         }
         if let Some(h) = lock(&self.indexer).take() {
             let _ = h.join();

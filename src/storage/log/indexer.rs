@@ -77,11 +77,13 @@ pub(super) fn spawn_indexer(
     }
     let (tx, rx) = crossbeam_channel::bounded::<IndexJob>(QUEUE);
     let run = move || {
+        // Declared after `rx`, so dropped before it: a commit that finds the
+        // queue closed finds the log already poisoned with the reason.
         let _guard = PoisonOnPanic(sync.clone());
         // Where write-back was last started: the segment and the offset.
         let mut hinted: Option<(Arc<ActiveSegment>, u64)> = None;
         // Ends when the log drops its sender, after the queue is empty.
-        for job in rx {
+        for job in rx.iter() {
             {
                 let mut inner = job
                     .seg
@@ -107,9 +109,11 @@ pub(super) fn spawn_indexer(
             }
             if publish_durable {
                 s.publish_durable();
+                // Committers in sync durability wait for this too.
+                sync.done.notify_all();
             }
             drop(s);
-            sync.done.notify_all();
+            sync.indexed.notify_all();
             // The frames (the batch's buffers) are freed here, off the writer.
         }
     };
@@ -131,25 +135,19 @@ impl Log {
     /// index: a roll, a streaming transaction. The caller holds the writer, so
     /// nothing new is queued meanwhile.
     pub(super) fn drain_index(&self) -> Result<()> {
-        let target = lock(&self.sync.state).written.1;
-        self.wait_indexed_to(target)
+        self.wait_indexed()
     }
 
-    /// Waits until every commit that has returned is indexed, so that a
-    /// snapshot taken now sees it (read-your-writes with the indexer thread).
+    /// Waits until everything written when it is called is indexed, so that
+    /// every commit that has returned shows in a snapshot taken now
+    /// (read-your-writes with the indexer thread; [`crate::Db::snapshot`]
+    /// calls it). Returns at once without the indexer.
     pub fn wait_indexed(&self) -> Result<()> {
         if !self.indexer_on {
             return Ok(());
         }
-        let target = lock(&self.sync.state).written.1;
-        self.wait_indexed_to(target)
-    }
-
-    fn wait_indexed_to(&self, target: u64) -> Result<()> {
-        if !self.indexer_on {
-            return Ok(());
-        }
         let mut s = lock(&self.sync.state);
+        let target = s.written.1;
         while s.indexed.1 < target {
             if s.indexer_gone {
                 // What it left unindexed would never show: say so rather
@@ -160,7 +158,7 @@ impl Log {
             }
             s = self
                 .sync
-                .done
+                .indexed
                 .wait(s)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }

@@ -64,6 +64,8 @@ pub(super) struct SyncShared {
     pub(super) done: Condvar,
     /// Signalled when there is something for the syncer to fsync.
     pub(super) work: Condvar,
+    /// Signalled when the indexer has indexed a batch, or died.
+    pub(super) indexed: Condvar,
     /// Why writes are refused, once an I/O error made the log's state unknown.
     pub(super) poison: Mutex<Option<String>>,
     /// Held across every fsync of a segment and the use of its result, so
@@ -85,6 +87,7 @@ pub(super) fn poison_shared(sync: &SyncShared, why: &str) {
     let _g = lock(&sync.state);
     sync.done.notify_all();
     sync.work.notify_all();
+    sync.indexed.notify_all();
 }
 
 /// Starts the syncer of a log in sync durability: it fsyncs whatever commits

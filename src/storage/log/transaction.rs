@@ -261,13 +261,17 @@ impl Transaction<'_> {
             // Index the data frames from disk (page cache), one at a time, so
             // readers wait for one frame at a time. They see none of it before
             // `end_pos` moves.
+            // A failure part-way leaves some of them in the active index (not
+            // visible, but an abort would let later commits reuse their
+            // positions): the log is poisoned.
             each_written_frame(&seg, &self.data_frames, self.off, |frame, at| {
                 seg.inner
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .index
                     .add_decoded(frame, at);
-            })?;
+            })
+            .map_err(|e| log.poison_with(e))?;
             let mut inner = seg
                 .inner
                 .write()
