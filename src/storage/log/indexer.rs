@@ -109,8 +109,6 @@ pub(super) fn spawn_indexer(
             }
             if publish_durable {
                 s.publish_durable();
-                // Committers in sync durability wait for this too.
-                sync.done.notify_all();
             }
             drop(s);
             sync.indexed.notify_all();
