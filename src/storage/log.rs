@@ -626,9 +626,9 @@ impl Log {
         Ok(first..pos)
     }
 
-    /// With the syncer, has it fsync what the writer `w` wrote up to `pos`
-    /// (ending at `off`) while the batch is indexed; readers see the batch
-    /// once it is both (`publish_durable`).
+    /// With the syncer on, asks it to fsync what the writer `w` wrote up to
+    /// `pos` (ending at `off`) while the batch is indexed; readers see the
+    /// batch once it is both (`publish_durable`).
     fn start_sync(&self, w: &WriterState, pos: u64, off: u64) {
         if self.syncer_on {
             let mut s = lock(&self.sync.state);
