@@ -533,6 +533,123 @@ fn a_transaction_right_after_a_commit_indexes_after_it() {
     }
 }
 
+/// The real file system, refusing to create key-index sidecars while armed.
+#[derive(Debug)]
+struct RefuseKidx(Arc<std::sync::atomic::AtomicBool>);
+
+impl tablelog::storage::vfs::Vfs for RefuseKidx {
+    fn create(
+        &self,
+        p: &std::path::Path,
+    ) -> std::io::Result<Arc<dyn tablelog::storage::vfs::VFile>> {
+        let kidx = p.to_string_lossy().contains(".kidx");
+        if kidx && self.0.load(Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
+        OsVfs.create(p)
+    }
+    fn open(
+        &self,
+        p: &std::path::Path,
+        w: bool,
+    ) -> std::io::Result<Arc<dyn tablelog::storage::vfs::VFile>> {
+        OsVfs.open(p, w)
+    }
+    fn rename(&self, a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
+        OsVfs.rename(a, b)
+    }
+    fn remove(&self, p: &std::path::Path) -> std::io::Result<()> {
+        OsVfs.remove(p)
+    }
+    fn sync_dir(&self, d: &std::path::Path) -> std::io::Result<()> {
+        OsVfs.sync_dir(d)
+    }
+    fn read(&self, p: &std::path::Path) -> std::io::Result<bytes::Bytes> {
+        OsVfs.read(p)
+    }
+    fn list(&self, d: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+        OsVfs.list(d)
+    }
+    fn create_dir_all(&self, d: &std::path::Path) -> std::io::Result<()> {
+        OsVfs.create_dir_all(d)
+    }
+    fn lock(&self, p: &std::path::Path) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        OsVfs.lock(p)
+    }
+}
+
+/// A sidecar the sealing thread failed to write poisons the log at the next
+/// write, unless its segment is gone: an aborted streaming transaction
+/// removes the segments it filled (and their sidecars), so their failures
+/// are forgotten and the log stays healthy. A published segment's failure
+/// still fails the next write.
+#[test]
+fn an_aborted_transaction_forgets_the_sidecar_failures_of_the_segments_it_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let open = || {
+        Db::builder(dir.path())
+            .segment_size(1 << 16)
+            .vfs(Arc::new(RefuseKidx(armed.clone())))
+            .open()
+            .unwrap()
+    };
+    let db = open();
+    let w = db.writer();
+    let one = |key: &str| {
+        let mut b = Batch::new();
+        b.put_at("s", key, "v", 1).unwrap();
+        b
+    };
+    w.commit(one("before")).unwrap();
+    armed.store(true, Ordering::SeqCst);
+    {
+        let mut t = w.transaction().unwrap();
+        for i in 0..400u64 {
+            t.push("s", format!("t{i}").as_bytes(), Op::Put, &[b'x'; 500], 1)
+                .unwrap();
+        }
+        // Dropped: aborted, after filling (and sealing) a few segments.
+    }
+    armed.store(false, Ordering::SeqCst);
+    w.commit(one("after"))
+        .expect("the aborted transaction's sidecar failures poisoned the log");
+    let keys = |db: &Db| -> Vec<Vec<u8>> {
+        db.snapshot()
+            .unwrap()
+            .table("s", i64::MAX, None)
+            .unwrap()
+            .map(|r| r.unwrap().key.to_vec())
+            .collect()
+    };
+    assert_eq!(keys(&db), vec![b"after".to_vec(), b"before".to_vec()]);
+    // A published segment's failure is not forgotten.
+    armed.store(true, Ordering::SeqCst);
+    let mut big = Batch::new();
+    for i in 0..200u64 {
+        big.put_at("s", format!("b{i}"), vec![b'y'; 500], 1)
+            .unwrap();
+    }
+    w.commit(big).unwrap(); // rolls: its sidecars fail in the background
+                            // A lookup in the sealed segment waits for its key index, which the
+                            // sealing thread holds until its (failed) write is done.
+    let snap = db.snapshot().unwrap();
+    assert!(snap.get("s", b"b0", 1, None).unwrap().row().is_some());
+    armed.store(false, Ordering::SeqCst);
+    let mut refused = false;
+    for _ in 0..3 {
+        refused |= w.commit(one("later")).is_err();
+    }
+    assert!(
+        refused,
+        "a published segment's failed sidecars went unreported"
+    );
+    drop(w);
+    drop(db);
+    let reopened = open();
+    assert!(keys(&reopened).len() >= 202);
+}
+
 /// A file system whose `n`-th `fdatasync` (counting every file) fails once.
 #[derive(Debug)]
 struct FailNthDataSync {

@@ -241,7 +241,9 @@ pub struct Log {
     /// The thread writing the last sealed segment's sidecars (see `spawn_seal`).
     seal_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// A failure of that thread's writes, returned by the next write.
-    seal_error: Arc<Mutex<Option<Error>>>,
+    /// (With the segment it was for: an aborted transaction forgets the
+    /// failures of the segments it removed.)
+    seal_error: Arc<Mutex<Option<(PathBuf, Error)>>>,
     compacting: Mutex<()>,
     /// What recovery did at open.
     pub recovery: RecoveryReport,
@@ -503,7 +505,7 @@ impl Log {
         let w = self.writer.as_ref().ok_or(Error::ReadOnly)?;
         let g = lock(w);
         self.check_poison()?;
-        if let Some(e) = lock(&self.seal_error).take() {
+        if let Some((_, e)) = lock(&self.seal_error).take() {
             return Err(self.poison_with(e));
         }
         Ok(g)
@@ -873,15 +875,17 @@ impl Log {
     /// One such job at a time; dropping the log joins it.
     fn spawn_seal(&self, sealed: &Arc<SealedSegment>, source: SealSource) {
         self.join_seal();
-        let seal =
-            |source: &SealSource, path: &Path, vfs: &dyn Vfs, error: &Mutex<Option<Error>>| {
-                let (keys, written) = source.encode().write(vfs, path);
-                if let Err(e) = written {
-                    log::warn!("{}: writing its index sidecars failed: {e}", path.display());
-                    lock(error).get_or_insert(e);
-                }
-                keys
-            };
+        let seal = |source: &SealSource,
+                    path: &Path,
+                    vfs: &dyn Vfs,
+                    error: &Mutex<Option<(PathBuf, Error)>>| {
+            let (keys, written) = source.encode().write(vfs, path);
+            if let Err(e) = written {
+                log::warn!("{}: writing its index sidecars failed: {e}", path.display());
+                lock(error).get_or_insert((path.to_path_buf(), e));
+            }
+            keys
+        };
         let keep = source.keeps_keys();
         let (held_tx, held_rx) = crossbeam_channel::bounded::<()>(1);
         let job_sealed = sealed.clone();
@@ -914,6 +918,16 @@ impl Log {
                     sealed.init_keys(|| keys);
                 }
             }
+        }
+    }
+
+    /// Forgets a failed sidecar write for one of `gone`: segments that no
+    /// longer exist, or whose sidecars were removed (an aborted transaction's).
+    /// A failure for any other segment still fails the next write.
+    fn forget_seal_error_of(&self, gone: &[&Path]) {
+        let mut e = lock(&self.seal_error);
+        if e.as_ref().is_some_and(|(p, _)| gone.contains(&p.as_path())) {
+            *e = None;
         }
     }
 

@@ -332,6 +332,10 @@ impl Transaction<'_> {
                 segment::remove_with_sidecars(vfs, &log.dir, path)?;
             }
             segment::remove_stale_sidecars(vfs, &log.dir, &self.origin.path)?;
+            // Their sidecars are gone too: a failure writing them is moot.
+            let gone: Vec<&std::path::Path> =
+                self.staged.iter().map(|s| s.path.as_path()).collect();
+            log.forget_seal_error_of(&gone);
             self.staged.clear();
             self.rolled = false;
             self.w.active = self.origin.clone();
