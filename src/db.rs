@@ -269,6 +269,13 @@ struct AutoCheckpoint {
 struct Views(std::sync::RwLock<Vec<Arc<MaterializedView>>>);
 
 impl Views {
+    fn is_empty(&self) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
+    }
+
     fn all(&self) -> Vec<Arc<MaterializedView>> {
         self.0
             .read()
@@ -584,7 +591,11 @@ impl Writer {
                 crate::storage::log::add_count(&mut counts, s, n);
             }
         }
-        let positions = self.log.commit(batch.frames, force_sync)?;
+        // Materialized views read every batch back right after its commit:
+        // then the commit indexes it itself rather than hand it to the
+        // indexer thread and wait for it.
+        let read_back = !self.db.views.is_empty();
+        let positions = self.log.commit(batch.frames, force_sync, read_back)?;
         self.db.after_commit(&counts)?;
         Ok(Receipt { positions })
     }

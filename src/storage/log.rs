@@ -537,17 +537,28 @@ impl Log {
     /// durable. With the indexer thread running, the batch becomes visible
     /// once indexed (in sync durability, and durable), which may be just after
     /// this returns: [`Log::wait_indexed`] before [`Log::state`] sees it (as
-    /// `Db::snapshot` does).
+    /// `Db::snapshot` does). `read_back`: the caller reads the batch right
+    /// after (the database's materialized views do), so this thread indexes
+    /// it, after whatever the indexer still has, instead of handing it over
+    /// (a hand-off and a wait for it per commit cost a third of the rate).
     pub fn commit(
         &self,
         mut frames: Vec<FrameBuilder>,
         force_sync: bool,
+        read_back: bool,
     ) -> Result<std::ops::Range<u64>> {
         frames.retain(|f| f.count() > 0);
         self.validate(&frames)?;
         let mut w = self.writer()?;
         if frames.is_empty() {
             return Ok(w.next_pos..w.next_pos);
+        }
+        if read_back {
+            // Indexed here, so after what the indexer still has (nothing more
+            // is queued while this holds the writer). Before anything is
+            // written, or marked written: in sync durability that mark would
+            // be a position no one is going to index.
+            self.drain_index()?;
         }
         let first = w.next_pos;
         let n = frames.len();
@@ -593,7 +604,7 @@ impl Log {
         // (a lone sync committer lost about half its rate).
         self.start_sync(&w, pos, off);
         let mut indexed_here = true;
-        if let Some(tx) = &w.index_tx {
+        if let Some(tx) = w.index_tx.as_ref().filter(|_| !read_back) {
             let job = IndexJob {
                 seg: w.active.clone(),
                 frames,
