@@ -533,51 +533,6 @@ fn a_transaction_right_after_a_commit_indexes_after_it() {
     }
 }
 
-/// The real file system, refusing to create key-index sidecars while armed.
-#[derive(Debug)]
-struct RefuseKidx(Arc<std::sync::atomic::AtomicBool>);
-
-impl tablelog::storage::vfs::Vfs for RefuseKidx {
-    fn create(
-        &self,
-        p: &std::path::Path,
-    ) -> std::io::Result<Arc<dyn tablelog::storage::vfs::VFile>> {
-        let kidx = p.to_string_lossy().contains(".kidx");
-        if kidx && self.0.load(Ordering::SeqCst) {
-            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
-        }
-        OsVfs.create(p)
-    }
-    fn open(
-        &self,
-        p: &std::path::Path,
-        w: bool,
-    ) -> std::io::Result<Arc<dyn tablelog::storage::vfs::VFile>> {
-        OsVfs.open(p, w)
-    }
-    fn rename(&self, a: &std::path::Path, b: &std::path::Path) -> std::io::Result<()> {
-        OsVfs.rename(a, b)
-    }
-    fn remove(&self, p: &std::path::Path) -> std::io::Result<()> {
-        OsVfs.remove(p)
-    }
-    fn sync_dir(&self, d: &std::path::Path) -> std::io::Result<()> {
-        OsVfs.sync_dir(d)
-    }
-    fn read(&self, p: &std::path::Path) -> std::io::Result<bytes::Bytes> {
-        OsVfs.read(p)
-    }
-    fn list(&self, d: &std::path::Path) -> std::io::Result<Vec<std::path::PathBuf>> {
-        OsVfs.list(d)
-    }
-    fn create_dir_all(&self, d: &std::path::Path) -> std::io::Result<()> {
-        OsVfs.create_dir_all(d)
-    }
-    fn lock(&self, p: &std::path::Path) -> std::io::Result<Box<dyn std::any::Any + Send + Sync>> {
-        OsVfs.lock(p)
-    }
-}
-
 /// A sidecar the sealing thread failed to write poisons the log at the next
 /// write, unless its segment is gone: an aborted streaming transaction
 /// removes the segments it filled (and their sidecars), so their failures
@@ -590,7 +545,10 @@ fn an_aborted_transaction_forgets_the_sidecar_failures_of_the_segments_it_remove
     let open = || {
         Db::builder(dir.path())
             .segment_size(1 << 16)
-            .vfs(Arc::new(RefuseKidx(armed.clone())))
+            .vfs(Arc::new(TestFs {
+                refuse_kidx: Some(armed.clone()),
+                ..TestFs::default()
+            }))
             .open()
             .unwrap()
     };
@@ -650,11 +608,14 @@ fn an_aborted_transaction_forgets_the_sidecar_failures_of_the_segments_it_remove
     assert!(keys(&reopened).len() >= 202);
 }
 
-/// A file system whose `n`-th `fdatasync` (counting every file) fails once.
-#[derive(Debug)]
-struct FailNthDataSync {
-    seen: Arc<AtomicU64>,
-    fail_at: u64,
+/// The real file system with faults for the tests below: the `n`-th
+/// `fdatasync` (counting every file) fails once, and creating key-index
+/// sidecars fails while `refuse_kidx` is set.
+#[derive(Debug, Default)]
+struct TestFs {
+    /// Fdatasyncs so far, and the one that fails.
+    fail_sync: Option<(Arc<AtomicU64>, u64)>,
+    refuse_kidx: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 #[derive(Debug)]
@@ -688,24 +649,35 @@ impl tablelog::storage::vfs::VFile for FailNthFile {
     }
 }
 
-impl FailNthDataSync {
+impl TestFs {
     fn wrap(
         &self,
         f: std::io::Result<Arc<dyn tablelog::storage::vfs::VFile>>,
     ) -> std::io::Result<Arc<dyn tablelog::storage::vfs::VFile>> {
-        Ok(Arc::new(FailNthFile {
-            inner: f?,
-            seen: self.seen.clone(),
-            fail_at: self.fail_at,
-        }))
+        let f = f?;
+        Ok(match &self.fail_sync {
+            Some((seen, fail_at)) => Arc::new(FailNthFile {
+                inner: f,
+                seen: seen.clone(),
+                fail_at: *fail_at,
+            }),
+            None => f,
+        })
     }
 }
 
-impl tablelog::storage::vfs::Vfs for FailNthDataSync {
+impl tablelog::storage::vfs::Vfs for TestFs {
     fn create(
         &self,
         p: &std::path::Path,
     ) -> std::io::Result<Arc<dyn tablelog::storage::vfs::VFile>> {
+        let armed = self
+            .refuse_kidx
+            .as_ref()
+            .is_some_and(|a| a.load(Ordering::SeqCst));
+        if armed && p.to_string_lossy().contains(".kidx") {
+            return Err(std::io::Error::from_raw_os_error(28)); // ENOSPC
+        }
         self.wrap(OsVfs.create(p))
     }
     fn open(
@@ -753,9 +725,9 @@ fn a_failed_fsync_fails_its_commit_even_if_a_later_fsync_succeeds() {
             .durability(Durability::Sync)
             .segment_size(8192)
             .auto_merge(false)
-            .vfs(Arc::new(FailNthDataSync {
-                seen: seen.clone(),
-                fail_at,
+            .vfs(Arc::new(TestFs {
+                fail_sync: Some((seen.clone(), fail_at)),
+                ..TestFs::default()
             }))
             .open()
             .unwrap();
