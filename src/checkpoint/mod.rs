@@ -253,10 +253,7 @@ pub(crate) fn tail_keys(
     // read the records sequentially.
     let order = sort_order(&recs);
     let mut slots: Vec<Option<Record>> = recs.into_iter().map(Some).collect();
-    let recs: Vec<Record> = order
-        .iter()
-        .filter_map(|&i| slots[i as usize].take())
-        .collect();
+    let recs: Vec<Record> = order.iter().filter_map(|&i| slots[i].take()).collect();
     let mut keys: Vec<TailKey> = Vec::new();
     for (i, r) in recs.iter().enumerate() {
         let late = r.position >= ck.known_end && r.event_time <= ck.as_of;
@@ -278,15 +275,14 @@ pub(crate) fn tail_keys(
 /// integers: a key's first 16 bytes, zero-padded and read big-endian, then its
 /// length, which together order keys of up to 16 bytes exactly as their bytes
 /// do; longer keys that tie on both compare in full.
-fn sort_order(recs: &[Record]) -> Vec<u32> {
-    let mut order: Vec<(u128, usize, i64, u64, u32)> = recs
+fn sort_order(recs: &[Record]) -> Vec<usize> {
+    let mut order: Vec<(u128, usize, i64, u64, usize)> = recs
         .iter()
         .enumerate()
         .map(|(i, r)| {
             let mut prefix = [0u8; 16];
             let n = r.key.len().min(16);
             prefix[..n].copy_from_slice(&r.key[..n]);
-            let i = u32::try_from(i).unwrap_or(u32::MAX);
             (
                 u128::from_be_bytes(prefix),
                 r.key.len(),
@@ -299,7 +295,7 @@ fn sort_order(recs: &[Record]) -> Vec<u32> {
     order.sort_unstable_by(|a, b| {
         let by_key = a.0.cmp(&b.0).then_with(|| {
             if a.1 > 16 && b.1 > 16 {
-                recs[a.4 as usize].key.cmp(&recs[b.4 as usize].key)
+                recs[a.4].key.cmp(&recs[b.4].key)
             } else {
                 a.1.cmp(&b.1)
             }
