@@ -124,14 +124,9 @@ impl KeyTable {
         let idx = self.versions.len() as u32;
         self.versions.push(v);
         let hash = self.hash32(key);
-        let prefix = prefix_of(key);
-        let (slots, long_keys) = (&self.slots, &self.long_keys);
-        let found = self.table.find(spread(hash), |e| {
-            e.hash == hash && Self::matches(long_keys, &slots[e.slot as usize], key, &prefix)
-        });
-        match found {
-            Some(e) => {
-                let slot = &mut self.slots[e.slot as usize];
+        match self.slot_index(key, hash) {
+            Some(at) => {
+                let slot = &mut self.slots[at as usize];
                 self.prev.push(slot.tail);
                 slot.tail = idx;
                 // The new version has the largest position, so it is the newest
@@ -159,7 +154,7 @@ impl KeyTable {
                 self.slots.push(Slot {
                     min_et: v.event_time,
                     best_et: v.event_time,
-                    prefix,
+                    prefix: prefix_of(key),
                     key_off,
                     key_len: key.len() as u32,
                     tail: idx,
@@ -189,14 +184,19 @@ impl KeyTable {
         self.versions.first().map(|v| v.position)
     }
 
-    fn find_slot(&self, key: &[u8]) -> Option<&Slot> {
-        let hash = self.hash32(key);
+    /// The index of `key`'s slot (`hash`: its [`KeyTable::hash32`]), if it has one.
+    fn slot_index(&self, key: &[u8], hash: u32) -> Option<u32> {
         let prefix = prefix_of(key);
         let e = self.table.find(spread(hash), |e| {
             e.hash == hash
                 && Self::matches(&self.long_keys, &self.slots[e.slot as usize], key, &prefix)
         })?;
-        Some(&self.slots[e.slot as usize])
+        Some(e.slot)
+    }
+
+    fn find_slot(&self, key: &[u8]) -> Option<&Slot> {
+        let at = self.slot_index(key, self.hash32(key))?;
+        Some(&self.slots[at as usize])
     }
 
     /// Appends the versions ending at `tail` that are below position `end` to
