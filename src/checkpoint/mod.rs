@@ -26,6 +26,7 @@ use bytes::Bytes;
 
 use crate::db::Snapshot;
 use crate::query::asof::Row;
+use crate::storage::keytable::SortPrefix;
 use crate::storage::record::{Op, Record};
 use crate::{Error, Result};
 pub use file::CheckpointInfo;
@@ -271,38 +272,19 @@ pub(crate) fn tail_keys(
     Ok(Some(Tail { recs, keys }))
 }
 
-/// The indexes of `recs` in `(key, event_time, position)` order. Sorts on
-/// integers: a key's first 16 bytes, zero-padded and read big-endian, then its
-/// length, which together order keys of up to 16 bytes exactly as their bytes
-/// do; longer keys that tie on both compare in full.
+/// The indexes of `recs` in `(key, event_time, position)` order, sorting on
+/// integer key prefixes ([`SortPrefix`]) rather than comparing key bytes.
 fn sort_order(recs: &[Record]) -> Vec<usize> {
-    let mut order: Vec<(u128, usize, i64, u64, usize)> = recs
+    let mut order: Vec<(SortPrefix, i64, u64, usize)> = recs
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            let mut prefix = [0u8; 16];
-            let n = r.key.len().min(16);
-            prefix[..n].copy_from_slice(&r.key[..n]);
-            (
-                u128::from_be_bytes(prefix),
-                r.key.len(),
-                r.event_time,
-                r.position,
-                i,
-            )
-        })
+        .map(|(i, r)| (SortPrefix::of(&r.key), r.event_time, r.position, i))
         .collect();
     order.sort_unstable_by(|a, b| {
-        let by_key = a.0.cmp(&b.0).then_with(|| {
-            if a.1 > 16 && b.1 > 16 {
-                recs[a.4].key.cmp(&recs[b.4].key)
-            } else {
-                a.1.cmp(&b.1)
-            }
-        });
-        by_key.then((a.2, a.3).cmp(&(b.2, b.3)))
+        a.0.cmp_then(&b.0, || recs[a.3].key.cmp(&recs[b.3].key))
+            .then((a.1, a.2).cmp(&(b.1, b.2)))
     });
-    order.into_iter().map(|o| o.4).collect()
+    order.into_iter().map(|o| o.3).collect()
 }
 
 /// Rows of a table from a checkpoint plus its tail, in key order.

@@ -78,8 +78,55 @@ impl SortedKeys {
     /// Puts the keys in byte order (done after the copy, outside the lock).
     pub fn sort(&mut self) {
         let keys = &self.keys;
-        self.ranges
-            .sort_unstable_by(|a, b| keys[a.0.clone()].cmp(&keys[b.0.clone()]));
+        let mut order: Vec<(SortPrefix, usize)> = self
+            .ranges
+            .iter()
+            .enumerate()
+            .map(|(i, (k, _))| (SortPrefix::of(&keys[k.clone()]), i))
+            .collect();
+        let ranges = &self.ranges;
+        order.sort_unstable_by(|(a, i), (b, j)| {
+            a.cmp_then(b, || {
+                keys[ranges[*i].0.clone()].cmp(&keys[ranges[*j].0.clone()])
+            })
+        });
+        self.ranges = order.iter().map(|(_, i)| ranges[*i].clone()).collect();
+    }
+}
+
+/// What sorting keys compares first, as integers: a key's first 16 bytes,
+/// zero-padded and read big-endian, then its length. For keys of up to 16
+/// bytes this orders them exactly as their bytes do; longer keys that tie on
+/// both are compared in full.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SortPrefix {
+    prefix: u128,
+    len: usize,
+}
+
+impl SortPrefix {
+    /// The sort prefix of `key`.
+    pub(crate) fn of(key: &[u8]) -> SortPrefix {
+        SortPrefix {
+            prefix: u128::from_be_bytes(prefix_of(key)),
+            len: key.len(),
+        }
+    }
+
+    /// Orders two keys by their prefixes, calling `full` to compare the keys
+    /// themselves only when both are longer than 16 bytes and tie.
+    pub(crate) fn cmp_then(
+        &self,
+        other: &SortPrefix,
+        full: impl FnOnce() -> std::cmp::Ordering,
+    ) -> std::cmp::Ordering {
+        self.prefix.cmp(&other.prefix).then_with(|| {
+            if self.len > INLINE && other.len > INLINE {
+                full()
+            } else {
+                self.len.cmp(&other.len)
+            }
+        })
     }
 }
 
