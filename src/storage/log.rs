@@ -413,6 +413,7 @@ impl Log {
                 indexed: (active.clone(), scan.end_pos, scan.committed_end),
                 synced: (active.clone(), scan.end_pos, scan.committed_end),
                 synced_pos: scan.end_pos,
+                fsynced_pos: scan.end_pos,
                 syncing: false,
                 stop: false,
                 indexer_gone: false,
@@ -729,7 +730,7 @@ impl Log {
             s.syncing = true;
             let (seg, pos, off) = s.written.clone();
             drop(s);
-            let r = self.fsync_segment(&seg);
+            let r = self.fsync_segment(&seg, Some(pos));
             if r.is_ok() && self.config.settings.durability == Durability::Sync {
                 // Sync durability shows a batch once durable (no indexer runs
                 // then: commits indexed it). Otherwise commits or the indexer
@@ -751,12 +752,23 @@ impl Log {
     /// A failure poisons the log. A success after an earlier failure does not
     /// count: the kernel reports a write-back error to one fsync only, so the
     /// pages that failed may be gone while this one returns Ok.
-    fn fsync_segment(&self, seg: &ActiveSegment) -> Result<()> {
+    ///
+    /// `covers`: the end of the committed positions this fsync makes durable,
+    /// recorded as `fsynced_pos` before the next fsync may start, so the
+    /// syncer skips an fsync this one already did; `None` for the segment of
+    /// a transaction not committed yet. (Acknowledging, `synced_pos`, is the
+    /// caller's, once what it synced is visible.)
+    fn fsync_segment(&self, seg: &ActiveSegment, covers: Option<u64>) -> Result<()> {
         let _serial = lock(&self.sync.fsync);
         seg.file
             .sync_data()
             .map_err(|e| self.poison_with(Error::io(&seg.path, e)))?;
-        self.check_poison()
+        self.check_poison()?;
+        if let Some(end) = covers {
+            let mut s = lock(&self.sync.state);
+            s.fsynced_pos = s.fsynced_pos.max(end);
+        }
+        Ok(())
     }
 
     /// Makes everything committed so far durable.
@@ -817,7 +829,7 @@ impl Log {
         // Sealing reads the whole index: the indexer must be done with it.
         self.drain_index()?;
         let old = w.active.clone();
-        self.fsync_segment(&old)?;
+        self.fsync_segment(&old, Some(w.next_pos))?;
         let frames = {
             let mut inner = old
                 .inner

@@ -20,7 +20,12 @@ pub(super) struct SyncState {
     pub(super) indexed: Mark,
     /// How far the last fsync reached (with the syncer).
     pub(super) synced: Mark,
+    /// Positions below this are durable and may be acknowledged (set once
+    /// what an fsync covered is also visible, where that matters).
     pub(super) synced_pos: u64,
+    /// Positions below this have been fsynced: the syncer skips an fsync a
+    /// roll or a leading committer already did (set under the fsync lock).
+    pub(super) fsynced_pos: u64,
     pub(super) syncing: bool,
     /// Tells the syncer thread to end.
     pub(super) stop: bool,
@@ -127,6 +132,15 @@ pub(super) fn spawn_syncer(sync: Arc<SyncShared>) -> Option<std::thread::JoinHan
             drop(s);
             // Serialised with the committers' fsyncs (see `Log::fsync_segment`).
             let serial = lock(&sync.fsync);
+            // A segment roll may have fsynced all of it meanwhile (the writer
+            // no longer indexes between telling the syncer and rolling, so it
+            // often does): no fsync then, which would also come after the
+            // commit had returned.
+            if lock(&sync.state).fsynced_pos >= pos {
+                drop(serial);
+                s = lock(&sync.state);
+                continue;
+            }
             let r = seg.file.sync_data();
             s = lock(&sync.state);
             if let Err(e) = r {
@@ -142,6 +156,7 @@ pub(super) fn spawn_syncer(sync: Arc<SyncShared>) -> Option<std::thread::JoinHan
             }
             drop(serial);
             s.synced_pos = s.synced_pos.max(pos);
+            s.fsynced_pos = s.fsynced_pos.max(pos);
             // A roll may have moved on to a new segment meanwhile (it synced
             // and published the old one itself).
             if Arc::ptr_eq(&seg, &s.synced.0) && pos > s.synced.1 {

@@ -51,7 +51,7 @@ impl Log {
         end_pos: u64,
         end_off: u64,
     ) -> Result<()> {
-        self.fsync_segment(&w.active)?;
+        self.fsync_segment(&w.active, Some(end_pos))?;
         // The staged segments' key indexes load from their files: wait until
         // the last is written rather than have a reader rebuild it meanwhile.
         self.join_seal();
@@ -197,7 +197,7 @@ impl Transaction<'_> {
         each_written_frame(&seg, &self.data_frames, self.off, |f, at| {
             idx.add_decoded(f, at);
         })?;
-        log.fsync_segment(&seg)?;
+        log.fsync_segment(&seg, None)?;
         let sealed = Arc::new(SealedSegment::from_sealed(
             seg.path.clone(),
             seg.base,
