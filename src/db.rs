@@ -120,12 +120,14 @@ impl DbBuilder {
         self
     }
 
-    /// Whether the writer's I/O runs partly on background threads (default
-    /// true): a sealed segment's index sidecars are encoded and written by a
-    /// sealing thread, and in sync durability a syncer thread fsyncs each
-    /// batch while its committer indexes it. With false, the commit that rolls
-    /// a segment writes its sidecars and committers lead their own fsyncs: a
-    /// deterministic I/O order, for fault-injection tests. In the background a
+    /// Whether the writer's work runs partly on background threads (default
+    /// true): an indexer thread indexes each committed batch (and, out of sync
+    /// durability, starts its write-back early), a sealing thread encodes and
+    /// writes a sealed segment's index sidecars, and in sync durability a
+    /// syncer thread fsyncs each batch while it is indexed. With false,
+    /// commits index their batches, the commit that rolls a segment writes its
+    /// sidecars and committers lead their own fsyncs: a deterministic I/O
+    /// order, for fault-injection tests. In the background a
     /// reader that needs the new segment's key index waits for it, and a
     /// failed sidecar write is returned by the next write.
     pub fn background_seal(mut self, yes: bool) -> Self {

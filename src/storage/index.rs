@@ -8,7 +8,7 @@ use std::path::Path;
 use bytes::Bytes;
 use foldhash::fast::RandomState;
 
-use super::frame::{Frame, FrameKind};
+use super::frame::{Frame, FrameBuilder, FrameKind};
 use super::keytable::KeyTable;
 use super::record::{Hlc, Op};
 use crate::{Error, Result};
@@ -174,6 +174,16 @@ impl MemIndex {
             off += frame.header.total_len() as usize;
         }
         Ok(idx)
+    }
+
+    /// Adds a frame this process built and wrote, described by `meta`.
+    pub fn add_built(&mut self, meta: FrameMeta, frame: &FrameBuilder) {
+        self.add_frame(
+            meta,
+            frame
+                .records()
+                .map(|(s, r)| (s, r.key, r.op, r.event_time, r.offset as u32)),
+        );
     }
 
     /// Adds a decoded frame found at `offset`.

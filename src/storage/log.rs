@@ -20,7 +20,7 @@ use crate::{Error, Result};
 mod indexer;
 mod sync;
 mod transaction;
-use indexer::{index_frames, spawn_indexer, IndexJob};
+use indexer::{spawn_indexer, IndexJob};
 use sync::{poison_shared, spawn_periodic_sync, spawn_syncer, SyncShared, SyncState};
 pub use transaction::{add_count, Transaction};
 
@@ -630,7 +630,9 @@ impl Log {
                 .inner
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            index_frames(&mut inner.index, &frames, metas);
+            for (f, meta) in frames.iter().zip(metas) {
+                inner.index.add_built(meta, f);
+            }
         }
         let wait = self.finish_commit(&mut w, pos, off, force_sync, indexed_here)?;
         drop(w);

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use super::sync::{poison_shared, SyncShared};
 use super::{lock, ActiveSegment, Log};
 use crate::storage::frame::FrameBuilder;
-use crate::storage::index::{FrameMeta, MemIndex};
+use crate::storage::index::FrameMeta;
 use crate::Result;
 
 /// Jobs queued at most before a writer waits (a job is one commit).
@@ -42,17 +42,6 @@ pub(super) struct IndexJob {
     pub(super) metas: Vec<FrameMeta>,
     pub(super) end_pos: u64,
     pub(super) end_off: u64,
-}
-
-/// Adds written frames to an index.
-pub(super) fn index_frames(index: &mut MemIndex, frames: &[FrameBuilder], metas: Vec<FrameMeta>) {
-    for (f, meta) in frames.iter().zip(metas) {
-        index.add_frame(
-            meta,
-            f.records()
-                .map(|(s, r)| (s, r.key, r.op, r.event_time, r.offset as u32)),
-        );
-    }
 }
 
 /// Starts the indexer. `publish_durable`: whether visibility also waits for
@@ -90,7 +79,9 @@ pub(super) fn spawn_indexer(
                     .inner
                     .write()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                index_frames(&mut inner.index, &job.frames, job.metas);
+                for (f, meta) in job.frames.iter().zip(job.metas) {
+                    inner.index.add_built(meta, f);
+                }
             }
             if !publish_durable {
                 job.seg.show_up_to(job.end_pos, job.end_off);

@@ -136,11 +136,13 @@ pub(super) fn spawn_syncer(sync: Arc<SyncShared>) -> Option<std::thread::JoinHan
             // no longer indexes between telling the syncer and rolling, so it
             // often does): no fsync then, which would also come after the
             // commit had returned.
-            if lock(&sync.state).fsynced_pos >= pos {
+            let state = lock(&sync.state);
+            if state.fsynced_pos >= pos {
                 drop(serial);
-                s = lock(&sync.state);
+                s = state;
                 continue;
             }
+            drop(state);
             let r = seg.file.sync_data();
             s = lock(&sync.state);
             if let Err(e) = r {

@@ -276,11 +276,7 @@ impl Transaction<'_> {
                 .inner
                 .write()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            inner.index.add_frame(
-                meta,
-                f.records()
-                    .map(|(s, r)| (s, r.key, r.op, r.event_time, r.offset as u32)),
-            );
+            inner.index.add_built(meta, &f);
         }
         self.off += f.encoded().len() as u64;
         self.next += u64::from(f.count());
