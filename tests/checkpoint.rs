@@ -425,3 +425,44 @@ fn only_the_newest_checkpoints_of_a_stream_are_kept() {
         }
     }
 }
+
+/// Checkpoints, merges and index validation give the mapped pages of key
+/// indexes back to the page cache as they read them: reads that follow, or
+/// that are in the middle of a scan, see the same bytes.
+#[test]
+fn released_index_pages_read_back_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let mut rng = Rng(5);
+    append(&db, &mut rng, 400);
+    db.merge_key_indexes().unwrap();
+    append(&db, &mut rng, 100);
+    let snap = db.snapshot().unwrap();
+    let want = rows(snap.table_from_scratch("s", i64::MAX, None).unwrap());
+    assert!(!want.is_empty());
+    let mut released = 0;
+    let got = rows(
+        snap.table_from_scratch("s", i64::MAX, None)
+            .unwrap()
+            .inspect(|_| released += snap.view().release_index_pages()),
+    );
+    assert!(
+        released > 0,
+        "the key indexes are mapped files (length advised)"
+    );
+    assert_eq!(got, want);
+    for k in 0..12 {
+        let key = format!("k{k}");
+        let before = snap.get("s", key.as_bytes(), 500, None).unwrap();
+        snap.view().release_index_pages();
+        assert_eq!(snap.get("s", key.as_bytes(), 500, None).unwrap(), before);
+    }
+    db.checkpoint("s", None).unwrap();
+    let snap = db.snapshot().unwrap();
+    assert_eq!(rows(snap.table("s", i64::MAX, None).unwrap()), want);
+    drop(snap);
+    drop(db);
+    let again = reader(dir.path());
+    let snap = again.snapshot().unwrap();
+    assert_eq!(rows(snap.table("s", i64::MAX, None).unwrap()), want);
+}

@@ -412,6 +412,18 @@ fn le_u64(b: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
 }
 
+/// CRC-32 of `b`, giving each chunk's mapped pages back to the page cache once
+/// hashed: checking a large index file does not leave it all resident.
+fn crc_releasing(b: &[u8]) -> u32 {
+    const CHUNK: usize = 4 << 20;
+    let mut crc = crc32fast::Hasher::new();
+    for chunk in b.chunks(CHUNK) {
+        crc.update(chunk);
+        super::mmap::release(chunk);
+    }
+    crc.finalize()
+}
+
 /// Checks magic, version and trailing checksum of a sidecar; returns the body length.
 fn check_sidecar(b: &[u8], magic: &[u8; 8], path: &Path) -> Result<usize> {
     if b.len() < 16 + 4 {
@@ -426,7 +438,7 @@ fn check_sidecar(b: &[u8], magic: &[u8; 8], path: &Path) -> Result<usize> {
     }
     let body = b.len() - 4;
     let stored = le_u32(b, body).unwrap_or(0);
-    let crc = crc32fast::hash(&b[..body]);
+    let crc = crc_releasing(&b[..body]);
     if stored != crc {
         return Err(Error::corrupt(
             path,
@@ -576,7 +588,18 @@ impl KeyIndexFile {
             streams.push((name, sec));
             at += 36;
         }
+        // The checks above read the key entries and hash buckets again;
+        // lookups will touch a few of their pages.
+        super::mmap::release(&bytes);
         Ok(KeyIndexFile { bytes, streams })
+    }
+
+    /// Drops the process's mapping of the file's pages, which stay in the page
+    /// cache (see [`mmap::release`](super::mmap::release)); bulk scans call
+    /// this now and then. Returns the length advised: 0 for an index held in
+    /// memory (those of segments this process sealed).
+    pub fn release_pages(&self) -> usize {
+        super::mmap::release(&self.bytes)
     }
 
     fn section(&self, stream: &str) -> Option<&StreamSection> {

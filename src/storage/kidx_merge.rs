@@ -41,6 +41,9 @@ fn next_key(cursors: &[KeyFileCursor]) -> Option<Bytes> {
         .map(KeyFileCursor::key_bytes)
 }
 
+/// Keys merged between two releases of the inputs' mapped pages.
+const RELEASE_EVERY_KEYS: usize = 1 << 12;
+
 /// The streams of any of `files`, sorted by name.
 fn stream_names(files: &[&KeyIndexFile]) -> Vec<String> {
     let mut names: Vec<String> = files
@@ -60,6 +63,20 @@ pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Resu
     let cursors = |name: &str| -> Vec<KeyFileCursor> {
         files.iter().filter_map(|f| f.cursor(name)).collect()
     };
+    // Both passes read every input once, in order: every few thousand keys
+    // the inputs' pages are unmapped (they stay in the page cache; the
+    // cursors map the few they are on again), so merging a large history
+    // does not leave it all resident.
+    let mut read = 0usize;
+    let mut progress = || {
+        read += 1;
+        if read >= RELEASE_EVERY_KEYS {
+            read = 0;
+            for f in files {
+                f.release_pages();
+            }
+        }
+    };
     // Pass 1: sizes, which fix the layout.
     let mut sizes = Vec::with_capacity(names.len());
     for name in &names {
@@ -72,6 +89,7 @@ pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Resu
         while let Some(key) = next_key(&cs) {
             s.keys += 1;
             s.blob += key.len();
+            progress();
             for c in &mut cs {
                 if c.key() == Some(&key[..]) {
                     s.versions += c.version_count();
@@ -111,7 +129,7 @@ pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Resu
         }
         layout.push([keys_off, blob_off, vers_off, hash_off, at]);
     }
-    fsutil::atomic_write_with(vfs, path, |file, tmp| {
+    let written = fsutil::atomic_write_with(vfs, path, |file, tmp| {
         let io = |e| Error::io(tmp, e);
         let mut crc = crc32fast::Hasher::new();
         crc.update(&head);
@@ -147,6 +165,7 @@ pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Resu
                     vers.write_all(&v.encode()).map_err(io)?;
                 }
                 hash_insert(&mut buckets, &key, i);
+                progress();
                 blob_at += key.len() as u32;
                 ver_at += vs.len() as u32;
                 i += 1;
@@ -168,7 +187,11 @@ pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Resu
             }
         }
         file.write_at(&crc.finalize().to_le_bytes(), at).map_err(io)
-    })
+    });
+    for f in files {
+        f.release_pages();
+    }
+    written
 }
 
 #[cfg(test)]

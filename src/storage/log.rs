@@ -160,6 +160,21 @@ impl LogState {
         (tiers, &self.sealed[first..])
     }
 
+    /// Drops the process's mapping of the pages of every loaded, mapped key
+    /// index (per segment and merged; indexes of segments this process sealed
+    /// are held in memory and are not affected). A checkpoint built from
+    /// scratch walks all of them in key order and calls this every few
+    /// thousand rows, so the process's resident set does not grow with the
+    /// history it reads; the pages stay in the page cache, and reading them
+    /// again maps them again. Segments keep their pages: values are read at
+    /// random, and mapping them again cost more than they weigh (a checkpoint
+    /// of 1M keys took 75% longer). Returns the length advised.
+    pub fn release_index_pages(&self) -> usize {
+        let sealed: usize = self.sealed.iter().map(|s| s.release_index_pages()).sum();
+        let merged: usize = self.merged.iter().map(|m| m.release_pages()).sum();
+        sealed + merged
+    }
+
     fn usable_tiers(&self) -> (Vec<&super::index::KeyIndexFile>, u64) {
         let mut out = Vec::new();
         let Some(mut end) = self.sealed.first().map(|s| s.base) else {

@@ -62,6 +62,14 @@ impl MergedIndex {
             .as_ref()
     }
 
+    /// Gives the index's mapped pages back to the page cache, if it is loaded.
+    pub fn release_pages(&self) -> usize {
+        match self.index.get() {
+            Some(Some(k)) => k.release_pages(),
+            _ => 0,
+        }
+    }
+
     /// Whether `name` is the file name of a merged index.
     #[must_use]
     pub fn is_file_name(name: &str) -> bool {

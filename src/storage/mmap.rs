@@ -1,10 +1,35 @@
-//! The one place that maps files into memory.
+//! The one place that maps files into memory, and gives mapped pages back.
 
 #![allow(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::fs::File;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use bytes::Bytes;
+
+/// Every live mapping made by [`map`], by start address. [`release`] acts only
+/// on bytes inside one of them, so no other memory (a heap buffer from an
+/// in-memory file system, say) can ever be advised away.
+static LIVE: Mutex<BTreeMap<usize, Weak<memmap2::Mmap>>> = Mutex::new(BTreeMap::new());
+
+/// The owner behind the [`Bytes`] of a mapping: unregisters it before unmapping.
+struct Mapping {
+    map: Arc<memmap2::Mmap>,
+}
+
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+        live.remove(&(self.map.as_ptr() as usize));
+    }
+}
 
 /// Maps the first `len` bytes of `file` read-only and returns them as shared
 /// [`Bytes`] that keep the mapping alive.
@@ -24,6 +49,125 @@ pub(crate) fn map(file: &File, len: usize) -> std::io::Result<Bytes> {
     // truncates below a published length, and replaced files are renamed over,
     // never rewritten in place. Another process changing the files behind our
     // back is outside the contract (as for every mmap-based engine).
-    let m = unsafe { memmap2::MmapOptions::new().len(len).map(file) }?;
-    Ok(Bytes::from_owner(m))
+    let m = Arc::new(unsafe { memmap2::MmapOptions::new().len(len).map(file) }?);
+    LIVE.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(m.as_ptr() as usize, Arc::downgrade(&m));
+    Ok(Bytes::from_owner(Mapping { map: m }))
+}
+
+/// Drops this process's mapping of the pages under `bytes` if they belong to a
+/// mapping made by [`map`] (anything else is left alone): the process's
+/// resident set shrinks, the pages stay in the page cache (reclaimable, and
+/// still charged to the cgroup), and the next read of those bytes maps the
+/// same contents again (a minor fault while the page is cached, a read from
+/// disk if it was evicted). Bulk readers of key indexes call this now and then
+/// (checkpoints, merges, validating a whole index file), so that reading a
+/// large database does not leave all of its indexes resident in the process.
+/// Returns the length advised (0 if `bytes` is not mapped by us), whether or
+/// not its pages were resident.
+pub(crate) fn release(bytes: &[u8]) -> usize {
+    if bytes.is_empty() {
+        return 0;
+    }
+    let at = bytes.as_ptr() as usize;
+    let map = {
+        let live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+        match live.range(..=at).next_back().map(|(_, m)| m.upgrade()) {
+            Some(Some(m)) => m,
+            _ => return 0,
+        }
+    };
+    // Holding `map` keeps the mapping alive for the call below.
+    let start = map.as_ptr() as usize;
+    let Some(offset) = at.checked_sub(start) else {
+        return 0;
+    };
+    if offset.saturating_add(bytes.len()) > map.len() {
+        return 0;
+    }
+    release_range(&map, offset, bytes.len())
+}
+
+fn release_range(map: &memmap2::Mmap, offset: usize, len: usize) -> usize {
+    // SAFETY: MADV_DONTNEED only drops this process's page-table entries for
+    // the range (memmap2 widens it to whole pages, all inside `map`). `map` is
+    // a read-only MAP_SHARED file mapping, so the next access maps the file's
+    // page again, and the file's bytes under a live mapping never change (the
+    // contract of `map`): every reference into the range, held anywhere, reads
+    // the same bytes before and after. Nothing is written through the mapping,
+    // so nothing can be lost. `map` is kept alive by the caller's `Arc`.
+    match unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) } {
+        Ok(()) => len,
+        Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// This process's resident kB in the mapping holding `bytes` (Linux only).
+    #[cfg(target_os = "linux")]
+    fn resident_kb(bytes: &[u8]) -> Option<u64> {
+        let at = bytes.as_ptr() as usize;
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ') {
+                if let Some((lo, hi)) = range.split_once('-') {
+                    if let (Ok(lo), Ok(hi)) =
+                        (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                    {
+                        inside = lo <= at && at < hi;
+                        continue;
+                    }
+                }
+            }
+            if inside {
+                if let Some(kb) = line.strip_prefix("Rss:") {
+                    return kb.trim().trim_end_matches(" kB").trim().parse().ok();
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn released_pages_read_back_the_same_and_other_memory_is_never_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..4u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&data)
+            .unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let m = map(&f, data.len()).unwrap();
+        assert_eq!(&m[..], &data[..]);
+        #[cfg(target_os = "linux")]
+        let before = resident_kb(&m);
+        // A slice in the middle, not page-aligned.
+        assert_eq!(release(&m[1000..(3 << 20) + 5]), (3 << 20) + 5 - 1000);
+        // (Where /proc/self/smaps is readable: the process holds 3 MiB less.)
+        #[cfg(target_os = "linux")]
+        if let (Some(before), Some(after)) = (before, resident_kb(&m)) {
+            assert!(after + 2048 < before, "resident {before} kB -> {after} kB");
+        }
+        assert_eq!(&m[..], &data[..], "released pages read back the same bytes");
+
+        // Heap bytes are left alone.
+        let heap = Bytes::from(data.clone());
+        assert_eq!(release(&heap), 0);
+        assert_eq!(&heap[..], &data[..]);
+        assert_eq!(release(&[]), 0);
+        // A slice keeps its mapping alive, and releasable.
+        let tail = m.slice(1 << 20..);
+        drop(m);
+        assert_eq!(release(&tail), data.len() - (1 << 20));
+        assert_eq!(&tail[..], &data[1 << 20..]);
+    }
 }

@@ -23,7 +23,7 @@ pub mod log;
 pub mod memvfs;
 pub mod merged;
 pub mod meta;
-mod mmap;
+pub(crate) mod mmap;
 pub mod record;
 pub mod segment;
 pub mod stats;

@@ -384,6 +384,15 @@ impl SealedSegment {
         let _ = self.keys.get_or_init(|| make().map_err(|e| e.to_string()));
     }
 
+    /// Gives the mapped pages of the segment's key index, if loaded, back to
+    /// the page cache (see [`KeyIndexFile::release_pages`]).
+    pub fn release_index_pages(&self) -> usize {
+        match self.keys.get() {
+            Some(Ok(k)) => k.release_pages(),
+            _ => 0,
+        }
+    }
+
     /// The frame index (position and time blocks), from the sidecar or rebuilt.
     pub fn frames(&self) -> Result<&[FrameMeta]> {
         let r = self

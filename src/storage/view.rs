@@ -81,6 +81,13 @@ impl<'a> Seg<'a> {
 }
 
 impl View {
+    /// Drops the process's mapping of the pages of the key indexes this view
+    /// can read; they stay in the page cache (see
+    /// [`LogState::release_index_pages`]). Returns the length advised.
+    pub fn release_index_pages(&self) -> usize {
+        self.state.release_index_pages()
+    }
+
     /// Takes a view of everything committed in `state` now.
     pub fn new(state: Arc<LogState>) -> Result<View> {
         let (end_pos, end_off, n) = {
