@@ -595,9 +595,9 @@ impl KeyIndexFile {
     }
 
     /// Drops the process's mapping of the file's pages, which stay in the page
-    /// cache (see [`mmap::release`](super::mmap::release)); bulk scans call
+    /// cache (`MADV_DONTNEED`, only on tablelog's own file mappings); bulk scans call
     /// this now and then. Returns the length advised: 0 for an index held in
-    /// memory (those of segments this process sealed).
+    /// memory.
     pub fn release_pages(&self) -> usize {
         super::mmap::release(&self.bytes)
     }

@@ -161,8 +161,8 @@ impl LogState {
     }
 
     /// Drops the process's mapping of the pages of every loaded, mapped key
-    /// index (per segment and merged; indexes of segments this process sealed
-    /// are held in memory and are not affected). A checkpoint built from
+    /// index (per segment and merged; an index held in memory, because its
+    /// file failed to write, is not affected). A checkpoint built from
     /// scratch walks all of them in key order and calls this every few
     /// thousand rows, so the process's resident set does not grow with the
     /// history it reads; the pages stay in the page cache, and reading them
@@ -907,7 +907,8 @@ impl Log {
     /// rebuilding it; readers with older views keep using the segment's
     /// in-memory index, as while it was active. A failed write is returned by
     /// the next write (and poisons the log, as a failure on the writer's own
-    /// path does); this process keeps serving the encoded index from memory.
+    /// path does); this process then serves the encoded index from memory
+    /// (otherwise the written file, mapped: see [`segment::Sidecars::write`]).
     /// A segment a streaming transaction filled has no readers before the
     /// commit (which waits for this job): its key index is left to load from
     /// the written file on first use, so a long transaction's indexes do not

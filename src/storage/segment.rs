@@ -548,17 +548,29 @@ impl Sidecars {
         }
     }
 
-    /// Writes both atomically next to `seg`. Returns the key index, read from
-    /// the encoded bytes (so this process never reads back what it wrote),
-    /// and the outcome of the writes, which the caller reports.
+    /// Writes both atomically next to `seg`. Returns the key index and the
+    /// outcome of the writes, which the caller reports. Once written (and
+    /// synced), the key index is served from the file, mapped and validated
+    /// like any other, so a long-running writer does not keep every segment's
+    /// index on its heap (about 40 bytes a record, for the segment's life);
+    /// if the writes failed, or the file does not read back valid, from the
+    /// encoded bytes.
     pub fn write(self, vfs: &dyn Vfs, seg: &Path) -> (Result<KeyIndexFile>, Result<()>) {
         let (fidx_path, kidx_path) = sidecar_paths(seg);
         let written = fsutil::atomic_write(vfs, &kidx_path, &self.kidx)
             .and_then(|()| fsutil::atomic_write(vfs, &fidx_path, &self.fidx));
-        (
-            KeyIndexFile::open(Bytes::from(self.kidx), &kidx_path),
-            written,
-        )
+        let mapped = match &written {
+            Ok(()) => super::read_file(vfs, &kidx_path)
+                .and_then(|b| KeyIndexFile::open(b, &kidx_path))
+                .map_err(|e| log::warn!("{}: reading back its key index: {e}", kidx_path.display()))
+                .ok(),
+            Err(_) => None,
+        };
+        let keys = match mapped {
+            Some(k) => Ok(k),
+            None => KeyIndexFile::open(Bytes::from(self.kidx), &kidx_path),
+        };
+        (keys, written)
     }
 }
 
