@@ -594,6 +594,11 @@ impl KeyIndexFile {
         Ok(KeyIndexFile { bytes, streams })
     }
 
+    /// Reads (maps) the key index file at `path` and validates it.
+    pub fn load(vfs: &dyn super::vfs::Vfs, path: &Path) -> Result<KeyIndexFile> {
+        KeyIndexFile::open(super::read_file(vfs, path)?, path)
+    }
+
     /// Drops the process's mapping of the file's pages, which stay in the page
     /// cache (`MADV_DONTNEED`, only on tablelog's own file mappings); bulk scans call
     /// this now and then. Returns the length advised: 0 for an index held in

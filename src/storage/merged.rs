@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 use super::index::KeyIndexFile;
-use super::read_file;
 use super::vfs::Vfs;
 use crate::Result;
 
@@ -48,15 +47,11 @@ impl MergedIndex {
     /// The index, validated on first use; `None` if unusable.
     pub fn index(&self) -> Option<&KeyIndexFile> {
         self.index
-            .get_or_init(|| {
-                match read_file(&*self.vfs, &self.path)
-                    .and_then(|b| KeyIndexFile::open(b, &self.path))
-                {
-                    Ok(k) => Some(k),
-                    Err(e) => {
-                        log::warn!("ignoring merged index {}: {e}", self.path.display());
-                        None
-                    }
+            .get_or_init(|| match KeyIndexFile::load(&*self.vfs, &self.path) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    log::warn!("ignoring merged index {}: {e}", self.path.display());
+                    None
                 }
             })
             .as_ref()

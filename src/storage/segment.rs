@@ -496,7 +496,7 @@ impl SealedSegment {
 
     fn load_keys(&self) -> Result<KeyIndexFile> {
         let (_, kidx) = sidecar_paths(&self.path);
-        match super::read_file(&*self.vfs, &kidx).and_then(|b| KeyIndexFile::open(b, &kidx)) {
+        match KeyIndexFile::load(&*self.vfs, &kidx) {
             Ok(k) => Ok(k),
             Err(_) => {
                 log::warn!(
@@ -560,8 +560,7 @@ impl Sidecars {
         let written = fsutil::atomic_write(vfs, &kidx_path, &self.kidx)
             .and_then(|()| fsutil::atomic_write(vfs, &fidx_path, &self.fidx));
         let mapped = match &written {
-            Ok(()) => super::read_file(vfs, &kidx_path)
-                .and_then(|b| KeyIndexFile::open(b, &kidx_path))
+            Ok(()) => KeyIndexFile::load(vfs, &kidx_path)
                 .map_err(|e| log::warn!("{}: reading back its key index: {e}", kidx_path.display()))
                 .ok(),
             Err(_) => None,
