@@ -164,9 +164,25 @@ impl Snapshot {
             groups.len(),
             WINDOW_VERSION_NS,
         )? {
-            // Sequential passes, one per core: each record of a requested key
-            // in the requests' time span is parsed while its bytes are in cache.
+            // Sequential passes, one per core. A record of a requested key is
+            // kept only if it falls in the span that key's windows cover
+            // (history before its first window or after its last can change
+            // no answer), and its field is parsed then, while its bytes are in
+            // cache.
             let set = KeySet::new(groups.iter().map(|g| &requests[order[g.start]].key));
+            // Per key, the span its windows cover: (first start, last end].
+            let spans: Vec<(i128, i64)> = groups
+                .iter()
+                .map(|g| {
+                    let first = requests[order[g.start]].time;
+                    let last = requests[order[g.end - 1]].time;
+                    (i128::from(first) - i128::from(width), last)
+                })
+                .collect();
+            let enters_a_window = |k: usize, t: i64| {
+                let (after, upto) = spans[k];
+                after < i128::from(t) && t <= upto
+            };
             let lo =
                 i128::from(requests.iter().map(|r| r.time).min().unwrap_or(0)) - i128::from(width);
             let range = SweepRange {
@@ -179,10 +195,12 @@ impl Snapshot {
             let threads = sweep_threads(end.min(self.view.end_position()));
             // Fields are finite, so NaN marks a record without a number.
             let parts = set.sweep(&self.view, range, threads, Vec::new, |acc, id, r, v| {
-                acc.push((
-                    id as u32,
-                    (v.event_time, numeric(r.value).unwrap_or(f64::NAN)),
-                ));
+                if enters_a_window(id, v.event_time) {
+                    acc.push((
+                        id as u32,
+                        (v.event_time, numeric(r.value).unwrap_or(f64::NAN)),
+                    ));
+                }
             })?;
             let (starts, mut events) = group_by_key(&parts, groups.len());
             drop(parts);
