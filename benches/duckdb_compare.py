@@ -18,6 +18,11 @@ file, printing JSON). Each figure is the median of RUNS runs.
 
     python3 benches/duckdb_compare.py            # builds tablelog --release if needed
     EVENTS=200000 KEYS=10000 python3 benches/duckdb_compare.py
+    STEP_MS=1000 python3 benches/duckdb_compare.py   # events 1 s apart: 23 days
+
+STEP_MS is the event-time step between events (default 1 ms: 2M events span 33
+minutes, so a 30-minute window holds nearly all of a key's history; with 1000,
+a window holds about one event of the key, as with a long history).
 
 Installs the `duckdb` package with pip if it is missing.
 """
@@ -41,7 +46,7 @@ EVENTS = int(os.environ.get("EVENTS", 2_000_000))
 KEYS = int(os.environ.get("KEYS", 100_000))
 REQUESTS = int(os.environ.get("REQUESTS", 100_000))
 RUNS = int(os.environ.get("RUNS", 3))
-STEP_MS = 1
+STEP_MS = int(os.environ.get("STEP_MS", 1))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "tablelog")
 

@@ -6,6 +6,8 @@
 //!
 //!     cargo run --release --example profile_window -- DB REQUESTS.jsonl [STREAM FIELD]
 //!
+//! `ACCESS=probe|sweep` forces an access path (default: the query's choice).
+//!
 //! Last, it measures the floor under any window over the whole stream that
 //! parses JSON values: one thread sweeping every record of the stream, bare
 //! and with the numeric field read from each value.
@@ -33,7 +35,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     let db = Db::open(db)?;
-    let snap = db.snapshot()?;
+    let snap = db.snapshot()?.with_access(match std::env::var("ACCESS").as_deref() {
+        Ok("probe") => tablelog::AccessPath::Probe,
+        Ok("sweep") => tablelog::AccessPath::Sweep,
+        _ => tablelog::AccessPath::Auto,
+    });
     for _ in 0..reps {
         let t = std::time::Instant::now();
         let rows = snap.asof_join(&requests, &[stream], None, None)?;
