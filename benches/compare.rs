@@ -548,9 +548,10 @@ impl Reader for TablelogReader {
     }
 
     fn table(&self, t: i64, f: &mut RowFn<'_>) -> Res<()> {
-        for row in self.snap.table(STREAM, t, None)? {
+        let mut table = self.snap.table(STREAM, t, None)?;
+        while let Some(row) = table.next_ref() {
             let row = row?;
-            f(&row.key, row.position, &row.value);
+            f(row.key, row.position, row.value);
         }
         Ok(())
     }

@@ -2,10 +2,24 @@
 //! N/10 keys, a checkpoint as of the latest time, 1% more events (half late),
 //! then the latest table from scratch and from the checkpoint, REPS times each.
 //! `cargo run --release --example profile_checkpoint -- 1000000` under `perf record`;
-//! `ONLY=checkpoint` skips the scratch runs (to profile the checkpoint path alone).
+//! `ONLY=checkpoint` skips the scratch runs (to profile the checkpoint path alone);
+//! `OWNED=1` reads rows through `Iterator` (owned rows) instead of `next_ref`.
 use tablelog::rng::Rng;
 use tablelog::workload::Workload;
-use tablelog::{Batch, Db};
+use tablelog::{Batch, Db, Table};
+
+/// Counts a table's rows, borrowed (`next_ref`) or owned (`Iterator`).
+fn count(mut table: Table, owned: bool) -> tablelog::Result<u64> {
+    if owned {
+        return table.try_fold(0, |n, r| r.map(|_| n + 1));
+    }
+    let mut n = 0;
+    while let Some(r) = table.next_ref() {
+        r?;
+        n += 1;
+    }
+    Ok(n)
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: u64 = std::env::args()
@@ -45,18 +59,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let snap = db.snapshot()?;
     let latest = max_t + 3_600_000_000;
     let only_checkpoint = std::env::var("ONLY").is_ok_and(|v| v == "checkpoint");
+    let owned = std::env::var("OWNED").is_ok_and(|v| v == "1");
     for _ in 0..reps {
         let t = std::time::Instant::now();
         let a = if only_checkpoint {
             0
         } else {
-            snap.table_from_scratch("bench", latest, None)?.count()
+            count(snap.table_from_scratch("bench", latest, None)?, owned)?
         };
         let scratch = t.elapsed();
         let t = std::time::Instant::now();
         let table = snap.table("bench", latest, None)?;
         let setup = t.elapsed();
-        let b = table.count();
+        let b = count(table, owned)?;
         let ck = t.elapsed();
         eprintln!(
             "scratch {a} rows {scratch:?}, checkpoint {b} rows {ck:?} ({setup:?} reading the tail), ratio {:.1}",

@@ -35,11 +35,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         });
     }
     let db = Db::open(db)?;
-    let snap = db.snapshot()?.with_access(match std::env::var("ACCESS").as_deref() {
-        Ok("probe") => tablelog::AccessPath::Probe,
-        Ok("sweep") => tablelog::AccessPath::Sweep,
-        _ => tablelog::AccessPath::Auto,
-    });
+    let snap = db
+        .snapshot()?
+        .with_access(match std::env::var("ACCESS").as_deref() {
+            Ok("probe") => tablelog::AccessPath::Probe,
+            Ok("sweep") => tablelog::AccessPath::Sweep,
+            _ => tablelog::AccessPath::Auto,
+        });
     for _ in 0..reps {
         let t = std::time::Instant::now();
         let rows = snap.asof_join(&requests, &[stream], None, None)?;

@@ -54,7 +54,7 @@ pub use checkpoint::CheckpointInfo;
 pub use db::{Batch, Db, DbBuilder, Receipt, Snapshot, Txn, Writer};
 pub use error::{Error, Result};
 pub use query::access::AccessPath;
-pub use query::asof::{GetResult, KnownAt, Row, Table};
+pub use query::asof::{GetResult, KnownAt, Row, RowRef, Table};
 pub use query::history::{Change, ChangeKind, HistoryEntry};
 pub use query::join::Request;
 pub use query::merge::{JsonMergePatch, MergeOperator};

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use tablelog::workload::Rng;
-use tablelog::{Batch, Db, JsonMergePatch, Result, Row};
+use tablelog::{Batch, Db, JsonMergePatch, Result, Row, Table};
 
 fn open(dir: &std::path::Path) -> Db {
     Db::builder(dir)
@@ -30,6 +30,16 @@ fn rows(t: impl Iterator<Item = Result<Row>>) -> Vec<(Vec<u8>, Vec<u8>, i64, u64
         (r.key.to_vec(), r.value.to_vec(), r.event_time, r.position)
     })
     .collect()
+}
+
+/// [`rows`], read borrowed through [`Table::next_ref`].
+fn ref_rows(mut t: Table) -> Vec<(Vec<u8>, Vec<u8>, i64, u64)> {
+    let mut out = Vec::new();
+    while let Some(r) = t.next_ref() {
+        let r = r.unwrap();
+        out.push((r.key.to_vec(), r.value.to_vec(), r.event_time, r.position));
+    }
+    out
 }
 
 /// Appends `n` random batches: puts, patches, deletes, event times out of order.
@@ -101,10 +111,14 @@ fn checkpointed_tables_equal_tables_from_scratch() {
                 };
                 let fast = snap.table("s", t, k).unwrap();
                 used += usize::from(fast.from_checkpoint());
+                let want = rows(snap.table_from_scratch("s", t, k).unwrap());
+                let what = format!("round {round} as of {t} known at {k:?}");
+                assert_eq!(rows(fast), want, "{what}");
+                assert_eq!(ref_rows(snap.table("s", t, k).unwrap()), want, "{what}");
                 assert_eq!(
-                    rows(fast),
-                    rows(snap.table_from_scratch("s", t, k).unwrap()),
-                    "round {round} as of {t} known at {k:?}"
+                    ref_rows(snap.table_from_scratch("s", t, k).unwrap()),
+                    want,
+                    "{what}"
                 );
             }
         }
@@ -276,6 +290,7 @@ fn late_records_after_the_checkpoint_row_apply_on_top_and_the_others_refold() {
         assert!(fast.from_checkpoint());
         let got = rows(fast);
         assert_eq!(got, rows(snap.table_from_scratch("s", t, None).unwrap()));
+        assert_eq!(ref_rows(snap.table("s", t, None).unwrap()), got);
         let values: Vec<(String, String)> = got
             .iter()
             .map(|(k, v, _, _)| {

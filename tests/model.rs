@@ -1147,6 +1147,16 @@ fn check_snapshot(
             .and_then(|t| t.collect::<tablelog::Result<Vec<Row>>>());
         let what = format!("table_from_scratch({stream:?}, as_of={as_of}, known_at={arg:?})");
         compare(&what, &got, &want, |g, w| table_eq(g, w), digest)?;
+        // Borrowed rows (`next_ref`), read in place from a checkpoint's body.
+        let got = snap.table(stream, as_of, arg).and_then(|mut t| {
+            let mut rows = Vec::new();
+            while let Some(r) = t.next_ref() {
+                rows.push(r?.to_row());
+            }
+            Ok(rows)
+        });
+        let what = format!("table({stream:?}, as_of={as_of}, known_at={arg:?}) by next_ref");
+        compare(&what, &got, &want, |g, w| table_eq(g, w), digest)?;
     }
 
     for &(s, k, kq) in &q.histories {

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::query::asof::Row;
+use crate::query::asof::{Row, RowRef};
 use crate::storage::fsutil::{self, SeqWriter};
 use crate::storage::read_file;
 use crate::{Error, Result};
@@ -54,6 +54,59 @@ pub struct SavedRow {
     /// Whether the row's value is that of a put, the last record applied to it:
     /// then no version sorting before it can change it (see the module docs).
     pub settled: bool,
+}
+
+impl SavedRow {
+    /// The row, borrowed.
+    #[must_use]
+    pub fn as_ref(&self) -> SavedRef<'_> {
+        SavedRef {
+            row: self.row.as_ref(),
+            settled: self.settled,
+        }
+    }
+}
+
+/// A [`SavedRow`] borrowed from where it lies (a checkpoint's body, a row
+/// folded in memory).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SavedRef<'a> {
+    /// The row.
+    pub row: RowRef<'a>,
+    /// See [`SavedRow::settled`].
+    pub settled: bool,
+}
+
+/// Rows handed to [`write`] one at a time, each borrowed until the next.
+pub trait SavedRows {
+    /// The next row in key order, `None` at the end.
+    fn next_saved_ref(&mut self) -> Option<Result<SavedRef<'_>>>;
+}
+
+/// Owned rows from an iterator, lent one at a time.
+#[derive(Debug)]
+pub struct OwnedRows<I> {
+    rows: I,
+    current: Option<SavedRow>,
+}
+
+impl<I: Iterator<Item = Result<SavedRow>>> OwnedRows<I> {
+    /// Lends the rows of `rows`.
+    pub fn new(rows: I) -> Self {
+        OwnedRows {
+            rows,
+            current: None,
+        }
+    }
+}
+
+impl<I: Iterator<Item = Result<SavedRow>>> SavedRows for OwnedRows<I> {
+    fn next_saved_ref(&mut self) -> Option<Result<SavedRef<'_>>> {
+        match self.rows.next()? {
+            Ok(row) => Some(Ok(self.current.insert(row).as_ref())),
+            Err(e) => Some(Err(e)),
+        }
+    }
 }
 
 /// What a checkpoint holds, read from its header.
@@ -88,7 +141,7 @@ pub fn write(
     stream: &str,
     as_of: i64,
     known_end: u64,
-    rows: impl Iterator<Item = Result<SavedRow>>,
+    rows: &mut dyn SavedRows,
     level: Option<i32>,
 ) -> Result<CheckpointInfo> {
     let zstd = level.is_some();
@@ -103,16 +156,16 @@ pub fn write(
         };
         let (mut count, mut raw_len) = (0u64, 0u64);
         let mut head = [0u8; ROW_HEADER];
-        for saved in rows {
-            let SavedRow { row, settled } = saved?;
+        while let Some(saved) = rows.next_saved_ref() {
+            let SavedRef { row, settled } = saved?;
             head[0..2].copy_from_slice(&(row.key.len() as u16).to_le_bytes());
             head[2..6].copy_from_slice(&(row.value.len() as u32).to_le_bytes());
             head[6..14].copy_from_slice(&row.event_time.to_le_bytes());
             head[14..22].copy_from_slice(&row.position.to_le_bytes());
             head[22] = if settled { ROW_SETTLED } else { 0 };
             body.write_all(&head).map_err(io)?;
-            body.write_all(&row.key).map_err(io)?;
-            body.write_all(&row.value).map_err(io)?;
+            body.write_all(row.key).map_err(io)?;
+            body.write_all(row.value).map_err(io)?;
             raw_len += (ROW_HEADER + row.key.len() + row.value.len()) as u64;
             count += 1;
         }
@@ -298,6 +351,8 @@ pub struct Rows {
     left: u64,
     row_header: usize,
     path: PathBuf,
+    /// The row read last.
+    cur: RowAt,
 }
 
 impl std::fmt::Debug for Rows {
@@ -335,10 +390,38 @@ impl Rows {
             left: info.rows,
             row_header: info.row_header,
             path: info.path.clone(),
+            cur: RowAt::default(),
         })
     }
 
-    fn read_row(&mut self) -> Result<SavedRow> {
+    /// Reads the next row's header and bounds into [`Rows::current`]: `false`
+    /// at the end. After an error, there are no more rows.
+    #[inline]
+    pub(crate) fn step(&mut self) -> Result<bool> {
+        if self.left == 0 {
+            return Ok(false);
+        }
+        self.left -= 1;
+        match self.read_at() {
+            Ok(at) => {
+                self.cur = at;
+                Ok(true)
+            }
+            Err(e) => {
+                self.left = 0;
+                Err(e)
+            }
+        }
+    }
+
+    /// The row the last successful [`Rows::step`] read.
+    #[inline]
+    pub(crate) fn current(&self) -> &RowAt {
+        &self.cur
+    }
+
+    #[inline]
+    fn read_at(&mut self) -> Result<RowAt> {
         let b = &self.raw;
         let at = self.at;
         let head = b.get(at..at + self.row_header).ok_or_else(|| {
@@ -357,8 +440,8 @@ impl Rows {
                 format!("unknown row flags {flags:#x} at {at}"),
             ));
         }
-        let k0 = at + self.row_header;
-        let end = k0 + kl + vl;
+        let key = at + self.row_header;
+        let end = key + kl + vl;
         if end > b.len() {
             return Err(Error::corrupt(
                 &self.path,
@@ -367,31 +450,70 @@ impl Rows {
             ));
         }
         self.at = end;
-        Ok(SavedRow {
-            row: Row {
-                key: b.slice(k0..k0 + kl),
-                value: b.slice(k0 + kl..end),
-                event_time,
-                position,
-            },
+        Ok(RowAt {
+            key,
+            value: key + kl,
+            end,
+            event_time,
+            position,
             settled: flags & ROW_SETTLED != 0,
         })
     }
+
+    /// The key of a row [`Rows::step`] read.
+    #[inline]
+    pub(crate) fn key(&self, at: &RowAt) -> &[u8] {
+        &self.raw[at.key..at.value]
+    }
+
+    /// A row [`Rows::step`] read, borrowed from the body.
+    #[inline]
+    pub(crate) fn row_ref(&self, at: &RowAt) -> SavedRef<'_> {
+        SavedRef {
+            row: RowRef {
+                key: &self.raw[at.key..at.value],
+                value: &self.raw[at.value..at.end],
+                event_time: at.event_time,
+                position: at.position,
+            },
+            settled: at.settled,
+        }
+    }
+
+    /// A row [`Rows::step`] read, as zero-copy slices of the body.
+    pub(crate) fn row(&self, at: &RowAt) -> SavedRow {
+        SavedRow {
+            row: Row {
+                key: self.raw.slice(at.key..at.value),
+                value: self.raw.slice(at.value..at.end),
+                event_time: at.event_time,
+                position: at.position,
+            },
+            settled: at.settled,
+        }
+    }
+}
+
+/// Where a validated row lies in a checkpoint's body (offsets into it).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RowAt {
+    key: usize,
+    value: usize,
+    end: usize,
+    event_time: i64,
+    position: u64,
+    settled: bool,
 }
 
 impl Iterator for Rows {
     type Item = Result<SavedRow>;
 
     fn next(&mut self) -> Option<Result<SavedRow>> {
-        if self.left == 0 {
-            return None;
+        match self.step() {
+            Ok(true) => Some(Ok(self.row(&self.cur))),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
         }
-        self.left -= 1;
-        let r = self.read_row();
-        if r.is_err() {
-            self.left = 0;
-        }
-        Some(r)
     }
 }
 
@@ -432,7 +554,16 @@ mod tests {
         fs.create_dir_all(Path::new("/c")).unwrap();
         for level in [None, Some(3)] {
             let path = Path::new("/c/s@00000000000000000100.ckpt");
-            let info = write(&fs, path, "s", 77, 100, rows().into_iter().map(Ok), level).unwrap();
+            let info = write(
+                &fs,
+                path,
+                "s",
+                77,
+                100,
+                &mut OwnedRows::new(rows().into_iter().map(Ok)),
+                level,
+            )
+            .unwrap();
             let (read, bytes) = open(&fs, path).unwrap();
             assert_eq!(read, info);
             let back: Vec<SavedRow> = Rows::new(&read, &bytes)

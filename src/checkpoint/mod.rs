@@ -30,7 +30,7 @@ use crate::storage::keytable::SortPrefix;
 use crate::storage::record::{Op, Record};
 use crate::{Error, Result};
 pub use file::CheckpointInfo;
-use file::SavedRow;
+use file::{SavedRef, SavedRow, SavedRows};
 
 /// Subdirectory holding checkpoint files.
 pub const CHECKPOINT_DIR: &str = "checkpoints";
@@ -173,15 +173,13 @@ impl Catalog {
         // history's indexes resident. (Values are read at random and keep
         // their pages: mapping them again cost a checkpoint of 1M keys 75%
         // more time.)
-        let mut read = 0u64;
-        let rows = std::iter::from_fn(|| {
-            read += 1;
-            if read.is_multiple_of(RELEASE_EVERY_ROWS) {
-                self.release_pages(snap);
-            }
-            table.next_saved()
-        });
-        let written = file::write(vfs, &path, stream, as_of, end, rows, level);
+        let mut rows = Releasing {
+            table: &mut table,
+            catalog: self,
+            snap,
+            read: 0,
+        };
+        let written = file::write(vfs, &path, stream, as_of, end, &mut rows, level);
         self.release_pages(snap);
         let info = written?;
         let doomed = {
@@ -221,6 +219,24 @@ impl Catalog {
             }
         }
         Ok(info)
+    }
+}
+
+/// A table's rows that unmap the pages read every [`RELEASE_EVERY_ROWS`].
+struct Releasing<'a> {
+    table: &'a mut crate::Table,
+    catalog: &'a Catalog,
+    snap: &'a Snapshot,
+    read: u64,
+}
+
+impl SavedRows for Releasing<'_> {
+    fn next_saved_ref(&mut self) -> Option<Result<SavedRef<'_>>> {
+        self.read += 1;
+        if self.read.is_multiple_of(RELEASE_EVERY_ROWS) {
+            self.catalog.release_pages(self.snap);
+        }
+        self.table.next_saved_ref()
     }
 }
 
@@ -329,7 +345,11 @@ pub(crate) struct FromCheckpoint {
     pub(crate) as_of: i64,
     pub(crate) end: u64,
     pub(crate) rows: file::Rows,
-    pub(crate) peeked: Option<SavedRow>,
+    /// Whether the checkpoint row read last ([`file::Rows::current`]) is
+    /// still to be returned.
+    pub(crate) peeked: bool,
+    /// A row folded from the tail, until it is returned or lent.
+    pub(crate) folded: Option<SavedRow>,
     pub(crate) tail: Tail,
     /// The next key of `tail.keys` to merge.
     pub(crate) next_tail: usize,
@@ -398,34 +418,55 @@ impl FromCheckpoint {
         Ok(got.row().map(|row| SavedRow { row, settled }))
     }
 
+    /// The next row as an owned row.
+    #[inline]
     pub(crate) fn next_row(&mut self) -> Option<Result<SavedRow>> {
+        match self.advance()? {
+            Ok(Next::Saved) => Some(Ok(self.rows.row(self.rows.current()))),
+            Ok(Next::Folded) => self.folded.take().map(Ok),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The next row, borrowed from the checkpoint's body or the folded row.
+    #[inline]
+    pub(crate) fn next_ref(&mut self) -> Option<Result<SavedRef<'_>>> {
+        match self.advance()? {
+            Ok(Next::Saved) => Some(Ok(self.rows.row_ref(self.rows.current()))),
+            Ok(Next::Folded) => self.folded.as_ref().map(|r| Ok(r.as_ref())),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Moves to the next row: a checkpoint row as it is, or a key of the
+    /// tail folded into [`FromCheckpoint::folded`].
+    #[inline]
+    fn advance(&mut self) -> Option<Result<Next>> {
         loop {
-            if self.peeked.is_none() {
-                match self.rows.next() {
-                    Some(Ok(r)) => self.peeked = Some(r),
-                    Some(Err(e)) => return Some(Err(e)),
-                    None => {}
+            if !self.peeked {
+                match self.rows.step() {
+                    Ok(more) => self.peeked = more,
+                    Err(e) => return Some(Err(e)),
                 }
             }
-            let tail_key = self
-                .tail
-                .keys
-                .get(self.next_tail)
-                .map(|t| &self.tail.recs[t.recs.start].key);
-            let take_tail = match (&self.peeked, tail_key) {
-                (None, None) => return None,
-                (Some(_), None) => false,
-                (None, Some(_)) => true,
-                (Some(r), Some(k)) => *k <= r.row.key,
+            let take_tail = match (self.peeked, self.tail.keys.get(self.next_tail)) {
+                (false, None) => return None,
+                (true, None) => false,
+                (false, Some(_)) => true,
+                (true, Some(t)) => {
+                    self.tail.recs[t.recs.start].key[..] <= *self.rows.key(self.rows.current())
+                }
             };
             if !take_tail {
-                return self.peeked.take().map(Ok);
+                self.peeked = false;
+                return Some(Ok(Next::Saved));
             }
             let TailKey { recs, late } = self.tail.keys[self.next_tail].clone();
             self.next_tail += 1;
             let key = self.tail.recs[recs.start].key.clone();
-            let base = if self.peeked.as_ref().is_some_and(|r| r.row.key == key) {
-                self.peeked.take()
+            let base = if self.peeked && self.rows.key(self.rows.current()) == &key[..] {
+                self.peeked = false;
+                Some(self.rows.row(self.rows.current()))
             } else {
                 None
             };
@@ -449,10 +490,21 @@ impl FromCheckpoint {
                 None => self.recompute(&key),
             };
             match row {
-                Ok(Some(row)) => return Some(Ok(row)),
+                Ok(Some(row)) => {
+                    self.folded = Some(row);
+                    return Some(Ok(Next::Folded));
+                }
                 Ok(None) => {}
                 Err(e) => return Some(Err(e)),
             }
         }
     }
+}
+
+/// What [`FromCheckpoint::advance`] moved to.
+enum Next {
+    /// The checkpoint row [`file::Rows::current`], untouched by the tail.
+    Saved,
+    /// A row folded from the tail, in [`FromCheckpoint::folded`].
+    Folded,
 }

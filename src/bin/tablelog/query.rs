@@ -78,8 +78,9 @@ pub struct TableArgs {
 pub fn table(a: TableArgs) -> CliResult<Outcome> {
     let snap = snapshot(&a.db)?;
     let mut sink = Sink::new(a.format);
-    for row in snap.table(&a.stream, a.asof.as_of()?, a.asof.known_at()?)? {
-        sink.raw(&row?.value)?;
+    let mut rows = snap.table(&a.stream, a.asof.as_of()?, a.asof.known_at()?)?;
+    while let Some(row) = rows.next_ref() {
+        sink.raw(row?.value)?;
     }
     sink.finish()?;
     Ok(Outcome::Ok)
