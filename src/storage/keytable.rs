@@ -313,34 +313,57 @@ impl KeyTable {
     /// from the active segment, which mostly holds the newest events.
     #[must_use]
     pub fn copy_visible(&self, as_of: i64, end: u64) -> SortedKeys {
-        // Sized for everything when nothing is filtered by time (the copy runs
-        // under the active index's read lock: no reallocation then).
+        let visible = |v: &VersionRef| v.position < end && v.event_time <= as_of;
+        // Each version's slot, in one pass in position order: a slot is made
+        // exactly when a version has no predecessor, so the k-th such version
+        // starts slot k, and any other takes its predecessor's. Those reads are
+        // independent of one another, where walking a key's back-links is a
+        // chain of dependent cache misses.
+        let mut slot_of: Vec<u32> = Vec::with_capacity(self.versions.len());
+        let mut starts = vec![0u32; self.slots.len()];
+        let mut made = 0u32;
+        for (&p, v) in self.prev.iter().zip(&self.versions) {
+            let s = if p == NONE {
+                made += 1;
+                made - 1
+            } else {
+                slot_of[p as usize]
+            };
+            slot_of.push(s);
+            if visible(v) {
+                starts[s as usize] += 1;
+            }
+        }
+        debug_assert_eq!(made as usize, self.slots.len());
+        // Counts become each slot's first place in the copy; keys with no
+        // visible version are left out. Sized for everything when nothing is
+        // filtered by time (the copy runs under the active index's read lock:
+        // no reallocation then).
         let all = as_of == i64::MAX;
         let mut keys = Vec::with_capacity(if all { self.key_bytes } else { 0 });
         let mut ranges = Vec::with_capacity(if all { self.slots.len() } else { 0 });
-        let mut versions = Vec::with_capacity(if all { self.versions.len() } else { 0 });
-        for s in &self.slots {
-            if s.min_et > as_of {
-                continue;
+        let mut total = 0usize;
+        for (slot, start) in self.slots.iter().zip(starts.iter_mut()) {
+            let count = *start as usize;
+            *start = total as u32;
+            if count > 0 {
+                let k = keys.len();
+                keys.extend_from_slice(self.key_of(slot));
+                ranges.push((k..keys.len(), total..total + count));
+                total += count;
             }
-            let start = versions.len();
-            self.walk_into(s.tail, end, &mut versions);
-            if as_of < i64::MAX {
-                let mut kept = start;
-                for i in start..versions.len() {
-                    if versions[i].event_time <= as_of {
-                        versions[kept] = versions[i];
-                        kept += 1;
-                    }
-                }
-                versions.truncate(kept);
+        }
+        // Scattered in position order, so each key's run is in position order.
+        let mut versions = match self.versions.first() {
+            Some(&v) => vec![v; total],
+            None => Vec::new(),
+        };
+        for (v, &s) in self.versions.iter().zip(&slot_of) {
+            if visible(v) {
+                let at = &mut starts[s as usize];
+                versions[*at as usize] = *v;
+                *at += 1;
             }
-            if versions.len() == start {
-                continue;
-            }
-            let k = keys.len();
-            keys.extend_from_slice(self.key_of(s));
-            ranges.push((k..keys.len(), start..versions.len()));
         }
         SortedKeys {
             keys,
