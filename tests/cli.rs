@@ -1897,6 +1897,86 @@ fn join_several_feature_streams() {
     );
 }
 
+/// The exact bytes of joined lines: request fields first (compacted, numbers
+/// as `serde_json` prints them), then each stream's row fields, then its
+/// `_event_time`. A key that is already on the line keeps its place and takes
+/// the new value: a request field, a row field named `_event_time`, or a key
+/// that two streams make alike (`w` + `x.y` and `w.x` + `y`).
+#[test]
+fn join_lines_are_exact_and_repeated_keys_keep_their_place() {
+    let e = Env::new();
+    e.import(
+        "w",
+        concat!(
+            r#"{"id":"x","ts":"2024-01-01T10:00:00Z","v":1,"_event_time":"mine","x.y":"from w"}"#,
+            "\n"
+        ),
+    );
+    e.import(
+        "w.x",
+        concat!(
+            r#"{"id":"x","ts":"2024-01-01T09:00:00Z","y":"from w.x"}"#,
+            "\n"
+        ),
+    );
+    let req = e.file(
+        "jsonl",
+        concat!(
+            r#"{"rid": 1, "city": "x", "at": "2024-01-01T11:00:00Z"}"#,
+            "\n",
+            r#"{"rid":2,"city":"x","at":"2024-01-01T11:00:00Z","w.v":"old"}"#,
+            "\n",
+            r#"{"rid":4.50,"city":"x","at":"2024-01-01T11:00:00Z","n":1e3,"s":"é\u0001\"/"}"#,
+            "\n",
+        ),
+    );
+    let join = |features: &[&str]| -> Vec<String> {
+        let mut args = vec!["--requests", &req, "--key", "city", "--time", "at"];
+        for f in features {
+            args.extend(["--feature", f]);
+        }
+        e.cmd("join", &args)
+            .ok()
+            .stdout
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    const WX: &str = r#""w.x.id":"x","w.x.ts":"2024-01-01T09:00:00Z","w.x.y":"from w.x","w.x._event_time":"2024-01-01T09:00:00Z""#;
+    const W: &str = r#""w.id":"x","w.ts":"2024-01-01T10:00:00Z","w.v":1,"w._event_time":"2024-01-01T10:00:00Z""#;
+    const REQ: &str = r#""city":"x","at":"2024-01-01T11:00:00Z""#;
+    const ODD: &str = r#""n":1000.0,"s":"é\u0001\"/""#;
+    // No key repeats: written straight from the parts.
+    assert_eq!(
+        join(&["w.x"]),
+        [
+            format!(r#"{{"rid":1,{REQ},{WX}}}"#),
+            format!(r#"{{"rid":2,{REQ},"w.v":"old",{WX}}}"#),
+            format!(r#"{{"rid":4.5,{REQ},{ODD},{WX}}}"#),
+        ]
+    );
+    // `w`'s row has its own `_event_time`, which takes the event time in place.
+    assert_eq!(
+        join(&["w"]),
+        [
+            format!(r#"{{"rid":1,{REQ},{W},"w.x.y":"from w"}}"#),
+            format!(
+                r#"{{"rid":2,{REQ},"w.v":1,"w.id":"x","w.ts":"2024-01-01T10:00:00Z","w._event_time":"2024-01-01T10:00:00Z","w.x.y":"from w"}}"#
+            ),
+            format!(r#"{{"rid":4.5,{REQ},{ODD},{W},"w.x.y":"from w"}}"#),
+        ]
+    );
+    // `w.x.y` from `w`, then from `w.x` in its place.
+    assert_eq!(
+        join(&["w", "w.x"])[0],
+        format!(
+            r#"{{"rid":1,{REQ},{W},"w.x.y":"from w.x","w.x.id":"x","w.x.ts":"2024-01-01T09:00:00Z","w.x._event_time":"2024-01-01T09:00:00Z"}}"#
+        )
+    );
+    // The same stream twice: each key once.
+    assert_eq!(join(&["w.x", "w.x"]), join(&["w.x"]));
+}
+
 // ---------------------------------------------------------------------------
 // window
 // ---------------------------------------------------------------------------
@@ -1971,6 +2051,54 @@ fn window_field_named_agg_field_window_as_written() {
         assert_eq!(obj.len(), 3, "exactly one field is added: {}", rows[0]);
         assert_eq!(obj["user"], json!("u1"));
     }
+}
+
+/// Lines are the request's fields (compacted) then the aggregate; a request
+/// that already has a field of that name keeps its place for the aggregate.
+#[test]
+fn window_lines_are_exact_and_a_field_of_the_same_name_keeps_its_place() {
+    let e = Env::new();
+    views(&e);
+    let req = e.file(
+        "jsonl",
+        concat!(
+            r#"{"user": "u2", "at": "2024-01-01T12:00:00Z", "n": 1e3}"#,
+            "\n",
+            r#"{"sum_price_30m":"old","user":"u2","at":"2024-01-01T12:00:00Z"}"#,
+            "\n",
+        ),
+    );
+    let out = e
+        .cmd(
+            "window",
+            &[
+                "--stream",
+                "views",
+                "--field",
+                "price",
+                "--agg",
+                "sum",
+                "--window",
+                "30m",
+                "--requests",
+                &req,
+                "--key",
+                "user",
+                "--time",
+                "at",
+            ],
+        )
+        .ok()
+        .stdout;
+    assert_eq!(
+        out,
+        concat!(
+            r#"{"user":"u2","at":"2024-01-01T12:00:00Z","n":1000.0,"sum_price_30m":7.0}"#,
+            "\n",
+            r#"{"sum_price_30m":7.0,"user":"u2","at":"2024-01-01T12:00:00Z"}"#,
+            "\n",
+        )
+    );
 }
 
 #[test]

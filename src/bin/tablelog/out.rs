@@ -78,6 +78,26 @@ impl Sink {
         Ok(())
     }
 
+    /// A JSON-lines row written field by field, without building a map: `{`,
+    /// then whatever `fields` writes, then `}`. Bytes are those
+    /// [`Sink::object`] writes for a map holding the same fields in the same
+    /// order, so callers must not write a key twice. JSON lines only.
+    pub fn streamed(
+        &mut self,
+        fields: impl FnOnce(&mut ObjectWriter<'_>) -> io::Result<()>,
+    ) -> CliResult<()> {
+        debug_assert_eq!(self.format, Format::Jsonl);
+        self.w.write_all(b"{")?;
+        let mut o = ObjectWriter {
+            w: &mut self.w,
+            first: true,
+            key: String::new(),
+        };
+        fields(&mut o)?;
+        self.w.write_all(b"}\n")?;
+        Ok(())
+    }
+
     /// Writes buffered rows and flushes.
     pub fn finish(mut self) -> CliResult<()> {
         let mut cols: Vec<String> = Vec::new();
@@ -135,6 +155,40 @@ impl Sink {
         }
         self.w.flush()?;
         Ok(())
+    }
+}
+
+/// Writes the fields of one object for [`Sink::streamed`], formatted as
+/// `serde_json` formats a map compactly.
+pub struct ObjectWriter<'a> {
+    w: &'a mut BufWriter<io::StdoutLock<'static>>,
+    first: bool,
+    /// Reused for keys made of parts.
+    key: String,
+}
+
+impl ObjectWriter<'_> {
+    /// One field.
+    pub fn field(&mut self, key: &str, value: &Value) -> io::Result<()> {
+        if !std::mem::take(&mut self.first) {
+            self.w.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *self.w, key)?;
+        self.w.write_all(b":")?;
+        serde_json::to_writer(&mut *self.w, value)?;
+        Ok(())
+    }
+
+    /// One field whose key is `prefix.name`.
+    pub fn prefixed_field(&mut self, prefix: &str, name: &str, value: &Value) -> io::Result<()> {
+        let mut key = std::mem::take(&mut self.key);
+        key.clear();
+        key.push_str(prefix);
+        key.push('.');
+        key.push_str(name);
+        let r = self.field(&key, value);
+        self.key = key;
+        r
     }
 }
 

@@ -397,23 +397,71 @@ pub fn join(a: JoinArgs) -> CliResult<Outcome> {
             started.elapsed().as_secs_f64() * 1e3
         );
     }
+    // Each request is printed extended with `STREAM.FIELD` for every field of
+    // each feature row, then `STREAM._event_time`. A key that is already
+    // there keeps its place and takes the new value (what inserting into the
+    // request's map does). When no key can repeat, which is the usual case,
+    // the line is written straight from the parts instead.
+    let streams_apart = streams.iter().enumerate().all(|(i, a)| {
+        streams
+            .iter()
+            .enumerate()
+            .all(|(j, b)| i == j || (a != b && !under(b, a)))
+    });
     let mut sink = Sink::new(Format::Jsonl);
+    let mut fields: Vec<Option<(Map<String, Value>, Value)>> = Vec::new();
     for (mut obj, feats) in objs.into_iter().zip(rows) {
-        for (stream, row) in streams.iter().zip(feats) {
-            if let Some(row) = row {
-                for (k, v) in to_object(&row.value) {
+        fields.clear();
+        fields.extend(feats.into_iter().map(|row| {
+            row.map(|row| {
+                let time = Value::from(format_time(row.event_time));
+                (to_object(&row.value), time)
+            })
+        }));
+        let apart = streams_apart
+            && !obj.keys().any(|k| streams.iter().any(|s| under(k, s)))
+            && fields
+                .iter()
+                .flatten()
+                .all(|(m, _)| !m.contains_key(EVENT_TIME));
+        if apart {
+            sink.streamed(|o| {
+                for (k, v) in &obj {
+                    o.field(k, v)?;
+                }
+                for (stream, f) in streams.iter().zip(&fields) {
+                    if let Some((m, time)) = f {
+                        for (k, v) in m {
+                            o.prefixed_field(stream, k, v)?;
+                        }
+                        o.prefixed_field(stream, EVENT_TIME, time)?;
+                    }
+                }
+                Ok(())
+            })?;
+            continue;
+        }
+        for (stream, f) in streams.iter().zip(fields.drain(..)) {
+            if let Some((m, time)) = f {
+                for (k, v) in m {
                     obj.insert(format!("{stream}.{k}"), v);
                 }
-                obj.insert(
-                    format!("{stream}._event_time"),
-                    Value::from(format_time(row.event_time)),
-                );
+                obj.insert(format!("{stream}.{EVENT_TIME}"), time);
             }
         }
         sink.object(obj)?;
     }
     sink.finish()?;
     Ok(Outcome::Ok)
+}
+
+/// The field naming a joined row's event time, under its stream's prefix.
+const EVENT_TIME: &str = "_event_time";
+
+/// Whether `key` is `prefix.` followed by anything.
+fn under(key: &str, prefix: &str) -> bool {
+    key.strip_prefix(prefix)
+        .is_some_and(|rest| rest.starts_with('.'))
 }
 
 /// Windowed aggregate: print each request extended with AGG_FIELD_WINDOW, the
@@ -486,8 +534,18 @@ pub fn window(a: WindowArgs) -> CliResult<Outcome> {
             (_, Some(x)) => serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number),
             (_, None) => Value::Null,
         };
-        obj.insert(name.clone(), v);
-        sink.object(obj)?;
+        // A request that already has the field keeps its place for it.
+        if obj.contains_key(&name) {
+            obj.insert(name.clone(), v);
+            sink.object(obj)?;
+        } else {
+            sink.streamed(|o| {
+                for (k, v) in &obj {
+                    o.field(k, v)?;
+                }
+                o.field(&name, &v)
+            })?;
+        }
     }
     sink.finish()?;
     Ok(Outcome::Ok)
