@@ -67,7 +67,21 @@ const STREAMS: [&str; 3] = ["alpha", "beta_2", "gamma.v-3"];
 const GHOST: &str = "ghost";
 /// Keys chosen so that byte order differs from "natural" order: a prefix, a NUL, a
 /// non-UTF-8 byte, an upper-case letter.
-const KEYS: [&[u8]; 6] = [b"a", b"ab", b"b", b"\x00", b"k\xff", b"B"];
+/// Short keys, and four that share their first 16 bytes, two of them also
+/// their length (sorting compares prefix and length as integers, then the
+/// bytes of long keys that tie).
+const KEYS: [&[u8]; 10] = [
+    b"a",
+    b"ab",
+    b"b",
+    b"\x00",
+    b"k\xff",
+    b"B",
+    b"0123456789abcdef",
+    b"0123456789abcdef\x00",
+    b"0123456789abcdef-b",
+    b"0123456789abcdef-a",
+];
 /// A key that is never written.
 const NEVER_KEY: &[u8] = b"zz";
 const FIELDS: [&str; 4] = ["a", "b", "price", "n"];
@@ -165,7 +179,7 @@ impl Case {
         }
     }
 
-    /// Key selector `6` (and above) is the never-written key.
+    /// Key selector `KEYS.len()` (and above) is the never-written key.
     fn key(&self, i: usize) -> &'static [u8] {
         if i >= KEYS.len() {
             NEVER_KEY

@@ -301,8 +301,8 @@ pub(crate) fn tail_keys(
             return Ok(None);
         }
     }
-    // Sorted, then moved into that order once, so that grouping and merging
-    // read the records sequentially.
+    // Sorted by key, then moved into that order once, so that grouping and
+    // merging read the records sequentially.
     let order = sort_order(&recs);
     let mut slots: Vec<Option<Record>> = recs.into_iter().map(Some).collect();
     let recs: Vec<Record> = order.iter().filter_map(|&i| slots[i].take()).collect();
@@ -320,22 +320,44 @@ pub(crate) fn tail_keys(
             }),
         }
     }
+    // Each key's records, in position order so far, by `(event_time,
+    // position)`: only late records move.
+    let mut recs = recs;
+    for k in &keys {
+        let run = &mut recs[k.recs.clone()];
+        if run.len() > 1 {
+            run.sort_by_key(|r| (r.event_time, r.position));
+        }
+    }
     Ok(Some(Tail { recs, keys }))
 }
 
-/// The indexes of `recs` in `(key, event_time, position)` order, sorting on
-/// integer key prefixes ([`SortPrefix`]) rather than comparing key bytes.
+/// The indexes of `recs` (in position order) in key order, each key's in
+/// position order: sorted on integer key prefixes ([`SortPrefix`]) with the
+/// index breaking ties, then runs of long keys that tie on both by their bytes.
 fn sort_order(recs: &[Record]) -> Vec<usize> {
-    let mut order: Vec<(SortPrefix, i64, u64, usize)> = recs
+    let mut order: Vec<(u128, usize, usize)> = recs
         .iter()
         .enumerate()
-        .map(|(i, r)| (SortPrefix::of(&r.key), r.event_time, r.position, i))
+        .map(|(i, r)| {
+            let (prefix, len) = SortPrefix::of(&r.key).parts();
+            (prefix, len, i)
+        })
         .collect();
-    order.sort_unstable_by(|a, b| {
-        a.0.cmp_then(&b.0, || recs[a.3].key.cmp(&recs[b.3].key))
-            .then((a.1, a.2).cmp(&(b.1, b.2)))
-    });
-    order.into_iter().map(|o| o.3).collect()
+    order.sort_unstable();
+    let mut i = 0;
+    while i < order.len() {
+        let (prefix, len, _) = order[i];
+        let mut j = i + 1;
+        while j < order.len() && order[j].0 == prefix && order[j].1 == len {
+            j += 1;
+        }
+        if len > SortPrefix::EXACT && j - i > 1 {
+            order[i..j].sort_by(|a, b| recs[a.2].key.cmp(&recs[b.2].key).then(a.2.cmp(&b.2)));
+        }
+        i = j;
+    }
+    order.into_iter().map(|o| o.2).collect()
 }
 
 /// Rows of a table from a checkpoint plus its tail, in key order.

@@ -113,6 +113,15 @@ impl SortPrefix {
         }
     }
 
+    /// Keys up to this long are ordered by their prefix and length alone.
+    pub(crate) const EXACT: usize = INLINE;
+
+    /// The prefix as an integer, and the key's length: as a tuple, they order
+    /// keys of up to [`SortPrefix::EXACT`] bytes exactly as their bytes do.
+    pub(crate) fn parts(&self) -> (u128, usize) {
+        (self.prefix, self.len)
+    }
+
     /// Orders two keys by their prefixes, calling `full` to compare the keys
     /// themselves only when both are longer than 16 bytes and tie.
     pub(crate) fn cmp_then(
