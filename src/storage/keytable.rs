@@ -320,8 +320,57 @@ impl KeyTable {
     /// a key whose every version here is later is skipped from its slot alone,
     /// without walking its chain. This is what a table as of a past time needs
     /// from the active segment, which mostly holds the newest events.
+    ///
+    /// When few keys have a version as old as `as_of`, their chains are walked
+    /// one by one; otherwise every version is labelled with its key in one
+    /// pass (see [`KeyTable::copy_by_pass`]).
     #[must_use]
     pub fn copy_visible(&self, as_of: i64, end: u64) -> SortedKeys {
+        if as_of < i64::MAX {
+            let old_enough = self.slots.iter().filter(|s| s.min_et <= as_of).count();
+            if old_enough * 4 < self.slots.len() {
+                return self.copy_by_walks(as_of, end);
+            }
+        }
+        self.copy_by_pass(as_of, end)
+    }
+
+    /// [`KeyTable::copy_visible`] by walking the chain of each key with a
+    /// version at or before `as_of`.
+    fn copy_by_walks(&self, as_of: i64, end: u64) -> SortedKeys {
+        let mut keys = Vec::new();
+        let mut ranges = Vec::new();
+        let mut versions = Vec::new();
+        for s in &self.slots {
+            if s.min_et > as_of {
+                continue;
+            }
+            let start = versions.len();
+            self.walk_into(s.tail, end, &mut versions);
+            let mut kept = start;
+            for i in start..versions.len() {
+                if versions[i].event_time <= as_of {
+                    versions[kept] = versions[i];
+                    kept += 1;
+                }
+            }
+            versions.truncate(kept);
+            if versions.len() == start {
+                continue;
+            }
+            let k = keys.len();
+            keys.extend_from_slice(self.key_of(s));
+            ranges.push((k..keys.len(), start..versions.len()));
+        }
+        SortedKeys {
+            keys,
+            ranges,
+            versions,
+        }
+    }
+
+    /// [`KeyTable::copy_visible`] in two passes over all versions.
+    fn copy_by_pass(&self, as_of: i64, end: u64) -> SortedKeys {
         let visible = |v: &VersionRef| v.position < end && v.event_time <= as_of;
         // Each version's slot, in one pass in position order: a slot is made
         // exactly when a version has no predecessor, so the k-th such version
@@ -524,7 +573,9 @@ mod tests {
         let mut t = KeyTable::default();
         let mut all_versions: Vec<(Vec<u8>, VersionRef)> = Vec::new();
         for p in 0..400u64 {
-            let key = format!("key{}", rng.below(9)).into_bytes();
+            // Keys appear over time, so that as of an early time few have
+            // a version (the copy then walks their chains).
+            let key = format!("key{}", rng.below(3 + p / 50)).into_bytes();
             let v = VersionRef {
                 event_time: p as i64 / 2 - rng.below(3) as i64 * rng.below(60) as i64,
                 position: p,
@@ -536,8 +587,15 @@ mod tests {
             all_versions.push((key, v));
         }
         for as_of in [-70, -1, 0, 3, 50, 120, 199, 200, i64::MAX] {
-            for end in [0, 57, 400, u64::MAX] {
-                let copy = t.copy_visible(as_of, end);
+            for (end, how) in [0, 57, 400, u64::MAX]
+                .into_iter()
+                .flat_map(|end| [(end, 0), (end, 1), (end, 2)])
+            {
+                let copy = match how {
+                    0 => t.copy_visible(as_of, end),
+                    1 => t.copy_by_walks(as_of, end),
+                    _ => t.copy_by_pass(as_of, end),
+                };
                 let mut got: Vec<(Vec<u8>, Vec<VersionRef>)> = copy
                     .ranges
                     .iter()
@@ -560,7 +618,7 @@ mod tests {
                     }
                 }
                 want.sort_by(|a, b| a.0.cmp(&b.0));
-                assert_eq!(got, want, "copy_visible({as_of}, {end})");
+                assert_eq!(got, want, "copy_visible({as_of}, {end}), way {how}");
             }
         }
         for k in 0..10 {
