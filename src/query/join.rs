@@ -5,6 +5,7 @@ use bytes::Bytes;
 use super::access::{prefer_sweep, KeySet, JOIN_VERSION_NS};
 use super::asof::{KnownAt, Row};
 use crate::db::Snapshot;
+use crate::storage::index::VersionRef;
 use crate::storage::record::Op;
 use crate::{Error, Result};
 
@@ -25,6 +26,33 @@ pub(crate) fn by_key_then_time(requests: &[Request]) -> Vec<usize> {
         (&requests[a].key, requests[a].time, a).cmp(&(&requests[b].key, requests[b].time, b))
     });
     order
+}
+
+/// A key's versions: a run of a sweep's, or its own from probing.
+enum Versions<'a> {
+    Swept(&'a [VersionRef]),
+    Probed(Vec<VersionRef>),
+}
+
+impl Versions<'_> {
+    fn as_slice(&self) -> &[VersionRef] {
+        match self {
+            Versions::Swept(v) => v,
+            Versions::Probed(v) => v,
+        }
+    }
+}
+
+/// One thread's share of a join: the index of its first key, its keys' runs
+/// of the sorted requests, and its run of the answers.
+type JoinJob<'a> = (usize, &'a [std::ops::Range<usize>], &'a mut [Option<Row>]);
+
+/// Threads answering a join's (or a probed window's) keys: one per available
+/// core (up to 8), each with at least 4,096 requests, so a thread's start is
+/// worth it.
+pub(crate) fn join_threads(requests: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    cores.min(8).min(requests / 4096).max(1)
 }
 
 impl Snapshot {
@@ -76,59 +104,108 @@ impl Snapshot {
             } else {
                 None
             };
-            for (k, g) in groups.iter().enumerate() {
-                let key = &requests[order[g.start]].key;
-                let probed;
-                let versions = match &swept {
-                    Some((starts, all)) => &all[starts[k]..starts[k + 1]],
-                    None => {
-                        let mut v = self.view.versions(stream, key)?;
-                        v.retain(|v| v.position < end);
-                        probed = v;
-                        &probed[..]
-                    }
-                };
-                let mut i = g.start;
-                // `row` is the fold of `versions[..applied]`; a request folds in
-                // what its time adds, reading values from the last put or delete
-                // on only (most versions are never read).
-                let (mut next, mut applied) = (0usize, 0usize);
-                let mut row: Option<Row> = None;
-                while i < g.end {
-                    let r = &requests[order[i]];
-                    while next < versions.len() && versions[next].event_time <= r.time {
-                        next += 1;
-                    }
-                    let added = &versions[applied..next];
-                    if let Some(b) = added.iter().rposition(|v| v.op != Op::Patch) {
-                        let v = added[b];
-                        row = match v.op {
-                            Op::Put => Some(Row {
-                                key: key.clone(),
-                                value: self.view.value(&v)?,
-                                event_time: v.event_time,
-                                position: v.position,
-                            }),
-                            _ => None,
-                        };
-                        row = self.patch_row(stream, merge, key, row, &added[b + 1..])?;
-                    } else {
-                        row = self.patch_row(stream, merge, key, row, added)?;
-                    }
-                    applied = next;
-                    out[order[i]][j] = row
-                        .as_ref()
-                        .filter(|row| {
-                            ttl.is_none_or(|t| {
-                                i128::from(r.time) - i128::from(row.event_time) <= i128::from(t)
-                            })
-                        })
-                        .cloned();
-                    i += 1;
+            // Keys are answered independently: contiguous runs of them, one
+            // thread each (one per core), each writing its own run of `sorted`.
+            let mut sorted: Vec<Option<Row>> = vec![None; order.len()];
+            let threads = join_threads(requests.len());
+            let per = groups.len().div_ceil(threads).max(1);
+            let mut jobs = Vec::new();
+            let mut rest = &mut sorted[..];
+            for (c, chunk) in groups.chunks(per).enumerate() {
+                let n = chunk.last().map_or(0, |g| g.end) - chunk[0].start;
+                let (o, r) = std::mem::take(&mut rest).split_at_mut(n);
+                rest = r;
+                jobs.push((c * per, chunk, o));
+            }
+            let run = |(k0, chunk, o): JoinJob<'_>| -> Result<()> {
+                let base = chunk[0].start;
+                for (k, g) in chunk.iter().enumerate() {
+                    let versions = match &swept {
+                        Some((starts, all)) => {
+                            Versions::Swept(&all[starts[k0 + k]..starts[k0 + k + 1]])
+                        }
+                        None => {
+                            let key = &requests[order[g.start]].key;
+                            let mut v = self.view.versions(stream, key)?;
+                            v.retain(|v| v.position < end);
+                            Versions::Probed(v)
+                        }
+                    };
+                    let o = &mut o[g.start - base..g.end - base];
+                    self.join_key(
+                        stream,
+                        merge,
+                        requests,
+                        &order[g.clone()],
+                        &versions,
+                        ttl,
+                        o,
+                    )?;
                 }
+                Ok(())
+            };
+            super::parallel::run_jobs(jobs, run)?;
+            for (&i, row) in order.iter().zip(sorted) {
+                out[i][j] = row;
             }
         }
         Ok(out)
+    }
+
+    /// Answers the requests `reqs` (indices into `requests`, one key, ascending
+    /// time) of one stream from that key's versions (sorted by `(event_time,
+    /// position)`, below the snapshot's end): `out[i]` receives request
+    /// `reqs[i]`'s row.
+    #[allow(clippy::too_many_arguments)]
+    fn join_key(
+        &self,
+        stream: &str,
+        merge: Option<&std::sync::Arc<dyn crate::query::merge::MergeOperator>>,
+        requests: &[Request],
+        reqs: &[usize],
+        versions: &Versions<'_>,
+        ttl: Option<i64>,
+        out: &mut [Option<Row>],
+    ) -> Result<()> {
+        let versions = versions.as_slice();
+        let key = &requests[reqs[0]].key;
+        // `row` is the fold of `versions[..applied]`; a request folds in
+        // what its time adds, reading values from the last put or delete
+        // on only (most versions are never read).
+        let (mut next, mut applied) = (0usize, 0usize);
+        let mut row: Option<Row> = None;
+        for (&ri, o) in reqs.iter().zip(out) {
+            let r = &requests[ri];
+            while next < versions.len() && versions[next].event_time <= r.time {
+                next += 1;
+            }
+            let added = &versions[applied..next];
+            if let Some(b) = added.iter().rposition(|v| v.op != Op::Patch) {
+                let v = added[b];
+                row = match v.op {
+                    Op::Put => Some(Row {
+                        key: key.clone(),
+                        value: self.view.value(&v)?,
+                        event_time: v.event_time,
+                        position: v.position,
+                    }),
+                    _ => None,
+                };
+                row = self.patch_row(stream, merge, key, row, &added[b + 1..])?;
+            } else {
+                row = self.patch_row(stream, merge, key, row, added)?;
+            }
+            applied = next;
+            *o = row
+                .as_ref()
+                .filter(|row| {
+                    ttl.is_none_or(|t| {
+                        i128::from(r.time) - i128::from(row.event_time) <= i128::from(t)
+                    })
+                })
+                .cloned();
+        }
+        Ok(())
     }
 
     /// Applies patch versions, in order, to a row (or to nothing).

@@ -8,4 +8,5 @@ pub mod field;
 pub mod history;
 pub mod join;
 pub mod merge;
+mod parallel;
 pub mod window;

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use super::access::{group_by_key, prefer_sweep, sweep_threads, KeySet, WINDOW_VERSION_NS};
 use super::asof::KnownAt;
 use super::field::numeric_field;
-use super::join::{by_key_then_time, Request};
+use super::join::{by_key_then_time, join_threads, Request};
 use crate::db::Snapshot;
 use crate::storage::sweep::SweepRange;
 use crate::{Error, Result};
@@ -212,15 +212,31 @@ impl Snapshot {
             };
             swept.slide(&mut events, width, agg, &mut sorted)?;
         } else {
-            for g in &groups {
-                let reqs = &order[g.clone()];
-                let mut versions = self.view.versions(stream, &requests[reqs[0]].key)?;
-                versions.retain(|v| v.position < end);
-                let time = |i: usize| versions[i].event_time;
-                let value = |i: usize| Ok(numeric(&self.view.value(&versions[i])?));
-                let o = &mut sorted[g.clone()];
-                slide(requests, reqs, width, agg, versions.len(), time, value, o)?;
+            // Keys probed independently: contiguous runs of them, one thread
+            // each (one per core), each writing its own run of `sorted`.
+            let per = groups.len().div_ceil(join_threads(requests.len())).max(1);
+            let mut jobs = Vec::new();
+            let mut rest = &mut sorted[..];
+            for chunk in groups.chunks(per) {
+                let n = chunk.last().map_or(0, |g| g.end) - chunk[0].start;
+                let (o, r) = std::mem::take(&mut rest).split_at_mut(n);
+                rest = r;
+                jobs.push((chunk, o));
             }
+            let run = |(chunk, o): (&[std::ops::Range<usize>], &mut [Option<f64>])| -> Result<()> {
+                let base = chunk[0].start;
+                for g in chunk {
+                    let reqs = &order[g.clone()];
+                    let mut versions = self.view.versions(stream, &requests[reqs[0]].key)?;
+                    versions.retain(|v| v.position < end);
+                    let time = |i: usize| versions[i].event_time;
+                    let value = |i: usize| Ok(numeric(&self.view.value(&versions[i])?));
+                    let o = &mut o[g.start - base..g.end - base];
+                    slide(requests, reqs, width, agg, versions.len(), time, value, o)?;
+                }
+                Ok(())
+            };
+            super::parallel::run_jobs(jobs, run)?;
         }
         let mut out = vec![None; requests.len()];
         for (i, x) in order.iter().zip(sorted) {
@@ -283,16 +299,7 @@ impl Swept<'_> {
             }
             Ok(())
         };
-        std::thread::scope(|scope| -> Result<()> {
-            let mut jobs = jobs.into_iter();
-            let first = jobs.next();
-            let handles: Vec<_> = jobs.map(|j| scope.spawn(move || run(j))).collect();
-            first.map_or(Ok(()), run)?;
-            for h in handles {
-                h.join().expect("window thread panicked")?;
-            }
-            Ok(())
-        })
+        super::parallel::run_jobs(jobs, run)
     }
 }
 
