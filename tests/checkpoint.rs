@@ -481,3 +481,30 @@ fn released_index_pages_read_back_the_same() {
     let snap = again.snapshot().unwrap();
     assert_eq!(rows(snap.table("s", i64::MAX, None).unwrap()), want);
 }
+
+/// Keys longer than 16 bytes that share their first 16 sort by their bytes in
+/// a checkpoint's tail, not by their lengths: the 18-byte key below sorts
+/// before the 17-byte one. Sorted by length, the merge returned the 18-byte
+/// key's old row from the checkpoint, then both keys again.
+#[test]
+fn long_keys_in_the_tail_merge_in_byte_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let (k17, k18) = ("0123456789abcdefz", "0123456789abcdefaa");
+    let mut b = Batch::new();
+    b.put_at("s", k18, r#"{"v":1}"#, 10).unwrap();
+    db.writer().commit(b).unwrap();
+    db.checkpoint("s", Some(20)).unwrap();
+    let mut b = Batch::new();
+    b.put_at("s", k17, r#"{"v":2}"#, 30).unwrap();
+    b.put_at("s", k18, r#"{"v":3}"#, 30).unwrap();
+    db.writer().commit(b).unwrap();
+    let snap = db.snapshot().unwrap();
+    let fast = snap.table("s", 40, None).unwrap();
+    assert!(fast.from_checkpoint());
+    let got = rows(fast);
+    assert_eq!(got, rows(snap.table_from_scratch("s", 40, None).unwrap()));
+    let keys: Vec<&[u8]> = got.iter().map(|r| &r.0[..]).collect();
+    assert_eq!(keys, [k18.as_bytes(), k17.as_bytes()]);
+    assert_eq!(got[0].1, br#"{"v":3}"#);
+}

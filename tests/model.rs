@@ -67,10 +67,10 @@ const STREAMS: [&str; 3] = ["alpha", "beta_2", "gamma.v-3"];
 const GHOST: &str = "ghost";
 /// Keys chosen so that byte order differs from "natural" order: a prefix, a NUL, a
 /// non-UTF-8 byte, an upper-case letter.
-/// Short keys, and four that share their first 16 bytes, two of them also
-/// their length (sorting compares prefix and length as integers, then the
-/// bytes of long keys that tie).
-const KEYS: [&[u8]; 10] = [
+/// Short keys, and five that share their first 16 bytes, two of them also
+/// their length, and one longer key that sorts after a shorter one (sorting
+/// compares prefix and length as integers, then the bytes of long keys).
+const KEYS: [&[u8]; 11] = [
     b"a",
     b"ab",
     b"b",
@@ -81,6 +81,7 @@ const KEYS: [&[u8]; 10] = [
     b"0123456789abcdef\x00",
     b"0123456789abcdef-b",
     b"0123456789abcdef-a",
+    b"0123456789abcdefz",
 ];
 /// A key that is never written.
 const NEVER_KEY: &[u8] = b"zz";

@@ -333,15 +333,17 @@ pub(crate) fn tail_keys(
 }
 
 /// The indexes of `recs` (in position order) in key order, each key's in
-/// position order: sorted on integer key prefixes ([`SortPrefix`]) with the
-/// index breaking ties, then runs of long keys that tie on both by their bytes.
+/// position order: sorted on integer key prefixes ([`SortPrefix`]) and
+/// lengths, the index breaking ties, then each run of long keys that share
+/// their prefix by their bytes. Long keys sort under one length (one past
+/// [`SortPrefix::EXACT`]): their order is their bytes', not their lengths'.
 fn sort_order(recs: &[Record]) -> Vec<usize> {
     let mut order: Vec<(u128, usize, usize)> = recs
         .iter()
         .enumerate()
         .map(|(i, r)| {
             let (prefix, len) = SortPrefix::of(&r.key).parts();
-            (prefix, len, i)
+            (prefix, len.min(SortPrefix::EXACT + 1), i)
         })
         .collect();
     order.sort_unstable();
