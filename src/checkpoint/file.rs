@@ -59,7 +59,7 @@ pub struct SavedRow {
 impl SavedRow {
     /// The row, borrowed.
     #[must_use]
-    pub fn as_ref(&self) -> SavedRef<'_> {
+    pub(crate) fn as_ref(&self) -> SavedRef<'_> {
         SavedRef {
             row: self.row.as_ref(),
             settled: self.settled,
@@ -70,43 +70,17 @@ impl SavedRow {
 /// A [`SavedRow`] borrowed from where it lies (a checkpoint's body, a row
 /// folded in memory).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SavedRef<'a> {
+pub(crate) struct SavedRef<'a> {
     /// The row.
-    pub row: RowRef<'a>,
+    pub(crate) row: RowRef<'a>,
     /// See [`SavedRow::settled`].
-    pub settled: bool,
+    pub(crate) settled: bool,
 }
 
 /// Rows handed to [`write`] one at a time, each borrowed until the next.
-pub trait SavedRows {
+pub(crate) trait SavedRows {
     /// The next row in key order, `None` at the end.
     fn next_saved_ref(&mut self) -> Option<Result<SavedRef<'_>>>;
-}
-
-/// Owned rows from an iterator, lent one at a time.
-#[derive(Debug)]
-pub struct OwnedRows<I> {
-    rows: I,
-    current: Option<SavedRow>,
-}
-
-impl<I: Iterator<Item = Result<SavedRow>>> OwnedRows<I> {
-    /// Lends the rows of `rows`.
-    pub fn new(rows: I) -> Self {
-        OwnedRows {
-            rows,
-            current: None,
-        }
-    }
-}
-
-impl<I: Iterator<Item = Result<SavedRow>>> SavedRows for OwnedRows<I> {
-    fn next_saved_ref(&mut self) -> Option<Result<SavedRef<'_>>> {
-        match self.rows.next()? {
-            Ok(row) => Some(Ok(self.current.insert(row).as_ref())),
-            Err(e) => Some(Err(e)),
-        }
-    }
 }
 
 /// What a checkpoint holds, read from its header.
@@ -135,7 +109,7 @@ pub struct CheckpointInfo {
 /// zstd when `level` is set), so memory does not grow with the table: the
 /// header, whose counts are known only at the end, is written last, and the
 /// checksum combines its CRC with the body's.
-pub fn write(
+pub(crate) fn write(
     vfs: &dyn crate::storage::vfs::Vfs,
     path: &Path,
     stream: &str,
@@ -531,6 +505,32 @@ pub fn peek(vfs: &dyn crate::storage::vfs::Vfs, path: &Path) -> Result<Checkpoin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Owned rows from an iterator, lent one at a time.
+    #[derive(Debug)]
+    struct OwnedRows<I> {
+        rows: I,
+        current: Option<SavedRow>,
+    }
+
+    impl<I: Iterator<Item = Result<SavedRow>>> OwnedRows<I> {
+        /// Lends the rows of `rows`.
+        fn new(rows: I) -> Self {
+            OwnedRows {
+                rows,
+                current: None,
+            }
+        }
+    }
+
+    impl<I: Iterator<Item = Result<SavedRow>>> SavedRows for OwnedRows<I> {
+        fn next_saved_ref(&mut self) -> Option<Result<SavedRef<'_>>> {
+            match self.rows.next()? {
+                Ok(row) => Some(Ok(self.current.insert(row).as_ref())),
+                Err(e) => Some(Err(e)),
+            }
+        }
+    }
     use crate::storage::memvfs::MemVfs;
     use crate::storage::vfs::Vfs;
 

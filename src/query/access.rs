@@ -46,8 +46,14 @@ pub(crate) const JOIN_VERSION_NS: u64 = 15;
 /// Threads a sweep over `records` records uses: one per available core, up
 /// to 8, each with at least 256k records.
 pub(crate) fn sweep_threads(records: u64) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    cores.min(8).min((records / 262_144) as usize).max(1)
+    cores().min(8).min((records / 262_144) as usize).max(1)
+}
+
+/// The cores this process may use, asked once (the answer reads cgroup files).
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES
+        .get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
 }
 
 /// Whether touching `keys` distinct keys of `stream`, at `version_ns` per

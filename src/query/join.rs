@@ -51,8 +51,7 @@ type JoinJob<'a> = (usize, &'a [std::ops::Range<usize>], &'a mut [Option<Row>]);
 /// core (up to 8), each with at least 4,096 requests, so a thread's start is
 /// worth it.
 pub(crate) fn join_threads(requests: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    cores.min(8).min(requests / 4096).max(1)
+    super::access::cores().min(8).min(requests / 4096).max(1)
 }
 
 impl Snapshot {
