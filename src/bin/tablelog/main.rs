@@ -12,6 +12,7 @@ mod init;
 mod inspect;
 mod out;
 mod query;
+mod requests;
 mod torture;
 
 use std::process::ExitCode;

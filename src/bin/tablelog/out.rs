@@ -78,23 +78,41 @@ impl Sink {
         Ok(())
     }
 
-    /// A JSON-lines row written field by field, without building a map: `{`,
-    /// then whatever `fields` writes, then `}`. Bytes are those
-    /// [`Sink::object`] writes for a map holding the same fields in the same
-    /// order, so callers must not write a key twice. JSON lines only.
-    pub fn streamed(
+    /// JSON lines, one per item, each formatted by `line` into a buffer:
+    /// runs of items are formatted on every core, a bounded batch at a
+    /// time, and written in order. JSON lines only.
+    pub fn lines<T: Send>(
         &mut self,
-        fields: impl FnOnce(&mut ObjectWriter<'_>) -> io::Result<()>,
+        items: &mut [T],
+        line: impl Fn(&mut T, &mut Vec<u8>) -> io::Result<()> + Sync,
     ) -> CliResult<()> {
         debug_assert_eq!(self.format, Format::Jsonl);
-        self.w.write_all(b"{")?;
-        let mut o = ObjectWriter {
-            w: &mut self.w,
-            first: true,
-            key: String::new(),
-        };
-        fields(&mut o)?;
-        self.w.write_all(b"}\n")?;
+        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let line = &line;
+        for batch in items.chunks_mut(LINES_BATCH) {
+            let per = batch.len().div_ceil(threads).max(1);
+            let parts: Vec<io::Result<Vec<u8>>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .chunks_mut(per)
+                    .map(|part| {
+                        scope.spawn(move || {
+                            let mut buf = Vec::new();
+                            for item in part {
+                                line(item, &mut buf)?;
+                            }
+                            Ok(buf)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            });
+            for part in parts {
+                self.w.write_all(&part?)?;
+            }
+        }
         Ok(())
     }
 
@@ -158,10 +176,38 @@ impl Sink {
     }
 }
 
-/// Writes the fields of one object for [`Sink::streamed`], formatted as
+/// Items [`Sink::lines`] formats per batch.
+const LINES_BATCH: usize = 1 << 15;
+
+/// One JSON line into `buf`, as [`Sink::object`] writes a map: `{`, what
+/// `fields` writes, `}`. Byte for byte what a map holding the same fields in
+/// the same order serializes to, so callers must not write a key twice.
+pub fn object_line(
+    buf: &mut Vec<u8>,
+    fields: impl FnOnce(&mut ObjectWriter<'_>) -> io::Result<()>,
+) -> io::Result<()> {
+    buf.push(b'{');
+    let mut o = ObjectWriter {
+        w: buf,
+        first: true,
+        key: String::new(),
+    };
+    fields(&mut o)?;
+    buf.extend_from_slice(b"}\n");
+    Ok(())
+}
+
+/// One JSON line into `buf`: the map, as [`Sink::object`] writes it.
+pub fn map_line(buf: &mut Vec<u8>, m: Map<String, Value>) -> io::Result<()> {
+    serde_json::to_writer(&mut *buf, &Value::Object(m))?;
+    buf.push(b'\n');
+    Ok(())
+}
+
+/// Writes the fields of one object for [`object_line`], formatted as
 /// `serde_json` formats a map compactly.
 pub struct ObjectWriter<'a> {
-    w: &'a mut BufWriter<io::StdoutLock<'static>>,
+    w: &'a mut Vec<u8>,
     first: bool,
     /// Reused for keys made of parts.
     key: String,

@@ -1,17 +1,14 @@
 //! The query subcommands: table, get, history, changes, join, window.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 
-use bytes::Bytes;
 use clap::Args;
 use serde_json::{Map, Value};
-use tablelog::ingest::parse::csv_cell;
 use tablelog::ingest::time::{format_time, parse_time, TimeUnit};
-use tablelog::{Agg, ChangeKind, GetResult, Hlc, KnownAt, Request, Snapshot};
+use tablelog::{Agg, ChangeKind, GetResult, Hlc, KnownAt, Snapshot};
 
 use crate::args::{duration_arg, msg, open_read, time_arg, time_unit, CliResult, TimeArg};
-use crate::out::{to_object, Format, Sink};
+use crate::out::{map_line, object_line, to_object, Format, Sink};
 use crate::Outcome;
 
 /// Options every as-of query shares.
@@ -266,89 +263,6 @@ pub fn changes(a: ChangesArgs) -> CliResult<Outcome> {
     Ok(Outcome::Ok)
 }
 
-/// Request objects in file order, and their (key, time).
-type Requests = (Vec<Map<String, Value>>, Vec<Request>);
-
-/// Requests read from a JSONL or CSV file: each object, and its (key, time).
-fn read_requests(path: &str, key: &str, time: &str, unit: TimeUnit) -> CliResult<Requests> {
-    let input: Box<dyn Read> = if path == "-" {
-        Box::new(std::io::stdin().lock())
-    } else {
-        Box::new(std::fs::File::open(path).map_err(|e| msg(format!("{path}: {e}")))?)
-    };
-    let bad = |line: u64, why: String| msg(format!("{path}:{line}: {why}"));
-    let mut objs = Vec::new();
-    if path.ends_with(".csv") {
-        let mut r = csv::Reader::from_reader(input);
-        let header: Vec<String> = r
-            .headers()
-            .map_err(|e| bad(1, e.to_string()))?
-            .iter()
-            .map(str::to_string)
-            .collect();
-        for (i, rec) in r.records().enumerate() {
-            let rec = rec.map_err(|e| bad(i as u64 + 2, e.to_string()))?;
-            let m: Map<String, Value> = header
-                .iter()
-                .cloned()
-                .zip(rec.iter().map(csv_cell))
-                .collect();
-            objs.push((i as u64 + 2, m));
-        }
-    } else {
-        for (i, line) in BufReader::new(input).lines().enumerate() {
-            let line = line.map_err(|e| bad(i as u64 + 1, e.to_string()))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            match serde_json::from_str::<Value>(&line) {
-                Ok(Value::Object(m)) => objs.push((i as u64 + 1, m)),
-                Ok(_) => return Err(bad(i as u64 + 1, "expected a JSON object".into())),
-                Err(e) => return Err(bad(i as u64 + 1, format!("invalid JSON: {e}"))),
-            }
-        }
-    }
-    let mut reqs = Vec::with_capacity(objs.len());
-    let mut out = Vec::with_capacity(objs.len());
-    for (line, m) in objs {
-        let k = match m.get(key) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(_) => {
-                return Err(bad(
-                    line,
-                    format!("key field {key:?} must be a string or number"),
-                ))
-            }
-            None => return Err(bad(line, format!("missing key field {key:?}"))),
-        };
-        let t = match m.get(time) {
-            Some(Value::String(s)) => parse_time(s, unit).map_err(|e| bad(line, e.0))?,
-            Some(Value::Number(n)) => {
-                n.as_i64().and_then(|v| unit.to_micros(v)).ok_or_else(|| {
-                    bad(
-                        line,
-                        format!("time field {time:?}: {n} is not an integer time"),
-                    )
-                })?
-            }
-            Some(_) => {
-                return Err(bad(
-                    line,
-                    format!("time field {time:?} must be a string or integer"),
-                ))
-            }
-            None => return Err(bad(line, format!("missing time field {time:?}"))),
-        };
-        reqs.push(Request {
-            key: Bytes::from(k),
-            time: t,
-        });
-        out.push(m);
-    }
-    Ok((out, reqs))
-}
-
 /// Point-in-time join: print each request, in order, extended with each feature
 /// stream's row as of the request's time (fields prefixed `STREAM.`, plus
 /// `STREAM._event_time`); a missing row leaves them out.
@@ -386,7 +300,7 @@ pub struct JoinArgs {
 
 pub fn join(a: JoinArgs) -> CliResult<Outcome> {
     let snap = snapshot(&a.db)?;
-    let (objs, reqs) = read_requests(&a.requests, &a.key, &a.time, a.time_unit)?;
+    let (objs, reqs) = crate::requests::read_requests(&a.requests, &a.key, &a.time, a.time_unit)?;
     let streams: Vec<&str> = a.features.iter().map(String::as_str).collect();
     let started = std::time::Instant::now();
     let rows = snap.asof_join(&reqs, &streams, a.ttl, known_at(a.known_at.as_deref())?)?;
@@ -409,15 +323,17 @@ pub fn join(a: JoinArgs) -> CliResult<Outcome> {
             .all(|(j, b)| i == j || (a != b && !under(b, a)))
     });
     let mut sink = Sink::new(Format::Jsonl);
-    let mut fields: Vec<Option<(Map<String, Value>, Value)>> = Vec::new();
-    for (mut obj, feats) in objs.into_iter().zip(rows) {
-        fields.clear();
-        fields.extend(feats.into_iter().map(|row| {
-            row.map(|row| {
-                let time = Value::from(format_time(row.event_time));
-                (to_object(&row.value), time)
+    let mut items: Vec<_> = objs.into_iter().zip(rows).collect();
+    sink.lines(&mut items, |(obj, feats), buf| {
+        let fields: Vec<Option<(Map<String, Value>, Value)>> = std::mem::take(feats)
+            .into_iter()
+            .map(|row| {
+                row.map(|row| {
+                    let time = Value::from(format_time(row.event_time));
+                    (to_object(&row.value), time)
+                })
             })
-        }));
+            .collect();
         let apart = streams_apart
             && !obj.keys().any(|k| streams.iter().any(|s| under(k, s)))
             && fields
@@ -425,8 +341,8 @@ pub fn join(a: JoinArgs) -> CliResult<Outcome> {
                 .flatten()
                 .all(|(m, _)| !m.contains_key(EVENT_TIME));
         if apart {
-            sink.streamed(|o| {
-                for (k, v) in &obj {
+            return object_line(buf, |o| {
+                for (k, v) in &*obj {
                     o.field(k, v)?;
                 }
                 for (stream, f) in streams.iter().zip(&fields) {
@@ -438,10 +354,10 @@ pub fn join(a: JoinArgs) -> CliResult<Outcome> {
                     }
                 }
                 Ok(())
-            })?;
-            continue;
+            });
         }
-        for (stream, f) in streams.iter().zip(fields.drain(..)) {
+        let mut obj = std::mem::take(obj);
+        for (stream, f) in streams.iter().zip(fields) {
             if let Some((m, time)) = f {
                 for (k, v) in m {
                     obj.insert(format!("{stream}.{k}"), v);
@@ -449,8 +365,8 @@ pub fn join(a: JoinArgs) -> CliResult<Outcome> {
                 obj.insert(format!("{stream}.{EVENT_TIME}"), time);
             }
         }
-        sink.object(obj)?;
-    }
+        map_line(buf, obj)
+    })?;
     sink.finish()?;
     Ok(Outcome::Ok)
 }
@@ -509,7 +425,7 @@ pub fn window(a: WindowArgs) -> CliResult<Outcome> {
     let width = duration_arg(&a.window).map_err(msg)?;
     let agg = Agg::parse(&a.agg).ok_or_else(|| msg(format!("unknown aggregate {:?}", a.agg)))?;
     let snap = snapshot(&a.db)?;
-    let (objs, reqs) = read_requests(&a.requests, &a.key, &a.time, a.time_unit)?;
+    let (objs, reqs) = crate::requests::read_requests(&a.requests, &a.key, &a.time, a.time_unit)?;
     let started = std::time::Instant::now();
     let values = snap.window(
         &a.stream,
@@ -528,25 +444,26 @@ pub fn window(a: WindowArgs) -> CliResult<Outcome> {
     }
     let name = format!("{}_{}_{}", a.agg, a.field, a.window.trim());
     let mut sink = Sink::new(Format::Jsonl);
-    for (mut obj, v) in objs.into_iter().zip(values) {
-        let v = match (agg, v) {
+    let mut items: Vec<(Map<String, Value>, Option<f64>)> = objs.into_iter().zip(values).collect();
+    sink.lines(&mut items, |(obj, v), buf| {
+        let v = match (agg, *v) {
             (Agg::Count, Some(n)) => Value::from(n as u64),
             (_, Some(x)) => serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number),
             (_, None) => Value::Null,
         };
         // A request that already has the field keeps its place for it.
         if obj.contains_key(&name) {
+            let mut obj = std::mem::take(obj);
             obj.insert(name.clone(), v);
-            sink.object(obj)?;
-        } else {
-            sink.streamed(|o| {
-                for (k, v) in &obj {
-                    o.field(k, v)?;
-                }
-                o.field(&name, &v)
-            })?;
+            return map_line(buf, obj);
         }
-    }
+        object_line(buf, |o| {
+            for (k, v) in &*obj {
+                o.field(k, v)?;
+            }
+            o.field(&name, &v)
+        })
+    })?;
     sink.finish()?;
     Ok(Outcome::Ok)
 }
