@@ -19,4 +19,22 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n.max(1)
     }
+
+    /// Makes `edits` random edits to `b`: each replaces, removes or inserts a
+    /// byte (drawn from `alphabet`) at a random place. For tests that fuzz
+    /// parsers from valid inputs.
+    #[cfg(test)]
+    pub(crate) fn mutate(&mut self, b: &mut Vec<u8>, alphabet: &[u8], edits: u64) {
+        for _ in 0..edits {
+            let at = self.below(b.len() as u64 + 1) as usize;
+            let c = alphabet[self.below(alphabet.len() as u64) as usize];
+            match self.below(3) {
+                0 if at < b.len() => b[at] = c,
+                1 if at < b.len() => {
+                    b.remove(at);
+                }
+                _ => b.insert(at, c),
+            }
+        }
+    }
 }

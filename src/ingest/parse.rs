@@ -432,17 +432,8 @@ mod tests {
             let mut b = seeds[rng.below(seeds.len() as u64) as usize]
                 .as_bytes()
                 .to_vec();
-            for _ in 0..=rng.below(3) {
-                let at = rng.below(b.len() as u64 + 1) as usize;
-                let c = alphabet[rng.below(alphabet.len() as u64) as usize];
-                match rng.below(3) {
-                    0 if at < b.len() => b[at] = c,
-                    1 if at < b.len() => {
-                        b.remove(at);
-                    }
-                    _ => b.insert(at, c),
-                }
-            }
+            let edits = 1 + rng.below(3);
+            rng.mutate(&mut b, alphabet, edits);
             if let Ok(s) = String::from_utf8(b) {
                 lines.push(s);
             }

@@ -413,17 +413,8 @@ mod tests {
             }
             doc.push('}');
             let mut b = doc.into_bytes();
-            for _ in 0..rng.below(3) {
-                let at = rng.below(b.len() as u64 + 1) as usize;
-                let byte = bytes[rng.below(bytes.len() as u64) as usize];
-                match rng.below(3) {
-                    0 if at < b.len() => b[at] = byte,
-                    1 if at < b.len() => {
-                        b.remove(at);
-                    }
-                    _ => b.insert(at, byte),
-                }
-            }
+            let edits = rng.below(3);
+            rng.mutate(&mut b, bytes, edits);
             assert!(
                 same(numeric_field(&b, "price"), full_parse(&b, "price")),
                 "{}: {:?} vs {:?}",
