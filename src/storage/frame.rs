@@ -309,6 +309,19 @@ impl<'a> Iterator for RecordIter<'a> {
     }
 }
 
+/// Where the record whose header is at `at` ends, reading only its lengths:
+/// how a reader skips to the `k`-th record of a frame. `None` if it runs past
+/// `buf`.
+pub(crate) fn record_end(buf: &[u8], at: usize) -> Option<usize> {
+    let h = buf.get(at..at.checked_add(RECORD_HEADER_LEN)?)?;
+    let key_len = usize::from(u16_at(h, 11));
+    let value_len = u32_at(h, 13) as usize;
+    let end = (at + RECORD_HEADER_LEN)
+        .checked_add(key_len)?
+        .checked_add(value_len)?;
+    (end <= buf.len()).then_some(end)
+}
+
 /// Parses one record at `at`, `None` if it does not fit.
 #[must_use]
 pub fn parse_record(buf: &[u8], at: usize) -> Option<RawRecord<'_>> {

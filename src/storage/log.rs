@@ -65,6 +65,9 @@ pub struct ActiveSegment {
     /// Indexes and the committed (visible) end.
     pub inner: RwLock<ActiveInner>,
     map: Mutex<Bytes>,
+    /// Record marks of the frames read by position, by frame offset (frames
+    /// never change once written).
+    record_marks: Mutex<std::collections::HashMap<u64, Arc<super::segment::RecordMarks>>>,
 }
 
 /// Mutable state of the active segment, shared with readers.
@@ -79,6 +82,29 @@ pub struct ActiveInner {
 }
 
 impl ActiveSegment {
+    /// Where record `index` of the frame at `frame_off` starts in `recs`, its
+    /// records area: from the frame's marks, found on the first call for it.
+    pub fn record_offset(
+        &self,
+        frame_off: u64,
+        recs: &[u8],
+        count: usize,
+        index: usize,
+    ) -> Result<usize> {
+        let known = lock(&self.record_marks).get(&frame_off).cloned();
+        let marks = match known {
+            Some(m) => m,
+            None => {
+                let m = Arc::new(super::segment::RecordMarks::of(
+                    recs, count, &self.path, frame_off,
+                )?);
+                lock(&self.record_marks).insert(frame_off, m.clone());
+                m
+            }
+        };
+        marks.offset(recs, index, &self.path, frame_off)
+    }
+
     /// A segment just created at `base` by [`segment::create`]: only its header.
     fn created(base: u64, path: PathBuf, file: Arc<dyn VFile>) -> ActiveSegment {
         ActiveSegment {
@@ -91,6 +117,7 @@ impl ActiveSegment {
                 end_off: segment::SEGMENT_HEADER_LEN as u64,
             }),
             map: Mutex::new(Bytes::new()),
+            record_marks: Mutex::default(),
         }
     }
 
@@ -410,6 +437,7 @@ impl Log {
                 end_off: scan.committed_end,
             }),
             map: Mutex::new(Bytes::new()),
+            record_marks: Mutex::default(),
         });
         let writer = writable.then(|| {
             Mutex::new(WriterState {

@@ -167,7 +167,9 @@ impl View {
         )
     }
 
-    /// Reads the record at `pos`.
+    /// Reads the record at `pos`: its frame is found by binary search, and
+    /// the record in it from the frame's marks ([`super::segment::RecordMarks`]),
+    /// made the first time the frame is read this way.
     pub fn read(&self, pos: u64) -> Result<Record> {
         if pos >= self.end_pos {
             return Err(Error::PositionNotWritten {
@@ -175,11 +177,39 @@ impl View {
                 next: self.end_pos,
             });
         }
-        match self.scan(pos, None).next() {
-            Some(Ok(r)) if r.position == pos => Ok(r),
-            Some(Ok(_)) | None => Err(Error::PositionCompacted(pos)),
-            Some(Err(e)) => Err(e),
+        let seg = self.seg(self.seg_index_for(pos));
+        let frames = seg.frames()?;
+        let i = frames.partition_point(|f| f.end_pos() <= pos);
+        if frames.get(i).is_none_or(|f| f.first_pos > pos) {
+            return Err(Error::PositionCompacted(pos));
         }
+        let (meta, recs, streams) = seg.records(i)?;
+        let corrupt = |why: &str| Error::corrupt(seg.path(), meta.offset, why);
+        let index = pos - meta.first_pos;
+        let at = match seg {
+            Seg::Sealed(s) => s.record_offset(i, &recs, index as usize)?,
+            Seg::Active(_) => self.state.active.record_offset(
+                meta.offset,
+                &recs,
+                meta.count as usize,
+                index as usize,
+            )?,
+        };
+        let r = parse_record(&recs, at).ok_or_else(|| corrupt("record does not parse"))?;
+        let stream = streams
+            .get(usize::from(r.stream_idx))
+            .cloned()
+            .ok_or_else(|| corrupt("stream index beyond the frame's table"))?;
+        let key_off = r.offset + super::frame::RECORD_HEADER_LEN;
+        Ok(Record {
+            stream,
+            key: recs.slice(key_off..key_off + r.key.len()),
+            op: r.op,
+            value: recs.slice(r.value_off..r.value_off + r.value.len()),
+            event_time: r.event_time,
+            position: pos,
+            recorded_at: Hlc(meta.hlc.0 + index),
+        })
     }
 
     /// Iterates records from position `from` on, optionally of one stream only.
