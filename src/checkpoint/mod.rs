@@ -26,7 +26,7 @@ use bytes::Bytes;
 
 use crate::db::Snapshot;
 use crate::query::asof::Row;
-use crate::storage::keytable::SortPrefix;
+use crate::storage::keytable::sort_by_key_then;
 use crate::storage::record::{Op, Record};
 use crate::{Error, Result};
 pub use file::CheckpointInfo;
@@ -301,9 +301,13 @@ pub(crate) fn tail_keys(
             return Ok(None);
         }
     }
-    // Sorted by key, then moved into that order once, so that grouping and
-    // merging read the records sequentially.
-    let order = sort_order(&recs);
+    // Sorted by `(key, event_time, position)`, then moved into that order
+    // once, so that grouping and merging read the records sequentially.
+    let order = sort_by_key_then(
+        recs.len(),
+        |i| &recs[i].key,
+        |i| (recs[i].event_time, recs[i].position),
+    );
     let mut slots: Vec<Option<Record>> = recs.into_iter().map(Some).collect();
     let recs: Vec<Record> = order.iter().filter_map(|&i| slots[i].take()).collect();
     let mut keys: Vec<TailKey> = Vec::new();
@@ -320,46 +324,7 @@ pub(crate) fn tail_keys(
             }),
         }
     }
-    // Each key's records, in position order so far, by `(event_time,
-    // position)`: only late records move.
-    let mut recs = recs;
-    for k in &keys {
-        let run = &mut recs[k.recs.clone()];
-        if run.len() > 1 {
-            run.sort_by_key(|r| (r.event_time, r.position));
-        }
-    }
     Ok(Some(Tail { recs, keys }))
-}
-
-/// The indexes of `recs` (in position order) in key order, each key's in
-/// position order: sorted on integer key prefixes ([`SortPrefix`]) and
-/// lengths, the index breaking ties, then each run of long keys that share
-/// their prefix by their bytes. Long keys sort under one length (one past
-/// [`SortPrefix::EXACT`]): their order is their bytes', not their lengths'.
-fn sort_order(recs: &[Record]) -> Vec<usize> {
-    let mut order: Vec<(u128, usize, usize)> = recs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let (prefix, len) = SortPrefix::of(&r.key).parts();
-            (prefix, len.min(SortPrefix::EXACT + 1), i)
-        })
-        .collect();
-    order.sort_unstable();
-    let mut i = 0;
-    while i < order.len() {
-        let (prefix, len, _) = order[i];
-        let mut j = i + 1;
-        while j < order.len() && order[j].0 == prefix && order[j].1 == len {
-            j += 1;
-        }
-        if len > SortPrefix::EXACT && j - i > 1 {
-            order[i..j].sort_by(|a, b| recs[a.2].key.cmp(&recs[b.2].key).then(a.2.cmp(&b.2)));
-        }
-        i = j;
-    }
-    order.into_iter().map(|o| o.2).collect()
 }
 
 /// Rows of a table from a checkpoint plus its tail, in key order.

@@ -21,11 +21,11 @@ pub struct Request {
 /// Indices of `requests` sorted by `(key, time, index)`, so each key's versions are
 /// fetched once and swept forward.
 pub(crate) fn by_key_then_time(requests: &[Request]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..requests.len()).collect();
-    order.sort_unstable_by(|&a, &b| {
-        (&requests[a].key, requests[a].time, a).cmp(&(&requests[b].key, requests[b].time, b))
-    });
-    order
+    crate::storage::keytable::sort_by_key_then(
+        requests.len(),
+        |i| &requests[i].key,
+        |i| requests[i].time,
+    )
 }
 
 /// A key's versions: a run of a sweep's, or its own from probing.

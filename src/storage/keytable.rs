@@ -113,15 +113,6 @@ impl SortPrefix {
         }
     }
 
-    /// Keys up to this long are ordered by their prefix and length alone.
-    pub(crate) const EXACT: usize = INLINE;
-
-    /// The prefix as an integer, and the key's length: as a tuple, they order
-    /// keys of up to [`SortPrefix::EXACT`] bytes exactly as their bytes do.
-    pub(crate) fn parts(&self) -> (u128, usize) {
-        (self.prefix, self.len)
-    }
-
     /// Orders two keys by their prefixes, calling `full` to compare the keys
     /// themselves only when both are longer than 16 bytes and tie.
     pub(crate) fn cmp_then(
@@ -137,6 +128,39 @@ impl SortPrefix {
             }
         })
     }
+}
+
+/// The indexes `0..n` sorted by `(key(i), then(i), i)`, keys in byte order:
+/// compared as integer prefixes and lengths ([`SortPrefix`]), with the bytes
+/// of long keys read only where they share a prefix. `then` orders each
+/// key's items (a time, say); the index breaks the remaining ties.
+pub(crate) fn sort_by_key_then<'a, T: Ord + Copy>(
+    n: usize,
+    key: impl Fn(usize) -> &'a [u8],
+    then: impl Fn(usize) -> T,
+) -> Vec<usize> {
+    // Long keys sort under one length, one past what the prefix holds: their
+    // order is their bytes', not their lengths'.
+    let mut order: Vec<(u128, usize, T, usize)> = (0..n)
+        .map(|i| {
+            let p = SortPrefix::of(key(i));
+            (p.prefix, p.len.min(INLINE + 1), then(i), i)
+        })
+        .collect();
+    order.sort_unstable();
+    let mut i = 0;
+    while i < order.len() {
+        let (prefix, len) = (order[i].0, order[i].1);
+        let mut j = i + 1;
+        while j < order.len() && order[j].0 == prefix && order[j].1 == len {
+            j += 1;
+        }
+        if len > INLINE && j - i > 1 {
+            order[i..j].sort_by(|a, b| key(a.3).cmp(key(b.3)).then((a.2, a.3).cmp(&(b.2, b.3))));
+        }
+        i = j;
+    }
+    order.into_iter().map(|o| o.3).collect()
 }
 
 /// Keys of one stream mapped to their versions, in position order.
