@@ -11,6 +11,7 @@ mod import;
 mod init;
 mod inspect;
 mod out;
+mod par;
 mod query;
 mod requests;
 mod torture;

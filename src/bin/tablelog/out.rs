@@ -87,28 +87,17 @@ impl Sink {
         line: impl Fn(&mut T, &mut Vec<u8>) -> io::Result<()> + Sync,
     ) -> CliResult<()> {
         debug_assert_eq!(self.format, Format::Jsonl);
-        let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        let line = &line;
+        let threads = crate::par::cores();
         for batch in items.chunks_mut(LINES_BATCH) {
             let per = batch.len().div_ceil(threads).max(1);
-            let parts: Vec<io::Result<Vec<u8>>> = std::thread::scope(|scope| {
-                let handles: Vec<_> = batch
-                    .chunks_mut(per)
-                    .map(|part| {
-                        scope.spawn(move || {
-                            let mut buf = Vec::new();
-                            for item in part {
-                                line(item, &mut buf)?;
-                            }
-                            Ok(buf)
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                    .collect()
-            });
+            let parts =
+                crate::par::map_parts(batch.chunks_mut(per), |part| -> io::Result<Vec<u8>> {
+                    let mut buf = Vec::new();
+                    for item in part {
+                        line(item, &mut buf)?;
+                    }
+                    Ok(buf)
+                });
             for part in parts {
                 self.w.write_all(&part?)?;
             }

@@ -97,8 +97,7 @@ pub fn read_requests(path: &str, key: &str, time: &str, unit: TimeUnit) -> CliRe
 /// line ends among the cores. The error is that of the first bad line:
 /// `(line, reason)`.
 fn read_jsonl(input: impl Read) -> Result<Lines, BadLine> {
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    read_jsonl_in(input, BLOCK, threads, 1 << 16)
+    read_jsonl_in(input, BLOCK, crate::par::cores(), 1 << 16)
 }
 
 /// [`read_jsonl`] with blocks of `block` bytes, `threads` threads, and
@@ -172,16 +171,7 @@ fn parse_block(block: &[u8], first_line: u64, threads: usize) -> Result<Lines, B
     cuts.push(block.len());
     cuts.dedup();
     let parts: Vec<&[u8]> = cuts.windows(2).map(|w| &block[w[0]..w[1]]).collect();
-    let parsed: Vec<Result<(u64, Lines), BadLine>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = parts
-            .iter()
-            .map(|part| scope.spawn(move || parse_lines(part)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
-    });
+    let parsed = crate::par::map_parts(parts, parse_lines);
     // Each part numbered its lines from 0: add the lines before it.
     let mut out = Vec::new();
     let mut before = first_line;
