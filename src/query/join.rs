@@ -1,5 +1,7 @@
 //! Point-in-time (as-of) joins of requests to stream rows.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 use super::access::{prefer_sweep, KeySet, JOIN_VERSION_NS};
@@ -26,21 +28,6 @@ pub(crate) fn by_key_then_time(requests: &[Request]) -> Vec<usize> {
         |i| &requests[i].key,
         |i| requests[i].time,
     )
-}
-
-/// A key's versions: a run of a sweep's, or its own from probing.
-enum Versions<'a> {
-    Swept(&'a [VersionRef]),
-    Probed(Vec<VersionRef>),
-}
-
-impl Versions<'_> {
-    fn as_slice(&self) -> &[VersionRef] {
-        match self {
-            Versions::Swept(v) => v,
-            Versions::Probed(v) => v,
-        }
-    }
 }
 
 /// One thread's share of a join: the index of its first key, its keys' runs
@@ -121,13 +108,13 @@ impl Snapshot {
                 for (k, g) in chunk.iter().enumerate() {
                     let versions = match &swept {
                         Some((starts, all)) => {
-                            Versions::Swept(&all[starts[k0 + k]..starts[k0 + k + 1]])
+                            Cow::Borrowed(&all[starts[k0 + k]..starts[k0 + k + 1]])
                         }
                         None => {
                             let key = &requests[order[g.start]].key;
                             let mut v = self.view.versions(stream, key)?;
                             v.retain(|v| v.position < end);
-                            Versions::Probed(v)
+                            Cow::Owned(v)
                         }
                     };
                     let o = &mut o[g.start - base..g.end - base];
@@ -162,11 +149,10 @@ impl Snapshot {
         merge: Option<&std::sync::Arc<dyn crate::query::merge::MergeOperator>>,
         requests: &[Request],
         reqs: &[usize],
-        versions: &Versions<'_>,
+        versions: &[VersionRef],
         ttl: Option<i64>,
         out: &mut [Option<Row>],
     ) -> Result<()> {
-        let versions = versions.as_slice();
         let key = &requests[reqs[0]].key;
         // `row` is the fold of `versions[..applied]`; a request folds in
         // what its time adds, reading values from the last put or delete
