@@ -822,6 +822,14 @@ impl Snapshot {
         self
     }
 
+    /// This snapshot reading key indexes through bulk cursors (see
+    /// [`View::bulk`]): for checkpoints, which walk every index once.
+    #[must_use]
+    pub(crate) fn bulk(mut self) -> Snapshot {
+        self.view = self.view.bulk();
+        self
+    }
+
     /// The storage-level view (scans, versions, positions).
     #[must_use]
     pub fn view(&self) -> &View {

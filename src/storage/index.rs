@@ -3,6 +3,7 @@
 //! checksummed sidecar files.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -12,6 +13,9 @@ use super::frame::{Frame, FrameBuilder, FrameKind};
 use super::keytable::KeyTable;
 use super::record::{Hlc, Op};
 use crate::{Error, Result};
+
+mod cursor;
+pub use cursor::KeyFileCursor;
 
 /// Sidecar format version.
 pub const INDEX_VERSION: u32 = 1;
@@ -625,63 +629,16 @@ impl KeyIndexFile {
         self.section(stream).map_or(0, |s| s.key_count)
     }
 
-    fn key_entry(&self, s: &StreamSection, i: usize) -> (Bytes, usize, usize) {
-        let b = &self.bytes;
-        let e = s.keys_off + i * KEY_ENTRY;
-        let ko = le_u32(b, e).unwrap_or(0) as usize;
-        let kl = le_u32(b, e + 4).unwrap_or(0) as usize;
-        let vs = le_u32(b, e + 8).unwrap_or(0) as usize;
-        let vc = le_u32(b, e + 12).unwrap_or(0) as usize;
-        (
-            self.bytes.slice(s.blob_off + ko..s.blob_off + ko + kl),
-            vs,
-            vc,
-        )
+    /// Key number `i` of section `s`: its bytes and its versions' rows, both
+    /// file ranges (checked in bounds by [`KeyIndexFile::open`]).
+    fn key_ranges(&self, s: &StreamSection, i: usize) -> (Range<usize>, Range<usize>) {
+        key_ranges(s, &self.bytes[..], i)
     }
 
-    fn versions_at(
-        &self,
-        s: &StreamSection,
-        start: usize,
-        count: usize,
-        out: &mut Vec<VersionRef>,
-    ) {
-        out.extend((start..start + count).map(|i| self.version_at(s, i)));
-    }
-
-    fn version_at(&self, s: &StreamSection, i: usize) -> VersionRef {
-        let b = &self.bytes;
-        let at = s.vers_off + i * VERSION_ENTRY;
-        VersionRef {
-            position: le_u64(b, at).unwrap_or(0),
-            event_time: le_u64(b, at + 8).unwrap_or(0) as i64,
-            frame_off: le_u64(b, at + 16).unwrap_or(0),
-            rec_off: le_u32(b, at + 24).unwrap_or(0),
-            op: Op::from_u8(b.get(at + 28).copied().unwrap_or(0)).unwrap_or(Op::Put),
-        }
-    }
-
-    /// The newest version of key number `i` with `event_time <= as_of` and
-    /// `position < end`: a binary search, since versions are sorted by
-    /// `(event_time, position)`.
-    fn best_at(&self, s: &StreamSection, i: usize, as_of: i64, end: u64) -> Option<VersionRef> {
-        let (_, vs, vc) = self.key_entry(s, i);
-        let b = &self.bytes;
-        let at = |j: usize| s.vers_off + (vs + j) * VERSION_ENTRY;
-        let et = |j: usize| le_u64(b, at(j) + 8).unwrap_or(0) as i64;
-        let (mut lo, mut hi) = (0usize, vc);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if et(mid) <= as_of {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        (0..lo)
-            .rev()
-            .find(|&j| le_u64(b, at(j)).unwrap_or(u64::MAX) < end)
-            .map(|j| self.version_at(s, vs + j))
+    /// The bytes of a range from [`KeyIndexFile::key_ranges`] (empty if out of
+    /// bounds, which a validated file never is).
+    fn at(&self, r: Range<usize>) -> &[u8] {
+        self.bytes.get(r).unwrap_or_default()
     }
 
     /// Appends the versions of `key` in `stream` (sorted by `(event_time, position)`)
@@ -691,8 +648,7 @@ impl KeyIndexFile {
             return;
         };
         if let Some(i) = self.find_key(s, key) {
-            let (_, vs, vc) = self.key_entry(s, i);
-            self.versions_at(s, vs, vc, out);
+            decode_versions(self.at(self.key_ranges(s, i).1), out);
         }
     }
 
@@ -708,7 +664,7 @@ impl KeyIndexFile {
     ) -> Option<VersionRef> {
         let s = self.section(stream)?;
         let i = self.find_key(s, key)?;
-        self.best_at(s, i, as_of, end)
+        best_version(self.at(self.key_ranges(s, i).1), as_of, end)
     }
 
     fn find_key(&self, s: &StreamSection, key: &[u8]) -> Option<usize> {
@@ -731,15 +687,29 @@ impl KeyIndexFile {
         None
     }
 
-    /// A cursor over the keys of `stream` in byte order (`None`: no such stream).
+    /// A cursor over the keys of `stream` in byte order, reading the file in
+    /// place (`None`: no such stream).
     #[must_use]
     pub fn cursor(&self, stream: &str) -> Option<KeyFileCursor> {
-        let s = self.section(stream)?.clone();
-        Some(KeyFileCursor {
-            file: self.clone(),
-            section: s,
-            i: 0,
-        })
+        Some(KeyFileCursor::new(
+            self.clone(),
+            self.section(stream)?.clone(),
+            false,
+        ))
+    }
+
+    /// Like [`KeyIndexFile::cursor`], for walking the whole index once
+    /// (checkpoints, merges, compaction): the cursor copies what it reads in
+    /// windows and unmaps the pages under them as it goes, so walking many
+    /// large indexes at once keeps a window per index resident, not the
+    /// pieces of every index the kernel mapped.
+    #[must_use]
+    pub fn bulk_cursor(&self, stream: &str) -> Option<KeyFileCursor> {
+        Some(KeyFileCursor::new(
+            self.clone(),
+            self.section(stream)?.clone(),
+            true,
+        ))
     }
 
     /// The `i`-th key of `stream` in byte order, with its versions.
@@ -748,64 +718,62 @@ impl KeyIndexFile {
         if i >= s.key_count {
             return None;
         }
-        let (k, vs, vc) = self.key_entry(s, i);
-        self.versions_at(s, vs, vc, out);
-        Some(k)
+        let (key, versions) = self.key_ranges(s, i);
+        decode_versions(self.at(versions), out);
+        Some(self.bytes.slice(key))
     }
 }
 
-/// Key-ordered iteration over one stream's section of a key index file.
-#[derive(Debug, Clone)]
-pub struct KeyFileCursor {
-    file: KeyIndexFile,
-    section: StreamSection,
-    i: usize,
+/// Key number `i` of section `s` of the key index file `b`: the file ranges of
+/// its bytes and of its versions' rows (see [`entry_ranges`]).
+fn key_ranges(s: &StreamSection, b: &[u8], i: usize) -> (Range<usize>, Range<usize>) {
+    let e = s.keys_off + i * KEY_ENTRY;
+    entry_ranges(s, b.get(e..e + KEY_ENTRY).unwrap_or_default())
 }
 
-impl KeyFileCursor {
-    /// The current key, `None` at the end.
-    #[must_use]
-    pub fn key(&self) -> Option<&[u8]> {
-        if self.i >= self.section.key_count {
-            return None;
+/// The file ranges of the bytes and of the versions' rows of the key whose
+/// entry (of section `s`) is `entry`. A damaged entry, which
+/// [`KeyIndexFile::open`] refuses, gives ranges that read as empty.
+fn entry_ranges(s: &StreamSection, entry: &[u8]) -> (Range<usize>, Range<usize>) {
+    let field = |at: usize| le_u32(entry, at).unwrap_or(0) as usize;
+    let (ko, kl, vs, vc) = (field(0), field(4), field(8), field(12));
+    let key = s.blob_off + ko..s.blob_off + ko + kl;
+    let versions = s.vers_off + vs * VERSION_ENTRY..s.vers_off + (vs + vc) * VERSION_ENTRY;
+    (key, versions)
+}
+
+/// A version from its row in a versions section.
+fn decode_version(e: &[u8]) -> VersionRef {
+    VersionRef {
+        position: le_u64(e, 0).unwrap_or(0),
+        event_time: le_u64(e, 8).unwrap_or(0) as i64,
+        frame_off: le_u64(e, 16).unwrap_or(0),
+        rec_off: le_u32(e, 24).unwrap_or(0),
+        op: Op::from_u8(e.get(28).copied().unwrap_or(0)).unwrap_or(Op::Put),
+    }
+}
+
+/// Appends the versions whose rows are `rows` to `out`.
+fn decode_versions(rows: &[u8], out: &mut Vec<VersionRef>) {
+    out.extend(rows.chunks_exact(VERSION_ENTRY).map(decode_version));
+}
+
+/// The newest of one key's versions (`rows`, sorted by `(event_time,
+/// position)`) with `event_time <= as_of` and `position < end`: a binary
+/// search on event time, then back to the first position below `end`.
+fn best_version(rows: &[u8], as_of: i64, end: u64) -> Option<VersionRef> {
+    let row = |j: usize| &rows[j * VERSION_ENTRY..(j + 1) * VERSION_ENTRY];
+    let (mut lo, mut hi) = (0usize, rows.len() / VERSION_ENTRY);
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if le_u64(row(mid), 8).unwrap_or(0) as i64 <= as_of {
+            lo = mid + 1;
+        } else {
+            hi = mid;
         }
-        let b = &self.file.bytes;
-        let e = self.section.keys_off + self.i * KEY_ENTRY;
-        let ko = le_u32(b, e).unwrap_or(0) as usize;
-        let kl = le_u32(b, e + 4).unwrap_or(0) as usize;
-        b.get(self.section.blob_off + ko..self.section.blob_off + ko + kl)
     }
-
-    /// The current key as shared bytes (zero-copy).
-    #[must_use]
-    pub fn key_bytes(&self) -> Bytes {
-        let (k, _, _) = self.file.key_entry(&self.section, self.i);
-        k
-    }
-
-    /// The current key's newest version visible as of `as_of` below position
-    /// `end`, by `(event_time, position)`: a binary search, since the key's
-    /// versions are sorted by `(event_time, position)`.
-    #[must_use]
-    pub fn best(&self, as_of: i64, end: u64) -> Option<VersionRef> {
-        self.file.best_at(&self.section, self.i, as_of, end)
-    }
-
-    /// How many versions the current key has.
-    #[must_use]
-    pub fn version_count(&self) -> usize {
-        self.file.key_entry(&self.section, self.i).2
-    }
-
-    /// Moves to the next key without reading the current one's versions.
-    pub fn skip(&mut self) {
-        self.i += 1;
-    }
-
-    /// Appends the current key's versions to `out` and moves to the next key.
-    pub fn take(&mut self, out: &mut Vec<VersionRef>) {
-        let (_, vs, vc) = self.file.key_entry(&self.section, self.i);
-        self.file.versions_at(&self.section, vs, vc, out);
-        self.i += 1;
-    }
+    (0..lo)
+        .rev()
+        .find(|&j| le_u64(row(j), 0).unwrap_or(u64::MAX) < end)
+        .map(|j| decode_version(row(j)))
 }

@@ -41,9 +41,6 @@ fn next_key(cursors: &[KeyFileCursor]) -> Option<Bytes> {
         .map(KeyFileCursor::key_bytes)
 }
 
-/// Keys merged between two releases of the inputs' mapped pages.
-const RELEASE_EVERY_KEYS: usize = 1 << 12;
-
 /// The streams of any of `files`, sorted by name.
 fn stream_names(files: &[&KeyIndexFile]) -> Vec<String> {
     let mut names: Vec<String> = files
@@ -61,22 +58,11 @@ fn stream_names(files: &[&KeyIndexFile]) -> Vec<String> {
 pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Result<()> {
     let names = stream_names(files);
     let cursors = |name: &str| -> Vec<KeyFileCursor> {
-        files.iter().filter_map(|f| f.cursor(name)).collect()
+        files.iter().filter_map(|f| f.bulk_cursor(name)).collect()
     };
-    // Both passes read every input once, in order: every few thousand keys
-    // the inputs' pages are unmapped (they stay in the page cache; the
-    // cursors map the few they are on again), so merging a large history
-    // does not leave it all resident.
-    let mut read = 0usize;
-    let mut progress = || {
-        read += 1;
-        if read >= RELEASE_EVERY_KEYS {
-            read = 0;
-            for f in files {
-                f.release_pages();
-            }
-        }
-    };
+    // Both passes read every input once, in order, through bulk cursors:
+    // they unmap what they have copied, so merging a large history does not
+    // leave it all resident.
     // Pass 1: sizes, which fix the layout.
     let mut sizes = Vec::with_capacity(names.len());
     for name in &names {
@@ -89,7 +75,6 @@ pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Resu
         while let Some(key) = next_key(&cs) {
             s.keys += 1;
             s.blob += key.len();
-            progress();
             for c in &mut cs {
                 if c.key() == Some(&key[..]) {
                     s.versions += c.version_count();
@@ -165,7 +150,6 @@ pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Resu
                     vers.write_all(&v.encode()).map_err(io)?;
                 }
                 hash_insert(&mut buckets, &key, i);
-                progress();
                 blob_at += key.len() as u32;
                 ver_at += vs.len() as u32;
                 i += 1;

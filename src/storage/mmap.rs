@@ -103,36 +103,36 @@ fn release_range(map: &memmap2::Mmap, offset: usize, len: usize) -> usize {
     }
 }
 
+/// This process's resident kB in the mapping holding `bytes` (Linux only).
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn resident_kb(bytes: &[u8]) -> Option<u64> {
+    let at = bytes.as_ptr() as usize;
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ') {
+            if let Some((lo, hi)) = range.split_once('-') {
+                if let (Ok(lo), Ok(hi)) =
+                    (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                {
+                    inside = lo <= at && at < hi;
+                    continue;
+                }
+            }
+        }
+        if inside {
+            if let Some(kb) = line.strip_prefix("Rss:") {
+                return kb.trim().trim_end_matches(" kB").trim().parse().ok();
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
-
-    /// This process's resident kB in the mapping holding `bytes` (Linux only).
-    #[cfg(target_os = "linux")]
-    fn resident_kb(bytes: &[u8]) -> Option<u64> {
-        let at = bytes.as_ptr() as usize;
-        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
-        let mut inside = false;
-        for line in smaps.lines() {
-            if let Some((range, _)) = line.split_once(' ') {
-                if let Some((lo, hi)) = range.split_once('-') {
-                    if let (Ok(lo), Ok(hi)) =
-                        (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-                    {
-                        inside = lo <= at && at < hi;
-                        continue;
-                    }
-                }
-            }
-            if inside {
-                if let Some(kb) = line.strip_prefix("Rss:") {
-                    return kb.trim().trim_end_matches(" kB").trim().parse().ok();
-                }
-            }
-        }
-        None
-    }
 
     #[test]
     fn released_pages_read_back_the_same_and_other_memory_is_never_touched() {

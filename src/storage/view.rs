@@ -23,6 +23,8 @@ pub struct View {
     active_bytes: Bytes,
     active_nframes: usize,
     active_frames: std::sync::OnceLock<Arc<[FrameMeta]>>,
+    /// Key cursors for walking whole indexes once (see [`View::bulk`]).
+    bulk: bool,
 }
 
 /// One segment as seen by a view.
@@ -105,7 +107,20 @@ impl View {
             active_bytes,
             active_nframes: n,
             active_frames: std::sync::OnceLock::new(),
+            bulk: false,
         })
+    }
+
+    /// This view, with [`View::keys`] walking the sealed key indexes through
+    /// bulk cursors ([`super::index::KeyIndexFile::bulk_cursor`]): for work
+    /// that reads whole indexes once (checkpoints, compaction), which then
+    /// keeps a few windows per index resident instead of large pieces of
+    /// every index. Answers are the same; a query walking a small part of
+    /// the indexes is faster without.
+    #[must_use]
+    pub fn bulk(mut self) -> View {
+        self.bulk = true;
+        self
     }
 
     /// The active segment's committed frames, copied on first use only (scans
@@ -425,9 +440,16 @@ impl View {
     pub fn keys_as_of(&self, stream: &str, as_of: i64) -> Result<KeyCursor> {
         let mut sealed = Vec::new();
         let (merged, rest) = self.state.key_sources();
-        sealed.extend(merged.iter().filter_map(|m| m.cursor(stream)));
+        let cursor = |f: &super::index::KeyIndexFile| {
+            if self.bulk {
+                f.bulk_cursor(stream)
+            } else {
+                f.cursor(stream)
+            }
+        };
+        sealed.extend(merged.iter().filter_map(|m| cursor(m)));
         for s in rest {
-            if let Some(c) = s.keys()?.cursor(stream) {
+            if let Some(c) = cursor(s.keys()?) {
                 sealed.push(c);
             }
         }
