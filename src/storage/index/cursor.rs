@@ -21,7 +21,7 @@ use super::{
 
 /// Bytes a bulk cursor copies from a section at a time (more when one key's
 /// versions need more).
-const WINDOW: usize = 128 << 10;
+const WINDOW: usize = 32 << 10;
 
 /// What a bulk cursor unmaps around each window it copies: the size of the
 /// pieces the kernel maps file folios in (a PMD on x86-64 and aarch64 with
