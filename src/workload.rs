@@ -84,3 +84,46 @@ impl Workload {
         Ok(())
     }
 }
+
+/// The machine's append ceiling, measured by the benchmarks in the same run
+/// as tablelog: the same record bytes (a CRC of key and value, the event time,
+/// both lengths, key, value) written sequentially to a new file at `path`
+/// through a 1 MiB buffer, with an `fdatasync` every `sync_every` records
+/// (`None`: one at the end). No index, no frame, no reader: what the disk and
+/// one core give an append log. Removes the file and returns the time taken.
+pub fn raw_append<'a>(
+    path: &std::path::Path,
+    recs: impl IntoIterator<Item = (&'a [u8], &'a [u8], i64)>,
+    sync_every: Option<usize>,
+) -> std::io::Result<std::time::Duration> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    let start = std::time::Instant::now();
+    let mut buf = Vec::with_capacity(1 << 20);
+    for (i, (k, v, t)) in recs.into_iter().enumerate() {
+        let mut h = crc32fast::Hasher::new();
+        h.update(k);
+        h.update(v);
+        buf.extend_from_slice(&h.finalize().to_le_bytes());
+        buf.extend_from_slice(&t.to_le_bytes());
+        buf.extend_from_slice(&(k.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        buf.extend_from_slice(k);
+        buf.extend_from_slice(v);
+        let sync_now = sync_every.is_some_and(|n| (i + 1) % n.max(1) == 0);
+        if buf.len() >= 1 << 20 || sync_now {
+            f.write_all(&buf)?;
+            buf.clear();
+        }
+        if sync_now {
+            f.sync_data()?;
+        }
+    }
+    f.write_all(&buf)?;
+    f.sync_data()?;
+    let took = start.elapsed();
+    drop(f);
+    std::fs::remove_file(path)?;
+    Ok(took)
+}
+

@@ -2,7 +2,6 @@
 //! ceilings measured in the same run.
 
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -105,44 +104,18 @@ fn records(w: &Workload, n: u64) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
         .collect()
 }
 
-/// Raw ceiling: the same record bytes (header + key + value) CRC'd and written
-/// sequentially through a 1 MiB buffer; with `sync_every`, fdatasync every that
-/// many records, else one fsync at the end.
+/// Raw ceiling ([`tablelog::workload::raw_append`]) over `recs`.
 fn raw_append(
     dir: &std::path::Path,
     recs: &[(Vec<u8>, Vec<u8>, i64)],
     sync_every: Option<usize>,
 ) -> CliResult<Duration> {
-    let path = dir.join("raw-ceiling.bin");
-    let f = std::fs::File::create(&path)?;
-    let start = Instant::now();
-    let mut buf = Vec::with_capacity(1 << 20);
-    let mut off = 0u64;
-    for (i, (k, v, t)) in recs.iter().enumerate() {
-        let mut h = crc32fast::Hasher::new();
-        h.update(k);
-        h.update(v);
-        buf.extend_from_slice(&h.finalize().to_le_bytes());
-        buf.extend_from_slice(&t.to_le_bytes());
-        buf.extend_from_slice(&(k.len() as u32).to_le_bytes());
-        buf.extend_from_slice(&(v.len() as u32).to_le_bytes());
-        buf.extend_from_slice(k);
-        buf.extend_from_slice(v);
-        let sync_now = sync_every.is_some_and(|n| (i + 1) % n == 0);
-        if buf.len() >= 1 << 20 || sync_now {
-            f.write_all_at(&buf, off)?;
-            off += buf.len() as u64;
-            buf.clear();
-        }
-        if sync_now {
-            f.sync_data()?;
-        }
-    }
-    f.write_all_at(&buf, off)?;
-    f.sync_data()?;
-    let d = start.elapsed();
-    std::fs::remove_file(&path)?;
-    Ok(d)
+    let recs = recs.iter().map(|(k, v, t)| (&k[..], &v[..], *t));
+    Ok(tablelog::workload::raw_append(
+        &dir.join("raw-ceiling.bin"),
+        recs,
+        sync_every,
+    )?)
 }
 
 fn memcpy_rate() -> f64 {
