@@ -32,6 +32,11 @@
 //!    `ts <= T` per key; at equal ts the later position wins).
 //! 4. random `get` as of a time.
 //!
+//! After 1 and 2 it measures the machine's append ceiling over the same records
+//! in the same run ([`tablelog::workload::raw_append`], as `tablelog bench`
+//! does), and after 2 the disk's flush latency alone, against tablelog's time
+//! per batch.
+//!
 //! Before 3 and 4 are timed, every engine's table and a sample of 1,000 gets are
 //! checked against an in-memory reference; any disagreement panics.
 //!
@@ -352,6 +357,63 @@ fn print_table(
             l.engine, l.shown, l.extra
         );
     }
+}
+
+/// Prints the disk's own append ceiling over `d`'s records, measured now
+/// ([`tablelog::workload::raw_append`]), and tablelog's share of it (which
+/// can pass 100%: tablelog compresses its frames and starts their writeback
+/// early). With `sync_every`, also the disk's flush latency with nothing to
+/// allocate, against tablelog's time per batch: what a batch costs beyond
+/// the device's own flush (mostly the file system's journal commit for a
+/// file that grew).
+fn print_ceiling(dir: &Path, d: &Data, sync_every: Option<usize>, lines: &[Line]) -> Res<()> {
+    let tl = lines[0].figure;
+    let recs = (0..d.len()).map(|i| (d.key(i), d.value(i), d.ts[i]));
+    let took = tablelog::workload::raw_append(&dir.join("raw-ceiling.bin"), recs, sync_every)?;
+    let rate = d.len() as f64 / took.as_secs_f64();
+    let how = match sync_every {
+        Some(n) => format!("fdatasync every {}", thousands(n as u64)),
+        None => "one fsync at the end".to_string(),
+    };
+    println!(
+        "  ceiling: the same records CRC'd and written raw, {how}: {} records/s; tablelog at {:.0}% of it",
+        thousands(rate as u64),
+        100.0 * tl / rate,
+    );
+    if let Some(batch) = sync_every {
+        let flushes = d.len().div_ceil(batch).max(1);
+        let flush = flush_latency(&dir.join("flush-bound.bin"), flushes)?;
+        println!(
+            "  disk flush alone (fdatasync after a 4 KiB overwrite, median of {flushes}): {:.3} ms; \
+             tablelog took {:.3} ms per batch of {}",
+            flush.as_secs_f64() * 1e3,
+            batch as f64 / tl * 1e3,
+            thousands(batch as u64),
+        );
+    }
+    Ok(())
+}
+
+/// The median time of `n` fdatasyncs, each after overwriting the first 4 KiB
+/// of a file that is already allocated and synced: the disk's flush latency
+/// with as little to write as possible.
+fn flush_latency(path: &Path, n: usize) -> Res<Duration> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::File::create(path)?;
+    let block = vec![0x5au8; 4096];
+    f.write_all(&block)?;
+    f.sync_all()?;
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        f.seek(SeekFrom::Start(0))?;
+        f.write_all(&[i as u8])?;
+        let start = Instant::now();
+        f.sync_data()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    drop(f);
+    std::fs::remove_file(path)?;
+    Ok(Duration::from_secs_f64(median(times)))
 }
 
 // ---------------------------------------------------------------- appends
@@ -969,6 +1031,7 @@ fn main() -> Res<()> {
         &lines,
         true,
     );
+    print_ceiling(tmp.path(), &data, None, &lines)?;
 
     // ------------------------------------------------------------ 2. durable append
     {
@@ -1016,6 +1079,7 @@ fn main() -> Res<()> {
             &lines,
             true,
         );
+        print_ceiling(dtmp.path(), &dd, Some(DURABLE_BATCH), &lines)?;
     }
 
     // ------------------------------------------------------------ readers + checks

@@ -126,4 +126,3 @@ pub fn raw_append<'a>(
     std::fs::remove_file(path)?;
     Ok(took)
 }
-
