@@ -1,5 +1,5 @@
-//! Query layer: table as of T (from scratch), get as of T, as-of join and window
-//! over 100k requests. Default 1M events over 100k keys; set
+//! Query layer: reading a value's numeric field, table as of T (from scratch),
+//! get as of T, as-of join and window over 100k requests. Default 1M events over 100k keys; set
 //! `TABLELOG_BENCH_EVENTS=10000000 TABLELOG_BENCH_KEYS=1000000` for the large run.
 //!
 //! `cargo bench --bench query`
@@ -76,9 +76,39 @@ fn queries(c: &mut Criterion) {
     g.finish();
 }
 
+/// The numeric field reader windows and views call for every record: on the
+/// workload's values (a number, then an 80-byte string) and on short objects
+/// like `benches/duckdb_compare.py`'s.
+fn field(c: &mut Criterion) {
+    use tablelog::query::field::numeric_field;
+    let w = Workload::default();
+    let values: Vec<Vec<u8>> = (0..1000).map(|i| w.value(i)).collect();
+    let short: Vec<Vec<u8>> = (0..1000u64)
+        .map(|i| {
+            format!(
+                r#"{{"k": "{i:016}", "ts": {i}, "pos": {i}, "price": {}}}"#,
+                i % 1000
+            )
+            .into_bytes()
+        })
+        .collect();
+    let mut g = c.benchmark_group("field");
+    for (name, docs) in [("workload_value", &values), ("short_object", &short)] {
+        g.throughput(Throughput::Elements(docs.len() as u64));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                docs.iter()
+                    .filter_map(|d| numeric_field(std::hint::black_box(d), "price"))
+                    .sum::<f64>()
+            });
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(std::time::Duration::from_secs(5)).warm_up_time(std::time::Duration::from_secs(1));
-    targets = queries
+    targets = field, queries
 }
 criterion_main!(benches);

@@ -62,6 +62,16 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 #[inline]
 fn skip_plain_string(b: &[u8], i: usize) -> Option<usize> {
     let mut j = i + 1;
+    // Eight bytes at a time while none of them ends the string or needs a
+    // look (values often carry long plain strings); the loop below finds
+    // which byte it is.
+    while let Some(word) = b.get(j..j + 8) {
+        let x = u64::from_le_bytes(word.try_into().unwrap_or_default());
+        if stops_string(x) {
+            break;
+        }
+        j += 8;
+    }
     while j < b.len() {
         match STRING_CLASS[usize::from(b[j])] {
             0 => j += 1,
@@ -70,6 +80,22 @@ fn skip_plain_string(b: &[u8], i: usize) -> Option<usize> {
         }
     }
     None
+}
+
+/// Whether any of the eight ASCII bytes in `x` is a quote, a backslash or a
+/// control character (the bytes [`STRING_CLASS`] does not call 0). Each test
+/// is the classic "has a zero byte" (or "has a byte below n") word trick,
+/// exact about whether such a byte exists when every byte is ASCII, as in
+/// every document [`scan_field`] reads itself.
+#[inline]
+fn stops_string(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    let quote = zero_byte(x ^ (ONES * u64::from(b'"')));
+    let backslash = zero_byte(x ^ (ONES * u64::from(b'\\')));
+    let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
+    quote | backslash | control != 0
 }
 
 /// The end of the run of ASCII digits starting at `b[j..]`.
@@ -297,6 +323,61 @@ mod tests {
         }
     }
 
+    /// A number reads the same whichever path reads it: the fast path parses
+    /// with `str::parse` (correctly rounded), and serde_json is built with
+    /// `float_roundtrip`, without which it read 3e25 as 3.0000000000000005e25
+    /// when something else in the document (an escape) sent it to the
+    /// fallback.
+    #[test]
+    fn a_number_reads_the_same_on_both_paths() {
+        for tok in [
+            "3e25",
+            "0.1",
+            "2.2250738585072014e-308",
+            "9007199254740993",
+            "1.7976931348623157e308",
+        ] {
+            let want: f64 = tok.parse().unwrap();
+            let fast = format!(r#"{{"price":{tok}}}"#);
+            let slow = format!(r#"{{"s":"\n","price":{tok}}}"#);
+            assert_eq!(
+                numeric_field(fast.as_bytes(), "price").map(f64::to_bits),
+                Some(want.to_bits()),
+                "{fast}"
+            );
+            assert_eq!(
+                numeric_field(slow.as_bytes(), "price").map(f64::to_bits),
+                Some(want.to_bits()),
+                "{slow}"
+            );
+        }
+    }
+
+    #[test]
+    fn word_test_finds_exactly_the_bytes_that_stop_a_string() {
+        let stops = |w: [u8; 8]| w.iter().any(|&c| super::STRING_CLASS[usize::from(c)] != 0);
+        for c in 0..128u8 {
+            for at in 0..8 {
+                let mut w = [b'x'; 8];
+                w[at] = c;
+                assert_eq!(
+                    super::stops_string(u64::from_le_bytes(w)),
+                    stops(w),
+                    "{w:?}"
+                );
+            }
+        }
+        let mut rng = Rng(3);
+        for _ in 0..100_000 {
+            let w: [u8; 8] = std::array::from_fn(|_| rng.below(128) as u8);
+            assert_eq!(
+                super::stops_string(u64::from_le_bytes(w)),
+                stops(w),
+                "{w:?}"
+            );
+        }
+    }
+
     #[test]
     fn scanner_agrees_with_a_full_parse() {
         let cases: &[&[u8]] = &[
@@ -308,6 +389,10 @@ mod tests {
             br#"{"price":false} "#,
             br#"{"pri\u0063e":4}"#,
             br#"{"s":"a \" } , \\","price":12}"#,
+            br#"{"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx","price":12}"#,
+            br#"{"pad":"xxxxxxxxxxxxxxxxxxxxxxxxx\"xxxxxxxxxxxxx","price":12}"#,
+            br#"{"pad":"xxxxxxxxxxxxxxxx","price":12,"q":"xxxxxxxxxxxxxxxxxxxxxxx"}"#,
+            b"{\"pad\":\"xxxxxxxxxxxxxxxxxxx\x1fxxxxxxxxxxxx\",\"price\":12}",
             br#"{"s":"\q","price":12}"#,
             br#"{"s":"\ud800","price":12}"#,
             br#"{"price":1,"price":2}"#,
@@ -385,6 +470,8 @@ mod tests {
             "\"s\"",
             "\"a\\\"b\"",
             "\"\\u00e9\"",
+            "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"",
+            "\"xxxxxxxxxxx\\\"xxxxxxxxxxxxxxxxxxxxx\"",
             "[]",
             "[1,\"x\",{}]",
             "{}",
