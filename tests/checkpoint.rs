@@ -43,11 +43,17 @@ fn ref_rows(mut t: Table) -> Vec<(Vec<u8>, Vec<u8>, i64, u64)> {
 }
 
 /// Appends `n` random batches: puts, patches, deletes, event times out of order.
+/// Keys are short, 16 bytes, or longer (compared by their first 16 bytes as
+/// one integer, then in full).
 fn append(db: &Db, rng: &mut Rng, n: usize) {
     for _ in 0..n {
         let mut b = Batch::new();
         for _ in 0..=rng.below(3) {
-            let key = format!("k{}", rng.below(12));
+            let key = match rng.below(12) {
+                k if k % 3 == 0 => format!("k{k}"),
+                k if k % 3 == 1 => format!("{k:016}"),
+                k => format!("{k:020}-long"),
+            };
             let t = rng.below(1000) as i64;
             match rng.below(10) {
                 0 => b.delete_at("s", &key, t).unwrap(),

@@ -51,6 +51,18 @@ impl View {
         range: SweepRange<'_>,
         mut f: impl FnMut(&RawRecord<'_>, VersionRef),
     ) -> Result<()> {
+        self.sweep_while(range, |r, v| {
+            f(r, v);
+            true
+        })
+    }
+
+    /// [`View::sweep`] that stops as soon as `f` returns `false`.
+    pub fn sweep_while(
+        &self,
+        range: SweepRange<'_>,
+        mut f: impl FnMut(&RawRecord<'_>, VersionRef) -> bool,
+    ) -> Result<()> {
         let end = range.end.min(self.end_position());
         for s in 0..self.seg_count() {
             let seg = self.seg(s);
@@ -100,7 +112,9 @@ impl View {
                         rec_off: r.offset as u32,
                         op: r.op,
                     };
-                    f(&r, version);
+                    if !f(&r, version) {
+                        return Ok(());
+                    }
                 }
             }
         }
