@@ -514,3 +514,165 @@ fn long_keys_in_the_tail_merge_in_byte_order() {
     assert_eq!(keys, [k18.as_bytes(), k17.as_bytes()]);
     assert_eq!(got[0].1, br#"{"v":3}"#);
 }
+
+/// `table` starts from a checkpoint while its tail holds at most as many
+/// records as the checkpoint has rows (and at least 1,024), counting late
+/// records before its position as well as every record after it; one more
+/// and it starts from scratch. Both give the same rows.
+#[test]
+fn a_tail_over_the_budget_starts_from_scratch() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let put = |key: String, t: i64| {
+        let mut b = Batch::new();
+        b.put_at("s", key, r#"{"v":1}"#, t).unwrap();
+        db.writer().commit(b).unwrap();
+    };
+    for i in 0..10 {
+        put(format!("k{i}"), i);
+    }
+    // Before the checkpoint's position, after its time: the older part of the tail.
+    for i in 0..500 {
+        put(format!("k{}", i % 40), 1000 + i);
+    }
+    let info = db.checkpoint("s", Some(100)).unwrap();
+    assert_eq!(info.rows, 10);
+    for i in 0..524 {
+        put(format!("k{}", i % 40), 2000 + i);
+    }
+    let check = |from_checkpoint: bool| {
+        let snap = db.snapshot().unwrap();
+        let t = snap.table("s", 10_000, None).unwrap();
+        assert_eq!(t.from_checkpoint(), from_checkpoint);
+        let want = rows(snap.table_from_scratch("s", 10_000, None).unwrap());
+        assert_eq!(rows(t), want);
+    };
+    check(true);
+    put("k0".into(), 3000);
+    check(false);
+}
+
+/// A tail larger in bytes than the checkpoint's rows (and than 1 MiB) starts
+/// from scratch too, however few its records: the tail is copied to memory.
+#[test]
+fn a_tail_over_the_byte_budget_starts_from_scratch() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let mut b = Batch::new();
+    b.put_at("s", "k", r#"{"v":1}"#, 1).unwrap();
+    db.writer().commit(b).unwrap();
+    db.checkpoint("s", Some(1)).unwrap();
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(4000));
+    let mut t = 2;
+    let mut check = |n: usize, from_checkpoint: bool| {
+        for _ in 0..n {
+            let mut b = Batch::new();
+            b.put_at("s", format!("k{}", t % 7), &big, t).unwrap();
+            db.writer().commit(b).unwrap();
+            t += 1;
+        }
+        let snap = db.snapshot().unwrap();
+        let table = snap.table("s", i64::MAX / 2, None).unwrap();
+        assert_eq!(
+            table.from_checkpoint(),
+            from_checkpoint,
+            "after {t} records"
+        );
+        let want = rows(snap.table_from_scratch("s", i64::MAX / 2, None).unwrap());
+        assert_eq!(rows(table), want);
+    };
+    check(200, true); // 0.8 MB
+    check(100, false); // 1.2 MB, 300 records
+}
+
+/// A patch followed by a put in the tail never needs the merge operator: the
+/// put replaces whatever the patch made, on both paths (a stream without an
+/// operator used to fail only from a checkpoint).
+#[test]
+fn a_superseded_patch_needs_no_merge_operator() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path()).segment_size(8192).open().unwrap();
+    let mut b = Batch::new();
+    b.put_at("s", "k", r#"{"v":1}"#, 1).unwrap();
+    db.writer().commit(b).unwrap();
+    db.checkpoint("s", Some(5)).unwrap();
+    let mut b = Batch::new();
+    b.patch_at("s", "k", r#"{"w":2}"#, 10).unwrap();
+    b.put_at("s", "k", r#"{"v":3}"#, 20).unwrap();
+    db.writer().commit(b).unwrap();
+    let snap = db.snapshot().unwrap();
+    let table = snap.table("s", 30, None).unwrap();
+    assert!(table.from_checkpoint());
+    let got = rows(table);
+    assert_eq!(got, rows(snap.table_from_scratch("s", 30, None).unwrap()));
+    assert_eq!(got[0].1, br#"{"v":3}"#);
+    // Between the two, the patch applies: no operator, an error on both paths.
+    assert!(snap.table("s", 15, None).unwrap().next().unwrap().is_err());
+    assert!(snap
+        .table_from_scratch("s", 15, None)
+        .unwrap()
+        .next()
+        .unwrap()
+        .is_err());
+}
+
+/// Checkpoints, key index merges and compaction walk whole key indexes
+/// through bulk cursors, which copy them a window at a time; tables read
+/// them in place. On indexes many windows long, with hot keys, they agree.
+#[test]
+fn bulk_walks_over_large_indexes_read_what_lookups_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::builder(dir.path())
+        .segment_size(1 << 20)
+        .default_merge_operator(Arc::new(JsonMergePatch))
+        .auto_merge(false)
+        .checkpoint_every(0)
+        .open()
+        .unwrap();
+    let mut rng = Rng(2024);
+    for batch in 0..40 {
+        let mut b = Batch::new();
+        for _ in 0..1500 {
+            // A hot key with more versions than a window holds (in each
+            // segment, and merged), the rest spread out.
+            let k = if rng.below(10) == 0 {
+                0
+            } else {
+                rng.below(30_000)
+            };
+            let key = format!("{k:016}");
+            let t = batch * 1000 + rng.below(5000) as i64;
+            match rng.below(10) {
+                0 => b.delete_at("s", &key, t).unwrap(),
+                1 => b.patch_at("s", &key, r#"{"p":1}"#, t).unwrap(),
+                _ => b.put_at("s", &key, format!(r#"{{"v":{t}}}"#), t).unwrap(),
+            };
+        }
+        db.writer().commit(b).unwrap();
+    }
+    let times = [5_000i64, 20_000, 44_000];
+    let scratch = |db: &Db, t: i64| {
+        rows(
+            db.snapshot()
+                .unwrap()
+                .table_from_scratch("s", t, None)
+                .unwrap(),
+        )
+    };
+    let want: Vec<_> = times.iter().map(|&t| scratch(&db, t)).collect();
+    assert!(want[2].len() > 20_000);
+    for (&t, want) in times.iter().zip(&want) {
+        db.checkpoint("s", Some(t)).unwrap();
+        let table = db.snapshot().unwrap().table("s", t, None).unwrap();
+        assert!(table.from_checkpoint());
+        assert_eq!(rows(table), *want, "checkpoint as of {t}");
+    }
+    db.merge_key_indexes().unwrap();
+    for (&t, want) in times.iter().zip(&want) {
+        assert_eq!(scratch(&db, t), *want, "merged index, as of {t}");
+    }
+    db.compact(20_000, &mut |_, _| {}).unwrap();
+    for (&t, want) in times.iter().zip(&want).skip(1) {
+        assert_eq!(scratch(&db, t), *want, "compacted, as of {t}");
+    }
+}

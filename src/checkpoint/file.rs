@@ -104,6 +104,14 @@ pub struct CheckpointInfo {
     zstd: bool,
 }
 
+impl CheckpointInfo {
+    /// Bytes of its rows, uncompressed.
+    #[must_use]
+    pub(crate) fn rows_len(&self) -> u64 {
+        self.raw_len
+    }
+}
+
 /// Writes a checkpoint atomically: temp file, fsync, rename, directory fsync.
 /// `rows` must be sorted by key. The rows are streamed to the file (through
 /// zstd when `level` is set), so memory does not grow with the table: the

@@ -583,7 +583,7 @@ impl KeyCursor {
                     .filter(visible)
                     .max_by_key(VersionRef::order);
             }
-            for c in &self.sealed {
+            for c in &mut self.sealed {
                 if c.key() == Some(&key[..]) {
                     if let Some(b) = c.best(as_of, end) {
                         if best.is_none_or(|x| b.order() > x.order()) {

@@ -8,7 +8,11 @@
 //! place, a walk keeps about 8 MB of every index it walks resident (its key
 //! entries, key bytes and versions each pin a 2 MiB piece, measured with
 //! `/proc/PID/smaps` on an import's final checkpoint: 17 indexes, 136 MB). A
-//! bulk walk keeps three windows per index instead.
+//! bulk walk keeps three windows per index instead. A key's versions are
+//! copied only when they are read ([`KeyFileCursor::best`],
+//! [`KeyFileCursor::take`]); a key with more than a window of them (a hot
+//! key) is read in place and its pages unmapped after, so windows never grow
+//! past a window.
 
 use std::ops::Range;
 
@@ -40,8 +44,10 @@ pub struct KeyFileCursor {
 }
 
 /// A bulk cursor's windows over its section's key entries, key bytes and
-/// versions, which it reads front to back, and where the current key lies in
-/// them.
+/// versions, which it reads front to back; where the current key lies in
+/// `blob`, and where its versions lie in the file (copied into `versions`
+/// only when read: a merge counting versions, or a checkpoint skipping a key,
+/// never reads them).
 #[derive(Debug, Clone, Default)]
 struct Bulk {
     entries: Window,
@@ -61,7 +67,8 @@ struct Window {
 impl Window {
     /// The range in the copy of the file's bytes `r`, copying them (and what
     /// follows, up to [`WINDOW`] bytes) first if the copy does not hold them.
-    /// `None` if `r` is not inside the file.
+    /// `None` if `r` is not inside the file. Callers keep `r` to at most
+    /// [`WINDOW`] bytes (or a key's few), so the copy stays that small.
     fn cover(&mut self, file: &Bytes, r: Range<usize>) -> Option<Range<usize>> {
         if r.start > r.end || r.end > file.len() {
             return None;
@@ -71,11 +78,19 @@ impl Window {
             self.buf.clear();
             self.buf.extend_from_slice(&file[r.start..stop]);
             self.off = r.start;
-            let lo = r.start & !(UNMAP_ALIGN - 1);
-            let hi = stop.next_multiple_of(UNMAP_ALIGN).min(file.len());
-            crate::storage::mmap::release(&file[lo..hi]);
+            unmap_around(file, r.start..stop);
         }
         Some(r.start - self.off..r.end - self.off)
+    }
+}
+
+/// Unmaps the [`UNMAP_ALIGN`] pieces of `file` around `r` (what was just
+/// read from them is not read from the mapping again).
+fn unmap_around(file: &Bytes, r: Range<usize>) {
+    let lo = r.start & !(UNMAP_ALIGN - 1);
+    let hi = r.end.next_multiple_of(UNMAP_ALIGN).min(file.len());
+    if lo < hi {
+        crate::storage::mmap::release(&file[lo..hi]);
     }
 }
 
@@ -91,9 +106,10 @@ impl KeyFileCursor {
         c
     }
 
-    /// A bulk cursor copies the current key's entry, bytes and versions into
-    /// its windows (a damaged entry, which [`KeyIndexFile::open`] refuses,
-    /// reads as an empty key without versions).
+    /// A bulk cursor copies the current key's entry and bytes into its
+    /// windows, and notes where its versions are (a damaged entry, which
+    /// [`KeyIndexFile::open`] refuses, reads as an empty key without
+    /// versions).
     fn copy_current(&mut self) {
         let Some(bulk) = self.bulk.as_deref_mut() else {
             return;
@@ -108,27 +124,50 @@ impl KeyFileCursor {
             None => (0..0, 0..0),
         };
         bulk.key = bulk.blob.cover(file, key).unwrap_or(0..0);
-        bulk.rows = bulk.versions.cover(file, rows).unwrap_or(0..0);
+        bulk.rows = if rows.end <= file.len() { rows } else { 0..0 };
     }
 
-    /// The current key's bytes and its versions' rows; `None` at the end.
-    fn current(&self) -> Option<(&[u8], &[u8])> {
+    /// The file range of the current key's versions (empty at the end).
+    fn rows(&self) -> Range<usize> {
         if self.i >= self.section.key_count {
-            return None;
+            return 0..0;
         }
-        Some(match &self.bulk {
-            Some(b) => (&b.blob.buf[b.key.clone()], &b.versions.buf[b.rows.clone()]),
-            None => {
-                let (key, rows) = self.file.key_ranges(&self.section, self.i);
-                (self.file.at(key), self.file.at(rows))
+        match &self.bulk {
+            Some(b) => b.rows.clone(),
+            None => self.file.key_ranges(&self.section, self.i).1,
+        }
+    }
+
+    /// `f` of the current key's version rows. A bulk cursor reads them from
+    /// its window; a key with more than a window of versions (a hot key) is
+    /// read in place and its pages unmapped after.
+    fn with_rows<T>(&mut self, f: impl FnOnce(&[u8]) -> T) -> T {
+        let rows = self.rows();
+        let file = &self.file;
+        match self.bulk.as_deref_mut() {
+            None => f(file.at(rows)),
+            Some(b) if rows.len() <= WINDOW => {
+                let at = b.versions.cover(&file.bytes, rows).unwrap_or(0..0);
+                f(&b.versions.buf[at])
             }
-        })
+            Some(_) => {
+                let out = f(file.at(rows.clone()));
+                unmap_around(&file.bytes, rows);
+                out
+            }
+        }
     }
 
     /// The current key, `None` at the end.
     #[must_use]
     pub fn key(&self) -> Option<&[u8]> {
-        self.current().map(|(key, _)| key)
+        if self.i >= self.section.key_count {
+            return None;
+        }
+        Some(match &self.bulk {
+            Some(b) => &b.blob.buf[b.key.clone()],
+            None => self.file.at(self.file.key_ranges(&self.section, self.i).0),
+        })
     }
 
     /// The current key as shared bytes (zero-copy, but for a bulk cursor).
@@ -136,26 +175,27 @@ impl KeyFileCursor {
     pub fn key_bytes(&self) -> Bytes {
         match &self.bulk {
             Some(_) => Bytes::copy_from_slice(self.key().unwrap_or_default()),
-            None => self
-                .file
-                .bytes
-                .slice(self.file.key_ranges(&self.section, self.i).0),
+            None => match self.key() {
+                Some(_) => self
+                    .file
+                    .bytes
+                    .slice(self.file.key_ranges(&self.section, self.i).0),
+                None => Bytes::new(),
+            },
         }
     }
 
     /// The current key's newest version visible as of `as_of` below position
     /// `end`, by `(event_time, position)`: a binary search, since the key's
     /// versions are sorted by `(event_time, position)`.
-    #[must_use]
-    pub fn best(&self, as_of: i64, end: u64) -> Option<VersionRef> {
-        best_version(self.current()?.1, as_of, end)
+    pub fn best(&mut self, as_of: i64, end: u64) -> Option<VersionRef> {
+        self.with_rows(|rows| best_version(rows, as_of, end))
     }
 
-    /// How many versions the current key has.
+    /// How many versions the current key has (0 at the end).
     #[must_use]
     pub fn version_count(&self) -> usize {
-        self.current()
-            .map_or(0, |(_, rows)| rows.len() / VERSION_ENTRY)
+        self.rows().len() / VERSION_ENTRY
     }
 
     /// Moves to the next key without reading the current one's versions.
@@ -166,9 +206,7 @@ impl KeyFileCursor {
 
     /// Appends the current key's versions to `out` and moves to the next key.
     pub fn take(&mut self, out: &mut Vec<VersionRef>) {
-        if let Some((_, rows)) = self.current() {
-            decode_versions(rows, out);
-        }
+        self.with_rows(|rows| decode_versions(rows, out));
         self.skip();
     }
 }
@@ -247,6 +285,8 @@ mod tests {
         let bytes = index_bytes(&mut rng, 20_000);
         // Mapped (windows unmap what they copied) and on the heap (nothing to
         // unmap): the same keys and versions as a cursor reading in place.
+        // The hot key has more versions than a window: it is read in place,
+        // and the windows stay one window large.
         for file in [
             mapped(dir.path(), &bytes),
             KeyIndexFile::open(Bytes::from(bytes.clone()), Path::new("heap")).unwrap(),
@@ -280,6 +320,10 @@ mod tests {
                 assert_eq!(n, 20_000);
                 assert_eq!(bulk.key(), None);
                 assert_eq!(bulk.version_count(), 0);
+                let b = bulk.bulk.as_deref().unwrap();
+                for w in [&b.entries, &b.blob, &b.versions] {
+                    assert!(w.buf.capacity() <= 2 * WINDOW, "{}", w.buf.capacity());
+                }
             }
         }
     }
