@@ -360,12 +360,12 @@ fn print_table(
 }
 
 /// Prints the disk's own append ceiling over `d`'s records, measured now
-/// ([`tablelog::workload::raw_append`]), and tablelog's share of it (which
-/// can pass 100%: tablelog compresses its frames and starts their writeback
-/// early). With `sync_every`, also the disk's flush latency with nothing to
-/// allocate, against tablelog's time per batch: what a batch costs beyond
-/// the device's own flush (mostly the file system's journal commit for a
-/// file that grew).
+/// ([`tablelog::workload::raw_append`]), and tablelog's share of it (with
+/// an fdatasync per batch it has passed 100% on this machine's ext4, for
+/// reasons not established). With `sync_every`, also the disk's flush
+/// latency with nothing to allocate, against tablelog's time per batch: what
+/// a batch costs beyond the device's own flush (mostly the file system's
+/// journal commit for a file that grew).
 fn print_ceiling(dir: &Path, d: &Data, sync_every: Option<usize>, lines: &[Line]) -> Res<()> {
     let tl = lines[0].figure;
     let recs = (0..d.len()).map(|i| (d.key(i), d.value(i), d.ts[i]));
@@ -384,7 +384,7 @@ fn print_ceiling(dir: &Path, d: &Data, sync_every: Option<usize>, lines: &[Line]
         let flushes = d.len().div_ceil(batch).max(1);
         let flush = flush_latency(&dir.join("flush-bound.bin"), flushes)?;
         println!(
-            "  disk flush alone (fdatasync after a 4 KiB overwrite, median of {flushes}): {:.3} ms; \
+            "  disk flush alone (fdatasync after rewriting an allocated 4 KiB block, median of {flushes}): {:.3} ms; \
              tablelog took {:.3} ms per batch of {}",
             flush.as_secs_f64() * 1e3,
             batch as f64 / tl * 1e3,
@@ -394,7 +394,7 @@ fn print_ceiling(dir: &Path, d: &Data, sync_every: Option<usize>, lines: &[Line]
     Ok(())
 }
 
-/// The median time of `n` fdatasyncs, each after overwriting the first 4 KiB
+/// The median time of `n` fdatasyncs, each after rewriting a byte of the first 4 KiB
 /// of a file that is already allocated and synced: the disk's flush latency
 /// with as little to write as possible.
 fn flush_latency(path: &Path, n: usize) -> Res<Duration> {

@@ -434,8 +434,8 @@ impl View {
     }
 
     /// Like [`View::keys`], but the active segment contributes only versions
-    /// with `event_time <= as_of` (sealed segments are searched in place, so
-    /// they are not filtered): enough for [`KeyCursor::next_visible`] as of
+    /// with `event_time <= as_of` (sealed segments' key indexes are searched
+    /// as they are, so they are not filtered): enough for [`KeyCursor::next_visible`] as of
     /// `as_of` or earlier, and much cheaper for a past time.
     pub fn keys_as_of(&self, stream: &str, as_of: i64) -> Result<KeyCursor> {
         let mut sealed = Vec::new();
@@ -532,7 +532,8 @@ pub struct KeyCursor {
 }
 
 impl KeyCursor {
-    /// The smallest key any source is at (zero-copy), without moving.
+    /// The smallest key any source is at (zero-copy, but from a bulk view's
+    /// sealed segments), without moving.
     fn smallest_key(&self) -> Option<Bytes> {
         let active = self
             .active
