@@ -347,7 +347,7 @@ impl KeyTable {
     ///
     /// When few keys have a version as old as `as_of`, their chains are walked
     /// one by one; otherwise every version is labelled with its key in one
-    /// pass (see [`KeyTable::copy_by_pass`]).
+    /// pass (`KeyTable::copy_by_pass`).
     #[must_use]
     pub fn copy_visible(&self, as_of: i64, end: u64) -> SortedKeys {
         if as_of < i64::MAX {
