@@ -228,17 +228,16 @@ impl std::fmt::Debug for FromCheckpoint {
 }
 
 /// Applies the tail records `recs` (of one key, all newer than everything the
-/// checkpoint folded) to its row, from `from`: the last put or delete of
-/// `recs` if it has one (nothing before it counts), else its first record.
+/// checkpoint folded) to its row. Callers start `recs` at the key's last put
+/// or delete when it has one: nothing before it counts.
 fn fold_on_top(
     snap: &Snapshot,
     stream: &str,
     mut row: Option<SavedRow>,
     tail: &Tail,
-    from: usize,
     recs: std::ops::Range<usize>,
 ) -> Result<Option<SavedRow>> {
-    for i in from..recs.end {
+    for i in recs {
         let r = tail.recs[i];
         row = match r.op {
             Op::Delete => None,
@@ -371,7 +370,7 @@ impl FromCheckpoint {
                         _ => {
                             let base = (has_base && last.is_none()).then(|| self.rows.row(at));
                             let from = last.unwrap_or(recs.start);
-                            fold_on_top(&self.snap, &self.stream, base, &self.tail, from, recs)
+                            fold_on_top(&self.snap, &self.stream, base, &self.tail, from..recs.end)
                         }
                     }
                 }
