@@ -77,7 +77,7 @@ pub(crate) struct SavedRef<'a> {
     pub(crate) settled: bool,
 }
 
-/// Rows handed to [`write`] one at a time, each borrowed until the next.
+/// Rows handed to [`write()`] one at a time, each borrowed until the next.
 pub(crate) trait SavedRows {
     /// The next row in key order, `None` at the end.
     fn next_saved_ref(&mut self) -> Option<Result<SavedRef<'_>>>;

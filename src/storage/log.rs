@@ -270,7 +270,7 @@ pub struct Log {
     writer: Option<Mutex<WriterState>>,
     sync: Arc<SyncShared>,
     /// In sync durability, the thread that fsyncs what commits wrote while
-    /// they index it (see [`Log::spawn_syncer`]).
+    /// they index it (see [`sync::spawn_syncer`]).
     syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Whether that thread runs (else committers lead fsyncs themselves).
     syncer_on: bool,
