@@ -43,10 +43,17 @@ pub struct BenchArgs {
     /// Directory for the temporary database (to measure your own disk).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Rounds of each append measurement, alternated with the raw ceiling it
+    /// is compared with; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
+
+/// A generated event: key, value, event time.
+type Rec = (Vec<u8>, Vec<u8>, i64);
 
 struct Row {
     name: String,
@@ -94,7 +101,7 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn records(w: &Workload, n: u64) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
+fn records(w: &Workload, n: u64) -> Vec<Rec> {
     let mut rng = Rng(11);
     (0..n)
         .map(|i| {
@@ -107,7 +114,7 @@ fn records(w: &Workload, n: u64) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
 /// Raw ceiling ([`tablelog::workload::raw_append`]) over `recs`.
 fn raw_append(
     dir: &std::path::Path,
-    recs: &[(Vec<u8>, Vec<u8>, i64)],
+    recs: &[Rec],
     sync_every: Option<usize>,
 ) -> CliResult<Duration> {
     let recs = recs.iter().map(|(k, v, t)| (&k[..], &v[..], *t));
@@ -118,9 +125,87 @@ fn raw_append(
     )?)
 }
 
+/// Appends `recs` to a new database in `dir` in batches of 1,000 and flushes
+/// it; the time taken. The database is removed afterwards.
+fn append_once(
+    dir: &std::path::Path,
+    recs: &[Rec],
+    durability: Durability,
+) -> CliResult<Duration> {
+    // Automatic checkpoints off: this measures the append path alone (the
+    // checkpoint step measures what one costs).
+    let db = Db::builder(dir)
+        .durability(durability)
+        .checkpoint_every(0)
+        .open()?;
+    let writer = db.writer();
+    let start = Instant::now();
+    for chunk in recs.chunks(1000) {
+        let mut b = Batch::new();
+        for (k, v, t) in chunk {
+            b.put_at("bench", k, v, *t)?;
+        }
+        writer.commit(b)?;
+    }
+    db.flush()?;
+    let took = start.elapsed();
+    // The writer holds the database open too: its background merge may still
+    // be writing files into `dir` until both are gone.
+    drop(writer);
+    drop(db);
+    std::fs::remove_dir_all(dir)?;
+    Ok(took)
+}
+
+/// `threads` writers each commit `per_thread` of `batches` (dealt out in
+/// turn) with sync durability, to a new database in `dir`; the time taken.
+/// The database is removed afterwards.
+fn group_commit_once(
+    dir: &std::path::Path,
+    batches: &[&[Rec]],
+    threads: u64,
+    per_thread: u64,
+) -> CliResult<Duration> {
+    let db = Db::builder(dir)
+        .durability(Durability::Sync)
+        .checkpoint_every(0)
+        .open()?;
+    let start = Instant::now();
+    std::thread::scope(|s| -> CliResult<()> {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let writer = db.writer();
+                s.spawn(move || -> tablelog::Result<()> {
+                    for i in 0..per_thread {
+                        let at = (i * threads + t) as usize % batches.len();
+                        let mut b = Batch::new();
+                        for (k, v, t) in batches[at] {
+                            b.put_at("bench", k, v, *t)?;
+                        }
+                        writer.commit(b)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| crate::args::msg("writer thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let took = start.elapsed();
+    drop(db);
+    std::fs::remove_dir_all(dir)?;
+    Ok(took)
+}
+
 fn memcpy_rate() -> f64 {
     let src = vec![7u8; 64 << 20];
     let mut dst = vec![0u8; 64 << 20];
+    // One untimed copy first: the ceiling is copying, not faulting pages in.
+    dst.copy_from_slice(&src);
+    std::hint::black_box(&dst);
     let start = Instant::now();
     for _ in 0..8 {
         dst.copy_from_slice(&src);
@@ -142,7 +227,7 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
         ..Workload::default()
     };
     let append_durability = durability(&a.durability).map_err(crate::args::msg)?;
-    let steps = 15u64;
+    let steps = 11u64;
     let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("{spinner} bench [{bar:30}] {pos}/{len} {msg}")
@@ -151,23 +236,65 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
     let mut rows: Vec<Row> = Vec::new();
     let rec_bytes = (w.key_size + w.value_size + 17) as f64;
 
-    // Ceilings.
-    bar.set_message("ceilings");
+    // Ceilings and appends. The disk's speed drifts by a third within seconds
+    // on a shared machine, so each append measurement alternates with its raw
+    // ceiling, `--rounds` times, and both report their median.
+    let rounds = a.rounds.max(1);
     let n_ceiling = a.records.min(2_000_000);
     let recs = records(&w, n_ceiling);
-    let raw_buf = rate(n_ceiling, raw_append(base, &recs, None)?);
-    let raw_sync = rate(n_ceiling, raw_append(base, &recs, Some(1000))?);
+    let mut raw_buf_runs = Vec::with_capacity(rounds);
+    let mut append_runs = Vec::with_capacity(rounds);
+    for r in 0..rounds {
+        bar.set_message(format!("append 100-byte values, round {}/{rounds}", r + 1));
+        raw_buf_runs.push(raw_append(base, &recs, None)?);
+        append_runs.push(append_once(&base.join("append"), &recs, append_durability)?);
+    }
+    let big = Workload {
+        value_size: 1024,
+        ..w
+    };
+    let big_recs = records(&big, n_ceiling / 4);
+    bar.set_message("append 1 KiB values");
+    let big_took = append_once(&base.join("append-1k"), &big_recs, append_durability)?;
+    drop(big_recs);
+    bar.inc(1);
+
+    // Group commit, sync durability: the same records as the ceilings, in
+    // batches of 1,000 dealt out to the threads in turn.
+    let batches: Vec<_> = recs.chunks(1000).collect();
+    let thread_counts = [1u64, 4, 16];
+    let mut raw_sync_runs = Vec::with_capacity(rounds);
+    let mut commit_runs = vec![Vec::with_capacity(rounds); thread_counts.len()];
+    for r in 0..rounds {
+        bar.set_message(format!("group commit, round {}/{rounds}", r + 1));
+        raw_sync_runs.push(raw_append(base, &recs, Some(1000))?);
+        for (i, &threads) in thread_counts.iter().enumerate() {
+            commit_runs[i].push(group_commit_once(
+                &base.join(format!("gc{threads}")),
+                &batches,
+                threads,
+                (n_ceiling / 1000 / threads).max(4),
+            )?);
+        }
+    }
+    drop(batches);
+    bar.inc(1);
+
+    let of = |n: u64, runs: &mut Vec<Duration>| rate(n, percentile(runs, 0.5));
+    let raw_buf = of(n_ceiling, &mut raw_buf_runs);
+    let raw_sync = of(n_ceiling, &mut raw_sync_runs);
     let mem = memcpy_rate();
+    let medians = format!("median of {rounds}");
     rows.push(Row {
         name: "ceiling: raw CRC'd append, 1 fsync".into(),
-        params: format!("{n_ceiling} records"),
+        params: format!("{n_ceiling} records, {medians}"),
         value: raw_buf,
         unit: "rec/s",
         ceiling: None,
     });
     rows.push(Row {
         name: "ceiling: raw CRC'd append, fdatasync/1000".into(),
-        params: format!("{n_ceiling} records"),
+        params: format!("{n_ceiling} records, {medians}"),
         value: raw_sync,
         unit: "rec/s",
         ceiling: None,
@@ -179,104 +306,32 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
         unit: "GB/s",
         ceiling: None,
     });
-    bar.inc(1);
-
-    // Buffered append, 100-byte and 1 KiB values, batches of 1000.
-    for value_size in [w.value_size, 1024] {
-        bar.set_message(format!("append {value_size}-byte values"));
-        let wl = Workload { value_size, ..w };
-        let n = if value_size >= 1024 {
-            n_ceiling / 4
-        } else {
-            n_ceiling
-        };
-        let recs = records(&wl, n);
-        let dir = base.join(format!("append{value_size}"));
-        // Automatic checkpoints off: this measures the append path alone (the
-        // checkpoint step below measures what one costs).
-        let db = Db::builder(&dir)
-            .durability(append_durability)
-            .checkpoint_every(0)
-            .open()?;
-        let writer = db.writer();
-        let start = Instant::now();
-        for chunk in recs.chunks(1000) {
-            let mut b = Batch::new();
-            for (k, v, t) in chunk {
-                b.put_at("bench", k, v, *t)?;
-            }
-            writer.commit(b)?;
-        }
-        db.flush()?;
-        let r = rate(n, start.elapsed());
-        let ceiling = if value_size == w.value_size {
-            Some(("raw append".to_string(), raw_buf))
-        } else {
-            None
-        };
-        rows.push(Row {
-            name: format!("append {}, batches of 1000", a.durability),
-            params: format!("{n} × {}B key, {value_size}B value", wl.key_size),
-            value: r,
-            unit: "rec/s",
-            ceiling,
-        });
-        // The writer holds the database open too: its background merge may
-        // still be writing files into `dir` until both are gone.
-        drop(writer);
-        drop(db);
-        std::fs::remove_dir_all(&dir)?;
-        bar.inc(1);
-    }
-
-    // Group commit, sync durability.
-    for threads in [1u64, 4, 16] {
-        bar.set_message(format!("group commit {threads} threads"));
-        let dir = base.join(format!("gc{threads}"));
-        let db = Db::builder(&dir)
-            .durability(Durability::Sync)
-            .checkpoint_every(0)
-            .open()?;
-        let per_thread = (n_ceiling / 1000 / threads).max(4);
-        // The same records as the ceilings, in batches of 1,000 dealt out to
-        // the threads in turn: every batch indexes its own keys.
-        let batches: Vec<_> = recs.chunks(1000).collect();
-        let start = Instant::now();
-        std::thread::scope(|s| -> CliResult<()> {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let writer = db.writer();
-                    let batches = &batches;
-                    s.spawn(move || -> tablelog::Result<()> {
-                        for i in 0..per_thread {
-                            let at = (i * threads + t) as usize % batches.len();
-                            let mut b = Batch::new();
-                            for (k, v, t) in batches[at] {
-                                b.put_at("bench", k, v, *t)?;
-                            }
-                            writer.commit(b)?;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            for h in handles {
-                h.join()
-                    .map_err(|_| crate::args::msg("writer thread panicked"))??;
-            }
-            Ok(())
-        })?;
-        let n = per_thread * threads * 1000;
+    rows.push(Row {
+        name: format!("append {}, batches of 1000", a.durability),
+        params: format!(
+            "{n_ceiling} × {}B, {}B value, {medians}",
+            w.key_size, w.value_size
+        ),
+        value: of(n_ceiling, &mut append_runs),
+        unit: "rec/s",
+        ceiling: Some(("raw append".to_string(), raw_buf)),
+    });
+    rows.push(Row {
+        name: format!("append {}, batches of 1000", a.durability),
+        params: format!("{} × {}B, 1024B value", n_ceiling / 4, w.key_size),
+        value: rate(n_ceiling / 4, big_took),
+        unit: "rec/s",
+        ceiling: None,
+    });
+    for (runs, threads) in commit_runs.iter_mut().zip(thread_counts) {
+        let n = (n_ceiling / 1000 / threads).max(4) * threads * 1000;
         rows.push(Row {
             name: format!("append sync, group commit {threads} thr"),
-            params: format!("{n} records, batches of 1000"),
-            value: rate(n, start.elapsed()),
+            params: format!("{} batches of 1000, {medians}", n / 1000),
+            value: of(n, runs),
             unit: "rec/s",
             ceiling: Some(("raw fdatasync".into(), raw_sync)),
         });
-        drop(db);
-        std::fs::remove_dir_all(&dir)?;
-        bar.inc(1);
     }
 
     // The main database for reads and queries.
@@ -580,7 +635,7 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
         crate::outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         crate::outln!(
-            "{:<42} {:<34} {:>14}  {}",
+            "{:<42} {:<38} {:>14}  {}",
             "benchmark",
             "parameters",
             "result",
@@ -595,8 +650,11 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
             let frac = r.ceiling.as_ref().map_or(String::new(), |(n, c)| {
                 format!("{:.0}% of {n}", 100.0 * r.value / c)
             });
-            crate::outln!("{:<42} {:<34} {:>14}  {}", r.name, r.params, val, frac)?;
+            crate::outln!("{:<42} {:<38} {:>14}  {}", r.name, r.params, val, frac)?;
         }
+        crate::outln!(
+            "Appends (batches of 1000) alternate with their ceilings, {rounds} rounds; medians shown."
+        )?;
     }
     Ok(Outcome::Ok)
 }
