@@ -27,14 +27,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let db = b.open()?;
     let writer = db.writer();
+    let mut lat: Vec<std::time::Duration> = Vec::with_capacity(recs.len() / 1000 + 1);
     let t = std::time::Instant::now();
     for chunk in recs.chunks(1000) {
         let mut b = Batch::new();
         for (k, v, t) in chunk {
             b.put_at("bench", k, v, *t)?;
         }
+        let c = std::time::Instant::now();
         writer.commit(b)?;
+        lat.push(c.elapsed());
     }
     eprintln!("append: {:.0} rec/s", n as f64 / t.elapsed().as_secs_f64());
+    // Where the time goes: commit latencies, and the slowest commits' share.
+    let total: std::time::Duration = lat.iter().sum();
+    let mut sorted = lat.clone();
+    sorted.sort_unstable();
+    let q = |f: f64| sorted[((sorted.len() - 1) as f64 * f) as usize];
+    let slow: std::time::Duration = sorted[sorted.len() - sorted.len() / 100..].iter().sum();
+    eprintln!(
+        "commit: p50 {:?} p90 {:?} p99 {:?} max {:?}; slowest 1% take {:.0}% of {:?}",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(1.0),
+        slow.as_secs_f64() * 100.0 / total.as_secs_f64(),
+        total
+    );
+    if std::env::var("SLOWEST").is_ok() {
+        let mut by: Vec<(usize, std::time::Duration)> = lat.iter().copied().enumerate().collect();
+        by.sort_unstable_by_key(|&(_, d)| std::cmp::Reverse(d));
+        for (i, d) in by.iter().take(10) {
+            eprintln!("  commit {i}: {d:?}");
+        }
+    }
     Ok(())
 }
