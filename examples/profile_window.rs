@@ -6,7 +6,8 @@
 //!
 //!     cargo run --release --example profile_window -- DB REQUESTS.jsonl [STREAM FIELD]
 //!
-//! `ACCESS=probe|sweep` forces an access path (default: the query's choice).
+//! `ACCESS=probe|sweep` forces an access path (default: the query's choice);
+//! `ONLY=join|window|floor` runs one part alone (for `perf record`).
 //!
 //! Last, it measures the floor under any window over the whole stream that
 //! parses JSON values: one thread sweeping every record of the stream, bare
@@ -42,7 +43,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok("sweep") => tablelog::AccessPath::Sweep,
             _ => tablelog::AccessPath::Auto,
         });
-    for _ in 0..reps {
+    let only = std::env::var("ONLY").ok();
+    let run = |part: &str| only.as_deref().is_none_or(|o| o == part);
+    for _ in 0..if run("join") { reps } else { 0 } {
         let t = std::time::Instant::now();
         let rows = snap.asof_join(&requests, &[stream], None, None)?;
         let found = rows.iter().filter(|r| r[0].is_some()).count();
@@ -51,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             t.elapsed().as_secs_f64() * 1e3
         );
     }
-    for _ in 0..reps {
+    for _ in 0..if run("window") { reps } else { 0 } {
         let t = std::time::Instant::now();
         let out = snap.window(stream, field, Agg::Avg, 1_800_000_000, &requests, None)?;
         let some = out.iter().filter(|x| x.is_some()).count();
@@ -67,7 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         start: 0,
         end: u64::MAX,
     };
-    for _ in 0..reps {
+    for _ in 0..if run("floor") { reps } else { 0 } {
         let t = std::time::Instant::now();
         let mut n = 0u64;
         snap.view().sweep(range, |_, _| n += 1)?;
