@@ -41,14 +41,19 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 /// (total bytes of segment files, bytes of the active (last) segment, segments,
-/// total bytes of key index sidecars and merged indexes).
+/// total bytes of key index sidecars and merged indexes). Files that vanish
+/// while listed (a background merge replacing its temporary files) are skipped.
 fn sizes(dir: &Path) -> std::io::Result<(u64, u64, usize, u64)> {
     let mut segs = Vec::new();
     let mut kidx = 0;
     for e in std::fs::read_dir(dir)? {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
-        let len = e.metadata()?.len();
+        let len = match e.metadata() {
+            Ok(m) => m.len(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
         if name.ends_with(".seg") {
             segs.push((name, len));
         } else if name.ends_with(".kidx") {

