@@ -19,11 +19,13 @@ use crate::Outcome;
 /// Run the standard benchmark suite on a temporary database and print a table.
 ///
 /// Measures, in one run: the machine's ceilings (raw CRC'd sequential write,
-/// buffered and with fdatasync every batch; memory copy), buffered append
-/// (100-byte and 1 KiB values), sync group commit from 1, 4 and 16 threads, full
-/// scan, read by position, get as of T, table as of T, as-of join and window over
-/// 100k requests, open time and recovery time after a torn tail. Each tablelog
-/// figure is also shown as a fraction of its ceiling.
+/// buffered and with fdatasync every batch; one dependent random memory read;
+/// memory copy), buffered append (100-byte and 1 KiB values), sync group
+/// commit from 1, 4 and 16 threads, full scan, read by position, get as of T,
+/// table as of T, as-of join and window over 100k requests, open time and
+/// recovery time after a torn tail. Each tablelog rate is also shown as a
+/// fraction of its ceiling, each lookup's latency as a multiple of one memory
+/// read. Appends alternate with their ceilings (`--rounds`), medians shown.
 ///
 /// Example: tablelog bench --records 2000000 --keys 100000 --dir /mnt/nvme/tmp --json
 #[derive(Args, Debug)]
@@ -210,6 +212,37 @@ fn memcpy_rate() -> f64 {
     rate(8 * (64 << 20), start.elapsed())
 }
 
+/// Bytes the memory-latency ceiling chases pointers through: larger than the
+/// caches of most machines (this one's L3 holds 300 MiB: see the README).
+const CHASE_BYTES: usize = 512 << 20;
+
+/// The latency of one dependent read at a random place in memory, in µs: a
+/// pointer chase through `CHASE_BYTES`, each slot naming the next along one
+/// full cycle of a linear congruential sequence (no stride a prefetcher
+/// could follow), median of 5 runs of 200k reads. What a lookup that must
+/// follow one pointer before it can read the next pays per pointer.
+fn memory_read_latency() -> f64 {
+    let n = CHASE_BYTES / 4;
+    debug_assert!(n.is_power_of_two());
+    // i -> (5 i + 12345) mod 2^k has a single cycle through every slot.
+    let next: Vec<u32> = (0..n)
+        .map(|i| (i.wrapping_mul(5).wrapping_add(12_345) & (n - 1)) as u32)
+        .collect();
+    let steps = 200_000;
+    let mut at = 0u32;
+    let mut runs: Vec<Duration> = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..steps {
+                at = next[at as usize];
+            }
+            start.elapsed()
+        })
+        .collect();
+    std::hint::black_box(at);
+    percentile(&mut runs, 0.5).as_secs_f64() * 1e6 / steps as f64
+}
+
 pub fn run(a: BenchArgs) -> CliResult<Outcome> {
     let tmp = match &a.dir {
         Some(d) => tempfile::tempdir_in(d)?,
@@ -280,6 +313,7 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
     let raw_buf = of(n_ceiling, &mut raw_buf_runs);
     let raw_sync = of(n_ceiling, &mut raw_sync_runs);
     let mem = memcpy_rate();
+    let mem_read = memory_read_latency();
     let medians = format!("median of {rounds}");
     rows.push(Row {
         name: "ceiling: raw CRC'd append, 1 fsync".into(),
@@ -293,6 +327,13 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
         params: format!("{n_ceiling} records, {medians}"),
         value: raw_sync,
         unit: "rec/s",
+        ceiling: None,
+    });
+    rows.push(Row {
+        name: "ceiling: dependent memory read".into(),
+        params: format!("random, in {} MiB", CHASE_BYTES >> 20),
+        value: mem_read,
+        unit: "µs",
         ceiling: None,
     });
     rows.push(Row {
@@ -371,7 +412,7 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
         params: "20k random".into(),
         value: percentile(&mut lat, 0.5).as_secs_f64() * 1e6,
         unit: "µs",
-        ceiling: None,
+        ceiling: Some(("memory read".into(), mem_read)),
     });
     let mid = (w.events as i64 / 2) * w.step_us;
     let mut lat: Vec<Duration> = (0..20_000)
@@ -387,7 +428,7 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
         params: "20k random keys, warm".into(),
         value: percentile(&mut lat, 0.5).as_secs_f64() * 1e6,
         unit: "µs",
-        ceiling: None,
+        ceiling: Some(("memory read".into(), mem_read)),
     });
     rows.push(Row {
         name: "get as of T, p99".into(),
@@ -643,8 +684,13 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
             } else {
                 format!("{:.2} {}", r.value, r.unit)
             };
+            // A rate is a fraction of its ceiling; a latency a multiple of it.
             let frac = r.ceiling.as_ref().map_or(String::new(), |(n, c)| {
-                format!("{:.0}% of {n}", 100.0 * r.value / c)
+                if r.unit == "µs" {
+                    format!("{:.1}× a {n}", r.value / c)
+                } else {
+                    format!("{:.0}% of {n}", 100.0 * r.value / c)
+                }
             });
             crate::outln!("{:<42} {:<38} {:>14}  {}", r.name, r.params, val, frac)?;
         }
