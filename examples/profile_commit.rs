@@ -1,6 +1,7 @@
 //! Profiling harness for the append path alone: records are generated first,
 //! then committed in batches of 1,000 (buffered; with `SYNC=1`, each batch
-//! fsynced before the next, as `Durability::Sync`). `perf record` this.
+//! fsynced before the next, as `Durability::Sync`), `REPS` times (default 1),
+//! each into a new database. `perf record` this.
 use tablelog::workload::{Rng, Workload};
 use tablelog::{Batch, Db, Durability};
 
@@ -20,25 +21,34 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             (w.key(k), w.value(i), t)
         })
         .collect();
-    let dir = tempfile::tempdir()?;
-    let mut b = Db::builder(dir.path()).checkpoint_every(0);
-    if std::env::var("SYNC").is_ok_and(|v| v == "1") {
-        b = b.durability(Durability::Sync);
-    }
-    let db = b.open()?;
-    let writer = db.writer();
+    // REPS appends of the same records, each to a new database: so that under
+    // `perf record` the appends, not generating the records, dominate.
+    let reps: usize = std::env::var("REPS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1);
     let mut lat: Vec<std::time::Duration> = Vec::with_capacity(recs.len() / 1000 + 1);
-    let t = std::time::Instant::now();
-    for chunk in recs.chunks(1000) {
-        let mut b = Batch::new();
-        for (k, v, t) in chunk {
-            b.put_at("bench", k, v, *t)?;
+    for _ in 0..reps.max(1) {
+        lat.clear();
+        let dir = tempfile::tempdir()?;
+        let mut b = Db::builder(dir.path()).checkpoint_every(0);
+        if std::env::var("SYNC").is_ok_and(|v| v == "1") {
+            b = b.durability(Durability::Sync);
         }
-        let c = std::time::Instant::now();
-        writer.commit(b)?;
-        lat.push(c.elapsed());
+        let db = b.open()?;
+        let writer = db.writer();
+        let t = std::time::Instant::now();
+        for chunk in recs.chunks(1000) {
+            let mut b = Batch::new();
+            for (k, v, t) in chunk {
+                b.put_at("bench", k, v, *t)?;
+            }
+            let c = std::time::Instant::now();
+            writer.commit(b)?;
+            lat.push(c.elapsed());
+        }
+        eprintln!("append: {:.0} rec/s", n as f64 / t.elapsed().as_secs_f64());
     }
-    eprintln!("append: {:.0} rec/s", n as f64 / t.elapsed().as_secs_f64());
     // Where the time goes: commit latencies, and the slowest commits' share.
     let total: std::time::Duration = lat.iter().sum();
     let mut sorted = lat.clone();
