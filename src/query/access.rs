@@ -49,12 +49,7 @@ pub(crate) fn sweep_threads(records: u64) -> usize {
     cores().min(8).min((records / 262_144) as usize).max(1)
 }
 
-/// The cores this process may use, asked once (the answer reads cgroup files).
-pub(crate) fn cores() -> usize {
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *CORES
-        .get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
-}
+pub(crate) use crate::storage::cores;
 
 /// Whether touching `keys` distinct keys of `stream`, at `version_ns` per
 /// version of a probed key, is cheaper as one sweep of the stream (or the

@@ -417,14 +417,46 @@ fn le_u64(b: &[u8], at: usize) -> Option<u64> {
 }
 
 /// CRC-32 of `b`, giving each chunk's mapped pages back to the page cache once
-/// hashed: checking a large index file does not leave it all resident.
+/// hashed: checking a large index file does not leave it all resident. A
+/// file of at least two [`PARALLEL_CRC_PART`]s is hashed in parts, one thread
+/// per core, and the parts' CRCs combined: the first query after opening a
+/// large database validates its merged key indexes whole (2.7 GB at 10 GiB
+/// of history, where CRC was 87% of that query's 232 ms).
 fn crc_releasing(b: &[u8]) -> u32 {
+    crc_in_parts(b, super::cores().min(b.len() / PARALLEL_CRC_PART))
+}
+
+/// Smallest part [`crc_releasing`] hands a thread.
+const PARALLEL_CRC_PART: usize = 64 << 20;
+
+/// CRC-32 of `b`, in up to `parts` consecutive parts on as many threads.
+fn crc_in_parts(b: &[u8], parts: usize) -> u32 {
     const CHUNK: usize = 4 << 20;
-    let mut crc = crc32fast::Hasher::new();
-    for chunk in b.chunks(CHUNK) {
-        crc.update(chunk);
-        super::mmap::release(chunk);
+    let part_crc = |part: &[u8]| {
+        let mut crc = crc32fast::Hasher::new();
+        for chunk in part.chunks(CHUNK) {
+            crc.update(chunk);
+            super::mmap::release(chunk);
+        }
+        crc
+    };
+    if parts <= 1 || b.is_empty() {
+        return part_crc(b).finalize();
     }
+    let per = b.len().div_ceil(parts);
+    let mut pieces = b.chunks(per);
+    let first = pieces.next().unwrap_or_default();
+    let crc = std::thread::scope(|s| {
+        let rest: Vec<_> = pieces.map(|p| s.spawn(move || part_crc(p))).collect();
+        let mut crc = part_crc(first);
+        for h in rest {
+            match h.join() {
+                Ok(part) => crc.combine(&part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        crc
+    });
     crc.finalize()
 }
 
@@ -776,4 +808,27 @@ fn best_version(rows: &[u8], as_of: i64, end: u64) -> Option<VersionRef> {
         .rev()
         .find(|&j| le_u64(row(j), 0).unwrap_or(u64::MAX) < end)
         .map(|j| decode_version(row(j)))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Hashing in parts on several threads and combining gives the CRC of
+    /// the whole, whatever the length and the number of parts (more parts
+    /// than bytes included).
+    #[test]
+    fn crc_in_parts_is_the_crc_of_the_whole() {
+        let mut rng = crate::rng::Rng(11);
+        let data: Vec<u8> = (0..100_003).map(|_| rng.below(256) as u8).collect();
+        for len in [0, 1, 2, 7, 4096, 65_537, 100_003] {
+            let b = &data[..len];
+            let whole = crc32fast::hash(b);
+            for parts in [0, 1, 2, 3, 5, 8] {
+                assert_eq!(
+                    super::crc_in_parts(b, parts),
+                    whole,
+                    "{len} bytes in {parts}"
+                );
+            }
+        }
+    }
 }

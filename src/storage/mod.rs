@@ -37,3 +37,10 @@ mod writeback;
 pub(crate) fn read_file(vfs: &dyn vfs::Vfs, path: &std::path::Path) -> crate::Result<bytes::Bytes> {
     vfs.read(path).map_err(|e| crate::Error::io(path, e))
 }
+
+/// The cores this process may use, asked once (the answer reads cgroup files).
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES
+        .get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get))
+}
