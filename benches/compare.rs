@@ -360,13 +360,6 @@ fn print_table(
     }
 }
 
-/// Prints the disk's own append ceiling over `d`'s records, measured now
-/// ([`tablelog::workload::raw_append`]), and tablelog's share of it (with
-/// an fdatasync per batch it has passed 100% on this machine's ext4, for
-/// reasons not established). With `sync_every`, also the disk's flush
-/// latency with nothing to allocate, against tablelog's time per batch: what
-/// a batch costs beyond the device's own flush (mostly the file system's
-/// journal commit for a file that grew).
 /// The machine's raw append of `d`'s records ([`tablelog::workload::raw_append`]).
 fn raw_ceiling(dir: &Path, d: &Data, sync_every: Option<usize>) -> Res<Duration> {
     let recs = (0..d.len()).map(|i| (d.key(i), d.value(i), d.ts[i]));
@@ -377,8 +370,11 @@ fn raw_ceiling(dir: &Path, d: &Data, sync_every: Option<usize>) -> Res<Duration>
     )?)
 }
 
-/// Prints the raw ceiling (`took` for `d`'s records) against tablelog (the
-/// first line), and with `sync_every` the disk's flush latency alone.
+/// Prints the raw append ceiling (`took` for `d`'s records) and tablelog's
+/// share of it (tablelog is the first line). With `sync_every`, also the
+/// disk's flush latency with nothing to allocate, against tablelog's time per
+/// batch: what a batch costs beyond the device's own flush (mostly the file
+/// system's journal commit for a file that grew).
 fn print_ceiling(
     dir: &Path,
     d: &Data,

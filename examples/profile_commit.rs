@@ -49,7 +49,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         eprintln!("append: {:.0} rec/s", n as f64 / t.elapsed().as_secs_f64());
     }
-    // Where the time goes: commit latencies, and the slowest commits' share.
+    // Where the time goes (the last run): commit latencies, and the slowest
+    // commits' share.
+    if lat.is_empty() {
+        return Ok(());
+    }
     let total: std::time::Duration = lat.iter().sum();
     let mut sorted = lat.clone();
     sorted.sort_unstable();

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use foldhash::fast::FixedState;
 use std::hash::BuildHasher;
 
+pub(crate) use crate::storage::cores;
 use crate::storage::frame::RawRecord;
 use crate::storage::index::VersionRef;
 use crate::storage::sweep::SweepRange;
@@ -48,8 +49,6 @@ pub(crate) const JOIN_VERSION_NS: u64 = 15;
 pub(crate) fn sweep_threads(records: u64) -> usize {
     cores().min(8).min((records / 262_144) as usize).max(1)
 }
-
-pub(crate) use crate::storage::cores;
 
 /// Whether touching `keys` distinct keys of `stream`, at `version_ns` per
 /// version of a probed key, is cheaper as one sweep of the stream (or the

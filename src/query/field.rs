@@ -88,9 +88,9 @@ fn skip_plain_string(b: &[u8], i: usize) -> Option<usize> {
 /// the bytes [`STRING_CLASS`] does not call 0. Each test is the classic "has
 /// a zero byte" (or "has a byte below n") word trick. Those can also flag a
 /// byte above a true hit, but never one below: the subtraction passes a
-/// borrow up from a byte only when that byte is itself a hit. So the lowest
-/// flag is exact, which is all callers use, whenever every byte is ASCII, as
-/// in every document [`scan_field`] reads itself.
+/// borrow up from a byte only when that byte is itself a hit, and no test
+/// flags a byte of 0x80 or more. So the lowest flag is exact, which is all
+/// callers use.
 #[inline]
 fn stop_bytes(x: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -369,7 +369,7 @@ mod tests {
             let m = super::stop_bytes(u64::from_le_bytes(w));
             (m != 0).then(|| (m.trailing_zeros() / 8) as usize)
         };
-        for c in 0..128u8 {
+        for c in 0..=255u8 {
             for at in 0..8 {
                 let mut w = [b'x'; 8];
                 w[at] = c;
@@ -381,7 +381,7 @@ mod tests {
             // Mostly ordinary bytes, so that words with a stop byte late in
             // them, after others, come up often.
             let w: [u8; 8] = std::array::from_fn(|_| match rng.below(6) {
-                0 => rng.below(128) as u8,
+                0 => rng.below(256) as u8,
                 _ => b'a' + rng.below(26) as u8,
             });
             assert_eq!(flagged(w), first(w), "{w:?}");

@@ -420,8 +420,9 @@ fn le_u64(b: &[u8], at: usize) -> Option<u64> {
 /// hashed: checking a large index file does not leave it all resident. A
 /// file of at least two [`PARALLEL_CRC_PART`]s is hashed in parts, one thread
 /// per core, and the parts' CRCs combined: the first query after opening a
-/// large database validates its merged key indexes whole (2.7 GB at 10 GiB
-/// of history, where CRC was 87% of that query's 232 ms).
+/// large database validates its merged key indexes whole, and hashing is
+/// most of that. (A query already running a thread per core may then run
+/// more threads than cores for as long.)
 fn crc_releasing(b: &[u8]) -> u32 {
     crc_in_parts(b, super::cores().min(b.len() / PARALLEL_CRC_PART))
 }
@@ -447,13 +448,24 @@ fn crc_in_parts(b: &[u8], parts: usize) -> u32 {
     let mut pieces = b.chunks(per);
     let first = pieces.next().unwrap_or_default();
     let crc = std::thread::scope(|s| {
-        let rest: Vec<_> = pieces.map(|p| s.spawn(move || part_crc(p))).collect();
+        // A part no thread could be started for is hashed here, in order.
+        let rest: Vec<_> = pieces
+            .map(|p| {
+                std::thread::Builder::new()
+                    .name("tablelog-crc".into())
+                    .spawn_scoped(s, move || part_crc(p))
+                    .map_err(|_| p)
+            })
+            .collect();
         let mut crc = part_crc(first);
         for h in rest {
-            match h.join() {
-                Ok(part) => crc.combine(&part),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+            let part = match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(p) => part_crc(p),
+            };
+            crc.combine(&part);
         }
         crc
     });

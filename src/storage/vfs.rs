@@ -7,7 +7,8 @@
 //! the rest zero- or garbage-filled), and creations, renames and removals not
 //! followed by a directory sync possibly lost.
 //!
-//! Reads go through the seam too ([`Vfs::read`], [`VFile::map`]): memory maps
+//! Reads go through the seam too ([`Vfs::read`], [`VFile::map`], and
+//! [`VFile::read_at`] for a few bytes of a file not otherwise read): memory maps
 //! of the real files for [`OsVfs`] (sealed segments are fully synced before they
 //! are mapped), plain buffers for the in-memory [`MemVfs`](super::memvfs::MemVfs).
 

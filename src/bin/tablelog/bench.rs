@@ -46,7 +46,8 @@ pub struct BenchArgs {
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Rounds of each append measurement, alternated with the raw ceiling it
-    /// is compared with; medians are reported.
+    /// is compared with; medians are reported (of an even count, the slower
+    /// of the middle two).
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Print JSON instead of a table.
@@ -666,8 +667,15 @@ pub fn run(a: BenchArgs) -> CliResult<Outcome> {
     if a.json {
         let v: Vec<_> = rows
             .iter()
-            .map(|r| json!({"name": r.name, "params": r.params, "value": r.value, "unit": r.unit,
-                "ceiling": r.ceiling.as_ref().map(|(n, c)| json!({"name": n, "value": c, "fraction": r.value / c}))}))
+            .map(|r| {
+                json!({"name": r.name, "params": r.params, "value": r.value, "unit": r.unit,
+                // A rate as a fraction of its ceiling, a latency as a multiple.
+                "ceiling": r.ceiling.as_ref().map(|(n, c)| if r.unit == "µs" {
+                    json!({"name": n, "value": c, "multiple": r.value / c})
+                } else {
+                    json!({"name": n, "value": c, "fraction": r.value / c})
+                })})
+            })
             .collect();
         crate::outln!("{}", serde_json::to_string_pretty(&v)?)?;
     } else {
