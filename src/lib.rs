@@ -42,6 +42,7 @@
 pub mod checkpoint;
 pub mod db;
 pub mod error;
+mod hint;
 pub mod ingest;
 pub mod query;
 pub mod replay;

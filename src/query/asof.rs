@@ -392,7 +392,8 @@ impl Snapshot {
                 cursor: self.view.keys_as_of(stream, as_of)?,
                 as_of,
                 end,
-                buf: Vec::new(),
+                ahead: std::collections::VecDeque::with_capacity(READ_AHEAD),
+                spare: Vec::new(),
                 current: None,
             })),
         })
@@ -411,6 +412,11 @@ enum Inner {
     Checkpoint(Box<crate::checkpoint::FromCheckpoint>),
 }
 
+/// Keys a table from scratch reads ahead of the row it returns, their
+/// records prefetched: reading each key's value is a cache miss at random in
+/// the log, and the misses of the keys ahead overlap.
+const READ_AHEAD: usize = 16;
+
 #[derive(Debug)]
 struct Scratch {
     snap: Snapshot,
@@ -418,29 +424,48 @@ struct Scratch {
     cursor: KeyCursor,
     as_of: i64,
     end: u64,
-    buf: Vec<VersionRef>,
+    /// The next keys from the cursor, each with its visible versions (sorted
+    /// by `(event_time, position)`), their records prefetched.
+    ahead: std::collections::VecDeque<(Bytes, Vec<VersionRef>)>,
+    /// Emptied version buffers, for the keys read next.
+    spare: Vec<Vec<VersionRef>>,
     /// The row [`Table::next_ref`] lent last.
     current: Option<SavedRow>,
 }
 
 impl Scratch {
+    /// Reads keys from the cursor until [`READ_AHEAD`] wait, prefetching the
+    /// records each will read.
+    fn read_ahead(&mut self) {
+        while self.ahead.len() < READ_AHEAD {
+            let mut buf = self.spare.pop().unwrap_or_default();
+            let Some(key) = self.cursor.next_visible(self.as_of, self.end, &mut buf) else {
+                self.spare.push(buf);
+                return;
+            };
+            for v in &buf {
+                self.snap.view.prefetch_record(v);
+            }
+            self.ahead.push_back((key, buf));
+        }
+    }
+
     fn next_saved(&mut self) -> Option<Result<SavedRow>> {
         loop {
-            let key = self
-                .cursor
-                .next_visible(self.as_of, self.end, &mut self.buf)?;
-            match fold(
+            self.read_ahead();
+            let (key, buf) = self.ahead.pop_front()?;
+            let folded = fold(
                 &self.snap,
                 &self.stream,
                 self.snap.merge.get(&self.stream),
                 &key,
-                &self.buf,
-            ) {
-                Ok(GetResult::Present(row)) => {
-                    // `buf` is sorted by `(event_time, position)`.
-                    let settled = self.buf.last().is_some_and(|v| v.op == Op::Put);
-                    return Some(Ok(SavedRow { row, settled }));
-                }
+                &buf,
+            );
+            // `buf` is sorted by `(event_time, position)`.
+            let settled = buf.last().is_some_and(|v| v.op == Op::Put);
+            self.spare.push(buf);
+            match folded {
+                Ok(GetResult::Present(row)) => return Some(Ok(SavedRow { row, settled })),
                 Ok(_) => {}
                 Err(e) => return Some(Err(e)),
             }

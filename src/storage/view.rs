@@ -324,6 +324,23 @@ impl View {
         Ok(best)
     }
 
+    /// Starts loading into cache what [`View::value`] of `v` will read first:
+    /// the frame's header and the record (for an uncompressed frame), so a
+    /// reader that knows its next versions ahead can overlap their cache
+    /// misses. Only a hint: it reads nothing and checks nothing.
+    pub fn prefetch_record(&self, v: &VersionRef) {
+        let bytes = self.seg(self.seg_index_for(v.position)).bytes();
+        let frame = v.frame_off as usize;
+        let record = frame
+            .saturating_add(crate::storage::frame::HEADER_LEN)
+            .saturating_add(v.rec_off as usize);
+        for at in [frame, record, record.saturating_add(64)] {
+            if let Some(b) = bytes.get(at) {
+                crate::hint::prefetch(b);
+            }
+        }
+    }
+
     /// The value of the record a version points to (zero-copy when uncompressed).
     pub fn value(&self, v: &VersionRef) -> Result<Bytes> {
         self.value_and_stamp(v).map(|(value, _)| value)
