@@ -134,33 +134,54 @@ impl SortPrefix {
 /// compared as integer prefixes and lengths ([`SortPrefix`]), with the bytes
 /// of long keys read only where they share a prefix. `then` orders each
 /// key's items (a time, say); the index breaks the remaining ties.
+///
+/// The sort moves 32-byte items compared as two integers, (prefix, length
+/// and index); only the runs that tie on prefix and length (one key's items,
+/// or long keys sharing their first 16 bytes) are then put in order by
+/// `then`, or by their bytes.
 pub(crate) fn sort_by_key_then<'a, T: Ord + Copy>(
     n: usize,
     key: impl Fn(usize) -> &'a [u8],
     then: impl Fn(usize) -> T,
 ) -> Vec<usize> {
+    const INDEX: u64 = u32::MAX as u64;
+    if n > INDEX as usize {
+        // Beyond what the packed items index: one sort of everything.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| key(a).cmp(key(b)).then((then(a), a).cmp(&(then(b), b))));
+        return order;
+    }
     // Long keys sort under one length, one past what the prefix holds: their
     // order is their bytes', not their lengths'.
-    let mut order: Vec<(u128, usize, T, usize)> = (0..n)
+    let mut order: Vec<(u128, u64)> = (0..n)
         .map(|i| {
             let p = SortPrefix::of(key(i));
-            (p.prefix, p.len.min(INLINE + 1), then(i), i)
+            (p.prefix, (p.len.min(INLINE + 1) as u64) << 32 | i as u64)
         })
         .collect();
     order.sort_unstable();
+    let index = |o: &(u128, u64)| (o.1 & INDEX) as usize;
     let mut i = 0;
     while i < order.len() {
-        let (prefix, len) = (order[i].0, order[i].1);
+        let (prefix, len) = (order[i].0, order[i].1 >> 32);
         let mut j = i + 1;
-        while j < order.len() && order[j].0 == prefix && order[j].1 == len {
+        while j < order.len() && order[j].0 == prefix && order[j].1 >> 32 == len {
             j += 1;
         }
-        if len > INLINE && j - i > 1 {
-            order[i..j].sort_by(|a, b| key(a.3).cmp(key(b.3)).then((a.2, a.3).cmp(&(b.2, b.3))));
+        if j - i > 1 {
+            let run = &mut order[i..j];
+            if len as usize > INLINE {
+                run.sort_by(|a, b| {
+                    let (a, b) = (index(a), index(b));
+                    key(a).cmp(key(b)).then((then(a), a).cmp(&(then(b), b)))
+                });
+            } else {
+                run.sort_by_key(|o| (then(index(o)), index(o)));
+            }
         }
         i = j;
     }
-    order.into_iter().map(|o| o.3).collect()
+    order.iter().map(index).collect()
 }
 
 /// Keys of one stream mapped to their versions, in position order.
@@ -591,6 +612,37 @@ mod tests {
 
     /// `newest_visible` and `copy_visible` against a brute-force scan, with late and duplicate
     /// event times, every `as_of` around the keys' ranges and every `end`.
+    /// The packed sort orders exactly as sorting by `(key, then, index)`:
+    /// short and long keys, long keys sharing their first 16 bytes, keys
+    /// that are prefixes of others, duplicates with ties in `then`.
+    #[test]
+    fn sort_by_key_then_matches_a_plain_sort() {
+        let mut rng = crate::rng::Rng(21);
+        let stems: [&[u8]; 5] = [
+            b"",
+            b"a",
+            b"0123456789abcdef",
+            b"0123456789abcdefz",
+            b"\xff\xff",
+        ];
+        for n in [0usize, 1, 2, 17, 500] {
+            let keys: Vec<Vec<u8>> = (0..n)
+                .map(|_| {
+                    let mut k = stems[rng.below(stems.len() as u64) as usize].to_vec();
+                    for _ in 0..rng.below(20) {
+                        k.push(b"a0z\x00"[rng.below(4) as usize]);
+                    }
+                    k
+                })
+                .collect();
+            let then: Vec<u8> = (0..n).map(|_| rng.below(3) as u8).collect();
+            let got = super::sort_by_key_then(n, |i| &keys[i][..], |i| then[i]);
+            let mut want: Vec<usize> = (0..n).collect();
+            want.sort_by(|&a, &b| keys[a].cmp(&keys[b]).then((then[a], a).cmp(&(then[b], b))));
+            assert_eq!(got, want, "{n} items");
+        }
+    }
+
     #[test]
     fn newest_visible_matches_brute_force() {
         let mut rng = crate::rng::Rng(5);
