@@ -409,8 +409,8 @@ pub struct SealedSegment {
 
 impl SealedSegment {
     /// Maps a sealed segment and checks its header, read from the same file
-    /// rather than through the mapping (see [`read_header`]). Indexes are
-    /// loaded lazily.
+    /// rather than through the mapping (a cold mapping's first page fault
+    /// reads megabytes around it). Indexes are loaded lazily.
     pub fn open(
         path: PathBuf,
         base: u64,

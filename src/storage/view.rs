@@ -328,7 +328,7 @@ impl View {
     /// the frame's header and the record (for an uncompressed frame), so a
     /// reader that knows its next versions ahead can overlap their cache
     /// misses. Only a hint: it reads nothing and checks nothing.
-    pub fn prefetch_record(&self, v: &VersionRef) {
+    pub(crate) fn prefetch_record(&self, v: &VersionRef) {
         let bytes = self.seg(self.seg_index_for(v.position)).bytes();
         let frame = v.frame_off as usize;
         let record = frame
