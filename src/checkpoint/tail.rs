@@ -20,6 +20,9 @@ use crate::{Error, Result};
 pub(crate) struct TailKey {
     recs: std::ops::Range<usize>,
     late: bool,
+    /// The key's first 16 bytes as a big-endian integer (see [`key_le`]),
+    /// kept here because every checkpoint row is compared with it.
+    prefix: Option<u128>,
 }
 
 /// What a checkpoint does not reflect, grouped by key.
@@ -109,19 +112,25 @@ impl Tail {
 }
 
 /// `a <= b` for byte strings, comparing the first 16 bytes as one integer
-/// first. A table from a checkpoint compares the next tail key with every
-/// checkpoint row's key; calling `memcmp` for each was a fifth of its time.
-/// ([`crate::storage::keytable::SortPrefix`], which also orders shorter keys
-/// by integers, pads them first: a third slower here.)
+/// first (`a_prefix` is `a`'s [`prefix`], and `a` is read only when the
+/// prefixes tie). A table from a checkpoint compares the next tail key with
+/// every checkpoint row's key; calling `memcmp` for each was a fifth of its
+/// time. ([`crate::storage::keytable::SortPrefix`], which also orders
+/// shorter keys by integers, pads them first: a third slower here.)
 #[inline]
-fn key_le(a: &[u8], b: &[u8]) -> bool {
-    let prefix = |k: &[u8]| k.first_chunk::<16>().map(|p| u128::from_be_bytes(*p));
-    if let (Some(x), Some(y)) = (prefix(a), prefix(b)) {
+fn key_le<'a>(a_prefix: Option<u128>, a: impl FnOnce() -> &'a [u8], b: &[u8]) -> bool {
+    if let (Some(x), Some(y)) = (a_prefix, prefix(b)) {
         if x != y {
             return x < y;
         }
     }
-    a <= b
+    a() <= b
+}
+
+/// A key's first 16 bytes as a big-endian integer, if it has 16.
+#[inline]
+fn prefix(k: &[u8]) -> Option<u128> {
+    k.first_chunk::<16>().map(|p| u128::from_be_bytes(*p))
 }
 
 /// What `stream`'s checkpoint does not reflect, by key (sorted): every visible
@@ -196,6 +205,7 @@ pub(crate) fn tail_keys(
             _ => keys.push(TailKey {
                 recs: i..i + 1,
                 late,
+                prefix: prefix(&bytes[r.key()]),
             }),
         }
     }
@@ -318,7 +328,8 @@ impl FromCheckpoint {
                 (true, None) => false,
                 (false, Some(_)) => true,
                 (true, Some(t)) => key_le(
-                    self.tail.key(t.recs.start),
+                    t.prefix,
+                    || self.tail.key(t.recs.start),
                     self.rows.key(self.rows.current()),
                 ),
             };
@@ -326,7 +337,7 @@ impl FromCheckpoint {
                 self.peeked = false;
                 return Some(Ok(Next::Saved));
             }
-            let TailKey { recs, late } = self.tail.keys[self.next_tail].clone();
+            let TailKey { recs, late, .. } = self.tail.keys[self.next_tail].clone();
             self.next_tail += 1;
             let key = self.tail.key(recs.start);
             let at = self.rows.current();
