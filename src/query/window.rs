@@ -53,9 +53,11 @@ impl Agg {
 }
 
 /// A sliding window over events in time order: running count and sum, and
-/// monotonic deques for min and max.
+/// monotonic deques for min and max (kept only when the aggregate needs them).
 #[derive(Debug, Default)]
 struct Sliding {
+    /// Whether the aggregate is min or max.
+    extremes: bool,
     events: usize,
     numbers: usize,
     sum: f64,
@@ -64,11 +66,21 @@ struct Sliding {
 }
 
 impl Sliding {
+    fn new(agg: Agg) -> Sliding {
+        Sliding {
+            extremes: matches!(agg, Agg::Min | Agg::Max),
+            ..Sliding::default()
+        }
+    }
+
     fn add(&mut self, i: usize, x: Option<f64>) {
         self.events += 1;
         if let Some(x) = x {
             self.numbers += 1;
             self.sum += x;
+            if !self.extremes {
+                return;
+            }
             while self.mins.back().is_some_and(|&(_, m)| m >= x) {
                 self.mins.pop_back();
             }
@@ -330,7 +342,7 @@ fn slide(
     out: &mut [Option<f64>],
 ) -> Result<()> {
     let mut values: Vec<Option<f64>> = vec![None; n];
-    let mut win = Sliding::default();
+    let mut win = Sliding::new(agg);
     let (mut lo, mut hi) = (0usize, 0usize);
     for (&r, o) in reqs.iter().zip(out) {
         let t = requests[r].time;
