@@ -39,9 +39,10 @@ const PROBE_NS: u64 = 400;
 const SWEEP_NS: u64 = 260;
 
 /// What a query does with each version of a probed key, in ns: a window reads
-/// and parses every value in its span (a random read), a join only gathers the
-/// index entries and reads one value per request.
-pub(crate) const WINDOW_VERSION_NS: u64 = 250;
+/// and parses every value in its span (a random read, prefetched a few keys
+/// ahead), a join only gathers the index entries and reads one value per
+/// request.
+pub(crate) const WINDOW_VERSION_NS: u64 = 130;
 pub(crate) const JOIN_VERSION_NS: u64 = 15;
 
 /// Threads a sweep over `records` records uses: one per available core, up

@@ -7,6 +7,7 @@ use super::asof::KnownAt;
 use super::field::numeric_field;
 use super::join::{by_key_then_time, join_threads, Request};
 use crate::db::Snapshot;
+use crate::storage::index::VersionRef;
 use crate::storage::sweep::SweepRange;
 use crate::{Error, Result};
 
@@ -235,14 +236,42 @@ impl Snapshot {
                 rest = r;
                 jobs.push((chunk, o));
             }
+            // A key's versions are read a few keys ahead of its windows, and
+            // the records that can enter them prefetched, so the cache misses
+            // of reading values overlap instead of following one another.
+            let load = |g: &std::ops::Range<usize>| -> Result<Vec<VersionRef>> {
+                let reqs = &order[g.clone()];
+                let mut versions = self.view.versions(stream, &requests[reqs[0]].key)?;
+                versions.retain(|v| v.position < end);
+                if agg != Agg::Count {
+                    let after = i128::from(requests[reqs[0]].time) - i128::from(width);
+                    let upto = requests[reqs[reqs.len() - 1]].time;
+                    for v in &versions {
+                        if after < i128::from(v.event_time) && v.event_time <= upto {
+                            self.view.prefetch_record(v);
+                        }
+                    }
+                }
+                Ok(versions)
+            };
             let run = |(chunk, o): (&[std::ops::Range<usize>], &mut [Option<f64>])| -> Result<()> {
                 let base = chunk[0].start;
-                for g in chunk {
+                let mut ahead = std::collections::VecDeque::with_capacity(KEYS_AHEAD + 1);
+                for (k, g) in chunk.iter().enumerate() {
+                    if let Some(g) = chunk.get(k + KEYS_AHEAD + LOOKUPS_AHEAD) {
+                        self.view
+                            .prefetch_key(stream, &requests[order[g.start]].key)?;
+                    }
+                    while ahead.len() <= KEYS_AHEAD && k + ahead.len() < chunk.len() {
+                        ahead.push_back(load(&chunk[k + ahead.len()])?);
+                    }
+                    let versions = ahead.pop_front().expect("loaded above");
                     let reqs = &order[g.clone()];
-                    let mut versions = self.view.versions(stream, &requests[reqs[0]].key)?;
-                    versions.retain(|v| v.position < end);
                     let time = |i: usize| versions[i].event_time;
-                    let value = |i: usize| Ok(numeric(&self.view.value(&versions[i])?));
+                    let value = |i: usize| match agg {
+                        Agg::Count => Ok(None),
+                        _ => self.view.with_value(&versions[i], numeric),
+                    };
                     let o = &mut o[g.start - base..g.end - base];
                     slide(requests, reqs, width, agg, versions.len(), time, value, o)?;
                 }
@@ -257,6 +286,13 @@ impl Snapshot {
         Ok(out)
     }
 }
+
+/// How many keys the probing path reads ahead of the one it answers.
+const KEYS_AHEAD: usize = 2;
+
+/// How many keys ahead of those it reads the probing path starts their
+/// lookups.
+const LOOKUPS_AHEAD: usize = 4;
 
 /// The swept path's events grouped by key, ready to answer requests.
 struct Swept<'a> {

@@ -696,6 +696,20 @@ impl KeyIndexFile {
         }
     }
 
+    /// Starts loading the hash bucket where a lookup of `key` in `stream`
+    /// begins: for readers that know their next keys, so the one lookup step
+    /// that lands at random (the rest follow the keys' order) overlaps others.
+    /// Only a hint: it reads nothing and checks nothing.
+    pub(crate) fn prefetch_key(&self, stream: &str, key: &[u8]) {
+        if let Some(s) = self.section(stream) {
+            let n = bucket_count(s.key_count);
+            let at = (stable_hash(key) as usize) & (n - 1);
+            if let Some(b) = self.bytes.get(s.hash_off + 4 * at) {
+                crate::hint::prefetch(b);
+            }
+        }
+    }
+
     /// The newest version of `key` visible as of `as_of` below position `end`, by
     /// `(event_time, position)`.
     #[must_use]

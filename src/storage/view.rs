@@ -27,6 +27,14 @@ pub struct View {
     bulk: bool,
 }
 
+/// Where [`View::locate_value`] found a value.
+enum ValueAt {
+    /// These bytes of the mapped segment (an uncompressed frame).
+    Mapped(std::ops::Range<usize>),
+    /// Decompressed from its frame.
+    Owned(Bytes),
+}
+
 /// One segment as seen by a view.
 #[derive(Clone, Copy)]
 pub(super) enum Seg<'a> {
@@ -277,6 +285,19 @@ impl View {
         Ok(out)
     }
 
+    /// Starts loading where [`View::versions`] of `key` will look first in
+    /// each sealed key index. Only a hint: it reads nothing and checks nothing.
+    pub(crate) fn prefetch_key(&self, stream: &str, key: &[u8]) -> Result<()> {
+        let (merged, rest) = self.state.key_sources();
+        for m in merged {
+            m.prefetch_key(stream, key);
+        }
+        for s in rest {
+            s.keys()?.prefetch_key(stream, key);
+        }
+        Ok(())
+    }
+
     /// The newest version of `key` visible as of `as_of` below position `end` (by
     /// `(event_time, position)`), or `None` if it has none. One probe per key
     /// index, newest segment first, skipping a segment whose newest event time
@@ -349,6 +370,30 @@ impl View {
     /// The value and the recorded-at stamp of the record a version points to,
     /// read directly at its frame and payload offsets.
     pub fn value_and_stamp(&self, v: &VersionRef) -> Result<(Bytes, Hlc)> {
+        let (bytes, stamp, at) = self.locate_value(v)?;
+        let value = match at {
+            // Uncompressed frames (the common case) slice the value straight
+            // out of the mapped segment: one reference-count increment.
+            ValueAt::Mapped(range) => bytes.slice(range),
+            ValueAt::Owned(value) => value,
+        };
+        Ok((value, stamp))
+    }
+
+    /// Calls `f` with the value of the record a version points to, borrowed
+    /// from the mapped segment when its frame is uncompressed: for readers that
+    /// only look at a value, this saves [`View::value`]'s reference counting.
+    pub(crate) fn with_value<R>(&self, v: &VersionRef, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let (bytes, _, at) = self.locate_value(v)?;
+        Ok(match at {
+            ValueAt::Mapped(range) => f(&bytes[range]),
+            ValueAt::Owned(value) => f(&value),
+        })
+    }
+
+    /// Finds, after validating its frame, the value of the record `v` points
+    /// to: the segment's bytes, the record's stamp and where the value lies.
+    fn locate_value(&self, v: &VersionRef) -> Result<(&Bytes, Hlc, ValueAt)> {
         let seg = self.seg(self.seg_index_for(v.position));
         if let Seg::Sealed(s) = seg {
             let frames = s.frames()?;
@@ -370,19 +415,17 @@ impl View {
                 format!("no record at payload offset {}", v.rec_off),
             )
         };
-        // Uncompressed frames (the common case) slice the value straight out of
-        // the mapped segment: one reference-count increment per read.
-        let (header, value) = match trusted_plain_records(bytes, v.frame_off as usize, seg.path())?
-        {
+        let (header, at) = match trusted_plain_records(bytes, v.frame_off as usize, seg.path())? {
             Some((header, recs, start)) => {
                 let r = parse_record(recs, v.rec_off as usize).ok_or_else(no_record)?;
                 let at = start + r.value_off;
-                (header, bytes.slice(at..at + r.value.len()))
+                (header, ValueAt::Mapped(at..at + r.value.len()))
             }
             None => {
                 let (header, recs) = trusted_records(bytes, v.frame_off as usize, seg.path())?;
                 let r = parse_record(&recs, v.rec_off as usize).ok_or_else(no_record)?;
-                (header, recs.slice(r.value_off..r.value_off + r.value.len()))
+                let value = recs.slice(r.value_off..r.value_off + r.value.len());
+                (header, ValueAt::Owned(value))
             }
         };
         let index = v
@@ -396,7 +439,7 @@ impl View {
                     format!("position {} is not in this frame", v.position),
                 )
             })?;
-        Ok((value, Hlc(header.hlc.0 + index)))
+        Ok((bytes, Hlc(header.hlc.0 + index), at))
     }
 
     /// Stream names with at least one visible record.
