@@ -20,9 +20,10 @@ use crate::{Error, Result};
 pub(crate) struct TailKey {
     recs: std::ops::Range<usize>,
     late: bool,
-    /// The key's first 16 bytes as a big-endian integer (see [`key_le`]),
-    /// kept here because every checkpoint row is compared with it.
-    prefix: Option<u128>,
+    /// The key's first 16 bytes as a big-endian integer, and its length (see
+    /// [`KeyHead`]), kept here because every checkpoint row is compared with
+    /// it.
+    head: KeyHead,
 }
 
 /// What a checkpoint does not reflect, grouped by key.
@@ -111,20 +112,56 @@ impl Tail {
     }
 }
 
-/// `a <= b` for byte strings, comparing the first 16 bytes as one integer
-/// first (`a_prefix` is `a`'s [`prefix`], and `a` is read only when the
-/// prefixes tie). A table from a checkpoint compares the next tail key with
-/// every checkpoint row's key; calling `memcmp` for each was a fifth of its
-/// time. ([`crate::storage::keytable::SortPrefix`], which also orders
-/// shorter keys by integers, pads them first: a third slower here.)
-#[inline]
-fn key_le<'a>(a_prefix: Option<u128>, a: impl FnOnce() -> &'a [u8], b: &[u8]) -> bool {
-    if let (Some(x), Some(y)) = (a_prefix, prefix(b)) {
-        if x != y {
-            return x < y;
+/// What comparing a tail key with checkpoint rows needs of it, kept beside
+/// the key: its first 16 bytes as a big-endian integer (if it has 16) and its
+/// length. A table from a checkpoint compares the next tail key with every
+/// checkpoint row's key; calling `memcmp` for each was a fifth of its time,
+/// and reading the tail key's bytes (scattered over the tail) on a tie was a
+/// third of what was left. ([`crate::storage::keytable::SortPrefix`], which
+/// also orders shorter keys by integers, pads them first: a third slower
+/// here.)
+#[derive(Debug, Clone, Copy)]
+struct KeyHead {
+    prefix: Option<u128>,
+    len: usize,
+}
+
+impl KeyHead {
+    fn of(key: &[u8]) -> KeyHead {
+        KeyHead {
+            prefix: prefix(key),
+            len: key.len(),
         }
     }
-    a() <= b
+
+    /// `a <= b`, where `self` is `a`'s head; `a` is read only when the heads
+    /// cannot tell.
+    #[inline]
+    fn le<'a>(self, a: impl FnOnce() -> &'a [u8], b: &[u8]) -> bool {
+        if let (Some(x), Some(y)) = (self.prefix, prefix(b)) {
+            if x != y {
+                return x < y;
+            }
+            if self.len == 16 {
+                return true; // `a` is a prefix of `b`
+            }
+        }
+        a() <= b
+    }
+
+    /// `a == b`, where `self` is `a`'s head; `a` is read only when the heads
+    /// cannot tell.
+    #[inline]
+    fn eq<'a>(self, a: impl FnOnce() -> &'a [u8], b: &[u8]) -> bool {
+        if self.len != b.len() {
+            return false;
+        }
+        match (self.prefix, prefix(b)) {
+            (Some(x), Some(y)) if x != y => false,
+            (Some(_), Some(_)) if self.len == 16 => true,
+            _ => a() == b,
+        }
+    }
 }
 
 /// A key's first 16 bytes as a big-endian integer, if it has 16.
@@ -205,12 +242,16 @@ pub(crate) fn tail_keys(
             _ => keys.push(TailKey {
                 recs: i..i + 1,
                 late,
-                prefix: prefix(&bytes[r.key()]),
+                head: KeyHead::of(&bytes[r.key()]),
             }),
         }
     }
     Ok(Some(Tail { bytes, recs, keys }))
 }
+
+/// How many tail keys ahead of the one it merges a table from a checkpoint
+/// starts loading a tail key's newest record.
+const TAIL_AHEAD: usize = 8;
 
 /// Rows of a table from a checkpoint plus its tail, in key order.
 pub(crate) struct FromCheckpoint {
@@ -327,8 +368,7 @@ impl FromCheckpoint {
                 (false, None) => return None,
                 (true, None) => false,
                 (false, Some(_)) => true,
-                (true, Some(t)) => key_le(
-                    t.prefix,
+                (true, Some(t)) => t.head.le(
                     || self.tail.key(t.recs.start),
                     self.rows.key(self.rows.current()),
                 ),
@@ -337,11 +377,19 @@ impl FromCheckpoint {
                 self.peeked = false;
                 return Some(Ok(Next::Saved));
             }
-            let TailKey { recs, late, .. } = self.tail.keys[self.next_tail].clone();
+            let TailKey { recs, late, head } = self.tail.keys[self.next_tail].clone();
             self.next_tail += 1;
-            let key = self.tail.key(recs.start);
+            // The tail lies in log order, its keys in key order: start
+            // loading where the records of a key a few ahead lie.
+            if let Some(t) = self.tail.keys.get(self.next_tail + TAIL_AHEAD) {
+                let r = self.tail.recs[t.recs.end - 1];
+                if let Some(b) = self.tail.bytes.get(r.key_at) {
+                    crate::hint::prefetch(b);
+                }
+            }
+            let key = || self.tail.key(recs.start);
             let at = self.rows.current();
-            let has_base = self.peeked && self.rows.key(at) == key;
+            let has_base = self.peeked && head.eq(key, self.rows.key(at));
             if has_base {
                 self.peeked = false;
             }
@@ -385,7 +433,7 @@ impl FromCheckpoint {
                         }
                     }
                 }
-                None => self.recompute(key),
+                None => self.recompute(key()),
             };
             match row {
                 Ok(Some(row)) => {
@@ -407,4 +455,56 @@ enum Next {
     Folded,
     /// A row that is tail record `i`, a put with no record after it.
     Tail(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KeyHead;
+
+    /// Keys around the 16-byte prefix: shorter, exactly 16, longer, equal
+    /// prefixes with different tails, and bytes that sort differently as
+    /// signed values.
+    fn keys() -> Vec<Vec<u8>> {
+        let base = b"0123456789abcdef".to_vec();
+        let mut keys = vec![
+            Vec::new(),
+            b"0".to_vec(),
+            b"0123456789abcde".to_vec(),
+            base.clone(),
+            [&base[..], b"\0"].concat(),
+            [&base[..], b"x"].concat(),
+            [&base[..], b"xy"].concat(),
+            b"0123456789abcdeg".to_vec(),
+            b"0123456789abcdeg\x80".to_vec(),
+            vec![0xff; 16],
+            vec![0xff; 17],
+            vec![0x7f; 16],
+        ];
+        keys.push([&base[..15], &[0x80]].concat());
+        keys
+    }
+
+    #[test]
+    fn heads_compare_as_the_bytes_do() {
+        let keys = keys();
+        for a in &keys {
+            for b in &keys {
+                let head = KeyHead::of(a);
+                assert_eq!(head.le(|| a, b), a <= b, "{a:?} <= {b:?}");
+                assert_eq!(head.eq(|| a, b), a == b, "{a:?} == {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn heads_of_16_byte_keys_never_read_the_key() {
+        let a = b"0123456789abcdef";
+        let head = KeyHead::of(a);
+        let unread = || -> &[u8] { panic!("read the key") };
+        assert!(head.le(unread, a));
+        assert!(head.le(unread, b"0123456789abcdefg"));
+        assert!(!head.le(unread, b"0123456789abcdee~"));
+        assert!(head.eq(unread, a));
+        assert!(!head.eq(unread, b"0123456789abcdeF"));
+    }
 }
