@@ -113,6 +113,10 @@ fn head(key: &[u8]) -> [u8; 16] {
     h
 }
 
+/// How many records ahead of its lookup a [`KeySet::sweep`] starts loading
+/// a key's slot.
+const LOOKUPS_AHEAD: usize = 8;
+
 impl KeySet {
     /// Numbers `keys`, which must be distinct.
     pub(crate) fn new<'a>(keys: impl ExactSizeIterator<Item = &'a Bytes>) -> KeySet {
@@ -144,8 +148,23 @@ impl KeySet {
     }
 
     /// The id of `key`, if it is in the set.
+    #[cfg(test)]
     pub(crate) fn get(&self, key: &[u8]) -> Option<usize> {
-        let hash = self.hasher.hash_one(key);
+        self.get_hashed(key, self.hash(key))
+    }
+
+    /// The hash [`KeySet::get_hashed`] wants for `key`.
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Starts loading the slot where a lookup of a key with this hash begins.
+    fn prefetch(&self, hash: u64) {
+        crate::hint::prefetch(&self.slots[hash as usize & self.mask]);
+    }
+
+    /// [`KeySet::get`] of a key whose [`KeySet::hash`] is `hash`.
+    fn get_hashed(&self, key: &[u8], hash: u64) -> Option<usize> {
         let mut i = hash as usize & self.mask;
         loop {
             let s = &self.slots[i];
@@ -195,10 +214,34 @@ impl KeySet {
                 end: start.saturating_add(share).min(end),
                 ..range
             };
-            view.sweep(range, |r, v| {
-                if let Some(id) = self.get(r.key) {
-                    f(&mut acc, id, r, v);
+            // Each record's lookup waits `LOOKUPS_AHEAD` records after its
+            // slot starts loading: the set rarely fits in a core's own
+            // caches, and a lookup whose answer decides a branch otherwise
+            // waits out its miss alone.
+            view.sweep_frames(range, |frame| {
+                let mut ring: [Option<(RawRecord<'_>, VersionRef, u64)>; LOOKUPS_AHEAD] =
+                    [None; LOOKUPS_AHEAD];
+                let mut n = 0usize;
+                let mut look = |(r, v, h): (RawRecord<'_>, VersionRef, u64)| {
+                    if let Some(id) = self.get_hashed(r.key, h) {
+                        f(&mut acc, id, &r, v);
+                    }
+                };
+                let more = frame.each(|r, v| {
+                    let h = self.hash(r.key);
+                    self.prefetch(h);
+                    if let Some(due) = ring[n % LOOKUPS_AHEAD].replace((*r, v, h)) {
+                        look(due);
+                    }
+                    n += 1;
+                    true
+                })?;
+                for k in n..n + LOOKUPS_AHEAD {
+                    if let Some(due) = ring[k % LOOKUPS_AHEAD].take() {
+                        look(due);
+                    }
                 }
+                Ok(more)
             })?;
             Ok(acc)
         };

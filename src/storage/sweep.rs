@@ -7,7 +7,9 @@
 //! borrowed bytes: no allocation and no reference counting per record.
 
 use super::frame::{parse_record, trusted_payload, RawRecord};
-use super::index::VersionRef;
+use std::path::Path;
+
+use super::index::{FrameMeta, VersionRef};
 use super::view::View;
 use crate::{Error, Result};
 
@@ -63,6 +65,18 @@ impl View {
         range: SweepRange<'_>,
         mut f: impl FnMut(&RawRecord<'_>, VersionRef) -> bool,
     ) -> Result<()> {
+        self.sweep_frames(range, |frame| frame.each(&mut f))
+    }
+
+    /// [`View::sweep_while`] a frame at a time: `f` receives each validated
+    /// frame that may hold records of `range`, in position order, and walks
+    /// its records with [`FrameRecords::each`] (so a caller can keep a few of
+    /// a frame's records at hand at once); `false` ends the sweep.
+    pub(crate) fn sweep_frames(
+        &self,
+        range: SweepRange<'_>,
+        mut f: impl FnMut(FrameRecords<'_>) -> Result<bool>,
+    ) -> Result<()> {
         let end = range.end.min(self.end_position());
         for s in 0..self.seg_count() {
             let seg = self.seg(s);
@@ -84,41 +98,79 @@ impl View {
                 let Some(want) = stream_index(table, range.stream) else {
                     continue;
                 };
-                let mut at = 0usize;
-                for k in 0..header.count {
-                    let Some(r) = parse_record(recs, at) else {
-                        return Err(Error::corrupt(
-                            seg.path(),
-                            meta.offset,
-                            "record does not parse",
-                        ));
-                    };
-                    at = r.value_off + r.value.len();
-                    let position = meta.first_pos + u64::from(k);
-                    if position >= end {
-                        return Ok(());
-                    }
-                    if r.stream_idx != want
-                        || position < range.start
-                        || r.event_time < range.lo
-                        || r.event_time > range.hi
-                    {
-                        continue;
-                    }
-                    let version = VersionRef {
-                        event_time: r.event_time,
-                        position,
-                        frame_off: meta.offset,
-                        rec_off: r.offset as u32,
-                        op: r.op,
-                    };
-                    if !f(&r, version) {
-                        return Ok(());
-                    }
+                let frame = FrameRecords {
+                    recs,
+                    meta,
+                    count: header.count,
+                    want,
+                    range: &range,
+                    end,
+                    path: seg.path(),
+                };
+                if !f(frame)? {
+                    return Ok(());
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// One validated frame's records area, with what selects its records.
+pub(crate) struct FrameRecords<'a> {
+    recs: &'a [u8],
+    meta: &'a FrameMeta,
+    count: u32,
+    /// The stream's index in the frame's stream table.
+    want: u16,
+    range: &'a SweepRange<'a>,
+    /// One past the last position of interest, capped at the view's end.
+    end: u64,
+    path: &'a Path,
+}
+
+impl<'a> FrameRecords<'a> {
+    /// Calls `f` with each record of the range in this frame, in position
+    /// order. `Ok(false)` (when `f` returns `false`, or the range's end is
+    /// reached) means the sweep is over.
+    pub(crate) fn each(
+        &self,
+        mut f: impl FnMut(&RawRecord<'a>, VersionRef) -> bool,
+    ) -> Result<bool> {
+        let (meta, range) = (self.meta, self.range);
+        let mut at = 0usize;
+        for k in 0..self.count {
+            let Some(r) = parse_record(self.recs, at) else {
+                return Err(Error::corrupt(
+                    self.path,
+                    meta.offset,
+                    "record does not parse",
+                ));
+            };
+            at = r.value_off + r.value.len();
+            let position = meta.first_pos + u64::from(k);
+            if position >= self.end {
+                return Ok(false);
+            }
+            if r.stream_idx != self.want
+                || position < range.start
+                || r.event_time < range.lo
+                || r.event_time > range.hi
+            {
+                continue;
+            }
+            let version = VersionRef {
+                event_time: r.event_time,
+                position,
+                frame_off: meta.offset,
+                rec_off: r.offset as u32,
+                op: r.op,
+            };
+            if !f(&r, version) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 }
 
