@@ -114,8 +114,18 @@ fn head(key: &[u8]) -> [u8; 16] {
 }
 
 /// How many records ahead of its lookup a [`KeySet::sweep`] starts loading
-/// a key's slot.
+/// a key's slot, and ahead of the record's delivery its lookup is done.
 const LOOKUPS_AHEAD: usize = 8;
+
+/// A record on its way through [`KeySet::sweep_hinted`].
+#[derive(Clone, Copy)]
+struct Staged<'a> {
+    record: RawRecord<'a>,
+    version: VersionRef,
+    hash: u64,
+    /// The key's id, once looked up and found.
+    id: Option<usize>,
+}
 
 impl KeySet {
     /// Numbers `keys`, which must be distinct.
@@ -203,6 +213,29 @@ impl KeySet {
         init: impl Fn() -> T + Sync,
         f: impl Fn(&mut T, usize, &RawRecord<'_>, VersionRef) + Sync,
     ) -> Result<Vec<T>> {
+        self.sweep_hinted(view, range, parts, init, |_| {}, f)
+    }
+
+    /// [`KeySet::sweep`] that calls `found(id)` a few records before `f`
+    /// receives a record of key `id`, so `f`'s reads for the key (per-key
+    /// data, in no useful order) can start loading first.
+    ///
+    /// Each record is hashed and its slot prefetched as it arrives, looked up
+    /// when the record [`LOOKUPS_AHEAD`] after it arrives, and handed to `f`
+    /// when the one twice as far does. The set rarely fits in a core's own
+    /// caches, and a lookup whose answer decides a branch (a third of the
+    /// time the other way) otherwise waits out its miss alone.
+    pub(crate) fn sweep_hinted<T: Send>(
+        &self,
+        view: &View,
+        range: SweepRange<'_>,
+        parts: usize,
+        init: impl Fn() -> T + Sync,
+        found: impl Fn(usize) + Sync,
+        f: impl Fn(&mut T, usize, &RawRecord<'_>, VersionRef) + Sync,
+    ) -> Result<Vec<T>> {
+        const D: usize = LOOKUPS_AHEAD;
+        const RING: usize = 2 * LOOKUPS_AHEAD;
         let end = range.end.min(view.end_position());
         let parts = parts.max(1) as u64;
         let share = end.saturating_sub(range.start).div_ceil(parts).max(1);
@@ -214,32 +247,51 @@ impl KeySet {
                 end: start.saturating_add(share).min(end),
                 ..range
             };
-            // Each record's lookup waits `LOOKUPS_AHEAD` records after its
-            // slot starts loading: the set rarely fits in a core's own
-            // caches, and a lookup whose answer decides a branch otherwise
-            // waits out its miss alone.
+            let look = |s: &mut Staged<'_>| {
+                s.id = self.get_hashed(s.record.key, s.hash);
+                if let Some(id) = s.id {
+                    found(id);
+                }
+            };
             view.sweep_frames(range, |frame| {
-                let mut ring: [Option<(RawRecord<'_>, VersionRef, u64)>; LOOKUPS_AHEAD] =
-                    [None; LOOKUPS_AHEAD];
+                // Record `j` of the frame is in `ring[j % RING]` until
+                // record `j + RING` arrives.
+                let mut ring: [Option<Staged<'_>>; RING] = [None; RING];
                 let mut n = 0usize;
-                let mut look = |(r, v, h): (RawRecord<'_>, VersionRef, u64)| {
-                    if let Some(id) = self.get_hashed(r.key, h) {
-                        f(&mut acc, id, &r, v);
+                let deliver = |acc: &mut T, s: Option<Staged<'_>>| {
+                    if let Some(Staged {
+                        record,
+                        version,
+                        id: Some(id),
+                        ..
+                    }) = s
+                    {
+                        f(acc, id, &record, version);
                     }
                 };
                 let more = frame.each(|r, v| {
-                    let h = self.hash(r.key);
-                    self.prefetch(h);
-                    if let Some(due) = ring[n % LOOKUPS_AHEAD].replace((*r, v, h)) {
-                        look(due);
+                    deliver(&mut acc, ring[n % RING].take());
+                    let hash = self.hash(r.key);
+                    self.prefetch(hash);
+                    ring[n % RING] = Some(Staged {
+                        record: *r,
+                        version: v,
+                        hash,
+                        id: None,
+                    });
+                    if let Some(s) = n.checked_sub(D).and_then(|j| ring[j % RING].as_mut()) {
+                        look(s);
                     }
                     n += 1;
                     true
                 })?;
-                for k in n..n + LOOKUPS_AHEAD {
-                    if let Some(due) = ring[k % LOOKUPS_AHEAD].take() {
-                        look(due);
+                for j in n.saturating_sub(D)..n {
+                    if let Some(s) = ring[j % RING].as_mut() {
+                        look(s);
                     }
+                }
+                for j in n.saturating_sub(RING)..n {
+                    deliver(&mut acc, ring[j % RING].take());
                 }
                 Ok(more)
             })?;
@@ -368,6 +420,65 @@ mod tests {
             );
         }
         assert_eq!(set.get(b""), None);
+    }
+
+    #[test]
+    fn hinted_sweeps_announce_each_record_before_handing_it_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db(dir.path(), Compression::None);
+        let snap = db.snapshot().unwrap();
+        let view = snap.view();
+        let keys: Vec<Bytes> = (0..30)
+            .step_by(2)
+            .map(|k| Bytes::from(format!("key-{k}")))
+            .collect();
+        let set = KeySet::new(keys.iter());
+        for end in [u64::MAX, 700, 3] {
+            let range = SweepRange {
+                stream: "s",
+                lo: i64::MIN,
+                hi: i64::MAX,
+                start: 0,
+                end,
+            };
+            // (true, id) when announced, (false, id) when handed over.
+            let events = std::sync::Mutex::new(Vec::new());
+            let parts = set
+                .sweep_hinted(
+                    view,
+                    range,
+                    1,
+                    Vec::new,
+                    |id| events.lock().unwrap().push((true, id)),
+                    |acc, id, r, v| {
+                        assert_eq!(r.key, &keys[id][..]);
+                        events.lock().unwrap().push((false, id));
+                        acc.push(v.position);
+                    },
+                )
+                .unwrap();
+            let plain = set
+                .sweep(view, range, 1, Vec::new, |acc, _, _, v| {
+                    acc.push(v.position)
+                })
+                .unwrap();
+            assert_eq!(parts, plain, "the same records, in the same order");
+            let events = events.into_inner().unwrap();
+            let announced: Vec<usize> = events.iter().filter(|e| e.0).map(|e| e.1).collect();
+            let handed: Vec<usize> = events.iter().filter(|e| !e.0).map(|e| e.1).collect();
+            assert_eq!(announced, handed, "one announcement a record, in order");
+            assert_eq!(handed.len(), parts[0].len());
+            // The k-th hand-over comes after the k-th announcement.
+            let mut seen = 0usize;
+            for (announce, _) in &events {
+                if *announce {
+                    seen += 1;
+                } else {
+                    assert!(seen > 0, "handed over before it was announced");
+                    seen -= 1;
+                }
+            }
+        }
     }
 
     #[test]

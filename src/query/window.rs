@@ -183,18 +183,23 @@ impl Snapshot {
             // no answer), and its field is parsed then, while its bytes are in
             // cache.
             let set = KeySet::new(groups.iter().map(|g| &requests[order[g.start]].key));
-            // Per key, the span its windows cover: (first start, last end].
-            let spans: Vec<(i128, i64)> = groups
+            // Per key, the span its windows cover, `first - width < t <=
+            // last`, as the inclusive `first - width + 1 ..= last` (16 bytes
+            // a key: the sweep looks one up for each record of a requested
+            // key). The start saturates at `i64::MIN`, where every time is
+            // inside, as it is for the true start below it.
+            let spans: Vec<(i64, i64)> = groups
                 .iter()
                 .map(|g| {
                     let first = requests[order[g.start]].time;
                     let last = requests[order[g.end - 1]].time;
-                    (i128::from(first) - i128::from(width), last)
+                    let start = i128::from(first) - i128::from(width) + 1;
+                    (i64::try_from(start).unwrap_or(i64::MIN), last)
                 })
                 .collect();
             let enters_a_window = |k: usize, t: i64| {
-                let (after, upto) = spans[k];
-                after < i128::from(t) && t <= upto
+                let (from, upto) = spans[k];
+                from <= t && t <= upto
             };
             let lo =
                 i128::from(requests.iter().map(|r| r.time).min().unwrap_or(0)) - i128::from(width);
@@ -207,14 +212,22 @@ impl Snapshot {
             };
             let threads = sweep_threads(end.min(self.view.end_position()));
             // Fields are finite, so NaN marks a record without a number.
-            let parts = set.sweep(&self.view, range, threads, Vec::new, |acc, id, r, v| {
-                if enters_a_window(id, v.event_time) {
-                    acc.push((
-                        id as u32,
-                        (v.event_time, numeric(r.value).unwrap_or(f64::NAN)),
-                    ));
-                }
-            })?;
+            let found = |id: usize| crate::hint::prefetch(&spans[id]);
+            let parts = set.sweep_hinted(
+                &self.view,
+                range,
+                threads,
+                Vec::new,
+                found,
+                |acc, id, r, v| {
+                    if enters_a_window(id, v.event_time) {
+                        acc.push((
+                            id as u32,
+                            (v.event_time, numeric(r.value).unwrap_or(f64::NAN)),
+                        ));
+                    }
+                },
+            )?;
             let (starts, mut events) = group_by_key(&parts, groups.len());
             drop(parts);
             let swept = Swept {
