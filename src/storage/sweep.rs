@@ -29,6 +29,14 @@ pub struct SweepRange<'a> {
     pub end: u64,
 }
 
+/// How far ahead of the record it parses a walk over a frame's records starts
+/// loading the frame's bytes. On the benchmark machine the hardware's own
+/// prefetching leaves a record-by-record walk waiting on memory: a bare sweep
+/// of 2M records (278 MB of log, one thread, `ONLY=floor
+/// examples/profile_window`) took 35 ms with none, 25 ms at 512 bytes, 22 ms
+/// at 1 KiB, 18 ms at 2 KiB and 16 ms from 4 KiB to 16 KiB.
+const SWEEP_AHEAD: usize = 8192;
+
 /// Index of `stream` in a frame's raw stream table, `None` if it is absent.
 fn stream_index(table: &[u8], stream: &str) -> Option<u16> {
     let n = u16::from_le_bytes([*table.first()?, *table.get(1)?]);
@@ -148,6 +156,9 @@ impl<'a> FrameRecords<'a> {
                 ));
             };
             at = r.value_off + r.value.len();
+            if let Some(b) = self.recs.get(at + SWEEP_AHEAD) {
+                crate::hint::prefetch(b);
+            }
             let position = meta.first_pos + u64::from(k);
             if position >= self.end {
                 return Ok(false);
