@@ -432,6 +432,12 @@ impl Rows {
             ));
         }
         self.at = end;
+        // Rows are read one after the other, each decoded from its header:
+        // as for sweeps (`storage::sweep`), loading the body 8 KiB ahead
+        // keeps the walk from waiting on memory row by row.
+        if let Some(b) = b.get(end + 8192) {
+            crate::hint::prefetch(b);
+        }
         Ok(RowAt {
             key,
             value: key + kl,
