@@ -213,8 +213,17 @@ pub(crate) fn tail_keys(
         end,
     };
     if within(seen, &bytes) {
+        // Room for every record after the checkpoint's position (within the
+        // budget), sized after the first: growing the copy as it fills
+        // moved it several times over.
+        let expect = end.saturating_sub(ck.known_end).min(budget) as usize;
+        recs.reserve(expect);
         view.sweep_while(newer, |r, v| {
             if r.event_time <= as_of {
+                if bytes.capacity() == 0 {
+                    let each = r.key.len() + r.value.len();
+                    bytes.reserve(expect.saturating_mul(each).min(byte_budget));
+                }
                 recs.push(TailRec::copy(r, v.position, &mut bytes));
             }
             seen += 1;
