@@ -69,19 +69,21 @@ fn key(k: u64) -> [u8; KEY_LEN] {
     out
 }
 
-/// hashbrown's bucket count for `n` items: the next power of two of n * 8 / 7.
+/// The key table's bucket count for `n` keys: at least 16, doubled until no
+/// more than three quarters are in use.
 fn buckets(n: u64) -> u64 {
-    if n < 8 {
-        return if n < 4 { 4 } else { 8 };
+    let mut b = 16;
+    while n * 4 > b * 3 {
+        b *= 2;
     }
-    (n * 8).div_ceil(7).next_power_of_two()
+    b
 }
 
 fn expected(keys: u64, versions: u64) -> (f64, f64) {
     let b = buckets(keys) as f64;
-    // Entries and one control byte per bucket (+16 trailing control bytes),
-    // and a dense slot per key, whose prefix holds a key of up to 16 bytes.
-    let table = b * (ENTRY as f64 + 1.0) + 16.0 + keys as f64 * SLOT as f64;
+    // An entry per bucket, and a dense slot per key, whose prefix holds a key
+    // of up to 16 bytes.
+    let table = b * ENTRY as f64 + keys as f64 * SLOT as f64;
     let per_version = (std::mem::size_of::<VersionRef>() + 4) as f64; // + back-link
     let total = table + (keys * versions) as f64 * per_version;
     (total, table / keys as f64)

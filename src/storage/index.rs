@@ -10,7 +10,7 @@ use bytes::Bytes;
 use foldhash::fast::RandomState;
 
 use super::frame::{Frame, FrameBuilder, FrameKind};
-use super::keytable::KeyTable;
+use super::keytable::{KeyTable, Located};
 use super::record::{Hlc, Op};
 use crate::{Error, Result};
 
@@ -22,6 +22,8 @@ pub const INDEX_VERSION: u32 = 1;
 const FIDX_MAGIC: &[u8; 8] = b"TLOGFIDX";
 pub(crate) const KIDX_MAGIC: &[u8; 8] = b"TLOGKIDX";
 const FRAME_ENTRY: usize = 56;
+/// How many records ahead of its push [`MemIndex::add_frame`] locates a key.
+const LOCATE_AHEAD: usize = 8;
 pub(crate) const KEY_ENTRY: usize = 16;
 pub(crate) const VERSION_ENTRY: usize = 32;
 
@@ -138,6 +140,7 @@ impl MemIndex {
         let mut min_et = i64::MAX;
         let mut max_et = i64::MIN;
         let mut last: Option<(&str, usize)> = None;
+        let mut items: Vec<(usize, &[u8], VersionRef)> = Vec::with_capacity(meta.count as usize);
         for (pos, (stream, key, op, et, rec_off)) in (meta.first_pos..).zip(records) {
             min_et = min_et.min(et);
             max_et = max_et.max(et);
@@ -149,16 +152,46 @@ impl MemIndex {
                     i
                 }
             };
-            self.streams[i].1.push(
-                key,
-                VersionRef {
-                    event_time: et,
-                    position: pos,
-                    frame_off: meta.offset,
-                    rec_off,
-                    op,
-                },
-            );
+            let v = VersionRef {
+                event_time: et,
+                position: pos,
+                frame_off: meta.offset,
+                rec_off,
+                op,
+            };
+            items.push((i, key, v));
+        }
+        // A record's key is hashed and its bucket loaded `2 * LOCATE_AHEAD`
+        // records before its version is pushed, and its slot found and
+        // loaded `LOCATE_AHEAD` before: each is a cache miss whose answer the
+        // next step needs, which would otherwise stall every push in turn.
+        let hashes: Vec<u32> = items
+            .iter()
+            .map(|&(i, key, _)| self.streams[i].1.hash_key(key))
+            .collect();
+        let bucket = |streams: &[(String, KeyTable)], n: usize| {
+            streams[items[n].0].1.bucket_hint(hashes[n]);
+        };
+        let locate = |streams: &[(String, KeyTable)], n: usize| {
+            streams[items[n].0].1.locate_hashed(hashes[n])
+        };
+        for n in 0..items.len().min(2 * LOCATE_AHEAD) {
+            bucket(&self.streams, n);
+        }
+        let mut ahead: std::collections::VecDeque<Located> = (0..items.len().min(LOCATE_AHEAD))
+            .map(|n| locate(&self.streams, n))
+            .collect();
+        for (n, &(i, key, v)) in items.iter().enumerate() {
+            if n + 2 * LOCATE_AHEAD < items.len() {
+                bucket(&self.streams, n + 2 * LOCATE_AHEAD);
+            }
+            if n + LOCATE_AHEAD < items.len() {
+                ahead.push_back(locate(&self.streams, n + LOCATE_AHEAD));
+            }
+            let at = ahead
+                .pop_front()
+                .unwrap_or_else(|| locate(&self.streams, n));
+            self.streams[i].1.push_located(key, v, at);
         }
         if meta.count > 0 {
             meta.min_et = min_et;

@@ -8,14 +8,17 @@
 //! arena where each version links back to the key's previous one. Indexing a
 //! record allocates nothing beyond amortised arena growth.
 //!
+//! The table is open addressing with linear probing ([`Buckets`]), so the
+//! indexer can start loading a key's bucket, then its slot, records before it
+//! pushes the key's version (see [`KeyTable::bucket_hint`] and
+//! [`KeyTable::locate`]).
+//!
 //! A key costs its 48-byte slot (16 bytes of which are the key itself, for a
-//! key of up to 16 bytes), plus 8 bytes and a control byte per table bucket at
-//! a load of 0.44–0.875: 42–51 bytes beyond the key's own bytes. (Slots in the
-//! table itself cost 56–110.) A version costs 36 bytes.
+//! key of up to 16 bytes), plus 8 bytes per table bucket at a load of
+//! 0.375–0.75: 43–53 bytes beyond the key's own bytes. (Slots in the table
+//! itself cost 56–110.) A version costs 36 bytes.
 
 use std::hash::BuildHasher;
-
-use hashbrown::HashTable;
 
 use super::index::VersionRef;
 
@@ -41,18 +44,98 @@ struct Slot {
     best: u32,
 }
 
-/// A hash-table entry: the key's slot, and the 32 bits of its hash from which
-/// the table's 64-bit hash is derived ([`spread`]).
+/// A hash-table entry: the key's slot, and the 32 bits of its hash (from which
+/// [`Buckets::home`] finds its bucket again when the table grows).
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     slot: u32,
     hash: u32,
 }
 
-/// The table's hash from the stored 32 bits: low bits pick the bucket, the top
-/// 7 the control byte, so both must depend on all 32.
-fn spread(h: u32) -> u64 {
-    (u64::from(h) << 32 | u64::from(h)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+impl Entry {
+    /// A free bucket: its slot is [`NONE`].
+    const FREE: Entry = Entry {
+        slot: NONE,
+        hash: 0,
+    };
+}
+
+/// The hash table of a [`KeyTable`]: open addressing, linear probing, at most
+/// three quarters full (a power-of-two number of buckets, doubled as it
+/// fills). Keys are never removed.
+#[derive(Debug, Default, Clone)]
+struct Buckets {
+    entries: Vec<Entry>,
+    /// Entries in use.
+    len: usize,
+}
+
+impl Buckets {
+    /// The bucket where a probe for `hash` starts: the top bits of a
+    /// multiplicative hash, which depend on all 32 bits.
+    #[inline]
+    fn home(&self, hash: u32) -> usize {
+        let spread = (u64::from(hash) << 32 | u64::from(hash)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (spread >> 32) as usize & (self.entries.len().wrapping_sub(1))
+    }
+
+    /// Starts loading the bucket where a probe for `hash` starts.
+    #[inline]
+    fn prefetch(&self, hash: u32) {
+        if let Some(e) = self.entries.get(self.home(hash)) {
+            crate::hint::prefetch(e);
+        }
+    }
+
+    /// The first slot, in probe order, whose entry has `hash` and for which
+    /// `eq` holds.
+    #[inline]
+    fn find(&self, hash: u32, eq: impl Fn(u32) -> bool) -> Option<u32> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mask = self.entries.len() - 1;
+        let mut at = self.home(hash);
+        loop {
+            let e = self.entries[at];
+            if e.slot == NONE {
+                return None;
+            }
+            if e.hash == hash && eq(e.slot) {
+                return Some(e.slot);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Adds an entry for `slot`, whose key has no entry yet.
+    fn insert(&mut self, hash: u32, slot: u32) {
+        if (self.len + 1) * 4 > self.entries.len() * 3 {
+            self.grow();
+        }
+        self.put(Entry { slot, hash });
+        self.len += 1;
+    }
+
+    fn put(&mut self, e: Entry) {
+        let mask = self.entries.len() - 1;
+        let mut at = self.home(e.hash);
+        while self.entries[at].slot != NONE {
+            at = (at + 1) & mask;
+        }
+        self.entries[at] = e;
+    }
+
+    /// Doubles the buckets (16 at first) and puts every entry back.
+    fn grow(&mut self) {
+        let n = (self.entries.len() * 2).max(16);
+        let old = std::mem::replace(&mut self.entries, vec![Entry::FREE; n]);
+        for e in old {
+            if e.slot != NONE {
+                self.put(e);
+            }
+        }
+    }
 }
 
 fn prefix_of(key: &[u8]) -> [u8; INLINE] {
@@ -184,10 +267,18 @@ pub(crate) fn sort_by_key_then<'a, T: Ord + Copy>(
     order.iter().map(index).collect()
 }
 
+/// Where [`KeyTable::locate`] found a key, for [`KeyTable::push_located`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Located {
+    hash: u32,
+    /// The slot of a key with the same hash, not yet compared with the key.
+    slot: Option<u32>,
+}
+
 /// Keys of one stream mapped to their versions, in position order.
 #[derive(Debug, Default, Clone)]
 pub struct KeyTable {
-    table: HashTable<Entry>,
+    table: Buckets,
     slots: Vec<Slot>,
     /// Bytes of the keys longer than [`INLINE`].
     long_keys: Vec<u8>,
@@ -222,10 +313,58 @@ impl KeyTable {
 
     /// Appends a version of `key`. Versions must arrive in position order.
     pub fn push(&mut self, key: &[u8], v: VersionRef) {
+        let at = self.locate(key);
+        self.push_located(key, v, at);
+    }
+
+    /// `key`'s hash, with which [`KeyTable::bucket_hint`] and
+    /// [`KeyTable::locate_hashed`] start.
+    pub(crate) fn hash_key(&self, key: &[u8]) -> u32 {
+        self.hash32(key)
+    }
+
+    /// Starts loading the bucket where [`KeyTable::locate_hashed`] of a key
+    /// with this hash will look first.
+    pub(crate) fn bucket_hint(&self, hash: u32) {
+        self.table.prefetch(hash);
+    }
+
+    /// The first step of [`KeyTable::push`], which may run a few records
+    /// ahead of the rest so that the slot's cache miss overlaps other work:
+    /// `key`'s hash, and the slot of the first key with the same 32-bit hash
+    /// (checked to be `key` only when the version is pushed), prefetched.
+    pub(crate) fn locate(&self, key: &[u8]) -> Located {
+        self.locate_hashed(self.hash32(key))
+    }
+
+    /// [`KeyTable::locate`] of a key whose [`KeyTable::hash_key`] is `hash`.
+    pub(crate) fn locate_hashed(&self, hash: u32) -> Located {
+        let slot = self.table.find(hash, |_| true);
+        if let Some(s) = slot.and_then(|s| self.slots.get(s as usize)) {
+            crate::hint::prefetch(s);
+        }
+        Located { hash, slot }
+    }
+
+    /// Appends a version of `key`, located by [`KeyTable::locate`] since the
+    /// last version of another key was pushed, or earlier: a key that had no
+    /// slot then, or whose slot turns out to be another key's, is looked up
+    /// again. Versions must arrive in position order.
+    pub(crate) fn push_located(&mut self, key: &[u8], v: VersionRef, at: Located) {
         let idx = self.versions.len() as u32;
         self.versions.push(v);
-        let hash = self.hash32(key);
-        match self.slot_index(key, hash) {
+        let hash = at.hash;
+        let found = match at.slot {
+            Some(s)
+                if self.slots.get(s as usize).is_some_and(|slot| {
+                    Self::matches(&self.long_keys, slot, key, &prefix_of(key))
+                }) =>
+            {
+                Some(s)
+            }
+            _ => self.slot_index(key, hash),
+        };
+        match found {
             Some(at) => {
                 let slot = &mut self.slots[at as usize];
                 self.prev.push(slot.tail);
@@ -248,10 +387,7 @@ impl KeyTable {
                     0
                 };
                 self.key_bytes += key.len();
-                let entry = Entry {
-                    slot: self.slots.len() as u32,
-                    hash,
-                };
+                let slot = self.slots.len() as u32;
                 self.slots.push(Slot {
                     min_et: v.event_time,
                     best_et: v.event_time,
@@ -261,8 +397,7 @@ impl KeyTable {
                     tail: idx,
                     best: idx,
                 });
-                self.table
-                    .insert_unique(spread(hash), entry, |e| spread(e.hash));
+                self.table.insert(hash, slot);
             }
         }
     }
@@ -288,11 +423,9 @@ impl KeyTable {
     /// The index of `key`'s slot (`hash`: its [`KeyTable::hash32`]), if it has one.
     fn slot_index(&self, key: &[u8], hash: u32) -> Option<u32> {
         let prefix = prefix_of(key);
-        let e = self.table.find(spread(hash), |e| {
-            e.hash == hash
-                && Self::matches(&self.long_keys, &self.slots[e.slot as usize], key, &prefix)
-        })?;
-        Some(e.slot)
+        self.table.find(hash, |slot| {
+            Self::matches(&self.long_keys, &self.slots[slot as usize], key, &prefix)
+        })
     }
 
     fn find_slot(&self, key: &[u8]) -> Option<&Slot> {
@@ -504,6 +637,53 @@ mod tests {
         let mut out = Vec::new();
         t.versions_into(key, u64::MAX, &mut out);
         out
+    }
+
+    #[test]
+    fn buckets_find_every_entry_through_collisions_and_growth() {
+        let mut b = Buckets::default();
+        assert_eq!(b.find(7, |_| true), None, "empty");
+        // Hashes in a few classes, so probes run through entries of other
+        // keys with the same 32-bit hash and wrap around the table's end.
+        let hash = |slot: u32| slot % 5 * 0x9E37_79B9 + u32::from(slot.is_multiple_of(3));
+        for slot in 0..5000u32 {
+            b.insert(hash(slot), slot);
+            assert!(
+                b.len * 4 <= b.entries.len() * 3,
+                "at most three quarters full"
+            );
+            if slot.is_power_of_two() || slot == 4999 {
+                for s in 0..=slot {
+                    assert_eq!(b.find(hash(s), |x| x == s), Some(s), "{s} after {slot}");
+                }
+                assert_eq!(b.find(hash(slot), |x| x == slot + 1), None);
+                assert_eq!(b.find(0xdead_beef, |_| true), None);
+            }
+        }
+        assert_eq!(b.entries.iter().filter(|e| e.slot != NONE).count(), 5000);
+    }
+
+    #[test]
+    fn pushes_located_ahead_find_keys_added_in_between() {
+        // A key located before its first version is pushed (no slot yet), and
+        // a located slot of another key with the same hash, are both looked
+        // up again at the push.
+        let mut t = KeyTable::default();
+        let early = t.locate(b"k");
+        assert!(early.slot.is_none());
+        t.push(b"k", v(0));
+        t.push_located(b"k", v(1), early);
+        assert_eq!(all(&t, b"k"), vec![v(0), v(1)]);
+        assert_eq!(t.len(), 1);
+        let other = t.locate(b"j");
+        let wrong = Located {
+            hash: other.hash,
+            slot: Some(0), // "k"'s slot
+        };
+        t.push_located(b"j", v(2), wrong);
+        assert_eq!(all(&t, b"j"), vec![v(2)]);
+        assert_eq!(all(&t, b"k"), vec![v(0), v(1)]);
+        assert_eq!(t.len(), 2);
     }
 
     #[test]
