@@ -173,7 +173,7 @@ impl KeySet {
         crate::hint::prefetch(&self.slots[hash as usize & self.mask]);
     }
 
-    /// [`KeySet::get`] of a key whose [`KeySet::hash`] is `hash`.
+    /// The id of `key`, whose [`KeySet::hash`] is `hash`, if it is in the set.
     fn get_hashed(&self, key: &[u8], hash: u64) -> Option<usize> {
         let mut i = hash as usize & self.mask;
         loop {
