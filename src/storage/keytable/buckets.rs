@@ -109,7 +109,8 @@ mod tests {
         assert_eq!(b.find(7, |_| true), None, "empty");
         // Hashes in a few classes, so probes run through entries of other
         // keys with the same 32-bit hash and wrap around the table's end.
-        let hash = |slot: u32| slot % 5 * 0x9E37_79B9 + u32::from(slot.is_multiple_of(3));
+        let hash =
+            |slot: u32| (slot % 5).wrapping_mul(0x9E37_79B9) + u32::from(slot.is_multiple_of(3));
         for slot in 0..5000u32 {
             b.insert(hash(slot), slot);
             assert!(
