@@ -233,6 +233,14 @@ pub(crate) fn tail_keys(
     if !within(seen, &bytes) {
         return Ok(None);
     }
+    // The reservation counted every stream's records: a quiet stream in a
+    // busy log gives most of it back rather than hold it with the tail.
+    if recs.capacity() > 2 * recs.len() {
+        recs.shrink_to_fit();
+    }
+    if bytes.capacity() > 2 * bytes.len() {
+        bytes.shrink_to_fit();
+    }
     let bytes = Bytes::from(bytes);
     let order = sort_by_key_then(
         recs.len(),

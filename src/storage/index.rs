@@ -871,6 +871,85 @@ fn best_version(rows: &[u8], as_of: i64, end: u64) -> Option<VersionRef> {
 
 #[cfg(test)]
 mod tests {
+    /// `add_frame` locates keys records ahead of their pushes: through
+    /// streams interleaved in one frame, keys new to the frame repeated
+    /// within a few records, and frames shorter than the lookahead, it must
+    /// index exactly what pushing each record in turn does.
+    #[test]
+    fn frames_index_as_records_pushed_one_by_one() {
+        use super::{FrameMeta, MemIndex, VersionRef};
+        use crate::storage::frame::FrameKind;
+        use crate::storage::keytable::KeyTable;
+        use crate::storage::record::{Hlc, Op};
+        let mut rng = crate::rng::Rng(9);
+        let mut idx = MemIndex::default();
+        let mut plain: Vec<(String, KeyTable)> = Vec::new();
+        let (mut pos, mut off) = (0u64, 0u64);
+        let mut keys = Vec::new();
+        for frame in 0..60u64 {
+            let count = [0, 1, 2, 7, 8, 9, 16, 17, 33, 100][frame as usize % 10];
+            let recs: Vec<(String, Vec<u8>, Op, i64, u32)> = (0..count)
+                .map(|i| {
+                    let stream = ["a", "b", "c"][rng.below(3) as usize].to_string();
+                    // Mostly keys seen before, some new, repeated soon after.
+                    let key = if rng.below(4) == 0 || keys.is_empty() {
+                        keys.push(format!("k{}-{}", frame, i).into_bytes());
+                        keys.last().cloned().unwrap_or_default()
+                    } else {
+                        let back = (rng.below(6) as usize).min(keys.len() - 1);
+                        keys[keys.len() - 1 - back].clone()
+                    };
+                    (stream, key, Op::Put, rng.below(1000) as i64, i as u32 * 40)
+                })
+                .collect();
+            let meta = FrameMeta {
+                offset: off,
+                first_pos: pos,
+                hlc: Hlc(pos),
+                min_et: 0,
+                max_et: 0,
+                total_len: 64,
+                count: count as u32,
+                kind: FrameKind::Data,
+            };
+            idx.add_frame(
+                meta,
+                recs.iter()
+                    .map(|(s, k, op, t, o)| (s.as_str(), &k[..], *op, *t, *o)),
+            );
+            for (k, (stream, key, op, t, o)) in recs.iter().enumerate() {
+                let v = VersionRef {
+                    event_time: *t,
+                    position: pos + k as u64,
+                    frame_off: off,
+                    rec_off: *o,
+                    op: *op,
+                };
+                match plain.iter_mut().find(|(s, _)| s == stream) {
+                    Some((_, t)) => t.push(key, v),
+                    None => {
+                        let mut t = KeyTable::default();
+                        t.push(key, v);
+                        plain.push((stream.clone(), t));
+                    }
+                }
+            }
+            pos += count;
+            off += 64;
+        }
+        assert!(keys.len() > 100, "enough keys to grow the tables");
+        for (stream, table) in &plain {
+            let built = idx.stream(stream).expect("stream indexed");
+            assert_eq!(built.len(), table.len(), "{stream}: keys");
+            for key in &keys {
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                built.versions_into(key, u64::MAX, &mut a);
+                table.versions_into(key, u64::MAX, &mut b);
+                assert_eq!(a, b, "{stream} {key:?}");
+            }
+        }
+    }
+
     /// Hashing in parts on several threads and combining gives the CRC of
     /// the whole, whatever the length and the number of parts (more parts
     /// than bytes included).

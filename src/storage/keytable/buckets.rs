@@ -32,8 +32,8 @@ pub(super) struct Buckets {
 }
 
 impl Buckets {
-    /// The bucket where a probe for `hash` starts: the top bits of a
-    /// multiplicative hash, which depend on all 32 bits.
+    /// The bucket where a probe for `hash` starts: low bits of the top half
+    /// of a multiplicative hash, which depend on all 32 bits of `hash`.
     #[inline]
     pub(super) fn home(&self, hash: u32) -> usize {
         let spread = (u64::from(hash) << 32 | u64::from(hash)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
