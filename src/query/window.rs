@@ -278,7 +278,10 @@ impl Snapshot {
                     while ahead.len() <= KEYS_AHEAD && k + ahead.len() < chunk.len() {
                         ahead.push_back(load(&chunk[k + ahead.len()])?);
                     }
-                    let versions = ahead.pop_front().expect("loaded above");
+                    let versions = match ahead.pop_front() {
+                        Some(versions) => versions,
+                        None => load(g)?, // not reached: the loop above loads `g`
+                    };
                     let reqs = &order[g.clone()];
                     let time = |i: usize| versions[i].event_time;
                     let value = |i: usize| match agg {
