@@ -140,7 +140,9 @@ impl MemIndex {
         let mut min_et = i64::MAX;
         let mut max_et = i64::MIN;
         let mut last: Option<(&str, usize)> = None;
-        let mut items: Vec<(usize, &[u8], VersionRef)> = Vec::with_capacity(meta.count as usize);
+        // Each record's stream, key, version and key hash.
+        let mut items: Vec<(usize, &[u8], VersionRef, u32)> =
+            Vec::with_capacity(meta.count as usize);
         for (pos, (stream, key, op, et, rec_off)) in (meta.first_pos..).zip(records) {
             min_et = min_et.min(et);
             max_et = max_et.max(et);
@@ -159,21 +161,17 @@ impl MemIndex {
                 rec_off,
                 op,
             };
-            items.push((i, key, v));
+            items.push((i, key, v, self.streams[i].1.hash_key(key)));
         }
-        // A record's key is hashed and its bucket loaded `2 * LOCATE_AHEAD`
-        // records before its version is pushed, and its slot found and
-        // loaded `LOCATE_AHEAD` before: each is a cache miss whose answer the
-        // next step needs, which would otherwise stall every push in turn.
-        let hashes: Vec<u32> = items
-            .iter()
-            .map(|&(i, key, _)| self.streams[i].1.hash_key(key))
-            .collect();
+        // A record's key bucket is loaded `2 * LOCATE_AHEAD` records before
+        // its version is pushed, and its slot found and loaded
+        // `LOCATE_AHEAD` before: each is a cache miss whose answer the next
+        // step needs, which would otherwise stall every push in turn.
         let bucket = |streams: &[(String, KeyTable)], n: usize| {
-            streams[items[n].0].1.bucket_hint(hashes[n]);
+            streams[items[n].0].1.bucket_hint(items[n].3);
         };
         let locate = |streams: &[(String, KeyTable)], n: usize| {
-            streams[items[n].0].1.locate_hashed(hashes[n])
+            streams[items[n].0].1.locate_hashed(items[n].3)
         };
         for n in 0..items.len().min(2 * LOCATE_AHEAD) {
             bucket(&self.streams, n);
@@ -181,7 +179,7 @@ impl MemIndex {
         let mut ahead: std::collections::VecDeque<Located> = (0..items.len().min(LOCATE_AHEAD))
             .map(|n| locate(&self.streams, n))
             .collect();
-        for (n, &(i, key, v)) in items.iter().enumerate() {
+        for (n, &(i, key, v, _)) in items.iter().enumerate() {
             if n + 2 * LOCATE_AHEAD < items.len() {
                 bucket(&self.streams, n + 2 * LOCATE_AHEAD);
             }
