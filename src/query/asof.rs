@@ -298,6 +298,8 @@ impl Snapshot {
         match self.view.newest_visible(stream, key, as_of, end)? {
             None => return Ok((GetResult::NeverSeen, false)),
             Some(v) if v.op == Op::Put => {
+                // The frame's header and the record, loading together.
+                self.view.prefetch_record(&v);
                 let row = Row {
                     key: Bytes::copy_from_slice(key),
                     value: self.view.value(&v)?,

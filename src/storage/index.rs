@@ -732,13 +732,42 @@ impl KeyIndexFile {
     /// that lands at random (the rest follow the keys' order) overlaps others.
     /// Only a hint: it reads nothing and checks nothing.
     pub(crate) fn prefetch_key(&self, stream: &str, key: &[u8]) {
-        if let Some(s) = self.section(stream) {
-            let n = bucket_count(s.key_count);
-            let at = (stable_hash(key) as usize) & (n - 1);
-            if let Some(b) = self.bytes.get(s.hash_off + 4 * at) {
-                crate::hint::prefetch(b);
+        self.prefetch_lookup(stream, key, 0);
+    }
+
+    /// Starts loading step `stage` of a lookup of `key` in `stream`: 0 its
+    /// hash bucket; 1 the entry the bucket points at (reading the bucket);
+    /// 2 that entry's key bytes and versions (reading the entry). A reader
+    /// probing several files runs each stage over all of them before the
+    /// next, so their cache misses overlap instead of following one another.
+    /// Only a hint: what it reads it does not check, and a collision or an
+    /// absent key just makes it load the wrong lines.
+    pub(crate) fn prefetch_lookup(&self, stream: &str, key: &[u8], stage: u8) {
+        let Some(s) = self.section(stream) else {
+            return;
+        };
+        let b = &self.bytes;
+        let n = bucket_count(s.key_count);
+        let bucket = s.hash_off + 4 * ((stable_hash(key) as usize) & (n - 1));
+        let hint = |at: usize| {
+            if let Some(x) = b.get(at) {
+                crate::hint::prefetch(x);
             }
+        };
+        if stage == 0 {
+            return hint(bucket);
         }
+        let slot = le_u32(b, bucket).unwrap_or(0) as usize;
+        if slot == 0 || slot > s.key_count {
+            return;
+        }
+        let e = s.keys_off + (slot - 1) * KEY_ENTRY;
+        if stage == 1 {
+            return hint(e);
+        }
+        let (key_at, versions) = entry_ranges(s, b.get(e..e + KEY_ENTRY).unwrap_or_default());
+        hint(key_at.start);
+        hint(versions.start);
     }
 
     /// The newest version of `key` visible as of `as_of` below position `end`, by
@@ -869,6 +898,39 @@ fn best_version(rows: &[u8], as_of: i64, end: u64) -> Option<VersionRef> {
 
 #[cfg(test)]
 mod tests {
+    /// Lookup hints never panic: every stage, for present and absent keys
+    /// (the empty key too) and an unknown stream.
+    #[test]
+    fn lookup_hints_stay_in_bounds() {
+        use super::{FrameMeta, KeyIndexFile, MemIndex};
+        use crate::storage::frame::FrameKind;
+        use crate::storage::record::{Hlc, Op};
+        let mut idx = MemIndex::default();
+        let keys: Vec<Vec<u8>> = (0..50).map(|k| format!("key-{k}").into_bytes()).collect();
+        let meta = FrameMeta {
+            offset: 0,
+            first_pos: 0,
+            hlc: Hlc(0),
+            min_et: 0,
+            max_et: 0,
+            total_len: 64,
+            count: keys.len() as u32,
+            kind: FrameKind::Data,
+        };
+        idx.add_frame(meta, keys.iter().map(|k| ("s", &k[..], Op::Put, 1, 0)));
+        let file = KeyIndexFile::open(
+            bytes::Bytes::from(idx.encode_kidx()),
+            std::path::Path::new("k"),
+        )
+        .unwrap();
+        for stage in 0..3 {
+            for key in keys.iter().map(|k| &k[..]).chain([&b"absent"[..], b""]) {
+                file.prefetch_lookup("s", key, stage);
+                file.prefetch_lookup("other", key, stage);
+            }
+        }
+    }
+
     /// `add_frame` locates keys records ahead of their pushes: through
     /// streams interleaved in one frame, keys new to the frame repeated
     /// within a few records, and frames shorter than the lookahead, it must

@@ -475,6 +475,12 @@ impl SealedSegment {
             .map_err(|e| Error::corrupt(&self.path, 0, e.clone()))
     }
 
+    /// The key index if [`SealedSegment::keys`] has loaded it: for hints that
+    /// must not load or validate one.
+    pub(crate) fn keys_if_loaded(&self) -> Option<&KeyIndexFile> {
+        self.keys.get().and_then(|r| r.as_ref().ok())
+    }
+
     /// The key index, from the sidecar or rebuilt.
     pub fn keys(&self) -> Result<&KeyIndexFile> {
         let r = self

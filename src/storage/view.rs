@@ -310,8 +310,36 @@ impl View {
         end: u64,
     ) -> Result<Option<VersionRef>> {
         let end = end.min(self.end_pos);
+        let (merged, rest) = self.state.key_sources();
         let mut best: Option<VersionRef> = {
             let inner = self.state.active.read_inner();
+            // Every loaded key index of the log may hold the key: their
+            // lookups start together, a stage at a time (see
+            // `KeyIndexFile::prefetch_lookup`), so the cache misses of one
+            // overlap those of the others, and the probes below find their
+            // lines loaded or on their way.
+            let staged = || {
+                merged.iter().copied().chain(
+                    rest.iter()
+                        .filter(|s| s.base < end)
+                        .filter_map(|s| s.keys_if_loaded()),
+                )
+            };
+            if staged().nth(1).is_some() {
+                let active = inner.index.stream(stream);
+                let hash = active.map(|t| t.hash_key(key));
+                for stage in 0..3 {
+                    if let (Some(t), Some(h), 0) = (active, hash, stage) {
+                        t.bucket_hint(h);
+                    }
+                    if let (Some(t), Some(h), 1) = (active, hash, stage) {
+                        t.locate_hashed(h);
+                    }
+                    for f in staged() {
+                        f.prefetch_lookup(stream, key, stage);
+                    }
+                }
+            }
             if inner.index.min_event_time().is_some_and(|t| t <= as_of) {
                 inner
                     .index
@@ -328,7 +356,6 @@ impl View {
                 }
             }
         };
-        let (merged, rest) = self.state.key_sources();
         for s in rest.iter().rev() {
             if s.base >= end {
                 continue;
