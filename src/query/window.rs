@@ -183,19 +183,11 @@ impl Snapshot {
             // no answer), and its field is parsed then, while its bytes are in
             // cache.
             let set = KeySet::new(groups.iter().map(|g| &requests[order[g.start]].key));
-            // Per key, the span its windows cover, `first - width < t <=
-            // last`, as the inclusive `first - width + 1 ..= last` (16 bytes
-            // a key: the sweep looks one up for each record of a requested
-            // key). The start saturates at `i64::MIN`, where every time is
-            // inside, as it is for the true start below it.
+            // Per key, the span its windows cover (16 bytes a key: the sweep
+            // looks one up for each record of a requested key).
             let spans: Vec<(i64, i64)> = groups
                 .iter()
-                .map(|g| {
-                    let first = requests[order[g.start]].time;
-                    let last = requests[order[g.end - 1]].time;
-                    let start = i128::from(first) - i128::from(width) + 1;
-                    (i64::try_from(start).unwrap_or(i64::MIN), last)
-                })
+                .map(|g| span(requests, &order[g.clone()], width))
                 .collect();
             let enters_a_window = |k: usize, t: i64| {
                 let (from, upto) = spans[k];
@@ -257,10 +249,9 @@ impl Snapshot {
                 let mut versions = self.view.versions(stream, &requests[reqs[0]].key)?;
                 versions.retain(|v| v.position < end);
                 if agg != Agg::Count {
-                    let after = i128::from(requests[reqs[0]].time) - i128::from(width);
-                    let upto = requests[reqs[reqs.len() - 1]].time;
+                    let (from, upto) = span(requests, reqs, width);
                     for v in &versions {
-                        if after < i128::from(v.event_time) && v.event_time <= upto {
+                        if from <= v.event_time && v.event_time <= upto {
                             self.view.prefetch_record(v);
                         }
                     }
@@ -273,7 +264,7 @@ impl Snapshot {
                 for (k, g) in chunk.iter().enumerate() {
                     if let Some(g) = chunk.get(k + KEYS_AHEAD + LOOKUPS_AHEAD) {
                         self.view
-                            .prefetch_key(stream, &requests[order[g.start]].key)?;
+                            .prefetch_key(stream, &requests[order[g.start]].key);
                     }
                     while ahead.len() <= KEYS_AHEAD && k + ahead.len() < chunk.len() {
                         ahead.push_back(load(&chunk[k + ahead.len()])?);
@@ -301,6 +292,17 @@ impl Snapshot {
         }
         Ok(out)
     }
+}
+
+/// The events the windows of `reqs` (indices into `requests`, one key,
+/// ascending time) can hold: `first - width < t <= last`, as the inclusive
+/// `(first - width + 1, last)`. The start saturates at `i64::MIN`, where every
+/// time is inside, as it is for the true start below it.
+fn span(requests: &[Request], reqs: &[usize], width: i64) -> (i64, i64) {
+    let first = requests[reqs[0]].time;
+    let last = requests[reqs[reqs.len() - 1]].time;
+    let start = i128::from(first) - i128::from(width) + 1;
+    (i64::try_from(start).unwrap_or(i64::MIN), last)
 }
 
 /// How many keys the probing path reads ahead of the one it answers.

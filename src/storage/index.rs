@@ -161,7 +161,7 @@ impl MemIndex {
                 rec_off,
                 op,
             };
-            items.push((i, key, v, self.streams[i].1.hash_key(key)));
+            items.push((i, key, v, self.streams[i].1.hash32(key)));
         }
         // A record's key bucket is loaded `2 * LOCATE_AHEAD` records before
         // its version is pushed, and its slot found and loaded
@@ -725,14 +725,6 @@ impl KeyIndexFile {
         if let Some(i) = self.find_key(s, key) {
             decode_versions(self.at(self.key_ranges(s, i).1), out);
         }
-    }
-
-    /// Starts loading the hash bucket where a lookup of `key` in `stream`
-    /// begins: for readers that know their next keys, so the one lookup step
-    /// that lands at random (the rest follow the keys' order) overlaps others.
-    /// Only a hint: it reads nothing and checks nothing.
-    pub(crate) fn prefetch_key(&self, stream: &str, key: &[u8]) {
-        self.prefetch_lookup(stream, key, 0);
     }
 
     /// Starts loading step `stage` of a lookup of `key` in `stream`: 0 its

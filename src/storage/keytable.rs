@@ -200,8 +200,9 @@ pub struct KeyTable {
 }
 
 impl KeyTable {
-    /// The 32 bits of `key`'s hash the table keeps.
-    fn hash32(&self, key: &[u8]) -> u32 {
+    /// The 32 bits of `key`'s hash the table keeps, with which
+    /// [`KeyTable::bucket_hint`] and [`KeyTable::locate_hashed`] start.
+    pub(crate) fn hash32(&self, key: &[u8]) -> u32 {
         self.hasher.hash_one(key) as u32
     }
 
@@ -227,12 +228,6 @@ impl KeyTable {
         self.push_located(key, v, at);
     }
 
-    /// `key`'s hash, with which [`KeyTable::bucket_hint`] and
-    /// [`KeyTable::locate_hashed`] start.
-    pub(crate) fn hash_key(&self, key: &[u8]) -> u32 {
-        self.hash32(key)
-    }
-
     /// Starts loading the bucket where [`KeyTable::locate_hashed`] of a key
     /// with this hash will look first.
     pub(crate) fn bucket_hint(&self, hash: u32) {
@@ -247,7 +242,7 @@ impl KeyTable {
         self.locate_hashed(self.hash32(key))
     }
 
-    /// [`KeyTable::locate`] of a key whose [`KeyTable::hash_key`] is `hash`.
+    /// [`KeyTable::locate`] of a key whose [`KeyTable::hash32`] is `hash`.
     pub(crate) fn locate_hashed(&self, hash: u32) -> Located {
         let slot = self.table.find(hash, |_| true);
         if let Some(s) = slot.and_then(|s| self.slots.get(s as usize)) {

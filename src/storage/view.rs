@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::frame::parse_record;
 use super::frame::{decode_stream_table, trusted_payload, trusted_plain_records, trusted_records};
-use super::index::{FrameMeta, VersionRef};
+use super::index::{FrameMeta, KeyIndexFile, VersionRef};
 use super::keytable::KeyTable;
 use super::log::{LogState, RecoveryReport};
 use super::record::{Hlc, Op, Record};
@@ -25,6 +25,22 @@ pub struct View {
     active_frames: std::sync::OnceLock<Arc<[FrameMeta]>>,
     /// Key cursors for walking whole indexes once (see [`View::bulk`]).
     bulk: bool,
+}
+
+/// The key indexes of the segments below position `end` that are already
+/// loaded, merged tiers first (`merged` and `rest` as
+/// [`LogState::key_sources`] gives them): what lookup hints may read without
+/// loading or validating an index.
+fn loaded_key_indexes<'a>(
+    merged: &'a [&'a KeyIndexFile],
+    rest: &'a [Arc<SealedSegment>],
+    end: u64,
+) -> impl Iterator<Item = &'a KeyIndexFile> {
+    merged.iter().copied().chain(
+        rest.iter()
+            .filter(move |s| s.base < end)
+            .filter_map(|s| s.keys_if_loaded()),
+    )
 }
 
 /// Where [`View::locate_value`] found a value.
@@ -286,16 +302,13 @@ impl View {
     }
 
     /// Starts loading where [`View::versions`] of `key` will look first in
-    /// each sealed key index. Only a hint: it reads nothing and checks nothing.
-    pub(crate) fn prefetch_key(&self, stream: &str, key: &[u8]) -> Result<()> {
+    /// each loaded key index. Only a hint: it reads nothing, checks nothing,
+    /// and loads no index.
+    pub(crate) fn prefetch_key(&self, stream: &str, key: &[u8]) {
         let (merged, rest) = self.state.key_sources();
-        for m in merged {
-            m.prefetch_key(stream, key);
+        for f in loaded_key_indexes(&merged, rest, self.end_pos) {
+            f.prefetch_lookup(stream, key, 0);
         }
-        for s in rest {
-            s.keys()?.prefetch_key(stream, key);
-        }
-        Ok(())
     }
 
     /// The newest version of `key` visible as of `as_of` below position `end` (by
@@ -318,24 +331,17 @@ impl View {
             // `KeyIndexFile::prefetch_lookup`), so the cache misses of one
             // overlap those of the others, and the probes below find their
             // lines loaded or on their way.
-            let staged = || {
-                merged.iter().copied().chain(
-                    rest.iter()
-                        .filter(|s| s.base < end)
-                        .filter_map(|s| s.keys_if_loaded()),
-                )
-            };
-            if staged().nth(1).is_some() {
-                let active = inner.index.stream(stream);
-                let hash = active.map(|t| t.hash_key(key));
+            if loaded_key_indexes(&merged, rest, end).nth(1).is_some() {
+                let active = inner.index.stream(stream).map(|t| (t, t.hash32(key)));
                 for stage in 0..3 {
-                    if let (Some(t), Some(h), 0) = (active, hash, stage) {
-                        t.bucket_hint(h);
+                    match (active, stage) {
+                        (Some((t, h)), 0) => t.bucket_hint(h),
+                        (Some((t, h)), 1) => {
+                            t.locate_hashed(h);
+                        }
+                        _ => {}
                     }
-                    if let (Some(t), Some(h), 1) = (active, hash, stage) {
-                        t.locate_hashed(h);
-                    }
-                    for f in staged() {
+                    for f in loaded_key_indexes(&merged, rest, end) {
                         f.prefetch_lookup(stream, key, stage);
                     }
                 }
