@@ -92,6 +92,10 @@ impl<'a> SeqWriter<'a> {
 
     fn write_out(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
+            // Hashed a buffer at a time: the many small writes of a key
+            // index (16- and 32-byte rows) each hashed alone ran the CRC's
+            // byte-at-a-time path.
+            self.crc.update(&self.buf);
             self.file.write_at(&self.buf, self.off)?;
             self.off += self.buf.len() as u64;
             self.buf.clear();
@@ -103,7 +107,6 @@ impl<'a> SeqWriter<'a> {
 impl std::io::Write for SeqWriter<'_> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(b);
-        self.crc.update(b);
         if self.buf.len() >= SEQ_BUFFER {
             self.write_out()?;
         }

@@ -272,37 +272,11 @@ impl MemIndex {
     }
 
     /// Encodes the key index sidecar: streams sorted by name, keys sorted by bytes,
-    /// each key's versions sorted by `(event_time, position)`.
+    /// each key's versions sorted by `(event_time, position)`. Sealing
+    /// streams it into the file instead ([`super::kidx_encode::write`]).
     #[must_use]
     pub fn encode_kidx(&self) -> Vec<u8> {
-        // One flat copy per stream (no allocation per key), keys sorted, each
-        // key's versions sorted in place.
-        let mut copies: Vec<(&str, super::keytable::SortedKeys)> = self
-            .streams
-            .iter()
-            .filter(|(_, t)| !t.is_empty())
-            .map(|(n, t)| {
-                let mut c = t.copy_below(u64::MAX);
-                c.sort();
-                for (_, vr) in &c.ranges {
-                    c.versions[vr.clone()].sort_unstable_by_key(VersionRef::order);
-                }
-                (n.as_str(), c)
-            })
-            .collect();
-        copies.sort_by(|a, b| a.0.cmp(b.0));
-        let streams: Vec<StreamKeys<'_, &[u8]>> = copies
-            .iter()
-            .map(|(n, c)| {
-                let keys = c
-                    .ranges
-                    .iter()
-                    .map(|(kr, vr)| (&c.keys[kr.clone()], &c.versions[vr.clone()]))
-                    .collect();
-                (*n, keys)
-            })
-            .collect();
-        encode_key_index(&streams)
+        super::kidx_encode::encode(self)
     }
 }
 

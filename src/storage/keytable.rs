@@ -87,6 +87,71 @@ impl SortedKeys {
     }
 }
 
+/// A key table's keys in byte order, each with its versions: see
+/// [`KeyTable::by_key`].
+pub(crate) struct ByKey<'a> {
+    table: &'a KeyTable,
+    /// Slot numbers in key byte order.
+    sorted: Vec<usize>,
+    /// Version numbers grouped by slot, in position order inside a group.
+    order: Vec<u32>,
+    /// Where each slot's group starts in `order`; one more than there are slots.
+    starts: Vec<u32>,
+}
+
+impl ByKey<'_> {
+    /// How many keys there are.
+    pub(crate) fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    fn group(&self, i: usize) -> &[u32] {
+        let s = self.sorted[i];
+        &self.order[self.starts[s] as usize..self.starts[s + 1] as usize]
+    }
+
+    /// The `i`-th key in byte order.
+    pub(crate) fn key(&self, i: usize) -> &[u8] {
+        self.table.key_of(&self.table.slots[self.sorted[i]])
+    }
+
+    /// Replaces `out` with the `i`-th key's versions, sorted by
+    /// `(event_time, position)`.
+    pub(crate) fn versions_into(&self, i: usize, out: &mut Vec<VersionRef>) {
+        out.clear();
+        out.extend(
+            self.group(i)
+                .iter()
+                .map(|&v| self.table.versions[v as usize]),
+        );
+        if !out.is_sorted_by_key(VersionRef::order) {
+            out.sort_unstable_by_key(VersionRef::order);
+        }
+    }
+
+    /// Starts loading the `i`-th key's slot and where its version numbers
+    /// are: the keys are visited in byte order, slots and versions lie in
+    /// arrival order. Called some keys ahead of [`ByKey::prefetch_versions`],
+    /// which reads what this loads.
+    pub(crate) fn prefetch(&self, i: usize) {
+        if let Some(&s) = self.sorted.get(i) {
+            crate::hint::prefetch(&self.table.slots[s]);
+            if let Some(v) = self.order.get(self.starts[s] as usize) {
+                crate::hint::prefetch(v);
+            }
+        }
+    }
+
+    /// Starts loading the `i`-th key's versions.
+    pub(crate) fn prefetch_versions(&self, i: usize) {
+        if i < self.sorted.len() {
+            for &v in self.group(i) {
+                crate::hint::prefetch(&self.table.versions[v as usize]);
+            }
+        }
+    }
+}
+
 /// What sorting keys compares first, as integers: a key's first 16 bytes,
 /// zero-padded and read big-endian, then its length. For keys of up to 16
 /// bytes this orders them exactly as their bytes do; longer keys that tie on
@@ -307,6 +372,16 @@ impl KeyTable {
         }
     }
 
+    /// Bytes of all keys.
+    pub(crate) fn key_bytes(&self) -> usize {
+        self.key_bytes
+    }
+
+    /// Versions of all keys.
+    pub(crate) fn version_count(&self) -> usize {
+        self.versions.len()
+    }
+
     /// Number of distinct keys.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -510,6 +585,48 @@ impl KeyTable {
             keys,
             ranges,
             versions,
+        }
+    }
+
+    /// Every key in byte order with its versions, found without copying a
+    /// version: what a segment's key index file is encoded from
+    /// ([`crate::storage::kidx_encode`]). It takes about 8 bytes a version
+    /// and 44 a key while it lives; a copy of the versions took 32 a version.
+    pub(crate) fn by_key(&self) -> ByKey<'_> {
+        let n = self.slots.len();
+        // Each version's slot, in one pass in position order (as in
+        // `copy_by_pass`), counted per slot.
+        let mut slot_of: Vec<u32> = Vec::with_capacity(self.versions.len());
+        let mut starts = vec![0u32; n + 1];
+        let mut made = 0u32;
+        for &p in &self.prev {
+            let s = if p == NONE {
+                made += 1;
+                made - 1
+            } else {
+                slot_of[p as usize]
+            };
+            slot_of.push(s);
+            starts[s as usize + 1] += 1;
+        }
+        debug_assert_eq!(made as usize, n);
+        for i in 0..n {
+            starts[i + 1] += starts[i];
+        }
+        // Version numbers grouped by slot, position order inside a group.
+        let mut next = starts.clone();
+        let mut order = vec![0u32; self.versions.len()];
+        for (v, &s) in slot_of.iter().enumerate() {
+            let at = &mut next[s as usize];
+            order[*at as usize] = v as u32;
+            *at += 1;
+        }
+        let sorted = sort_by_key_then(n, |i| self.key_of(&self.slots[i]), |_| ());
+        ByKey {
+            table: self,
+            sorted,
+            order,
+            starts,
         }
     }
 

@@ -18,19 +18,10 @@ use std::path::Path;
 use bytes::Bytes;
 
 use super::fsutil::{self, SeqWriter};
-use super::index::{
-    bucket_count, hash_insert, key_entry, KeyFileCursor, KeyIndexFile, VersionRef, INDEX_VERSION,
-    KEY_ENTRY, KIDX_MAGIC, VERSION_ENTRY,
-};
+use super::index::{bucket_count, hash_insert, key_entry, KeyFileCursor, KeyIndexFile, VersionRef};
+use super::kidx_encode::{layout, Sizes};
 use super::vfs::Vfs;
 use crate::{Error, Result};
-
-/// One stream's sizes, from the first pass.
-struct Sizes {
-    keys: usize,
-    blob: usize,
-    versions: usize,
-}
 
 /// The key the merge takes next: the smallest current key of any cursor.
 fn next_key(cursors: &[KeyFileCursor]) -> Option<Bytes> {
@@ -82,38 +73,16 @@ pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Resu
                 }
             }
         }
-        if s.keys > u32::MAX as usize / 2
-            || s.blob > u32::MAX as usize
-            || s.versions > u32::MAX as usize
-        {
-            return Err(Error::InvalidInput(format!(
-                "stream {name}: {} keys, {} key bytes and {} versions exceed what a key index holds",
-                s.keys, s.blob, s.versions
-            )));
-        }
+        s.check(name)?;
         sizes.push(s);
     }
-    let mut head = Vec::new();
-    head.extend_from_slice(KIDX_MAGIC);
-    head.extend_from_slice(&INDEX_VERSION.to_le_bytes());
-    head.extend_from_slice(&(names.len() as u32).to_le_bytes());
-    let dir_len: usize = names.iter().map(|n| 1 + n.len() + 4 + 32).sum();
-    let mut at = (head.len() + dir_len) as u64;
-    let mut layout = Vec::with_capacity(names.len());
-    for (name, s) in names.iter().zip(&sizes) {
-        let keys_off = at;
-        let blob_off = keys_off + (s.keys * KEY_ENTRY) as u64;
-        let vers_off = blob_off + s.blob as u64;
-        let hash_off = vers_off + (s.versions * VERSION_ENTRY) as u64;
-        at = hash_off + 4 * bucket_count(s.keys) as u64;
-        head.push(name.len() as u8);
-        head.extend_from_slice(name.as_bytes());
-        head.extend_from_slice(&(s.keys as u32).to_le_bytes());
-        for off in [keys_off, blob_off, vers_off, hash_off] {
-            head.extend_from_slice(&off.to_le_bytes());
-        }
-        layout.push([keys_off, blob_off, vers_off, hash_off, at]);
-    }
+    let named: Vec<(&str, Sizes)> = names
+        .iter()
+        .map(String::as_str)
+        .zip(sizes.iter().copied())
+        .collect();
+    let (head, layout) = layout(&named);
+    let at = layout.last().map_or(head.len() as u64, |o| o[4]);
     let written = fsutil::atomic_write_with(vfs, path, |file, tmp| {
         let io = |e| Error::io(tmp, e);
         let mut crc = crc32fast::Hasher::new();

@@ -251,11 +251,13 @@ impl SealSource {
     fn keeps_keys(&self) -> bool {
         matches!(self, SealSource::Active(_))
     }
+}
 
-    fn encode(&self) -> segment::Sidecars {
+impl segment::IndexSource for SealSource {
+    fn with_index(&self, f: &mut dyn FnMut(&MemIndex)) {
         match self {
-            SealSource::Active(seg) => segment::Sidecars::encode(&seg.read_inner().index),
-            SealSource::Built(idx) => segment::Sidecars::encode(idx),
+            SealSource::Active(seg) => f(&seg.read_inner().index),
+            SealSource::Built(idx) => f(idx),
         }
     }
 }
@@ -919,7 +921,7 @@ impl Log {
             return Ok(());
         }
         let keep = source.keeps_keys();
-        let (keys, written) = source.encode().write(&*self.config.vfs, &sealed.path);
+        let (keys, written) = segment::write_sealed(&*self.config.vfs, &sealed.path, &source);
         written.map_err(|e| self.poison_with(e))?;
         if keep {
             sealed.init_keys(|| keys);
@@ -948,7 +950,7 @@ impl Log {
                     path: &Path,
                     vfs: &dyn Vfs,
                     error: &Mutex<Option<(PathBuf, Error)>>| {
-            let (keys, written) = source.encode().write(vfs, path);
+            let (keys, written) = segment::write_sealed(vfs, path, source);
             if let Err(e) = written {
                 log::warn!("{}: writing its index sidecars failed: {e}", path.display());
                 lock(error).get_or_insert((path.to_path_buf(), e));

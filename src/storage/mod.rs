@@ -18,6 +18,7 @@ pub mod fsutil;
 pub mod horizon;
 pub mod index;
 pub mod keytable;
+pub mod kidx_encode;
 pub mod kidx_merge;
 pub mod log;
 pub mod memvfs;

@@ -632,45 +632,51 @@ impl SealedSegment {
     }
 }
 
-/// Both sidecars of a just-sealed segment, encoded from its in-memory index.
-pub struct Sidecars {
-    kidx: Vec<u8>,
-    fidx: Vec<u8>,
+/// Where sealing reads a just-sealed segment's in-memory index from: each call
+/// lends it to `f` (an active segment's under its read lock, held only while
+/// `f` runs).
+pub trait IndexSource {
+    /// Calls `f` with the index.
+    fn with_index(&self, f: &mut dyn FnMut(&MemIndex));
 }
 
-impl Sidecars {
-    /// Encodes the key and frame index sidecars.
-    #[must_use]
-    pub fn encode(idx: &MemIndex) -> Sidecars {
-        Sidecars {
-            kidx: idx.encode_kidx(),
-            fidx: idx.encode_fidx(),
+/// Writes both sidecars of a just-sealed segment atomically next to `seg`,
+/// the key index streamed into its file as it is encoded
+/// ([`super::kidx_encode::write`]). Returns the key index and the outcome of
+/// the writes, which the caller reports. Once written (and synced), the key
+/// index is served from the file, mapped and validated like any other, so a
+/// long-running writer does not keep every segment's index on its heap (about
+/// 40 bytes a record, for the segment's life); if the writes failed, or the
+/// file does not read back valid, from a copy encoded in memory.
+pub fn write_sealed(
+    vfs: &dyn Vfs,
+    seg: &Path,
+    src: &dyn IndexSource,
+) -> (Result<KeyIndexFile>, Result<()>) {
+    let (fidx_path, kidx_path) = sidecar_paths(seg);
+    let mut fidx = Vec::new();
+    src.with_index(&mut |idx| fidx = idx.encode_fidx());
+    let written = fsutil::atomic_write_with(vfs, &kidx_path, |file, tmp| {
+        let mut r = Ok(());
+        src.with_index(&mut |idx| r = super::kidx_encode::write(idx, file, tmp));
+        r
+    })
+    .and_then(|()| fsutil::atomic_write(vfs, &fidx_path, &fidx));
+    let mapped = match &written {
+        Ok(()) => KeyIndexFile::load(vfs, &kidx_path)
+            .map_err(|e| log::warn!("{}: reading back its key index: {e}", kidx_path.display()))
+            .ok(),
+        Err(_) => None,
+    };
+    let keys = match mapped {
+        Some(k) => Ok(k),
+        None => {
+            let mut kidx = Vec::new();
+            src.with_index(&mut |idx| kidx = idx.encode_kidx());
+            KeyIndexFile::open(Bytes::from(kidx), &kidx_path)
         }
-    }
-
-    /// Writes both atomically next to `seg`. Returns the key index and the
-    /// outcome of the writes, which the caller reports. Once written (and
-    /// synced), the key index is served from the file, mapped and validated
-    /// like any other, so a long-running writer does not keep every segment's
-    /// index on its heap (about 40 bytes a record, for the segment's life);
-    /// if the writes failed, or the file does not read back valid, from the
-    /// encoded bytes.
-    pub fn write(self, vfs: &dyn Vfs, seg: &Path) -> (Result<KeyIndexFile>, Result<()>) {
-        let (fidx_path, kidx_path) = sidecar_paths(seg);
-        let written = fsutil::atomic_write(vfs, &kidx_path, &self.kidx)
-            .and_then(|()| fsutil::atomic_write(vfs, &fidx_path, &self.fidx));
-        let mapped = match &written {
-            Ok(()) => KeyIndexFile::load(vfs, &kidx_path)
-                .map_err(|e| log::warn!("{}: reading back its key index: {e}", kidx_path.display()))
-                .ok(),
-            Err(_) => None,
-        };
-        let keys = match mapped {
-            Some(k) => Ok(k),
-            None => KeyIndexFile::open(Bytes::from(self.kidx), &kidx_path),
-        };
-        (keys, written)
-    }
+    };
+    (keys, written)
 }
 
 /// Writes both sidecars of a segment atomically.

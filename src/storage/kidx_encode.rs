@@ -1,0 +1,314 @@
+//! Encoding a segment's in-memory index as a key index file, section by
+//! section, without copying its versions.
+//!
+//! Sealing a segment writes its key index. Built by copying every version into
+//! key order and then encoding the copy, that took about 50 MB of short-lived
+//! heap for a 64 MiB segment (the copy, the key order, the encoded file) and
+//! more time than indexing the segment had: on two cores the sealing thread
+//! took its time from the writer. Here the versions are only numbered in key
+//! order ([`KeyTable::by_key`], about 8 bytes a version) and each section is
+//! encoded straight into its place: the file's own pages, through a buffered
+//! writer per section ([`write`]), or one exactly sized buffer ([`encode`]).
+//!
+//! The layout is the one every key index file has (see
+//! [`super::index::encode_key_index`], which a test checks this against byte
+//! for byte): a header and directory ([`layout`], shared with
+//! [`super::kidx_merge`]), then per stream its keys, key bytes, versions and
+//! hash buckets.
+
+use std::io::Write;
+use std::path::Path;
+
+use super::fsutil::SeqWriter;
+use super::index::{
+    bucket_count, hash_insert, key_entry, MemIndex, VersionRef, INDEX_VERSION, KEY_ENTRY,
+    KIDX_MAGIC, VERSION_ENTRY,
+};
+use super::keytable::{ByKey, KeyTable};
+use super::vfs::VFile;
+use crate::{Error, Result};
+
+/// One stream's section sizes, which fix the file's layout.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sizes {
+    /// Keys.
+    pub keys: usize,
+    /// Bytes of all keys.
+    pub blob: usize,
+    /// Versions of all keys.
+    pub versions: usize,
+}
+
+impl Sizes {
+    /// An error if a key index cannot hold these (its fields are 32-bit).
+    pub(crate) fn check(&self, stream: &str) -> Result<()> {
+        if self.keys > u32::MAX as usize / 2
+            || self.blob > u32::MAX as usize
+            || self.versions > u32::MAX as usize
+        {
+            return Err(Error::InvalidInput(format!(
+                "stream {stream}: {} keys, {} key bytes and {} versions exceed what a key index holds",
+                self.keys, self.blob, self.versions
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The header and directory of a key index file of `streams` (sorted by
+/// name) with these sizes, and per stream the offsets of its keys, key bytes,
+/// versions and hash sections and of its end. The last end is where the
+/// file's checksum goes.
+pub(crate) fn layout(streams: &[(&str, Sizes)]) -> (Vec<u8>, Vec<[u64; 5]>) {
+    let mut head = Vec::new();
+    head.extend_from_slice(KIDX_MAGIC);
+    head.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    head.extend_from_slice(&(streams.len() as u32).to_le_bytes());
+    let dir_len: usize = streams.iter().map(|(n, _)| 1 + n.len() + 4 + 32).sum();
+    let mut at = (head.len() + dir_len) as u64;
+    let mut offsets = Vec::with_capacity(streams.len());
+    for (name, s) in streams {
+        let keys_off = at;
+        let blob_off = keys_off + (s.keys * KEY_ENTRY) as u64;
+        let vers_off = blob_off + s.blob as u64;
+        let hash_off = vers_off + (s.versions * VERSION_ENTRY) as u64;
+        at = hash_off + 4 * bucket_count(s.keys) as u64;
+        head.push(name.len() as u8);
+        head.extend_from_slice(name.as_bytes());
+        head.extend_from_slice(&(s.keys as u32).to_le_bytes());
+        for off in [keys_off, blob_off, vers_off, hash_off] {
+            head.extend_from_slice(&off.to_le_bytes());
+        }
+        offsets.push([keys_off, blob_off, vers_off, hash_off, at]);
+    }
+    (head, offsets)
+}
+
+/// The index's non-empty streams, sorted by name, with their sizes.
+fn streams(idx: &MemIndex) -> Vec<(&str, &KeyTable, Sizes)> {
+    let mut out: Vec<_> = idx
+        .streams()
+        .filter(|(_, t)| !t.is_empty())
+        .map(|(n, t)| {
+            let sizes = Sizes {
+                keys: t.len(),
+                blob: t.key_bytes(),
+                versions: t.version_count(),
+            };
+            (n, t, sizes)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(b.0));
+    out
+}
+
+/// The streams' names and sizes, as [`layout`] takes them.
+fn named<'a>(streams: &[(&'a str, &KeyTable, Sizes)]) -> Vec<(&'a str, Sizes)> {
+    streams.iter().map(|&(n, _, s)| (n, s)).collect()
+}
+
+/// How far ahead of the key being encoded its slot and version numbers
+/// start loading; the versions themselves, half as far.
+const AHEAD: usize = 16;
+
+/// Encodes one stream's four sections, each into its own writer.
+fn write_sections<W: Write>(
+    by: &ByKey<'_>,
+    [keys, blob, vers, hash]: [&mut W; 4],
+) -> std::io::Result<()> {
+    let mut buckets = vec![0u32; bucket_count(by.len())];
+    let mut vs: Vec<VersionRef> = Vec::new();
+    let (mut blob_at, mut ver_at) = (0u32, 0u32);
+    for i in 0..by.len() {
+        by.prefetch(i + AHEAD);
+        by.prefetch_versions(i + AHEAD / 2);
+        let key = by.key(i);
+        by.versions_into(i, &mut vs);
+        keys.write_all(&key_entry(
+            blob_at,
+            key.len() as u32,
+            ver_at,
+            vs.len() as u32,
+        ))?;
+        blob.write_all(key)?;
+        for v in &vs {
+            vers.write_all(&v.encode())?;
+        }
+        hash_insert(&mut buckets, key, i);
+        blob_at += key.len() as u32;
+        ver_at += vs.len() as u32;
+    }
+    for b in &buckets {
+        hash.write_all(&b.to_le_bytes())?;
+    }
+    Ok(())
+}
+
+/// The key index file of `idx`, encoded in memory: streams sorted by name,
+/// keys sorted by bytes, each key's versions sorted by
+/// `(event_time, position)`.
+#[must_use]
+pub fn encode(idx: &MemIndex) -> Vec<u8> {
+    let streams = streams(idx);
+    let (head, offsets) = layout(&named(&streams));
+    let end = offsets.last().map_or(head.len() as u64, |o| o[4]) as usize;
+    let mut out = vec![0u8; end + 4];
+    out[..head.len()].copy_from_slice(&head);
+    for ((_, table, _), offs) in streams.iter().zip(&offsets) {
+        let [k, b, v, h, e] = offs.map(|o| o as usize);
+        let (keys, rest) = out[k..e].split_at_mut(b - k);
+        let (blob, rest) = rest.split_at_mut(v - b);
+        let (vers, hash) = rest.split_at_mut(h - v);
+        let mut sections = [keys, blob, vers, hash];
+        let [a, b, c, d] = &mut sections;
+        write_sections(&table.by_key(), [a, b, c, d])
+            .expect("sections sized from the same table they are encoded from");
+        debug_assert!(
+            sections.iter().all(|s| s.is_empty()),
+            "every section filled"
+        );
+    }
+    let crc = crc32fast::hash(&out[..end]);
+    out[end..].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Writes the key index file of `idx` into `file` (a new, empty file at
+/// `tmp`), as [`encode`] would encode it: the filling step of an atomic
+/// write ([`super::fsutil::atomic_write_with`]).
+pub fn write(idx: &MemIndex, file: &dyn VFile, tmp: &Path) -> Result<()> {
+    let io = |e| Error::io(tmp, e);
+    let streams = streams(idx);
+    let named = named(&streams);
+    for (n, s) in &named {
+        s.check(n)?;
+    }
+    let (head, offsets) = layout(&named);
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    file.write_at(&head, 0).map_err(io)?;
+    for ((_, table, _), offs) in streams.iter().zip(&offsets) {
+        let [keys_off, blob_off, vers_off, hash_off, end] = *offs;
+        let mut sections =
+            [keys_off, blob_off, vers_off, hash_off].map(|o| SeqWriter::new(file, o));
+        let [a, b, c, d] = &mut sections;
+        write_sections(&table.by_key(), [a, b, c, d]).map_err(io)?;
+        for (section, want_end) in sections
+            .into_iter()
+            .zip([blob_off, vers_off, hash_off, end])
+        {
+            let (c, got_end) = section.finish().map_err(io)?;
+            if got_end != want_end {
+                return Err(Error::corrupt(
+                    tmp,
+                    got_end,
+                    format!("a key index section ends at {got_end}, expected {want_end}"),
+                ));
+            }
+            crc.combine(&c);
+        }
+    }
+    let end = offsets.last().map_or(head.len() as u64, |o| o[4]);
+    file.write_at(&crc.finalize().to_le_bytes(), end)
+        .map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::frame::FrameKind;
+    use crate::storage::fsutil::atomic_write_with;
+    use crate::storage::index::{encode_key_index, FrameMeta, StreamKeys};
+    use crate::storage::memvfs::MemVfs;
+    use crate::storage::record::{Hlc, Op};
+    use crate::storage::vfs::Vfs;
+
+    /// The key index as sealing encoded it before: a copy of every version
+    /// in key order, sorted, then one encoding.
+    fn by_copies(idx: &MemIndex) -> Vec<u8> {
+        let mut copies: Vec<_> = idx
+            .streams()
+            .filter(|(_, t)| !t.is_empty())
+            .map(|(n, t)| {
+                let mut c = t.copy_below(u64::MAX);
+                c.sort();
+                for (_, vr) in &c.ranges {
+                    c.versions[vr.clone()].sort_unstable_by_key(VersionRef::order);
+                }
+                (n, c)
+            })
+            .collect();
+        copies.sort_by(|a, b| a.0.cmp(b.0));
+        let streams: Vec<StreamKeys<'_, &[u8]>> = copies
+            .iter()
+            .map(|(n, c)| {
+                let keys = c
+                    .ranges
+                    .iter()
+                    .map(|(kr, vr)| (&c.keys[kr.clone()], &c.versions[vr.clone()]))
+                    .collect();
+                (*n, keys)
+            })
+            .collect();
+        encode_key_index(&streams)
+    }
+
+    /// An index of random frames over three streams: short keys, empty
+    /// keys, long keys sharing their first 16 bytes, event times out of
+    /// order (so a key's versions need sorting), every op.
+    fn random_index(seed: u64, frames: u64) -> MemIndex {
+        let mut rng = crate::rng::Rng(seed);
+        let mut idx = MemIndex::default();
+        let (mut pos, mut off) = (0u64, 0u64);
+        for _ in 0..frames {
+            let count = rng.below(50);
+            let recs: Vec<(&str, Vec<u8>, Op, i64, u32)> = (0..count)
+                .map(|i| {
+                    let stream = ["a", "bb", "c"][rng.below(3) as usize];
+                    let n = rng.below(300);
+                    let key = match rng.below(3) {
+                        0 => format!("{n}").into_bytes(),
+                        1 => format!("a-long-shared-prefix-{n}").into_bytes(),
+                        _ => vec![b'x'; n as usize % 20],
+                    };
+                    let op = [Op::Put, Op::Patch, Op::Delete][rng.below(3) as usize];
+                    (stream, key, op, rng.below(1000) as i64 - 500, i as u32 * 30)
+                })
+                .collect();
+            let meta = FrameMeta {
+                offset: off,
+                first_pos: pos,
+                hlc: Hlc(pos),
+                min_et: 0,
+                max_et: 0,
+                total_len: 64,
+                count: count as u32,
+                kind: FrameKind::Data,
+            };
+            idx.add_frame(
+                meta,
+                recs.iter()
+                    .map(|(s, k, op, t, o)| (*s, &k[..], *op, *t, *o)),
+            );
+            pos += count;
+            off += 64;
+        }
+        idx
+    }
+
+    #[test]
+    fn encoding_by_key_order_is_byte_for_byte_the_copy() {
+        let vfs = MemVfs::new();
+        for (seed, frames) in [(1, 0), (2, 1), (3, 5), (4, 40), (5, 200)] {
+            let idx = random_index(seed, frames);
+            let want = by_copies(&idx);
+            assert_eq!(encode(&idx), want, "seed {seed}: in memory");
+            let path = Path::new("/k.kidx");
+            atomic_write_with(&vfs, path, |f, tmp| write(&idx, f, tmp)).unwrap();
+            let f = vfs.open(path, false).unwrap();
+            let mut got = vec![0u8; f.len().unwrap() as usize];
+            f.read_at(&mut got, 0).unwrap();
+            assert_eq!(got, want, "seed {seed}: streamed");
+        }
+    }
+}
