@@ -372,6 +372,17 @@ impl KeyTable {
         }
     }
 
+    /// Empties the table, keeping its memory for the next segment's keys
+    /// (see [`crate::storage::index::MemIndex::recycle`]).
+    pub(crate) fn clear(&mut self) {
+        self.table.clear();
+        self.slots.clear();
+        self.long_keys.clear();
+        self.key_bytes = 0;
+        self.versions.clear();
+        self.prev.clear();
+    }
+
     /// Bytes of all keys.
     pub(crate) fn key_bytes(&self) -> usize {
         self.key_bytes
@@ -659,6 +670,27 @@ mod tests {
         let mut out = Vec::new();
         t.versions_into(key, u64::MAX, &mut out);
         out
+    }
+
+    #[test]
+    fn a_cleared_table_keeps_its_memory_and_nothing_else() {
+        let mut t = KeyTable::default();
+        for p in 0..1000u64 {
+            t.push(
+                format!("key-{}-and-some-more-bytes", p % 300).as_bytes(),
+                v(p),
+            );
+        }
+        let buckets = t.table.capacity();
+        t.clear();
+        assert!(t.table.is_clear(), "no bucket left in use");
+        assert_eq!(t.table.capacity(), buckets, "buckets kept");
+        assert!(t.versions.capacity() >= 1000 && t.slots.capacity() >= 300);
+        assert!(t.is_empty() && t.key_bytes() == 0 && t.version_count() == 0);
+        assert!(t.long_keys.is_empty() && t.prev.is_empty());
+        t.push(b"key-1-and-some-more-bytes", v(5000));
+        assert_eq!(all(&t, b"key-1-and-some-more-bytes"), vec![v(5000)]);
+        assert_eq!(all(&t, b"key-2-and-some-more-bytes"), vec![]);
     }
 
     #[test]

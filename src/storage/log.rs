@@ -68,6 +68,28 @@ pub struct ActiveSegment {
     /// Record marks of the frames read by position, by frame offset (frames
     /// never change once written).
     record_marks: Mutex<std::collections::HashMap<u64, Arc<super::segment::RecordMarks>>>,
+    /// Where the index goes, emptied, when the segment is dropped: the log's
+    /// next active segment indexes into its memory (see [`MemIndex::recycle`]).
+    spare: SpareIndex,
+}
+
+/// The emptied index of a retired active segment, kept for the next one.
+type SpareIndex = Arc<Mutex<Option<MemIndex>>>;
+
+impl Drop for ActiveSegment {
+    fn drop(&mut self) {
+        // Dropped once sealed, its sidecars written, and no reader's view
+        // holds it any more: nothing reads this index again.
+        let inner = self
+            .inner
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let index = std::mem::take(&mut inner.index);
+        let mut spare = lock(&self.spare);
+        if spare.is_none() {
+            *spare = Some(index.recycle());
+        }
+    }
 }
 
 /// Mutable state of the active segment, shared with readers.
@@ -106,13 +128,16 @@ impl ActiveSegment {
     }
 
     /// A segment just created at `base` by [`segment::create`]: only its header.
-    fn created(base: u64, path: PathBuf, file: Arc<dyn VFile>) -> ActiveSegment {
+    /// A new, empty active segment, indexing into the spare index if there is one.
+    fn created(base: u64, path: PathBuf, file: Arc<dyn VFile>, spare: SpareIndex) -> ActiveSegment {
+        let index = lock(&spare).take().unwrap_or_default();
         ActiveSegment {
+            spare,
             base,
             path,
             file,
             inner: RwLock::new(ActiveInner {
-                index: MemIndex::default(),
+                index,
                 end_pos: base,
                 end_off: segment::SEGMENT_HEADER_LEN as u64,
             }),
@@ -440,6 +465,7 @@ impl Log {
             }),
             map: Mutex::new(Bytes::new()),
             record_marks: Mutex::default(),
+            spare: SpareIndex::default(),
         });
         let writer = writable.then(|| {
             Mutex::new(WriterState {
@@ -900,7 +926,12 @@ impl Log {
             self.config.vfs.clone(),
         )?);
         self.seal(&sealed, SealSource::Active(old))?;
-        let active = Arc::new(ActiveSegment::created(w.next_pos, path, file));
+        let active = Arc::new(ActiveSegment::created(
+            w.next_pos,
+            path,
+            file,
+            w.active.spare.clone(),
+        ));
         self.publish_rolled(vec![sealed], &active);
         // The new segment is empty, and synced: its header was, at creation.
         lock(&self.sync.state).mark_all((

@@ -87,6 +87,24 @@ impl Buckets {
         self.entries[at] = e;
     }
 
+    /// Empties the table, keeping its buckets.
+    pub(super) fn clear(&mut self) {
+        self.entries.fill(Entry::FREE);
+        self.len = 0;
+    }
+
+    /// Buckets, used or not.
+    #[cfg(test)]
+    pub(super) fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no bucket is in use (and none counted as such).
+    #[cfg(test)]
+    pub(super) fn is_clear(&self) -> bool {
+        self.len == 0 && self.entries.iter().all(|e| e.slot == NONE)
+    }
+
     /// Doubles the buckets (16 at first) and puts every entry back.
     fn grow(&mut self) {
         let n = (self.entries.len() * 2).max(16);

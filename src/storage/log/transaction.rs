@@ -212,7 +212,8 @@ impl Transaction<'_> {
         let (file, path) = segment::create(&*log.config.vfs, &log.dir, self.next, true)?;
         self.creating = None;
         self.data_frames.clear();
-        self.w.active = Arc::new(ActiveSegment::created(self.next, path, file));
+        let spare = self.w.active.spare.clone();
+        self.w.active = Arc::new(ActiveSegment::created(self.next, path, file, spare));
         self.off = segment::SEGMENT_HEADER_LEN as u64;
         Ok(())
     }
