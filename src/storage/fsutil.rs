@@ -58,12 +58,19 @@ pub fn atomic_write_with(
     Ok(())
 }
 
-/// Bytes a [`SeqWriter`] buffers before writing them out.
-const SEQ_BUFFER: usize = 1 << 20;
+/// The file-offset alignment of a [`SeqWriter`]'s writes after its first,
+/// and their size: 2 MiB, a huge page. The page cache gives a buffered write
+/// folios as large as the write and its offset's alignment allow; in folios
+/// of 2 MiB a file's pages can be mapped 2 MiB at a time, where 1 MiB writes
+/// left them to 4 KiB mappings and a TLB miss for nearly every random read
+/// of a large key index (`get` ran about 5% slower so).
+const SEQ_ALIGN: u64 = 2 << 20;
 
-/// Writes a file sequentially from an offset through a 1 MiB buffer, keeping
-/// the CRC-32 of everything written: for files (or sections of them) streamed
-/// to disk whose checksum is known only at the end.
+/// Writes a file sequentially from an offset through a buffer, keeping the
+/// CRC-32 of everything written: for files (or sections of them) streamed to
+/// disk whose checksum is known only at the end. Writes go out in 2 MiB
+/// pieces at 2 MiB-aligned offsets (the first reaches the first such offset
+/// at least 1 MiB on), so the page cache can hold them in huge folios.
 pub struct SeqWriter<'a> {
     file: &'a dyn VFile,
     off: u64,
@@ -78,7 +85,7 @@ impl<'a> SeqWriter<'a> {
         SeqWriter {
             file,
             off,
-            buf: Vec::with_capacity(SEQ_BUFFER),
+            buf: Vec::with_capacity(2 * SEQ_ALIGN as usize),
             crc: crc32fast::Hasher::new(),
         }
     }
@@ -86,19 +93,32 @@ impl<'a> SeqWriter<'a> {
     /// Writes what is buffered; returns the CRC of all that was written and
     /// the offset just past it.
     pub fn finish(mut self) -> std::io::Result<(crc32fast::Hasher, u64)> {
-        self.write_out()?;
+        self.write_out(self.buf.len())?;
         Ok((self.crc, self.off))
     }
 
-    fn write_out(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            // Hashed a buffer at a time: the many small writes of a key
+    /// Bytes to buffer before the next write: up to the first 2 MiB-aligned
+    /// offset at least 1 MiB past where it starts.
+    fn piece(&self) -> usize {
+        let next = (self.off / SEQ_ALIGN + 1) * SEQ_ALIGN;
+        let end = if next - self.off < SEQ_ALIGN / 2 {
+            next + SEQ_ALIGN
+        } else {
+            next
+        };
+        (end - self.off) as usize
+    }
+
+    /// Writes out the first `n` buffered bytes.
+    fn write_out(&mut self, n: usize) -> std::io::Result<()> {
+        if n > 0 {
+            // Hashed a piece at a time: the many small writes of a key
             // index (16- and 32-byte rows) each hashed alone ran the CRC's
             // byte-at-a-time path.
-            self.crc.update(&self.buf);
-            self.file.write_at(&self.buf, self.off)?;
-            self.off += self.buf.len() as u64;
-            self.buf.clear();
+            self.crc.update(&self.buf[..n]);
+            self.file.write_at(&self.buf[..n], self.off)?;
+            self.off += n as u64;
+            self.buf.drain(..n);
         }
         Ok(())
     }
@@ -107,13 +127,111 @@ impl<'a> SeqWriter<'a> {
 impl std::io::Write for SeqWriter<'_> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(b);
-        if self.buf.len() >= SEQ_BUFFER {
-            self.write_out()?;
+        loop {
+            let piece = self.piece();
+            if self.buf.len() < piece {
+                break;
+            }
+            self.write_out(piece)?;
         }
         Ok(b.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.write_out()
+        self.write_out(self.buf.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use bytes::Bytes;
+
+    use super::{SeqWriter, SEQ_ALIGN};
+    use crate::storage::vfs::VFile;
+
+    /// A file that keeps what is written and where each write went.
+    #[derive(Debug, Default)]
+    struct Recording {
+        data: Mutex<Vec<u8>>,
+        writes: Mutex<Vec<(u64, usize)>>,
+    }
+
+    impl VFile for Recording {
+        fn write_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+            let mut d = self.data.lock().unwrap();
+            let end = off as usize + buf.len();
+            if d.len() < end {
+                d.resize(end, 0);
+            }
+            d[off as usize..end].copy_from_slice(buf);
+            self.writes.lock().unwrap().push((off, buf.len()));
+            Ok(())
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.data.lock().unwrap().resize(len as usize, 0);
+            Ok(())
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn sync_all(&self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn len(&self) -> std::io::Result<u64> {
+            Ok(self.data.lock().unwrap().len() as u64)
+        }
+        fn map(&self, len: usize) -> std::io::Result<Bytes> {
+            Ok(Bytes::copy_from_slice(&self.data.lock().unwrap()[..len]))
+        }
+    }
+
+    /// Written in pieces of every size from any offset, the bytes land in
+    /// place with their CRC, and every write but the first and the last
+    /// covers exactly one aligned 2 MiB (the first ends on an aligned offset
+    /// at least 1 MiB on).
+    #[test]
+    fn writes_go_out_in_aligned_huge_pieces() {
+        let mut rng = crate::rng::Rng(3);
+        for start in [
+            0u64,
+            1,
+            4095,
+            SEQ_ALIGN / 2 - 1,
+            SEQ_ALIGN / 2 + 1,
+            SEQ_ALIGN + 7,
+        ] {
+            let f = Recording::default();
+            let mut w = SeqWriter::new(&f, start);
+            let mut want = Vec::new();
+            while want.len() < 9 << 20 {
+                let n = [1, 16, 32, 1000, 3 << 20][rng.below(5) as usize];
+                let piece: Vec<u8> = (0..n).map(|_| rng.below(256) as u8).collect();
+                w.write_all(&piece).unwrap();
+                want.extend_from_slice(&piece);
+            }
+            let (crc, end) = w.finish().unwrap();
+            assert_eq!(end, start + want.len() as u64);
+            assert_eq!(crc.finalize(), crc32fast::hash(&want));
+            assert_eq!(&f.data.lock().unwrap()[start as usize..], &want[..]);
+            let writes = f.writes.lock().unwrap().clone();
+            let (first, rest) = writes.split_first().unwrap();
+            assert_eq!(first.0, start);
+            assert_eq!(
+                (first.0 + first.1 as u64) % SEQ_ALIGN,
+                0,
+                "first ends aligned"
+            );
+            assert!(first.1 as u64 >= SEQ_ALIGN / 2, "first at least 1 MiB");
+            for &(off, len) in &rest[..rest.len() - 1] {
+                assert_eq!(
+                    (off % SEQ_ALIGN, len as u64),
+                    (0, SEQ_ALIGN),
+                    "start {start}"
+                );
+            }
+        }
     }
 }

@@ -115,6 +115,11 @@ impl ByKey<'_> {
         self.table.key_of(&self.table.slots[self.sorted[i]])
     }
 
+    /// How many versions the `i`-th key has.
+    pub(crate) fn version_count(&self, i: usize) -> usize {
+        self.group(i).len()
+    }
+
     /// Replaces `out` with the `i`-th key's versions, sorted by
     /// `(event_time, position)`.
     pub(crate) fn versions_into(&self, i: usize, out: &mut Vec<VersionRef>) {

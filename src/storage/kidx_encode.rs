@@ -111,35 +111,38 @@ fn named<'a>(streams: &[(&'a str, &KeyTable, Sizes)]) -> Vec<(&'a str, Sizes)> {
 /// start loading; the versions themselves, half as far.
 const AHEAD: usize = 16;
 
-/// Encodes one stream's four sections, each into its own writer.
-fn write_sections<W: Write>(
-    by: &ByKey<'_>,
-    [keys, blob, vers, hash]: [&mut W; 4],
-) -> std::io::Result<()> {
-    let mut buckets = vec![0u32; bucket_count(by.len())];
-    let mut vs: Vec<VersionRef> = Vec::new();
+/// Encodes one stream's four sections in file order, a pass over the keys
+/// for each: its keys (and, in memory, its hash buckets), key bytes,
+/// versions, buckets. One sequential writer, so the whole file goes out in
+/// 2 MiB-aligned pieces ([`SeqWriter`]), which the page cache can keep in
+/// huge folios: `get` reads three of the four sections.
+fn write_stream<W: Write>(by: &ByKey<'_>, w: &mut W) -> std::io::Result<()> {
+    let n = by.len();
+    let mut buckets = vec![0u32; bucket_count(n)];
     let (mut blob_at, mut ver_at) = (0u32, 0u32);
-    for i in 0..by.len() {
+    for i in 0..n {
         by.prefetch(i + AHEAD);
-        by.prefetch_versions(i + AHEAD / 2);
-        let key = by.key(i);
-        by.versions_into(i, &mut vs);
-        keys.write_all(&key_entry(
-            blob_at,
-            key.len() as u32,
-            ver_at,
-            vs.len() as u32,
-        ))?;
-        blob.write_all(key)?;
-        for v in &vs {
-            vers.write_all(&v.encode())?;
-        }
+        let (key, count) = (by.key(i), by.version_count(i) as u32);
+        w.write_all(&key_entry(blob_at, key.len() as u32, ver_at, count))?;
         hash_insert(&mut buckets, key, i);
         blob_at += key.len() as u32;
-        ver_at += vs.len() as u32;
+        ver_at += count;
+    }
+    for i in 0..n {
+        by.prefetch(i + AHEAD);
+        w.write_all(by.key(i))?;
+    }
+    let mut vs: Vec<VersionRef> = Vec::new();
+    for i in 0..n {
+        by.prefetch(i + AHEAD);
+        by.prefetch_versions(i + AHEAD / 2);
+        by.versions_into(i, &mut vs);
+        for v in &vs {
+            w.write_all(&v.encode())?;
+        }
     }
     for b in &buckets {
-        hash.write_all(&b.to_le_bytes())?;
+        w.write_all(&b.to_le_bytes())?;
     }
     Ok(())
 }
@@ -152,24 +155,14 @@ pub fn encode(idx: &MemIndex) -> Vec<u8> {
     let streams = streams(idx);
     let (head, offsets) = layout(&named(&streams));
     let end = offsets.last().map_or(head.len() as u64, |o| o[4]) as usize;
-    let mut out = vec![0u8; end + 4];
-    out[..head.len()].copy_from_slice(&head);
-    for ((_, table, _), offs) in streams.iter().zip(&offsets) {
-        let [k, b, v, h, e] = offs.map(|o| o as usize);
-        let (keys, rest) = out[k..e].split_at_mut(b - k);
-        let (blob, rest) = rest.split_at_mut(v - b);
-        let (vers, hash) = rest.split_at_mut(h - v);
-        let mut sections = [keys, blob, vers, hash];
-        let [a, b, c, d] = &mut sections;
-        write_sections(&table.by_key(), [a, b, c, d])
-            .expect("sections sized from the same table they are encoded from");
-        debug_assert!(
-            sections.iter().all(|s| s.is_empty()),
-            "every section filled"
-        );
+    let mut out = Vec::with_capacity(end + 4);
+    out.extend_from_slice(&head);
+    for (_, table, _) in &streams {
+        write_stream(&table.by_key(), &mut out).expect("writing to memory");
     }
-    let crc = crc32fast::hash(&out[..end]);
-    out[end..].copy_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(out.len(), end, "sections sized from the tables they encode");
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
@@ -184,31 +177,20 @@ pub fn write(idx: &MemIndex, file: &dyn VFile, tmp: &Path) -> Result<()> {
         s.check(n)?;
     }
     let (head, offsets) = layout(&named);
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&head);
-    file.write_at(&head, 0).map_err(io)?;
-    for ((_, table, _), offs) in streams.iter().zip(&offsets) {
-        let [keys_off, blob_off, vers_off, hash_off, end] = *offs;
-        let mut sections =
-            [keys_off, blob_off, vers_off, hash_off].map(|o| SeqWriter::new(file, o));
-        let [a, b, c, d] = &mut sections;
-        write_sections(&table.by_key(), [a, b, c, d]).map_err(io)?;
-        for (section, want_end) in sections
-            .into_iter()
-            .zip([blob_off, vers_off, hash_off, end])
-        {
-            let (c, got_end) = section.finish().map_err(io)?;
-            if got_end != want_end {
-                return Err(Error::corrupt(
-                    tmp,
-                    got_end,
-                    format!("a key index section ends at {got_end}, expected {want_end}"),
-                ));
-            }
-            crc.combine(&c);
-        }
+    let want_end = offsets.last().map_or(head.len() as u64, |o| o[4]);
+    let mut w = SeqWriter::new(file, 0);
+    w.write_all(&head).map_err(io)?;
+    for (_, table, _) in &streams {
+        write_stream(&table.by_key(), &mut w).map_err(io)?;
     }
-    let end = offsets.last().map_or(head.len() as u64, |o| o[4]);
+    let (crc, end) = w.finish().map_err(io)?;
+    if end != want_end {
+        return Err(Error::corrupt(
+            tmp,
+            end,
+            format!("the key index ends at {end}, expected {want_end}"),
+        ));
+    }
     file.write_at(&crc.finalize().to_le_bytes(), end)
         .map_err(io)
 }
