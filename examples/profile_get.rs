@@ -1,7 +1,9 @@
 //! Profiling harness for lookups: loads N events (default 1M over 100k keys),
 //! then runs 1M `get` as-of lookups at random keys, as of the median time (or,
 //! with `UNIFORM=1`, at times uniform over the history, as `benches/compare.rs`
-//! does). Use under `perf record`.
+//! does). Use under `perf record`. `SMAPS=1` then prints how much of each
+//! key index and segment file is mapped, and how much of it 2 MiB at a time
+//! (`FilePmdMapped`): a lookup's random reads miss the TLB far less there.
 use tablelog::workload::{Rng, Workload};
 use tablelog::Db;
 
@@ -53,5 +55,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "get: {:.2} µs/lookup ({found} found)",
         t.elapsed().as_secs_f64() * 1e6 / keys.len() as f64
     );
+    if std::env::var("SMAPS").is_ok() {
+        // Each mapping starts with its address range and, for a file, its path.
+        let sm = std::fs::read_to_string("/proc/self/smaps")?;
+        let mut cur = String::new();
+        for line in sm.lines() {
+            let head = line.split(' ').next().unwrap_or("");
+            if head.contains('-') && head.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                cur = if line.contains(" /") {
+                    line.rsplit(' ').next().unwrap_or("").to_string()
+                } else {
+                    String::new()
+                };
+            }
+            if (cur.ends_with(".kidx") || cur.ends_with(".seg"))
+                && (line.starts_with("Rss") || line.starts_with("FilePmdMapped"))
+            {
+                eprintln!("{cur} {line}");
+            }
+        }
+    }
     Ok(())
 }
