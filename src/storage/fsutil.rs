@@ -75,6 +75,8 @@ pub struct SeqWriter<'a> {
     file: &'a dyn VFile,
     off: u64,
     buf: Vec<u8>,
+    /// Bytes to buffer before the next write ([`SeqWriter::piece_at`]).
+    piece: usize,
     crc: crc32fast::Hasher,
 }
 
@@ -86,6 +88,7 @@ impl<'a> SeqWriter<'a> {
             file,
             off,
             buf: Vec::with_capacity(2 * SEQ_ALIGN as usize),
+            piece: Self::piece_at(off),
             crc: crc32fast::Hasher::new(),
         }
     }
@@ -97,16 +100,16 @@ impl<'a> SeqWriter<'a> {
         Ok((self.crc, self.off))
     }
 
-    /// Bytes to buffer before the next write: up to the first 2 MiB-aligned
-    /// offset at least 1 MiB past where it starts.
-    fn piece(&self) -> usize {
-        let next = (self.off / SEQ_ALIGN + 1) * SEQ_ALIGN;
-        let end = if next - self.off < SEQ_ALIGN / 2 {
+    /// Bytes to buffer before a write at `off`: up to the first 2
+    /// MiB-aligned offset at least 1 MiB past it.
+    fn piece_at(off: u64) -> usize {
+        let next = (off / SEQ_ALIGN + 1) * SEQ_ALIGN;
+        let end = if next - off < SEQ_ALIGN / 2 {
             next + SEQ_ALIGN
         } else {
             next
         };
-        (end - self.off) as usize
+        (end - off) as usize
     }
 
     /// Writes out the first `n` buffered bytes.
@@ -119,6 +122,7 @@ impl<'a> SeqWriter<'a> {
             self.file.write_at(&self.buf[..n], self.off)?;
             self.off += n as u64;
             self.buf.drain(..n);
+            self.piece = Self::piece_at(self.off);
         }
         Ok(())
     }
@@ -127,12 +131,8 @@ impl<'a> SeqWriter<'a> {
 impl std::io::Write for SeqWriter<'_> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(b);
-        loop {
-            let piece = self.piece();
-            if self.buf.len() < piece {
-                break;
-            }
-            self.write_out(piece)?;
+        while self.buf.len() >= self.piece {
+            self.write_out(self.piece)?;
         }
         Ok(b.len())
     }

@@ -132,17 +132,21 @@ fn write_stream<W: Write>(by: &ByKey<'_>, w: &mut W) -> std::io::Result<()> {
         by.prefetch(i + AHEAD);
         w.write_all(by.key(i))?;
     }
-    let mut vs: Vec<VersionRef> = Vec::new();
+    // Rows and buckets are encoded into a small buffer first: one write per
+    // key's versions, and per thousand buckets.
+    let (mut vs, mut rows): (Vec<VersionRef>, Vec<u8>) = (Vec::new(), Vec::new());
     for i in 0..n {
         by.prefetch(i + AHEAD);
         by.prefetch_versions(i + AHEAD / 2);
         by.versions_into(i, &mut vs);
-        for v in &vs {
-            w.write_all(&v.encode())?;
-        }
+        rows.clear();
+        rows.extend(vs.iter().flat_map(VersionRef::encode));
+        w.write_all(&rows)?;
     }
-    for b in &buckets {
-        w.write_all(&b.to_le_bytes())?;
+    for chunk in buckets.chunks(1024) {
+        rows.clear();
+        rows.extend(chunk.iter().flat_map(|b| b.to_le_bytes()));
+        w.write_all(&rows)?;
     }
     Ok(())
 }
