@@ -606,8 +606,9 @@ impl Writer {
     /// writer (other commits wait) until it commits or is dropped; dropping it
     /// without committing leaves no trace.
     ///
-    /// Memory stays bounded by one segment's index whatever the transaction's
-    /// size: when a segment fills, it is sealed (synced, its sidecar indexes
+    /// Memory stays bounded by two segments' indexes whatever the
+    /// transaction's size (the one being filled, and an emptied one the log
+    /// keeps for the next segment to index into): when a segment fills, it is sealed (synced, its sidecar indexes
     /// written) and the transaction goes on in a new segment. None of them is
     /// visible until the commit, which publishes them together; a commit that
     /// spans segments is synced before it returns, whatever the durability
