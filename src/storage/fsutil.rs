@@ -70,38 +70,25 @@ const SEQ_ALIGN: u64 = 2 << 20;
 /// CRC-32 of everything written: for files (or sections of them) streamed to
 /// disk whose checksum is known only at the end. Writes go out in 2 MiB
 /// pieces at 2 MiB-aligned offsets (the first reaches the first such offset
-/// at least 1 MiB on), so the page cache can hold them in huge folios.
+/// at least 1 MiB on), so the page cache can hold them in huge folios; whole
+/// pieces of a large write go out straight from the caller's bytes.
 pub struct SeqWriter<'a> {
+    out: Out<'a>,
+    buf: Vec<u8>,
+}
+
+/// Where a [`SeqWriter`]'s pieces go, and what has gone.
+struct Out<'a> {
     file: &'a dyn VFile,
     off: u64,
-    buf: Vec<u8>,
-    /// Bytes to buffer before the next write ([`SeqWriter::piece_at`]).
+    /// Bytes of the next piece ([`Out::piece_at`]).
     piece: usize,
     crc: crc32fast::Hasher,
 }
 
-impl<'a> SeqWriter<'a> {
-    /// A writer starting at byte `off` of `file`.
-    #[must_use]
-    pub fn new(file: &'a dyn VFile, off: u64) -> Self {
-        SeqWriter {
-            file,
-            off,
-            buf: Vec::with_capacity(2 * SEQ_ALIGN as usize),
-            piece: Self::piece_at(off),
-            crc: crc32fast::Hasher::new(),
-        }
-    }
-
-    /// Writes what is buffered; returns the CRC of all that was written and
-    /// the offset just past it.
-    pub fn finish(mut self) -> std::io::Result<(crc32fast::Hasher, u64)> {
-        self.write_out(self.buf.len())?;
-        Ok((self.crc, self.off))
-    }
-
-    /// Bytes to buffer before a write at `off`: up to the first 2
-    /// MiB-aligned offset at least 1 MiB past it.
+impl Out<'_> {
+    /// Bytes of a piece written at `off`: up to the first 2 MiB-aligned
+    /// offset at least 1 MiB past it.
     fn piece_at(off: u64) -> usize {
         let next = (off / SEQ_ALIGN + 1) * SEQ_ALIGN;
         let end = if next - off < SEQ_ALIGN / 2 {
@@ -112,33 +99,67 @@ impl<'a> SeqWriter<'a> {
         (end - off) as usize
     }
 
-    /// Writes out the first `n` buffered bytes.
-    fn write_out(&mut self, n: usize) -> std::io::Result<()> {
-        if n > 0 {
+    /// Writes `b` where the file has got to, then counts it in the CRC (a
+    /// failed write counts nothing).
+    fn emit(&mut self, b: &[u8]) -> std::io::Result<()> {
+        if !b.is_empty() {
+            self.file.write_at(b, self.off)?;
             // Hashed a piece at a time: the many small writes of a key
             // index (16- and 32-byte rows) each hashed alone ran the CRC's
             // byte-at-a-time path.
-            self.crc.update(&self.buf[..n]);
-            self.file.write_at(&self.buf[..n], self.off)?;
-            self.off += n as u64;
-            self.buf.drain(..n);
+            self.crc.update(b);
+            self.off += b.len() as u64;
             self.piece = Self::piece_at(self.off);
         }
         Ok(())
     }
 }
 
-impl std::io::Write for SeqWriter<'_> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(b);
-        while self.buf.len() >= self.piece {
-            self.write_out(self.piece)?;
+impl<'a> SeqWriter<'a> {
+    /// A writer starting at byte `off` of `file`.
+    #[must_use]
+    pub fn new(file: &'a dyn VFile, off: u64) -> Self {
+        SeqWriter {
+            out: Out {
+                file,
+                off,
+                piece: Out::piece_at(off),
+                crc: crc32fast::Hasher::new(),
+            },
+            buf: Vec::with_capacity(2 * SEQ_ALIGN as usize),
         }
-        Ok(b.len())
+    }
+
+    /// Writes what is buffered; returns the CRC of all that was written and
+    /// the offset just past it.
+    pub fn finish(mut self) -> std::io::Result<(crc32fast::Hasher, u64)> {
+        self.out.emit(&self.buf)?;
+        Ok((self.out.crc, self.out.off))
+    }
+}
+
+impl std::io::Write for SeqWriter<'_> {
+    fn write(&mut self, mut b: &[u8]) -> std::io::Result<usize> {
+        let n = b.len();
+        while self.buf.len() + b.len() >= self.out.piece {
+            let (head, rest) = b.split_at(self.out.piece - self.buf.len());
+            if self.buf.is_empty() {
+                self.out.emit(head)?;
+            } else {
+                self.buf.extend_from_slice(head);
+                self.out.emit(&self.buf)?;
+                self.buf.clear();
+            }
+            b = rest;
+        }
+        self.buf.extend_from_slice(b);
+        Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.write_out(self.buf.len())
+        self.out.emit(&self.buf)?;
+        self.buf.clear();
+        Ok(())
     }
 }
 
@@ -232,6 +253,36 @@ mod tests {
                     "start {start}"
                 );
             }
+        }
+    }
+
+    /// An empty writer writes nothing; a flush midway, then one write of many
+    /// pieces at once, still lands every byte in place with its CRC, the
+    /// whole pieces written straight from the caller's slice, aligned.
+    #[test]
+    fn empty_flushed_and_huge_writes() {
+        let f = Recording::default();
+        let (crc, end) = SeqWriter::new(&f, 5).finish().unwrap();
+        assert_eq!((crc.finalize(), end), (crc32fast::hash(b""), 5));
+        assert!(f.writes.lock().unwrap().is_empty());
+
+        let f = Recording::default();
+        let mut w = SeqWriter::new(&f, 3);
+        w.write_all(b"abc").unwrap();
+        w.flush().unwrap();
+        let huge: Vec<u8> = (0..(9u32 << 20)).map(|i| (i % 251) as u8).collect();
+        w.write_all(&huge).unwrap();
+        let (crc, end) = w.finish().unwrap();
+        let mut want = b"abc".to_vec();
+        want.extend_from_slice(&huge);
+        assert_eq!(end, 3 + want.len() as u64);
+        assert_eq!(crc.finalize(), crc32fast::hash(&want));
+        assert_eq!(&f.data.lock().unwrap()[3..], &want[..]);
+        let writes = f.writes.lock().unwrap().clone();
+        assert_eq!(writes[0], (3, 3), "the flush");
+        assert_eq!((writes[1].0 + writes[1].1 as u64) % SEQ_ALIGN, 0);
+        for &(off, len) in &writes[2..writes.len() - 1] {
+            assert_eq!((off % SEQ_ALIGN, len as u64), (0, SEQ_ALIGN));
         }
     }
 }

@@ -93,15 +93,29 @@ impl VersionRef {
 
 /// In-memory indexes of a segment: built while writing the active segment, or by
 /// scanning a segment whose sidecars are missing or damaged.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct MemIndex {
     /// Frames in position order.
     pub frames: Vec<FrameMeta>,
     streams: Vec<(String, KeyTable)>,
     by_name: HashMap<String, usize, RandomState>,
     min_et: Option<i64>,
-    /// Emptied tables of a retired index, taken by the streams that come.
-    spare: Vec<KeyTable>,
+    /// The emptied tables of a retired index, by stream: each stream that
+    /// comes takes its own back (see [`MemIndex::recycle`]).
+    spare: Vec<(String, KeyTable)>,
+}
+
+impl Clone for MemIndex {
+    /// A copy of what is indexed; spare tables, empty, are not copied.
+    fn clone(&self) -> MemIndex {
+        MemIndex {
+            frames: self.frames.clone(),
+            streams: self.streams.clone(),
+            by_name: self.by_name.clone(),
+            min_et: self.min_et,
+            spare: Vec::new(),
+        }
+    }
 }
 
 impl MemIndex {
@@ -126,7 +140,10 @@ impl MemIndex {
         if let Some(&i) = self.by_name.get(name) {
             return i;
         }
-        let table = self.spare.pop().unwrap_or_default();
+        let table = match self.spare.iter().position(|(n, _)| n == name) {
+            Some(i) => self.spare.swap_remove(i).1,
+            None => KeyTable::default(),
+        };
         self.streams.push((name.to_string(), table));
         self.by_name
             .insert(name.to_string(), self.streams.len() - 1);
@@ -134,18 +151,23 @@ impl MemIndex {
     }
 
     /// This index emptied, keeping its memory: its key tables' arrays stay
-    /// allocated, their pages mapped, and the next segment's streams take
-    /// them as they come. Indexing a 64 MiB segment grows about 30 MB of
-    /// arrays; from fresh memory every page of it faulted in again, on the
-    /// core the writer shares.
+    /// allocated, their pages mapped, and each stream of the next segment
+    /// takes its own table back (a stream new to it starts a new table).
+    /// Indexing a 64 MiB segment grows about 30 MB of arrays; from fresh
+    /// memory every page of it faulted in again, on the core the writer
+    /// shares. Tables this index did not use are dropped, so what is kept
+    /// is at most what this index held.
     #[must_use]
     pub fn recycle(mut self) -> MemIndex {
         self.frames.clear();
-        let mut spare = self.spare;
-        spare.extend(self.streams.into_iter().map(|(_, mut t)| {
-            t.clear();
-            t
-        }));
+        let spare = self
+            .streams
+            .into_iter()
+            .map(|(n, mut t)| {
+                t.clear();
+                (n, t)
+            })
+            .collect();
         MemIndex {
             frames: self.frames,
             spare,
@@ -1007,14 +1029,15 @@ mod tests {
         use crate::storage::frame::FrameKind;
         use crate::storage::record::{Hlc, Op};
         type Frames = Vec<(u64, Vec<(&'static str, Vec<u8>, i64)>)>;
-        let frames = |seed: u64, streams: &[&'static str], pos0: u64| -> Frames {
+        let frames = |seed: u64, streams: &[&'static str], pos0: u64, keys: u64| -> Frames {
             let mut rng = crate::rng::Rng(seed);
             (0..30u64)
                 .map(|f| {
                     let recs = (0..rng.below(40))
                         .map(|_| {
                             let s = streams[rng.below(streams.len() as u64) as usize];
-                            let key = format!("key-{seed}-{}", rng.below(200)).into_bytes();
+                            let key =
+                                format!("key-{}-and-a-long-tail", rng.below(keys)).into_bytes();
                             (s, key, rng.below(100) as i64)
                         })
                         .collect();
@@ -1040,8 +1063,11 @@ mod tests {
                 );
             }
         };
-        let before = frames(1, &["a", "b", "c"], 0);
-        let after = frames(2, &["b", "d"], 10_000);
+        // The same keys and streams again, fewer of them: a table taken back
+        // by its stream with anything left in its buckets or arrays would
+        // find keys it no longer has.
+        let before = frames(1, &["a", "b", "c"], 0, 200);
+        let after = frames(2, &["b", "d", "a"], 10_000, 40);
         let mut old = MemIndex::default();
         add(&mut old, &before);
         let mut recycled = old.recycle();
@@ -1053,6 +1079,13 @@ mod tests {
         assert_eq!(recycled.min_event_time(), fresh.min_event_time());
         let names = |i: &MemIndex| i.streams().map(|(n, _)| n.to_string()).collect::<Vec<_>>();
         assert_eq!(names(&recycled), names(&fresh));
+        for (name, table) in fresh.streams() {
+            let again = recycled.stream(name).expect("same streams");
+            assert_eq!(again.len(), table.len(), "{name}");
+            assert_eq!(again.first_position(), table.first_position(), "{name}");
+            assert_eq!(again.version_count(), table.version_count(), "{name}");
+            assert_eq!(again.key_bytes(), table.key_bytes(), "{name}");
+        }
         for (_, recs) in before.iter().chain(&after) {
             for (_, key, _) in recs {
                 for s in ["a", "b", "c", "d"] {

@@ -147,10 +147,11 @@ impl ByKey<'_> {
         }
     }
 
-    /// Starts loading the `i`-th key's versions.
+    /// Starts loading the `i`-th key's versions (its first 8: a key with
+    /// many is read long enough for the hardware to follow).
     pub(crate) fn prefetch_versions(&self, i: usize) {
         if i < self.sorted.len() {
-            for &v in self.group(i) {
+            for &v in self.group(i).iter().take(8) {
                 crate::hint::prefetch(&self.table.versions[v as usize]);
             }
         }

@@ -6,13 +6,14 @@
 //! heap for a 64 MiB segment (the copy, the key order, the encoded file) and
 //! more time than indexing the segment had: on two cores the sealing thread
 //! took its time from the writer. Here the versions are only numbered in key
-//! order ([`KeyTable::by_key`], about 8 bytes a version) and each section is
-//! encoded straight into its place: the file's own pages, through a buffered
-//! writer per section ([`write`]), or one exactly sized buffer ([`encode`]).
+//! order (`KeyTable::by_key`, about 8 bytes a version) and the sections are
+//! encoded in file order, a pass over the keys each, straight into the file
+//! through one buffered writer ([`write`](fn@write)) or into one exactly
+//! sized buffer ([`encode`]).
 //!
 //! The layout is the one every key index file has (see
 //! [`super::index::encode_key_index`], which a test checks this against byte
-//! for byte): a header and directory ([`layout`], shared with
+//! for byte): a header and directory (`layout`, shared with
 //! [`super::kidx_merge`]), then per stream its keys, key bytes, versions and
 //! hash buckets.
 
@@ -132,21 +133,37 @@ fn write_stream<W: Write>(by: &ByKey<'_>, w: &mut W) -> std::io::Result<()> {
         by.prefetch(i + AHEAD);
         w.write_all(by.key(i))?;
     }
-    // Rows and buckets are encoded into a small buffer first: one write per
-    // key's versions, and per thousand buckets.
-    let (mut vs, mut rows): (Vec<VersionRef>, Vec<u8>) = (Vec::new(), Vec::new());
+    // Rows and buckets are encoded into a buffer written 64 KiB at a time.
+    const ROWS: usize = 64 << 10;
+    let (mut vs, mut rows): (Vec<VersionRef>, Vec<u8>) = (Vec::new(), Vec::with_capacity(ROWS));
     for i in 0..n {
         by.prefetch(i + AHEAD);
         by.prefetch_versions(i + AHEAD / 2);
         by.versions_into(i, &mut vs);
-        rows.clear();
-        rows.extend(vs.iter().flat_map(VersionRef::encode));
-        w.write_all(&rows)?;
+        for v in &vs {
+            rows.extend_from_slice(&v.encode());
+            if rows.len() >= ROWS {
+                w.write_all(&rows)?;
+                rows.clear();
+            }
+        }
     }
-    for chunk in buckets.chunks(1024) {
-        rows.clear();
-        rows.extend(chunk.iter().flat_map(|b| b.to_le_bytes()));
-        w.write_all(&rows)?;
+    for b in &buckets {
+        rows.extend_from_slice(&b.to_le_bytes());
+        if rows.len() >= ROWS {
+            w.write_all(&rows)?;
+            rows.clear();
+        }
+    }
+    w.write_all(&rows)
+}
+
+/// An error if a key index file cannot hold `idx` (its fields are 32-bit):
+/// [`write`](fn@write) checks it, and so must whoever calls [`encode`] on an index
+/// that may be that large.
+pub(crate) fn check(idx: &MemIndex) -> Result<()> {
+    for (n, _, s) in streams(idx) {
+        s.check(n)?;
     }
     Ok(())
 }
@@ -175,11 +192,9 @@ pub fn encode(idx: &MemIndex) -> Vec<u8> {
 /// write ([`super::fsutil::atomic_write_with`]).
 pub fn write(idx: &MemIndex, file: &dyn VFile, tmp: &Path) -> Result<()> {
     let io = |e| Error::io(tmp, e);
+    check(idx)?;
     let streams = streams(idx);
     let named = named(&streams);
-    for (n, s) in &named {
-        s.check(n)?;
-    }
     let (head, offsets) = layout(&named);
     let want_end = offsets.last().map_or(head.len() as u64, |o| o[4]);
     let mut w = SeqWriter::new(file, 0);
@@ -285,7 +300,8 @@ mod tests {
     #[test]
     fn encoding_by_key_order_is_byte_for_byte_the_copy() {
         let vfs = MemVfs::new();
-        for (seed, frames) in [(1, 0), (2, 1), (3, 5), (4, 40), (5, 200)] {
+        // The last is over 5 MiB: several of the writer's 2 MiB pieces.
+        for (seed, frames) in [(1, 0), (2, 1), (3, 5), (4, 40), (5, 200), (6, 7000)] {
             let idx = random_index(seed, frames);
             let want = by_copies(&idx);
             assert_eq!(encode(&idx), want, "seed {seed}: in memory");

@@ -68,18 +68,24 @@ pub struct ActiveSegment {
     /// Record marks of the frames read by position, by frame offset (frames
     /// never change once written).
     record_marks: Mutex<std::collections::HashMap<u64, Arc<super::segment::RecordMarks>>>,
-    /// Where the index goes, emptied, when the segment is dropped: the log's
-    /// next active segment indexes into its memory (see [`MemIndex::recycle`]).
+    /// Where the index goes when the segment is dropped: the log's next
+    /// active segment indexes into its memory (see [`MemIndex::recycle`]).
     spare: SpareIndex,
 }
 
-/// The emptied index of a retired active segment, kept for the next one.
+/// The index of a retired active segment, kept for the next one to empty and
+/// index into.
 type SpareIndex = Arc<Mutex<Option<MemIndex>>>;
 
 impl Drop for ActiveSegment {
     fn drop(&mut self) {
-        // Dropped once sealed, its sidecars written, and no reader's view
-        // holds it any more: nothing reads this index again.
+        // No one reads this index again: whoever held the segment (views,
+        // the seal, the writer) has let it go. Kept as it is, to be emptied
+        // by the segment that takes it (not here, on whichever thread let
+        // go last); and not kept when no segment of the log is left to take it.
+        if Arc::strong_count(&self.spare) == 1 {
+            return;
+        }
         let inner = self
             .inner
             .get_mut()
@@ -87,7 +93,7 @@ impl Drop for ActiveSegment {
         let index = std::mem::take(&mut inner.index);
         let mut spare = lock(&self.spare);
         if spare.is_none() {
-            *spare = Some(index.recycle());
+            *spare = Some(index);
         }
     }
 }
@@ -127,10 +133,14 @@ impl ActiveSegment {
         marks.offset(recs, index, &self.path, frame_off)
     }
 
-    /// A segment just created at `base` by [`segment::create`]: only its header.
-    /// A new, empty active segment, indexing into the spare index if there is one.
+    /// A segment just created at `base` by [`segment::create`]: only its
+    /// header. It indexes into the memory of a retired segment's index if the
+    /// log kept one.
     fn created(base: u64, path: PathBuf, file: Arc<dyn VFile>, spare: SpareIndex) -> ActiveSegment {
-        let index = lock(&spare).take().unwrap_or_default();
+        let index = lock(&spare)
+            .take()
+            .map(MemIndex::recycle)
+            .unwrap_or_default();
         ActiveSegment {
             spare,
             base,
@@ -969,7 +979,7 @@ impl Log {
     /// in-memory index, as while it was active. A failed write is returned by
     /// the next write (and poisons the log, as a failure on the writer's own
     /// path does); this process then serves the encoded index from memory
-    /// (otherwise the written file, mapped: see [`segment::Sidecars::write`]).
+    /// (otherwise the written file, mapped: see [`segment::write_sealed`]).
     /// A segment a streaming transaction filled has no readers before the
     /// commit (which waits for this job): its key index is left to load from
     /// the written file on first use, so a long transaction's indexes do not

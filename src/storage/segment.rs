@@ -671,9 +671,11 @@ pub fn write_sealed(
     let keys = match mapped {
         Some(k) => Ok(k),
         None => {
-            let mut kidx = Vec::new();
-            src.with_index(&mut |idx| kidx = idx.encode_kidx());
-            KeyIndexFile::open(Bytes::from(kidx), &kidx_path)
+            let mut kidx = Ok(Vec::new());
+            src.with_index(&mut |idx| {
+                kidx = super::kidx_encode::check(idx).map(|()| idx.encode_kidx());
+            });
+            kidx.and_then(|k| KeyIndexFile::open(Bytes::from(k), &kidx_path))
         }
     };
     (keys, written)

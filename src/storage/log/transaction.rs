@@ -80,9 +80,10 @@ impl Log {
 /// Dropping it without commit erases what it wrote.
 ///
 /// When the segment fills, the transaction goes on in a new one (marked as
-/// continuing it), so memory stays bounded by a segment's index whatever its
-/// size: each filled segment is synced, its sidecars written, and its
-/// in-memory index dropped. Readers see none of these segments until the
+/// continuing it), so memory stays bounded by two segments' indexes whatever
+/// its size: each filled segment is synced, its sidecars written, and its
+/// in-memory index dropped (or kept, emptied, for a later segment to index
+/// into: see [`MemIndex::recycle`]). Readers see none of these segments until the
 /// commit publishes them together.
 pub struct Transaction<'a> {
     log: &'a Log,
