@@ -48,6 +48,24 @@ pub struct FrameMeta {
     pub kind: FrameKind,
 }
 
+#[cfg(test)]
+impl FrameMeta {
+    /// A data frame of `count` records from `first_pos`, at `offset`: for
+    /// tests that index records without writing them.
+    pub(crate) fn for_test(offset: u64, first_pos: u64, count: u32) -> FrameMeta {
+        FrameMeta {
+            offset,
+            first_pos,
+            hlc: Hlc(first_pos),
+            min_et: 0,
+            max_et: 0,
+            total_len: 64,
+            count,
+            kind: FrameKind::Data,
+        }
+    }
+}
+
 impl FrameMeta {
     /// One past the frame's last position.
     #[must_use]
@@ -914,20 +932,10 @@ mod tests {
     #[test]
     fn lookup_hints_stay_in_bounds() {
         use super::{FrameMeta, KeyIndexFile, MemIndex};
-        use crate::storage::frame::FrameKind;
-        use crate::storage::record::{Hlc, Op};
+        use crate::storage::record::Op;
         let mut idx = MemIndex::default();
         let keys: Vec<Vec<u8>> = (0..50).map(|k| format!("key-{k}").into_bytes()).collect();
-        let meta = FrameMeta {
-            offset: 0,
-            first_pos: 0,
-            hlc: Hlc(0),
-            min_et: 0,
-            max_et: 0,
-            total_len: 64,
-            count: keys.len() as u32,
-            kind: FrameKind::Data,
-        };
+        let meta = FrameMeta::for_test(0, 0, keys.len() as u32);
         idx.add_frame(meta, keys.iter().map(|k| ("s", &k[..], Op::Put, 1, 0)));
         let file = KeyIndexFile::open(
             bytes::Bytes::from(idx.encode_kidx()),
@@ -949,9 +957,8 @@ mod tests {
     #[test]
     fn frames_index_as_records_pushed_one_by_one() {
         use super::{FrameMeta, MemIndex, VersionRef};
-        use crate::storage::frame::FrameKind;
         use crate::storage::keytable::KeyTable;
-        use crate::storage::record::{Hlc, Op};
+        use crate::storage::record::Op;
         let mut rng = crate::rng::Rng(9);
         let mut idx = MemIndex::default();
         let mut plain: Vec<(String, KeyTable)> = Vec::new();
@@ -973,16 +980,7 @@ mod tests {
                     (stream, key, Op::Put, rng.below(1000) as i64, i as u32 * 40)
                 })
                 .collect();
-            let meta = FrameMeta {
-                offset: off,
-                first_pos: pos,
-                hlc: Hlc(pos),
-                min_et: 0,
-                max_et: 0,
-                total_len: 64,
-                count: count as u32,
-                kind: FrameKind::Data,
-            };
+            let meta = FrameMeta::for_test(off, pos, count as u32);
             idx.add_frame(
                 meta,
                 recs.iter()
@@ -1026,8 +1024,7 @@ mod tests {
     #[test]
     fn a_recycled_index_is_a_new_one() {
         use super::{FrameMeta, MemIndex};
-        use crate::storage::frame::FrameKind;
-        use crate::storage::record::{Hlc, Op};
+        use crate::storage::record::Op;
         type Frames = Vec<(u64, Vec<(&'static str, Vec<u8>, i64)>)>;
         let frames = |seed: u64, streams: &[&'static str], pos0: u64, keys: u64| -> Frames {
             let mut rng = crate::rng::Rng(seed);
@@ -1047,16 +1044,7 @@ mod tests {
         };
         let add = |idx: &mut MemIndex, fs: &Frames| {
             for (pos, recs) in fs {
-                let meta = FrameMeta {
-                    offset: *pos,
-                    first_pos: *pos,
-                    hlc: Hlc(*pos),
-                    min_et: 0,
-                    max_et: 0,
-                    total_len: 64,
-                    count: recs.len() as u32,
-                    kind: FrameKind::Data,
-                };
+                let meta = FrameMeta::for_test(*pos, *pos, recs.len() as u32);
                 idx.add_frame(
                     meta,
                     recs.iter().map(|(s, k, t)| (*s, &k[..], Op::Put, *t, 0)),

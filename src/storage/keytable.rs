@@ -547,27 +547,13 @@ impl KeyTable {
     /// [`KeyTable::copy_visible`] in two passes over all versions.
     fn copy_by_pass(&self, as_of: i64, end: u64) -> SortedKeys {
         let visible = |v: &VersionRef| v.position < end && v.event_time <= as_of;
-        // Each version's slot, in one pass in position order: a slot is made
-        // exactly when a version has no predecessor, so the k-th such version
-        // starts slot k, and any other takes its predecessor's. Those reads are
-        // independent of one another, where walking a key's back-links is a
-        // chain of dependent cache misses.
-        let mut slot_of: Vec<u32> = Vec::with_capacity(self.versions.len());
+        let slot_of = self.slot_of_versions();
         let mut starts = vec![0u32; self.slots.len()];
-        let mut made = 0u32;
-        for (&p, v) in self.prev.iter().zip(&self.versions) {
-            let s = if p == NONE {
-                made += 1;
-                made - 1
-            } else {
-                slot_of[p as usize]
-            };
-            slot_of.push(s);
+        for (&s, v) in slot_of.iter().zip(&self.versions) {
             if visible(v) {
                 starts[s as usize] += 1;
             }
         }
-        debug_assert_eq!(made as usize, self.slots.len());
         // Counts become each slot's first place in the copy; keys with no
         // visible version are left out. Sized for everything when nothing is
         // filtered by time (the copy runs under the active index's read lock:
@@ -605,16 +591,13 @@ impl KeyTable {
         }
     }
 
-    /// Every key in byte order with its versions, found without copying a
-    /// version: what a segment's key index file is encoded from
-    /// ([`crate::storage::kidx_encode`]). It takes about 8 bytes a version
-    /// and 44 a key while it lives; a copy of the versions took 32 a version.
-    pub(crate) fn by_key(&self) -> ByKey<'_> {
-        let n = self.slots.len();
-        // Each version's slot, in one pass in position order (as in
-        // `copy_by_pass`), counted per slot.
+    /// Each version's slot, in one pass in position order: a slot is made
+    /// exactly when a version has no predecessor, so the k-th such version
+    /// starts slot k, and any other takes its predecessor's. Those reads are
+    /// independent of one another, where walking a key's back-links is a
+    /// chain of dependent cache misses.
+    fn slot_of_versions(&self) -> Vec<u32> {
         let mut slot_of: Vec<u32> = Vec::with_capacity(self.versions.len());
-        let mut starts = vec![0u32; n + 1];
         let mut made = 0u32;
         for &p in &self.prev {
             let s = if p == NONE {
@@ -624,9 +607,23 @@ impl KeyTable {
                 slot_of[p as usize]
             };
             slot_of.push(s);
+        }
+        debug_assert_eq!(made as usize, self.slots.len());
+        slot_of
+    }
+
+    /// Every key in byte order with its versions, found without copying a
+    /// version: what a segment's key index file is encoded from
+    /// ([`crate::storage::kidx_encode`]). It takes about 8 bytes a version
+    /// and 44 a key while it lives; a copy of the versions took 32 a version.
+    pub(crate) fn by_key(&self) -> ByKey<'_> {
+        let n = self.slots.len();
+        // Each version's slot, counted per slot.
+        let slot_of = self.slot_of_versions();
+        let mut starts = vec![0u32; n + 1];
+        for &s in &slot_of {
             starts[s as usize + 1] += 1;
         }
-        debug_assert_eq!(made as usize, n);
         for i in 0..n {
             starts[i + 1] += starts[i];
         }

@@ -217,11 +217,10 @@ pub fn write(idx: &MemIndex, file: &dyn VFile, tmp: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::frame::FrameKind;
     use crate::storage::fsutil::atomic_write_with;
     use crate::storage::index::{encode_key_index, FrameMeta, StreamKeys};
     use crate::storage::memvfs::MemVfs;
-    use crate::storage::record::{Hlc, Op};
+    use crate::storage::record::Op;
     use crate::storage::vfs::Vfs;
 
     /// The key index as sealing encoded it before: a copy of every version
@@ -276,16 +275,7 @@ mod tests {
                     (stream, key, op, rng.below(1000) as i64 - 500, i as u32 * 30)
                 })
                 .collect();
-            let meta = FrameMeta {
-                offset: off,
-                first_pos: pos,
-                hlc: Hlc(pos),
-                min_et: 0,
-                max_et: 0,
-                total_len: 64,
-                count: count as u32,
-                kind: FrameKind::Data,
-            };
+            let meta = FrameMeta::for_test(off, pos, count as u32);
             idx.add_frame(
                 meta,
                 recs.iter()
