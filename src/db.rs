@@ -608,8 +608,9 @@ impl Writer {
     ///
     /// Memory stays bounded by two segments' indexes whatever the
     /// transaction's size (the one being filled, and an emptied one the log
-    /// keeps for the next segment to index into): when a segment fills, it is sealed (synced, its sidecar indexes
-    /// written) and the transaction goes on in a new segment. None of them is
+    /// keeps for the next segment to index into): when a segment fills, it is
+    /// sealed (synced, its sidecar indexes written) and the transaction goes
+    /// on in a new segment. None of them is
     /// visible until the commit, which publishes them together; a commit that
     /// spans segments is synced before it returns, whatever the durability
     /// setting. A crash before the commit leaves nothing of it after reopening.

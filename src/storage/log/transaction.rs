@@ -83,8 +83,8 @@ impl Log {
 /// continuing it), so memory stays bounded by two segments' indexes whatever
 /// its size: each filled segment is synced, its sidecars written, and its
 /// in-memory index dropped (or kept, emptied, for a later segment to index
-/// into: see [`MemIndex::recycle`]). Readers see none of these segments until the
-/// commit publishes them together.
+/// into: see [`MemIndex::recycle`]). Readers see none of these segments until
+/// the commit publishes them together.
 pub struct Transaction<'a> {
     log: &'a Log,
     w: MutexGuard<'a, WriterState>,
