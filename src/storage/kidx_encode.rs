@@ -113,8 +113,8 @@ fn named<'a>(streams: &[(&'a str, &KeyTable, Sizes)]) -> Vec<(&'a str, Sizes)> {
 const AHEAD: usize = 16;
 
 /// Encodes one stream's four sections in file order, a pass over the keys
-/// for each: its keys (and, in memory, its hash buckets), key bytes,
-/// versions, buckets. One sequential writer, so the whole file goes out in
+/// for each: its keys (filling its hash buckets in memory as it goes), key
+/// bytes, versions, then the buckets. One sequential writer, so the whole file goes out in
 /// 2 MiB-aligned pieces ([`SeqWriter`]), which the page cache can keep in
 /// huge folios: `get` reads three of the four sections.
 fn write_stream<W: Write>(by: &ByKey<'_>, w: &mut W) -> std::io::Result<()> {
@@ -159,8 +159,8 @@ fn write_stream<W: Write>(by: &ByKey<'_>, w: &mut W) -> std::io::Result<()> {
 }
 
 /// An error if a key index file cannot hold `idx` (its fields are 32-bit):
-/// [`write`](fn@write) checks it, and so must whoever calls [`encode`] on an index
-/// that may be that large.
+/// [`write`](fn@write) checks it, and so must whoever calls [`encode`] on an
+/// index that may be that large.
 pub(crate) fn check(idx: &MemIndex) -> Result<()> {
     for (n, _, s) in streams(idx) {
         s.check(n)?;
