@@ -230,6 +230,8 @@ impl DbBuilder {
                 log.config.vfs.clone(),
                 &dir,
                 self.checkpoints_kept,
+                View::new(log.state())?.end_position(),
+                !self.read_only,
             )),
             log,
             merge: Arc::new(MergeRegistry::new(self.merge, self.default_merge)),
@@ -345,6 +347,11 @@ impl Db {
             return Err(Error::ReadOnly);
         }
         let snap = self.snapshot()?;
+        // The checkpoint (and the views saved with it) is fsynced, so the
+        // records it reflects must be first: were a power loss to keep the
+        // file and lose them, the positions would be reused by other records
+        // and the checkpoint would answer for records the log no longer has.
+        self.log.flush()?;
         let as_of = match as_of {
             Some(t) => t,
             None => snap.view.max_event_time()?.unwrap_or(i64::MIN),
@@ -385,8 +392,9 @@ impl Db {
             &self.log.dir.join(VIEW_DIR),
             &*self.log.config.vfs,
         )?);
-        view.finish_load();
-        view.catch_up(&self.snapshot()?, progress)?;
+        let snap = self.snapshot()?;
+        view.finish_load(snap.end_position());
+        view.catch_up(&snap, progress)?;
         let mut all = self
             .views
             .0
@@ -455,6 +463,9 @@ impl Db {
             return Err(Error::ReadOnly);
         }
         self.update_views()?;
+        // What the views reflect reaches the disk before they do (see
+        // `checkpoint`).
+        self.log.flush()?;
         for v in self.views.all() {
             v.save(&*self.log.config.vfs)?;
         }

@@ -676,3 +676,105 @@ fn bulk_walks_over_large_indexes_read_what_lookups_read() {
         assert_eq!(scratch(&db, t), *want, "compacted, as of {t}");
     }
 }
+
+/// A checkpoint is fsynced; the records it reflects must be too. Otherwise a
+/// power loss can keep the checkpoint and lose its records, and once new
+/// records reuse their positions the checkpoint answers for records the log
+/// no longer has. Every crash state of the checkpoint's trace is reopened,
+/// overwritten with other records, and its table compared with the log's.
+#[test]
+fn a_checkpoint_never_outlives_the_records_it_reflects() {
+    use tablelog::storage::vfs::{crash_image, OsVfs, RecordingVfs};
+    let src = tempfile::tempdir().unwrap();
+    let rec = RecordingVfs::new(Arc::new(OsVfs));
+    {
+        let db = Db::builder(src.path())
+            .vfs(Arc::new(rec.clone()))
+            .background_seal(false)
+            .open()
+            .unwrap();
+        let mut b = Batch::new();
+        for i in 0..20u32 {
+            b.put_at("s", format!("lost{i}"), br#"{"v":1}"#, 1_000)
+                .unwrap();
+        }
+        db.writer().commit(b).unwrap();
+        db.checkpoint("s", Some(1_000)).unwrap();
+    }
+    let trace = rec.trace();
+    let work = tempfile::tempdir().unwrap();
+    for seed in 0..8 {
+        let out = work.path().join(format!("s{seed}"));
+        crash_image(&trace, trace.len(), seed, src.path(), &out).unwrap();
+        let db = Db::open(&out).unwrap();
+        let mut b = Batch::new();
+        for i in 0..40u32 {
+            b.put_at("s", format!("new{i:02}"), br#"{"v":2}"#, 500)
+                .unwrap();
+        }
+        db.writer().commit(b).unwrap();
+        let snap = db.snapshot().unwrap();
+        let got: Vec<Vec<u8>> = rows(snap.table("s", 1_000, tablelog::KnownAt::Latest).unwrap())
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
+        // Every record is a put at or before 1000 of its own key.
+        let mut want: Vec<Vec<u8>> = Vec::new();
+        for r in snap.view().scan(0, Some("s")) {
+            want.push(r.unwrap().key.to_vec());
+        }
+        want.sort();
+        assert_eq!(
+            got.iter()
+                .map(|k| String::from_utf8_lossy(k))
+                .collect::<Vec<_>>(),
+            want.iter()
+                .map(|k| String::from_utf8_lossy(k))
+                .collect::<Vec<_>>(),
+            "seed {seed}"
+        );
+    }
+}
+
+/// A checkpoint reflecting positions past the log's end (written, by an older
+/// version, before its records were synced, then a power loss) is dropped on
+/// opening, before new records can reuse those positions.
+#[test]
+fn a_checkpoint_past_the_log_end_is_dropped_on_open() {
+    let (big, small) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let put = |db: &Db, prefix: &str, n: u32| {
+        let mut b = Batch::new();
+        for i in 0..n {
+            b.put_at("s", format!("{prefix}{i:02}"), br#"{"v":1}"#, 1_000)
+                .unwrap();
+        }
+        db.writer().commit(b).unwrap();
+    };
+    let info = {
+        let db = open(big.path());
+        put(&db, "lost", 30);
+        db.checkpoint("s", Some(1_000)).unwrap()
+    };
+    {
+        let db = open(small.path());
+        put(&db, "kept", 5);
+    }
+    let dir = small.path().join("checkpoints");
+    std::fs::create_dir_all(&dir).unwrap();
+    let copied = dir.join(info.path.file_name().unwrap());
+    std::fs::copy(&info.path, &copied).unwrap();
+    // A read-only handle ignores it and leaves it.
+    assert!(reader(small.path()).checkpoints().is_empty());
+    assert!(copied.exists());
+    let db = open(small.path());
+    assert!(db.checkpoints().is_empty());
+    assert!(!copied.exists());
+    put(&db, "new", 40);
+    let snap = db.snapshot().unwrap();
+    let keys: Vec<String> = rows(snap.table("s", 1_000, tablelog::KnownAt::Latest).unwrap())
+        .into_iter()
+        .map(|r| String::from_utf8(r.0).unwrap())
+        .collect();
+    assert_eq!(keys.len(), 45);
+    assert!(keys.iter().all(|k| !k.starts_with("lost")), "{keys:?}");
+}

@@ -71,11 +71,19 @@ impl Catalog {
     /// Lists the checkpoint files of the database at `db_dir` (headers only).
     /// Files that do not parse are ignored here and reported by `verify`.
     /// After each checkpoint taken, only the newest `keep` of its stream stay.
+    ///
+    /// A checkpoint that reflects positions at or past `log_end` (the log's
+    /// end on opening) reflects records the log lost: a checkpoint written
+    /// before its records were synced (tablelog before 2026-11-27 did not
+    /// sync them first), then a power loss. It is never used, and a
+    /// `writable` handle removes it, before new records reuse the positions.
     #[must_use]
     pub fn load(
         vfs: std::sync::Arc<dyn crate::storage::vfs::Vfs>,
         db_dir: &Path,
         keep: usize,
+        log_end: u64,
+        writable: bool,
     ) -> Catalog {
         let dir = db_dir.join(CHECKPOINT_DIR);
         let mut infos = Vec::new();
@@ -83,6 +91,21 @@ impl Catalog {
             for p in paths {
                 if p.extension().is_some_and(|x| x == "ckpt") {
                     match file::peek(&*vfs, &p) {
+                        Ok(i) if i.known_end > log_end => {
+                            log::warn!(
+                                "ignoring checkpoint {}: it reflects positions up to {}, \
+                                 the log ends at {log_end}",
+                                p.display(),
+                                i.known_end
+                            );
+                            if writable {
+                                let removed = crate::storage::fsutil::remove_if_exists(&*vfs, &p)
+                                    .and_then(|()| crate::storage::fsutil::sync_dir(&*vfs, &dir));
+                                if let Err(e) = removed {
+                                    log::warn!("could not remove it: {e}");
+                                }
+                            }
+                        }
                         Ok(i) => infos.push(i),
                         Err(err) => log::warn!("ignoring checkpoint {}: {err}", p.display()),
                     }

@@ -289,7 +289,9 @@ impl MaterializedView {
     }
 
     /// Persists the view's state (atomically) with the position it reflects.
-    pub fn save(&self, vfs: &dyn crate::storage::vfs::Vfs) -> Result<()> {
+    /// Only after the log is fsynced up to that position ([`crate::Db::save_views`]
+    /// and [`crate::Db::checkpoint`] do both).
+    pub(crate) fn save(&self, vfs: &dyn crate::storage::vfs::Vfs) -> Result<()> {
         let st = self.lock();
         persist::save(
             vfs,
@@ -452,8 +454,21 @@ mod persist {
 }
 
 impl MaterializedView {
-    pub(crate) fn finish_load(&self) {
+    /// Completes loading the saved state. State that reflects positions at or
+    /// past `log_end`, the log's end now, reflects records the log lost (saved
+    /// before they were synced, by tablelog before 2026-11-27, then a power
+    /// loss): it is dropped, and the view rebuilt from the log.
+    pub(crate) fn finish_load(&self, log_end: u64) {
         let mut st = self.lock();
+        if st.applied_end > log_end {
+            log::warn!(
+                "view {}: its saved state reflects positions up to {}, the log ends at \
+                 {log_end}; rebuilding it from the log",
+                self.name,
+                st.applied_end
+            );
+            *st = State::default();
+        }
         if st.groups.is_empty() && !st.rows.is_empty() {
             persist::regroup(&self.def, &mut st);
         }
