@@ -6,7 +6,9 @@
 //!
 //!     cargo run --release --example profile_window -- DB REQUESTS.jsonl [STREAM FIELD]
 //!
-//! `ACCESS=probe|sweep` forces an access path (default: the query's choice);
+//! `ACCESS=probe|sweep|column` forces an access path (default: the query's
+//! choice; a field column, `tablelog column`, is validated by the first
+//! window that reads it, so the first run pays for that);
 //! `ONLY=join|window|floor` runs one part alone (for `perf record`).
 //!
 //! Last, it measures the floor under any window over the whole stream that
@@ -41,6 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_access(match std::env::var("ACCESS").as_deref() {
             Ok("probe") => tablelog::AccessPath::Probe,
             Ok("sweep") => tablelog::AccessPath::Sweep,
+            Ok("column") => tablelog::AccessPath::Column,
             _ => tablelog::AccessPath::Auto,
         });
     let only = std::env::var("ONLY").ok();

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::checkpoint::{Catalog, CheckpointInfo};
+use crate::column::{ColumnInfo, Columns};
 use crate::storage::compact::{CompactReport, Retention};
 use crate::views::{MaterializedView, ViewDef};
 
@@ -220,17 +221,24 @@ impl DbBuilder {
                 background_seal: self.background_seal,
             },
         )?;
+        let log_end = View::new(log.state())?.end_position();
         Ok(Db {
             auto_checkpoint: Arc::new(AutoCheckpoint {
                 every: self.checkpoint_every,
                 counts: std::sync::Mutex::new(HashMap::new()),
             }),
             views: Arc::new(Views::default()),
+            columns: Arc::new(Columns::load(
+                log.config.vfs.clone(),
+                &dir,
+                log_end,
+                !self.read_only,
+            )),
             checkpoints: Arc::new(Catalog::load(
                 log.config.vfs.clone(),
                 &dir,
                 self.checkpoints_kept,
-                View::new(log.state())?.end_position(),
+                log_end,
                 !self.read_only,
             )),
             log,
@@ -257,6 +265,7 @@ pub struct Db {
     log: Arc<Log>,
     merge: Arc<MergeRegistry>,
     checkpoints: Arc<Catalog>,
+    columns: Arc<Columns>,
     views: Arc<Views>,
     auto_checkpoint: Arc<AutoCheckpoint>,
 }
@@ -335,6 +344,7 @@ impl Db {
             })?,
             merge: self.merge.clone(),
             checkpoints: self.checkpoints.clone(),
+            columns: self.columns.clone(),
             access: AccessPath::Auto,
         })
     }
@@ -543,6 +553,59 @@ impl Db {
     #[must_use]
     pub fn checkpoints(&self) -> Vec<CheckpointInfo> {
         self.checkpoints.list()
+    }
+
+    /// Builds (or rebuilds) the column of the numeric `field` in `stream`: the
+    /// field of every record committed now, typed, per key in time order
+    /// with running sums, in `DIR/columns/`. Windows over the field then read
+    /// it and only the records written after it (see [`crate::column`]).
+    /// Syncs the log first. `progress` is called with the records read so
+    /// far. Needs a writable handle.
+    ///
+    /// ```
+    /// use tablelog::{Agg, Batch, Db, Request};
+    /// # let dir = tempfile::tempdir()?;
+    /// let db = Db::open(dir.path())?;
+    /// let mut batch = Batch::new();
+    /// batch.put_at("views", "ann", br#"{"price":4}"#, 1_000)?;
+    /// batch.put_at("views", "ann", br#"{"price":6}"#, 2_000)?;
+    /// db.writer().commit(batch)?;
+    /// db.build_column("views", "price", &mut |_| {})?;
+    /// let req = [Request { key: "ann".into(), time: 2_000 }];
+    /// let avg = db.snapshot()?.window("views", "price", Agg::Avg, 1_500, &req, None)?;
+    /// assert_eq!(avg, [Some(5.0)]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn build_column(
+        &self,
+        stream: &str,
+        field: &str,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<ColumnInfo> {
+        if self.log.config.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let snap = self.snapshot()?;
+        // The column is fsynced; the records it holds must be first (see
+        // `checkpoint`).
+        self.log.flush()?;
+        self.columns
+            .build(&*self.log.config.vfs, &snap, stream, field, progress)
+    }
+
+    /// Removes the column of `field` in `stream`; `false` if there was none.
+    /// Needs a writable handle.
+    pub fn drop_column(&self, stream: &str, field: &str) -> Result<bool> {
+        if self.log.config.read_only {
+            return Err(Error::ReadOnly);
+        }
+        self.columns.remove(&*self.log.config.vfs, stream, field)
+    }
+
+    /// The field columns of this database.
+    #[must_use]
+    pub fn columns(&self) -> Vec<ColumnInfo> {
+        self.columns.list()
     }
 
     /// Fsyncs everything committed so far, whatever the durability mode.
@@ -822,6 +885,7 @@ pub struct Snapshot {
     pub(crate) view: View,
     pub(crate) merge: Arc<MergeRegistry>,
     pub(crate) checkpoints: Arc<Catalog>,
+    pub(crate) columns: Arc<Columns>,
     pub(crate) access: AccessPath,
 }
 

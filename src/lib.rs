@@ -40,6 +40,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod checkpoint;
+pub mod column;
 pub mod db;
 pub mod error;
 mod hint;
@@ -52,6 +53,7 @@ pub mod views;
 pub mod workload;
 
 pub use checkpoint::CheckpointInfo;
+pub use column::ColumnInfo;
 pub use db::{Batch, Db, DbBuilder, Receipt, Snapshot, Txn, Writer};
 pub use error::{Error, Result};
 pub use query::access::AccessPath;

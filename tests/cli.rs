@@ -857,6 +857,79 @@ fn checkpoint_then_table_gives_the_same_rows() {
 }
 
 #[test]
+fn column_then_window_gives_the_same_answers() {
+    let e = Env::new();
+    e.import(
+        "s",
+        "{\"id\":\"a\",\"ts\":\"2024-01-01T00:00:00Z\",\"v\":1}\n\
+         {\"id\":\"a\",\"ts\":\"2024-01-01T00:10:00Z\",\"v\":\"x\"}\n\
+         {\"id\":\"b\",\"ts\":\"2024-01-01T00:20:00Z\",\"v\":5}\n\
+         {\"id\":\"a\",\"ts\":\"2024-01-01T00:30:00Z\",\"v\":3}\n",
+    );
+    let req = e.file(
+        "jsonl",
+        "{\"id\":\"a\",\"ts\":\"2024-01-01T00:31:00Z\"}\n{\"id\":\"b\",\"ts\":\"2024-01-01T00:25:00Z\"}\n{\"id\":\"c\",\"ts\":\"2024-01-01T00:25:00Z\"}\n",
+    );
+    let window = |agg: &str| {
+        e.cmd(
+            "window",
+            &[
+                "--stream",
+                "s",
+                "--field",
+                "v",
+                "--agg",
+                agg,
+                "--window",
+                "1h",
+                "--requests",
+                &req,
+                "--key",
+                "id",
+                "--time",
+                "ts",
+            ],
+        )
+        .ok()
+        .stdout
+    };
+    let before: Vec<String> = ["count", "sum", "avg", "min", "max"].map(window).to_vec();
+    let built = e.cmd("column", &["--stream", "s", "--field", "v"]).ok();
+    assert!(
+        built.stdout.contains("4 events over 2 keys"),
+        "{}",
+        built.stdout
+    );
+    let through: Vec<String> = ["count", "sum", "avg", "min", "max"].map(window).to_vec();
+    assert_eq!(before, through);
+    let listed = e.cmd("column", &[]).ok();
+    assert!(
+        listed.stdout.starts_with("s.v: 4 events"),
+        "{}",
+        listed.stdout
+    );
+    // A late event after the column: read from the log's tail.
+    e.import(
+        "s",
+        "{\"id\":\"a\",\"ts\":\"2024-01-01T00:05:00Z\",\"v\":10}\n",
+    );
+    let after: Vec<String> = ["count", "sum", "avg", "min", "max"].map(window).to_vec();
+    assert!(after[1].contains("\"sum_v_1h\":14.0"), "{}", after[1]);
+    assert_ne!(before, after);
+    e.cmd("column", &["--stream", "s", "--field", "v", "--drop"])
+        .ok();
+    let dropped: Vec<String> = ["count", "sum", "avg", "min", "max"].map(window).to_vec();
+    assert_eq!(after, dropped);
+    e.cmd("column", &["--stream", "s", "--field", "v", "--drop"])
+        .fails_with_one_line_error();
+    e.cmd("column", &["--stream", "nope", "--field", "v"])
+        .fails_with_one_line_error();
+    e.cmd("column", &["--stream", "s"])
+        .fails_with_one_line_error();
+    e.cmd("verify", &[]).ok();
+}
+
+#[test]
 fn unknown_stream_is_a_one_line_error() {
     let e = Env::new();
     e.import("s", "{\"id\":\"a\",\"ts\":\"2024-01-01\",\"v\":1}\n");

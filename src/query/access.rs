@@ -30,6 +30,11 @@ pub enum AccessPath {
     /// One sequential pass over the stream per core, parsing values as they
     /// stream past.
     Sweep,
+    /// Windows only: read the field's column ([`crate::Db::build_column`])
+    /// and the log after it, and fail if there is no column the window can
+    /// read. `Auto` reads a column whenever one can serve; `Probe` and
+    /// `Sweep` never do. Joins treat this as `Auto`.
+    Column,
 }
 
 /// Costs measured on the benchmark machine (2M events over 100k keys, warm,
@@ -66,7 +71,7 @@ pub(crate) fn prefer_sweep(
     match path {
         AccessPath::Probe => return Ok(false),
         AccessPath::Sweep => return Ok(true),
-        AccessPath::Auto => {}
+        AccessPath::Auto | AccessPath::Column => {}
     }
     let (merged, rest) = view.state().key_sources();
     let mut stream_keys = 0usize;

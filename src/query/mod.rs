@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod asof;
+mod columnar;
 pub mod field;
 pub mod history;
 pub mod join;

@@ -210,11 +210,14 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
     for d in [
         dir.to_path_buf(),
         dir.join(crate::checkpoint::CHECKPOINT_DIR),
+        dir.join(crate::column::COLUMN_DIR),
     ] {
         if let Ok(rd) = std::fs::read_dir(&d) {
             derived.extend(rd.flatten().map(|e| e.path()).filter(|p| {
                 let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                (name.starts_with("index-") && name.ends_with(".kidx")) || name.ends_with(".ckpt")
+                (name.starts_with("index-") && name.ends_with(".kidx"))
+                    || name.ends_with(".ckpt")
+                    || name.ends_with(".col")
             }));
         }
     }
@@ -228,6 +231,19 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                         &path,
                         0,
                         format!("checkpoint reflects positions up to {} but the log ends at {expected_base}", info.known_end),
+                    ));
+                }
+                Ok(())
+            } else if path.extension().is_some_and(|x| x == "col") {
+                let col = crate::column::Column::parse(b, &path)?;
+                if col.info().known_end > expected_base {
+                    return Err(Error::corrupt(
+                        &path,
+                        16,
+                        format!(
+                            "column holds positions up to {} but the log ends at {expected_base}",
+                            col.info().known_end
+                        ),
                     ));
                 }
                 Ok(())

@@ -507,17 +507,25 @@ impl View {
 
     /// Whether `stream` has any visible record.
     pub fn has_stream(&self, stream: &str) -> Result<bool> {
+        // The active segment first: its index is in memory, where a sealed
+        // segment's key index file is mapped and validated on first use.
+        let active = {
+            let inner = self.state.active.read_inner();
+            inner
+                .index
+                .stream(stream)
+                .and_then(KeyTable::first_position)
+                .is_some_and(|p| p < self.end_pos)
+        };
+        if active {
+            return Ok(true);
+        }
         for s in &self.state.sealed {
             if s.keys()?.key_count(stream) > 0 {
                 return Ok(true);
             }
         }
-        let inner = self.state.active.read_inner();
-        Ok(inner
-            .index
-            .stream(stream)
-            .and_then(KeyTable::first_position)
-            .is_some_and(|p| p < self.end_pos))
+        Ok(false)
     }
 
     /// Every key of `stream` in byte order with its visible versions sorted by

@@ -5,6 +5,7 @@
 mod args;
 mod bench;
 mod checkpoint;
+mod column;
 mod compact;
 mod demo;
 mod import;
@@ -50,6 +51,7 @@ enum Command {
     Join(query::JoinArgs),
     Window(query::WindowArgs),
     Checkpoint(checkpoint::CheckpointArgs),
+    Column(column::ColumnArgs),
     Compact(compact::CompactArgs),
     Verify(inspect::VerifyArgs),
     Stats(inspect::StatsArgs),
@@ -100,6 +102,7 @@ fn main() -> ExitCode {
         Command::Join(a) => query::join(a),
         Command::Window(a) => query::window(a),
         Command::Checkpoint(a) => checkpoint::run(a),
+        Command::Column(a) => column::run(a),
         Command::Compact(a) => compact::run(a),
         Command::Verify(a) => inspect::verify(a),
         Command::Stats(a) => inspect::stats(a),

@@ -1,0 +1,305 @@
+//! Field columns: one numeric field of one stream kept typed beside the log,
+//! per key in `(event_time, position)` order with running sums, so a window
+//! over a key costs two binary searches and a subtraction instead of reading
+//! and parsing every JSON value it spans.
+//!
+//! A column is built from a snapshot ([`crate::Db::build_column`]) and holds
+//! the stream's records at positions below its `known_end` `K`. A window
+//! known at `E >= K` is answered from the column plus the *tail*, the
+//! stream's records at positions `K..E`, read from the log: a key with tail
+//! records (late ones included) has them merged into its column events in
+//! `(event_time, position)` order; every other key is answered from the column
+//! alone. A window known before `K` cannot use the column and reads the log.
+//! The column never changes an answer, only its cost: a stale column costs a
+//! longer tail. Rebuild it to shorten the tail.
+//!
+//! Compaction needs no rebuild: it drops only versions with
+//! `event_time <= H`, its horizon, and a window is answered only when its
+//! exclusive start `time - width` is at or after `H`, so no dropped version
+//! is in any window the column answers.
+//!
+//! Files live in `DIR/columns/<stream>@<field in hex>.col` (format in
+//! [`file`](mod@file)).
+
+pub mod file;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub use file::{Column, ColumnInfo};
+
+use crate::db::Snapshot;
+use crate::query::field::numeric_field;
+use crate::storage::sweep::SweepRange;
+use crate::storage::vfs::Vfs;
+use crate::{Error, Result};
+
+/// Subdirectory holding column files.
+pub const COLUMN_DIR: &str = "columns";
+
+/// Longest field name a column can be built for (its file name holds it in hex).
+pub const MAX_FIELD_LEN: usize = 100;
+
+/// The columns of a database.
+#[derive(Debug)]
+pub struct Columns {
+    dir: PathBuf,
+    vfs: Arc<dyn Vfs>,
+    infos: Mutex<Vec<ColumnInfo>>,
+    /// Columns opened (mapped and checksummed) by this handle, by path: each
+    /// file is validated once, not on every query. A rebuild replaces the
+    /// file and drops its entry.
+    opened: Mutex<HashMap<PathBuf, Arc<Column>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Columns {
+    /// Lists the column files of the database at `db_dir` (headers only; files
+    /// that do not parse are ignored here and reported by `verify`).
+    ///
+    /// A column holding positions past `log_end` (the log's end on opening)
+    /// holds records the log lost, were a power loss to keep the column and
+    /// lose them (building one syncs the log first, so only a damaged
+    /// database can show this): it is never used, and a `writable` handle
+    /// removes it before new records reuse the positions.
+    #[must_use]
+    pub fn load(vfs: Arc<dyn Vfs>, db_dir: &Path, log_end: u64, writable: bool) -> Columns {
+        let dir = db_dir.join(COLUMN_DIR);
+        let mut infos = Vec::new();
+        for p in vfs.list(&dir).unwrap_or_default() {
+            if p.extension().is_none_or(|x| x != "col") {
+                continue;
+            }
+            match file::peek(&*vfs, &p) {
+                Ok(i) if i.known_end > log_end => {
+                    log::warn!(
+                        "ignoring column {}: it holds positions up to {}, the log ends at {log_end}",
+                        p.display(),
+                        i.known_end
+                    );
+                    if writable {
+                        let removed = crate::storage::fsutil::remove_if_exists(&*vfs, &p)
+                            .and_then(|()| crate::storage::fsutil::sync_dir(&*vfs, &dir));
+                        if let Err(e) = removed {
+                            log::warn!("could not remove it: {e}");
+                        }
+                    }
+                }
+                Ok(i) => infos.push(i),
+                Err(e) => log::warn!("ignoring column {}: {e}", p.display()),
+            }
+        }
+        Columns {
+            dir,
+            vfs,
+            infos: Mutex::new(infos),
+            opened: Mutex::default(),
+        }
+    }
+
+    /// Every column known, by stream and field.
+    #[must_use]
+    pub fn list(&self) -> Vec<ColumnInfo> {
+        let mut v = lock(&self.infos).clone();
+        v.sort_by(|a, b| (&a.stream, &a.field).cmp(&(&b.stream, &b.field)));
+        v
+    }
+
+    /// The file of `stream`'s column of `field`.
+    fn path(&self, stream: &str, field: &str) -> PathBuf {
+        let hex: String = field.bytes().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{stream}@{hex}.col"))
+    }
+
+    /// The column of `field` in `stream` a window known below `end` can read,
+    /// opened (validated on its first use by this handle). `Ok(None)` if there
+    /// is none, it holds positions at or past `end`, or it is damaged (logged:
+    /// the window reads the log instead, and `verify` reports the file).
+    pub(crate) fn usable(&self, stream: &str, field: &str, end: u64) -> Option<Arc<Column>> {
+        let info = lock(&self.infos)
+            .iter()
+            .find(|i| i.stream == stream && i.field == field)
+            .cloned()?;
+        if info.known_end > end {
+            return None;
+        }
+        if let Some(c) = lock(&self.opened).get(&info.path) {
+            return Some(c.clone());
+        }
+        match Column::open(&*self.vfs, &info.path) {
+            Ok(c) if c.info().stream == stream && c.info().field == field => {
+                let c = Arc::new(c);
+                lock(&self.opened).insert(info.path.clone(), c.clone());
+                Some(c)
+            }
+            Ok(_) => {
+                log::warn!(
+                    "column {} names another stream or field; reading the log",
+                    info.path.display()
+                );
+                None
+            }
+            Err(e) => {
+                log::warn!(
+                    "column {} unusable, reading the log: {e}",
+                    info.path.display()
+                );
+                None
+            }
+        }
+    }
+
+    /// Builds (or rebuilds) the column of `field` in `stream` from `snap`,
+    /// holding every record below its end. `progress` is called with the
+    /// records read so far. The records must already be durable (the caller
+    /// syncs the log first).
+    pub(crate) fn build(
+        &self,
+        vfs: &dyn Vfs,
+        snap: &Snapshot,
+        stream: &str,
+        field: &str,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<ColumnInfo> {
+        if field.is_empty() || field.len() > MAX_FIELD_LEN {
+            return Err(Error::InvalidInput(format!(
+                "a column's field name must be 1 to {MAX_FIELD_LEN} bytes, got {}",
+                field.len()
+            )));
+        }
+        snap.check_stream(stream)?;
+        let end = snap.end_position();
+        let gathered = gather(snap, stream, field, end, progress)?;
+        if self.vfs.list(&self.dir).is_err() {
+            vfs.create_dir_all(&self.dir)
+                .map_err(|e| Error::io(&self.dir, e))?;
+            if let Some(parent) = self.dir.parent() {
+                crate::storage::fsutil::sync_dir(vfs, parent)?;
+            }
+        }
+        let path = self.path(stream, field);
+        let keys: Vec<file::KeyEvents<'_>> = gathered
+            .keys
+            .iter()
+            .zip(gathered.starts.windows(2))
+            .map(|(k, s)| file::KeyEvents {
+                key: k,
+                events: &gathered.events[s[0]..s[1]],
+            })
+            .collect();
+        let info = file::write(vfs, &path, stream, field, end, &keys)?;
+        let mut infos = lock(&self.infos);
+        infos.retain(|i| i.path != path);
+        infos.push(info.clone());
+        lock(&self.opened).remove(&path);
+        Ok(info)
+    }
+
+    /// Removes the column of `field` in `stream`; `false` if there was none.
+    pub(crate) fn remove(&self, vfs: &dyn Vfs, stream: &str, field: &str) -> Result<bool> {
+        let path = self.path(stream, field);
+        let known = {
+            let mut infos = lock(&self.infos);
+            let before = infos.len();
+            infos.retain(|i| i.path != path);
+            infos.len() != before
+        };
+        lock(&self.opened).remove(&path);
+        if known {
+            crate::storage::fsutil::remove_if_exists(vfs, &path)?;
+            crate::storage::fsutil::sync_dir(vfs, &self.dir)?;
+        }
+        Ok(known)
+    }
+}
+
+/// A stream's events, grouped by key in byte order, each key's in
+/// `(event_time, position)` order.
+struct Gathered {
+    keys: Vec<Box<[u8]>>,
+    /// Key `k`'s events are `events[starts[k]..starts[k + 1]]`.
+    starts: Vec<usize>,
+    events: Vec<(i64, Option<f64>)>,
+}
+
+/// How many records a build reads between calls of its progress callback.
+const PROGRESS_EVERY: u64 = 1 << 16;
+
+/// Reads every record of `stream` below `end` once, in position order.
+fn gather(
+    snap: &Snapshot,
+    stream: &str,
+    field: &str,
+    end: u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Gathered> {
+    let mut ids: HashMap<Box<[u8]>, u32> = HashMap::new();
+    let mut keys: Vec<Box<[u8]>> = Vec::new();
+    // (key id, event_time, field): in position order, as the sweep delivers.
+    let mut raw: Vec<(u32, i64, Option<f64>)> = Vec::new();
+    let mut too_many = false;
+    let range = SweepRange {
+        stream,
+        lo: i64::MIN,
+        hi: i64::MAX,
+        start: 0,
+        end,
+    };
+    snap.view().sweep_while(range, |r, v| {
+        let id = match ids.get(r.key) {
+            Some(&id) => id,
+            None => {
+                let Ok(id) = u32::try_from(keys.len()) else {
+                    too_many = true;
+                    return false;
+                };
+                keys.push(r.key.into());
+                ids.insert(r.key.into(), id);
+                id
+            }
+        };
+        raw.push((id, v.event_time, numeric_field(r.value, field)));
+        if (raw.len() as u64).is_multiple_of(PROGRESS_EVERY) {
+            progress(raw.len() as u64);
+        }
+        true
+    })?;
+    progress(raw.len() as u64);
+    if too_many {
+        return Err(Error::InvalidInput(
+            "a column holds at most 2^32 keys".into(),
+        ));
+    }
+    drop(ids);
+    // Keys in byte order; events by (key, event_time), ties kept in position
+    // order by the stable sort.
+    let mut order: Vec<u32> = (0..keys.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| keys[a as usize].cmp(&keys[b as usize]));
+    let mut rank = vec![0u32; keys.len()];
+    for (r, &id) in order.iter().enumerate() {
+        rank[id as usize] = r as u32;
+    }
+    raw.sort_by_key(|&(id, t, _)| (rank[id as usize], t));
+    let mut starts = vec![0usize; keys.len() + 1];
+    for &(id, _, _) in &raw {
+        starts[rank[id as usize] as usize + 1] += 1;
+    }
+    for i in 1..starts.len() {
+        starts[i] += starts[i - 1];
+    }
+    let events = raw.into_iter().map(|(_, t, x)| (t, x)).collect();
+    let mut slots: Vec<Option<Box<[u8]>>> = keys.into_iter().map(Some).collect();
+    let keys = order
+        .iter()
+        .map(|&id| slots[id as usize].take().unwrap_or_default())
+        .collect();
+    Ok(Gathered {
+        keys,
+        starts,
+        events,
+    })
+}

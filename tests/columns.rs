@@ -1,0 +1,291 @@
+//! Field columns change what a window costs, never its answer: windows read
+//! through a column (and the log after it) equal windows read from the log,
+//! with late events, deletes, patches, values that are not numbers, stale
+//! columns, earlier known-at positions, reopening, compaction and damage.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tablelog::workload::Rng;
+use tablelog::{AccessPath, Agg, Batch, Db, Error, JsonMergePatch, KnownAt, Request, Snapshot};
+
+const AGGS: [Agg; 5] = [Agg::Count, Agg::Sum, Agg::Avg, Agg::Min, Agg::Max];
+
+fn open(dir: &std::path::Path) -> Db {
+    Db::builder(dir)
+        .segment_size(16 << 10)
+        .default_merge_operator(Arc::new(JsonMergePatch))
+        .open()
+        .unwrap()
+}
+
+/// `n` batches over 30 keys: mostly increasing times with late events, some
+/// deletes and patches, prices that are sometimes strings or absent, and a
+/// few keys with long runs (so some windows hold more than 32 events).
+fn append(db: &Db, rng: &mut Rng, clock: &mut i64, n: usize) {
+    for _ in 0..n {
+        let mut b = Batch::new();
+        for _ in 0..=rng.below(4) {
+            *clock += rng.below(40) as i64;
+            let key = if rng.below(4) == 0 {
+                "hot".to_string()
+            } else {
+                format!("k{:02}", rng.below(30))
+            };
+            let t = if rng.below(8) == 0 {
+                *clock - rng.below(2_000) as i64
+            } else {
+                *clock
+            };
+            let price = rng.below(1_000) as f64 / 8.0 - 40.0;
+            let _ = match rng.below(12) {
+                0 => b.delete_at("s", &key, t).unwrap(),
+                1 => b
+                    .patch_at("s", &key, format!(r#"{{"price":{price}}}"#), t)
+                    .unwrap(),
+                2 => b.put_at("s", &key, br#"{"price":"n/a"}"#, t).unwrap(),
+                3 => b.put_at("s", &key, br#"{"other":1}"#, t).unwrap(),
+                _ => b
+                    .put_at("s", &key, format!(r#"{{"price":{price},"q":1}}"#), t)
+                    .unwrap(),
+            };
+        }
+        db.writer().commit(b).unwrap();
+    }
+}
+
+fn requests(rng: &mut Rng, clock: i64, n: usize) -> Vec<Request> {
+    (0..n)
+        .map(|_| Request {
+            key: Bytes::from(match rng.below(6) {
+                0 => "hot".to_string(),
+                1 => "absent".to_string(),
+                _ => format!("k{:02}", rng.below(30)),
+            }),
+            time: rng.below(clock as u64 + 500) as i64 - 100,
+        })
+        .collect()
+}
+
+fn close(a: &[Option<f64>], b: &[Option<f64>]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| match (x, y) {
+            (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * x.abs().max(y.abs()).max(1.0),
+            (None, None) => true,
+            _ => false,
+        })
+}
+
+/// Every aggregate over several widths, through the column and through
+/// `Auto`, equals the probing path's answer.
+fn check(snap: &Snapshot, reqs: &[Request], known_at: KnownAt, what: &str) {
+    check_paths(snap, reqs, known_at, what, true);
+}
+
+fn check_paths(snap: &Snapshot, reqs: &[Request], known_at: KnownAt, what: &str, column: bool) {
+    for agg in AGGS {
+        for width in [1, 50, 700, 5_000, i64::MAX] {
+            let want = snap
+                .clone()
+                .with_access(AccessPath::Probe)
+                .window("s", "price", agg, width, reqs, known_at)
+                .unwrap();
+            if column {
+                let got = snap
+                    .clone()
+                    .with_access(AccessPath::Column)
+                    .window("s", "price", agg, width, reqs, known_at)
+                    .unwrap();
+                assert!(
+                    close(&got, &want),
+                    "{what}: {agg:?} width {width}\n got {got:?}\nwant {want:?}"
+                );
+            }
+            let auto = snap
+                .window("s", "price", agg, width, reqs, known_at)
+                .unwrap();
+            assert!(close(&auto, &want), "{what}: auto {agg:?} width {width}");
+        }
+    }
+}
+
+#[test]
+fn windows_through_a_column_equal_windows_from_the_log() {
+    for seed in 0..6 {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let mut rng = Rng(seed);
+        let mut clock = 0i64;
+        append(&db, &mut rng, &mut clock, 150);
+        let info = db.build_column("s", "price", &mut |_| {}).unwrap();
+        assert_eq!(info.known_end, db.snapshot().unwrap().end_position());
+        let reqs = requests(&mut rng, clock, 300);
+        check(&db.snapshot().unwrap(), &reqs, KnownAt::Latest, "fresh");
+        // A tail with late events: merged into the column's.
+        append(&db, &mut rng, &mut clock, 60);
+        let reqs = requests(&mut rng, clock, 300);
+        let snap = db.snapshot().unwrap();
+        check(&snap, &reqs, KnownAt::Latest, "with a tail");
+        // Known at a position at or after the column's end: still usable.
+        check(
+            &snap,
+            &reqs,
+            KnownAt::Position(info.known_end),
+            "known at its end",
+        );
+        // Known before it: the column cannot serve.
+        let before = KnownAt::Position(info.known_end - 2);
+        let err = snap
+            .clone()
+            .with_access(AccessPath::Column)
+            .window("s", "price", Agg::Sum, 100, &reqs, before)
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+        let auto = snap
+            .window("s", "price", Agg::Sum, 100, &reqs, before)
+            .unwrap();
+        let probe = snap
+            .clone()
+            .with_access(AccessPath::Probe)
+            .window("s", "price", Agg::Sum, 100, &reqs, before)
+            .unwrap();
+        assert!(close(&auto, &probe));
+        // Another field has no column.
+        assert!(snap
+            .clone()
+            .with_access(AccessPath::Column)
+            .window("s", "q", Agg::Count, 100, &reqs, KnownAt::Latest)
+            .is_err());
+        drop(snap);
+        drop(db);
+        // Reopened read-only, the column is found and read.
+        let ro = Db::builder(dir.path())
+            .read_only(true)
+            .default_merge_operator(Arc::new(JsonMergePatch))
+            .open()
+            .unwrap();
+        assert_eq!(ro.columns().len(), 1);
+        check(&ro.snapshot().unwrap(), &reqs, KnownAt::Latest, "reopened");
+        assert!(matches!(
+            ro.build_column("s", "price", &mut |_| {}),
+            Err(Error::ReadOnly)
+        ));
+    }
+}
+
+#[test]
+fn a_rebuilt_column_replaces_the_old_and_a_dropped_one_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let mut rng = Rng(11);
+    let mut clock = 0i64;
+    append(&db, &mut rng, &mut clock, 40);
+    let first = db.build_column("s", "price", &mut |_| {}).unwrap();
+    let old = db.snapshot().unwrap();
+    append(&db, &mut rng, &mut clock, 40);
+    let mut seen = 0;
+    let second = db.build_column("s", "price", &mut |n| seen = n).unwrap();
+    assert!(second.known_end > first.known_end);
+    assert_eq!(seen, second.events);
+    assert_eq!(db.columns(), vec![second.clone()]);
+    let reqs = requests(&mut rng, clock, 200);
+    check(&db.snapshot().unwrap(), &reqs, KnownAt::Latest, "rebuilt");
+    // A snapshot from before the rebuild cannot read the new column (it holds
+    // records the snapshot does not see) and reads the log.
+    check_paths(&old, &reqs, KnownAt::Latest, "old snapshot", false);
+    assert!(old
+        .clone()
+        .with_access(AccessPath::Column)
+        .window("s", "price", Agg::Count, 10, &reqs, KnownAt::Latest)
+        .is_err());
+    assert!(db.drop_column("s", "price").unwrap());
+    assert!(!db.drop_column("s", "price").unwrap());
+    assert!(db.columns().is_empty());
+    assert!(!second.path.exists());
+    assert!(matches!(
+        db.build_column("nope", "price", &mut |_| {}),
+        Err(Error::UnknownStream(_))
+    ));
+    assert!(db.build_column("s", &"x".repeat(101), &mut |_| {}).is_err());
+}
+
+/// A damaged column is never read: windows fall back to the log (and the
+/// forced path fails), and `verify` reports the file.
+#[test]
+fn a_damaged_column_is_ignored_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = Rng(5);
+    let mut clock = 0i64;
+    let path = {
+        let db = open(dir.path());
+        append(&db, &mut rng, &mut clock, 60);
+        db.build_column("s", "price", &mut |_| {}).unwrap().path
+    };
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(&path, &bytes).unwrap();
+    let db = open(dir.path());
+    let reqs = requests(&mut rng, clock, 100);
+    let snap = db.snapshot().unwrap();
+    let probe = snap
+        .clone()
+        .with_access(AccessPath::Probe)
+        .window("s", "price", Agg::Avg, 300, &reqs, KnownAt::Latest)
+        .unwrap();
+    let auto = snap
+        .window("s", "price", Agg::Avg, 300, &reqs, KnownAt::Latest)
+        .unwrap();
+    assert!(close(&auto, &probe));
+    assert!(snap
+        .clone()
+        .with_access(AccessPath::Column)
+        .window("s", "price", Agg::Avg, 300, &reqs, KnownAt::Latest)
+        .is_err());
+    let report = tablelog::storage::verify::verify(dir.path()).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.path == path && p.repairable),
+        "{:?}",
+        report.problems
+    );
+}
+
+/// Compaction drops only versions no answerable window holds, so a column
+/// built before it keeps answering every window after it.
+#[test]
+fn a_column_built_before_compaction_still_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path());
+    let mut rng = Rng(9);
+    let mut clock = 0i64;
+    append(&db, &mut rng, &mut clock, 200);
+    db.build_column("s", "price", &mut |_| {}).unwrap();
+    append(&db, &mut rng, &mut clock, 100); // seals more segments
+    let horizon = clock / 2;
+    db.compact(horizon, &mut |_, _| {}).unwrap();
+    let width = 300;
+    let reqs: Vec<Request> = requests(&mut rng, clock, 300)
+        .into_iter()
+        .map(|r| Request {
+            time: r.time.max(horizon + width),
+            ..r
+        })
+        .collect();
+    let snap = db.snapshot().unwrap();
+    for agg in AGGS {
+        let want = snap
+            .clone()
+            .with_access(AccessPath::Probe)
+            .window("s", "price", agg, width, &reqs, KnownAt::Latest)
+            .unwrap();
+        let got = snap
+            .clone()
+            .with_access(AccessPath::Column)
+            .window("s", "price", agg, width, &reqs, KnownAt::Latest)
+            .unwrap();
+        assert!(close(&got, &want), "{agg:?}");
+    }
+}
