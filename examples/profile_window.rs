@@ -58,6 +58,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     for _ in 0..if run("window") { reps } else { 0 } {
+        if std::env::var_os("EVICT").is_some() {
+            // Push everything out of the caches (this machine's L3 is 300 MiB).
+            let junk = vec![1u8; 640 << 20];
+            eprintln!(
+                "evicted {}",
+                junk.iter().map(|&b| u64::from(b)).sum::<u64>()
+            );
+        }
         let t = std::time::Instant::now();
         let out = snap.window(stream, field, Agg::Avg, 1_800_000_000, &requests, None)?;
         let some = out.iter().filter(|x| x.is_some()).count();

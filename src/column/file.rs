@@ -1,8 +1,9 @@
 //! The field column file: one numeric field of one stream, typed, per key in
 //! `(event_time, position)` order, with running sums, so a window over a key
 //! is two binary searches and a subtraction. Written atomically, checksummed
-//! in 1 MiB chunks (so validating it runs on every core), and read in place
-//! from its memory map.
+//! in 4 KiB chunks, and read in place from its memory map: opening checks the
+//! header's chunk, and each other chunk is checked when a lookup first reads
+//! it, so a window over a few keys checks a few pages, not the whole file.
 //!
 //! ```text
 //! offset 0   magic        8 bytes "TLOGFCOL"
@@ -11,35 +12,43 @@
 //! offset 16  known_end    u64     K: the column holds the records at positions < K
 //! offset 24  keys         u64     N
 //! offset 32  events       u64     E
-//! offset 40  key_bytes    u64     total bytes of the keys
+//! offset 40  long_bytes   u64     total bytes of the keys longer than 16 bytes
 //! offset 48  slots        u64     S, a power of two >= 2N (1 for no keys)
 //! offset 56  stream_len   u16
 //! offset 58  field_len    u16
 //! offset 60  reserved     u32     0
 //! offset 64  stream name, field name, zero-padded to a multiple of 8
-//!            key_offs     (N + 1) u64   key i is key_bytes[key_offs[i]..key_offs[i + 1]]
-//!            starts       (N + 1) u64   key i's events are [starts[i], starts[i + 1])
-//!            slots        S u32   hash table: key index + 1 (0: empty), at
-//!                                 `key_hash(key) & (S - 1)`, probed linearly;
-//!                                 zero-padded to 8
-//!            key bytes    key_bytes, keys in byte order, zero-padded to 8
+//!            slots        S × 32 bytes, a hash table of the keys: a key sits
+//!                         at `key_hash(key) & (S - 1)` or the first empty
+//!                         slot after it (wrapping). A slot is all zeros, or:
+//!                           u64 start      its first event
+//!                           u32 count      its events
+//!                           u32 len + 1    its key's length plus one
+//!                           16 bytes       a key of up to 16 bytes, zero-padded;
+//!                                          a longer one: u64 offset into the
+//!                                          long keys, then 8 zero bytes
+//!            long keys    long_bytes, zero-padded to 8
 //!            events       E × (i64 event time, f64 field; NaN where the field
-//!                         is not a number), per key in (event_time, position) order
+//!                         is not a number); each key's events are contiguous,
+//!                         in (event_time, position) order; keys in slot order
 //!            sums         E f64   running sum of the key's numbers, inclusive
 //!            numbers      E u32   running count of the key's numbers, inclusive;
 //!                                 zero-padded to 8
-//! B          chunk_crcs   ceil(B / 1 MiB) u32   CRC-32 of each 1 MiB of [0, B)
+//! B          chunk_crcs   ceil(B / 4096) u32   CRC-32 of each 4 KiB of [0, B)
 //!            body_end     u64     B
 //!            crc          u32     CRC-32 of chunk_crcs and body_end
 //! ```
 //!
 //! Every record of the stream is an event, whatever its kind (a delete's
 //! value is empty, so its field is not a number): the events a window counts.
-//! Integers are little-endian. The checksums vouch for every byte; opening
-//! also checks the layout (each section where the counts put it, offsets
-//! and starts non-decreasing and in bounds, every slot naming a key), so no
-//! read of a damaged file can go out of bounds or answer from misplaced
-//! bytes. [`key_hash`] is part of the format.
+//! Integers are little-endian. The checksums vouch for every byte, each
+//! checked before its bytes are first used; the header's counts must place
+//! every section exactly, and a lookup checks the slot it reads names events
+//! and key bytes within the file, so no read of a damaged file can go out of
+//! bounds or loop. `verify` checks the whole file and its layout (N keys and
+//! E events in all, an empty slot to end every probe). A lookup reads one
+//! slot (a cache line holds two) and then the key's events. [`key_hash`] is
+//! part of the format.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -52,8 +61,9 @@ use crate::{Error, Result};
 const MAGIC: &[u8; 8] = b"TLOGFCOL";
 /// Column format version written and read.
 pub const COLUMN_VERSION: u32 = 1;
-/// Bytes covered by one chunk checksum.
-const CHUNK: usize = 1 << 20;
+/// Bytes covered by one chunk checksum: a page, so a lookup checks about
+/// what it reads (a slot, a key's events) and no more.
+const CHUNK: usize = 4096;
 /// The fixed part of the header, before the names.
 const FIXED: usize = 64;
 
@@ -79,20 +89,25 @@ pub struct ColumnInfo {
 /// Where each section starts, in bytes from the file's start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Layout {
-    key_offs: usize,
-    starts: usize,
     slots: usize,
     /// Slot count minus one.
     mask: usize,
-    key_bytes: usize,
+    long_keys: usize,
     events: usize,
     sums: usize,
     numbers: usize,
     body_end: usize,
 }
 
-fn pad8(n: usize) -> usize {
-    n.div_ceil(8) * 8
+/// Bytes of a slot.
+const SLOT: usize = 32;
+/// Longest key a slot holds itself.
+const INLINE: usize = 16;
+
+/// `n` rounded up to a multiple of 8, `None` on overflow (a damaged
+/// header's counts can be anything).
+fn pad8(n: usize) -> Option<usize> {
+    n.checked_next_multiple_of(8)
 }
 
 /// The hash table size for `keys` keys: a power of two, at least twice as
@@ -103,30 +118,25 @@ fn slots_for(keys: usize) -> usize {
 
 impl Layout {
     /// The layout for these counts, `None` if it overflows or `slots` is not a
-    /// power of two over twice the keys.
-    fn new(names: usize, keys: u64, events: u64, key_bytes: u64, slots: u64) -> Option<Layout> {
+    /// power of two at least twice the keys.
+    fn new(names: usize, keys: u64, events: u64, long_bytes: u64, slots: u64) -> Option<Layout> {
         let keys = usize::try_from(keys).ok()?;
         let events = usize::try_from(events).ok()?;
-        let key_bytes = usize::try_from(key_bytes).ok()?;
+        let long_bytes = usize::try_from(long_bytes).ok()?;
         let slots = usize::try_from(slots).ok()?;
         if !slots.is_power_of_two() || slots < keys.checked_mul(2)? {
             return None;
         }
-        let key_offs = FIXED + pad8(names);
-        let dir = keys.checked_add(1)?.checked_mul(8)?;
-        let starts = key_offs.checked_add(dir)?;
-        let slot_at = starts.checked_add(dir)?;
-        let kb = slot_at.checked_add(pad8(slots.checked_mul(4)?))?;
-        let ev = kb.checked_add(pad8(key_bytes))?;
+        let slot_at = FIXED.checked_add(pad8(names)?)?;
+        let long_keys = slot_at.checked_add(slots.checked_mul(SLOT)?)?;
+        let ev = long_keys.checked_add(pad8(long_bytes)?)?;
         let sums = ev.checked_add(events.checked_mul(16)?)?;
         let numbers = sums.checked_add(events.checked_mul(8)?)?;
-        let body_end = numbers.checked_add(pad8(events.checked_mul(4)?))?;
+        let body_end = numbers.checked_add(pad8(events.checked_mul(4)?)?)?;
         Some(Layout {
-            key_offs,
-            starts,
             slots: slot_at,
             mask: slots - 1,
-            key_bytes: kb,
+            long_keys,
             events: ev,
             sums,
             numbers,
@@ -172,8 +182,7 @@ pub(crate) struct KeyEvents<'a> {
 }
 
 /// Writes a column atomically: temp file, fsync, rename, directory fsync.
-/// `keys` must be in strictly increasing byte order; `events` and
-/// `key_bytes` are their totals.
+/// `keys` must be distinct.
 pub(crate) fn write(
     vfs: &dyn crate::storage::vfs::Vfs,
     path: &Path,
@@ -183,7 +192,11 @@ pub(crate) fn write(
     keys: &[KeyEvents<'_>],
 ) -> Result<ColumnInfo> {
     let events: usize = keys.iter().map(|k| k.events.len()).sum();
-    let key_bytes: usize = keys.iter().map(|k| k.key.len()).sum();
+    let long_bytes: usize = keys
+        .iter()
+        .map(|k| k.key.len())
+        .filter(|&n| n > INLINE)
+        .sum();
     let (stream_len, field_len) = match (u16::try_from(stream.len()), u16::try_from(field.len())) {
         (Ok(s), Ok(f)) => (s, f),
         _ => return Err(Error::InvalidInput("stream or field name too long".into())),
@@ -193,85 +206,102 @@ pub(crate) fn write(
         stream.len() + field.len(),
         keys.len() as u64,
         events as u64,
-        key_bytes as u64,
+        long_bytes as u64,
         slots as u64,
     )
     .ok_or_else(|| Error::InvalidInput("column too large".into()))?;
-    let mut table = vec![0u32; slots];
-    for (i, k) in keys.iter().enumerate() {
-        let mut at = key_hash(k.key) as usize & layout.mask;
-        while table[at] != 0 {
-            at = (at + 1) & layout.mask;
-        }
-        table[at] = u32::try_from(i + 1)
-            .map_err(|_| Error::InvalidInput("a column holds at most 2^32 - 1 keys".into()))?;
-    }
     if let Some(k) = keys.iter().find(|k| u32::try_from(k.events.len()).is_err()) {
         return Err(Error::InvalidInput(format!(
             "key {:?} has more than 2^32 events, more than a column holds",
             String::from_utf8_lossy(k.key)
         )));
     }
+    if keys.iter().any(|k| u32::try_from(k.key.len() + 1).is_err()) {
+        return Err(Error::InvalidInput(
+            "a column's keys are shorter than 4 GiB".into(),
+        ));
+    }
+    // Keys placed by hash; their events then stored in slot order, so that
+    // requests visited in slot order read the events front to back.
+    let mut owner = vec![u32::MAX; slots];
+    for (i, k) in keys.iter().enumerate() {
+        let mut at = key_hash(k.key) as usize & layout.mask;
+        while owner[at] != u32::MAX {
+            at = (at + 1) & layout.mask;
+        }
+        owner[at] = u32::try_from(i)
+            .map_err(|_| Error::InvalidInput("a column holds fewer than 2^32 keys".into()))?;
+    }
+    let mut table = vec![[0u8; SLOT]; slots];
+    let (mut start, mut long_at) = (0u64, 0u64);
+    for (slot, &i) in table.iter_mut().zip(&owner) {
+        let Some(k) = keys.get(i as usize) else {
+            continue;
+        };
+        slot[0..8].copy_from_slice(&start.to_le_bytes());
+        slot[8..12].copy_from_slice(&(k.events.len() as u32).to_le_bytes());
+        slot[12..16].copy_from_slice(&(k.key.len() as u32 + 1).to_le_bytes());
+        if k.key.len() <= INLINE {
+            slot[16..16 + k.key.len()].copy_from_slice(k.key);
+        } else {
+            slot[16..24].copy_from_slice(&long_at.to_le_bytes());
+            long_at += k.key.len() as u64;
+        }
+        start += k.events.len() as u64;
+    }
+    let keys: Vec<&KeyEvents<'_>> = owner.iter().filter_map(|&i| keys.get(i as usize)).collect();
     let mut total = 0u64;
     fsutil::atomic_write_with(vfs, path, |file, tmp| {
         let io = |e| Error::io(tmp, e);
         let mut w = Chunked::new(SeqWriter::new(file, 0));
-        let mut head = Vec::with_capacity(layout.key_offs);
+        let mut head = Vec::with_capacity(layout.slots);
         head.extend_from_slice(MAGIC);
         head.extend_from_slice(&COLUMN_VERSION.to_le_bytes());
         head.extend_from_slice(&0u32.to_le_bytes());
         head.extend_from_slice(&known_end.to_le_bytes());
         head.extend_from_slice(&(keys.len() as u64).to_le_bytes());
         head.extend_from_slice(&(events as u64).to_le_bytes());
-        head.extend_from_slice(&(key_bytes as u64).to_le_bytes());
+        head.extend_from_slice(&(long_bytes as u64).to_le_bytes());
         head.extend_from_slice(&(slots as u64).to_le_bytes());
         head.extend_from_slice(&stream_len.to_le_bytes());
         head.extend_from_slice(&field_len.to_le_bytes());
         head.extend_from_slice(&0u32.to_le_bytes());
         head.extend_from_slice(stream.as_bytes());
         head.extend_from_slice(field.as_bytes());
-        head.resize(layout.key_offs, 0);
+        head.resize(layout.slots, 0);
         w.write_all(&head).map_err(io)?;
-        let mut at = 0u64;
-        w.write_all(&at.to_le_bytes()).map_err(io)?;
-        for k in keys {
-            at += k.key.len() as u64;
-            w.write_all(&at.to_le_bytes()).map_err(io)?;
-        }
-        at = 0;
-        w.write_all(&at.to_le_bytes()).map_err(io)?;
-        for k in keys {
-            at += k.events.len() as u64;
-            w.write_all(&at.to_le_bytes()).map_err(io)?;
-        }
-        for s in &table {
-            w.write_all(&s.to_le_bytes()).map_err(io)?;
-        }
-        w.pad().map_err(io)?;
-        for k in keys {
+        w.write_all(table.as_flattened()).map_err(io)?;
+        for k in keys.iter().filter(|k| k.key.len() > INLINE) {
             w.write_all(k.key).map_err(io)?;
         }
         w.pad().map_err(io)?;
-        for k in keys {
+        // Each section a key at a time, through one buffer.
+        let mut buf: Vec<u8> = Vec::new();
+        for k in &keys {
+            buf.clear();
             for (t, x) in k.events {
-                w.write_all(&t.to_le_bytes()).map_err(io)?;
-                w.write_all(&x.unwrap_or(f64::NAN).to_le_bytes())
-                    .map_err(io)?;
+                buf.extend_from_slice(&t.to_le_bytes());
+                buf.extend_from_slice(&x.unwrap_or(f64::NAN).to_le_bytes());
             }
+            w.write_all(&buf).map_err(io)?;
         }
-        for k in keys {
+        for k in &keys {
+            buf.clear();
             let mut sum = 0.0f64;
             for (_, x) in k.events {
                 sum += x.unwrap_or(0.0);
-                w.write_all(&sum.to_le_bytes()).map_err(io)?;
+                buf.extend_from_slice(&sum.to_le_bytes());
             }
+            w.write_all(&buf).map_err(io)?;
         }
-        for k in keys {
+        for k in &keys {
+            buf.clear();
             let mut n = 0u32;
             for (_, x) in k.events {
                 n += u32::from(x.is_some());
-                w.write_all(&n.to_le_bytes()).map_err(io)?;
+                buf.extend_from_slice(&n.to_le_bytes());
             }
+            w.write_all(&buf).map_err(io)?;
         }
         w.pad().map_err(io)?;
         debug_assert_eq!(w.written, layout.body_end as u64);
@@ -352,11 +382,17 @@ impl<W: Write> Write for Chunked<W> {
 }
 
 /// A validated column file, read in place.
-#[derive(Debug, Clone)]
+///
+/// Opening checks every checksum but those of the running sums and counts,
+/// which only windows of more than a few dozen events read: their chunks are
+/// checked the first time a window needs them ([`Column::running`]).
+#[derive(Debug)]
 pub struct Column {
     info: ColumnInfo,
     bytes: Bytes,
     layout: Layout,
+    /// Per chunk: 0 not checked yet, 1 matches its checksum, 2 does not.
+    checked: Box<[std::sync::atomic::AtomicU8]>,
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
@@ -372,85 +408,203 @@ impl Column {
 
     /// Validates `bytes` as a column file: checksums first, then the layout.
     pub fn parse(bytes: Bytes, path: &Path) -> Result<Column> {
-        let b = &bytes[..];
-        let (body_end, chunks) = frame(b, path)?;
-        let len = b.len();
-        let stored = u32::from_le_bytes(b[len - 4..].try_into().expect("4 bytes"));
-        if crc32fast::hash(&b[body_end..len - 4]) != stored {
-            return Err(Error::corrupt(
-                path,
-                body_end as u64,
-                "column trailer checksum mismatch",
-            ));
-        }
-        if let Some(c) = first_bad_chunk(b, body_end, chunks) {
-            return Err(Error::corrupt(
-                path,
-                (c * CHUNK) as u64,
-                format!(
-                    "column checksum mismatch in the 1 MiB chunk at {}",
-                    c * CHUNK
-                ),
-            ));
-        }
-        let (info, layout) = header(b, body_end, path)?;
-        let col = Column {
+        use std::sync::atomic::AtomicU8;
+        let Checked {
+            info,
+            layout,
+            chunks,
+            eager,
+        } = checked_header(&bytes, path)?;
+        let checked = (0..chunks)
+            .map(|c| AtomicU8::new(u8::from(c < eager)))
+            .collect();
+        Ok(Column {
             info,
             bytes,
             layout,
-        };
-        col.check_layout(path)?;
-        Ok(col)
+            checked,
+        })
     }
 
-    /// Offsets and starts start at 0, never decrease and end at their totals;
-    /// every slot is empty or names a key, and one at least is empty (so a
-    /// probe ends).
-    fn check_layout(&self, path: &Path) -> Result<()> {
-        let b = &self.bytes[..];
-        let n = self.keys();
-        let monotone = |at: usize, total: u64, what: &str| -> Result<()> {
-            let mut prev = 0u64;
-            for i in 0..=n {
-                let x = u64_at(b, at + 8 * i);
-                if (i == 0 && x != 0) || x < prev || x > total || (i == n && x != total) {
-                    return Err(Error::corrupt(
-                        path,
-                        (at + 8 * i) as u64,
-                        format!("column {what} {i} is {x}, out of order or bounds"),
-                    ));
-                }
-                prev = x;
+    /// Checks what opening leaves to first use: every chunk's checksum (on
+    /// every core) and every slot's bounds. For `verify`.
+    pub fn check_all(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let chunks = self.checked.len();
+        if let Some(c) = first_bad_chunk(&self.bytes, self.layout.body_end, 0..chunks) {
+            self.checked[c].store(2, Ordering::Release);
+            return Err(chunk_mismatch(&self.info.path, c));
+        }
+        for c in self.checked.iter() {
+            c.store(1, Ordering::Release);
+        }
+        self.check_layout(&self.info.path)
+    }
+
+    /// Checks the chunks holding bytes `from..to`, those not checked yet.
+    #[inline]
+    fn ensure(&self, from: usize, to: usize) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if from >= to {
+            return Ok(());
+        }
+        let chunks = from / CHUNK..=(to - 1) / CHUNK;
+        if chunks
+            .clone()
+            .all(|c| self.checked[c].load(Ordering::Acquire) == 1)
+        {
+            return Ok(());
+        }
+        self.check_chunks(chunks)
+    }
+
+    /// [`Column::ensure`]'s first reads: checks each chunk not checked yet and
+    /// records the outcome (two threads may both check one; they agree).
+    #[cold]
+    fn check_chunks(&self, chunks: std::ops::RangeInclusive<usize>) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        for c in chunks {
+            let state = &self.checked[c];
+            match state.load(Ordering::Acquire) {
+                1 => continue,
+                2 => return Err(chunk_mismatch(&self.info.path, c)),
+                _ => {}
             }
-            Ok(())
-        };
-        monotone(self.layout.key_offs, u64_at(b, 40), "key offset")?;
-        monotone(self.layout.starts, self.info.events, "event start")?;
-        let mut empty = false;
-        for i in 0..=self.layout.mask {
-            let s = self.slot(i);
-            empty |= s == 0;
-            if s as usize > n {
-                return Err(Error::corrupt(
-                    path,
-                    (self.layout.slots + 4 * i) as u64,
-                    format!("column slot {i} names key {s} of {n}"),
-                ));
+            let ok = !chunk_is_bad(&self.bytes, self.layout.body_end, c);
+            state.store(if ok { 1 } else { 2 }, Ordering::Release);
+            if !ok {
+                return Err(chunk_mismatch(&self.info.path, c));
             }
         }
-        if !empty {
+        Ok(())
+    }
+
+    /// Makes `events` readable (their times and fields), checking their
+    /// chunks on first use.
+    #[inline]
+    pub fn ready(&self, events: &std::ops::Range<usize>) -> Result<()> {
+        self.in_bounds(events)?;
+        self.ensure(
+            self.layout.events + 16 * events.start,
+            self.layout.events + 16 * events.end,
+        )
+    }
+
+    #[inline]
+    fn in_bounds(&self, events: &std::ops::Range<usize>) -> Result<()> {
+        if events.start <= events.end && events.end as u64 <= self.info.events {
+            return Ok(());
+        }
+        Err(Error::corrupt(
+            &self.info.path,
+            self.layout.slots as u64,
+            format!("column events {events:?} out of bounds"),
+        ))
+    }
+
+    /// Makes the running sums and counts of `events` readable, checking their
+    /// chunks on first use.
+    pub fn running(&self, events: &std::ops::Range<usize>) -> Result<()> {
+        self.in_bounds(events)?;
+        self.ensure(
+            self.layout.sums + 8 * events.start,
+            self.layout.sums + 8 * events.end,
+        )?;
+        self.ensure(
+            self.layout.numbers + 4 * events.start,
+            self.layout.numbers + 4 * events.end,
+        )
+    }
+
+    /// Every slot is all zeros or names events and key bytes in bounds; `N`
+    /// slots hold keys, and their events number `E`; one slot at least is
+    /// empty. (Lookups check the slots they read themselves; this is for
+    /// `verify`.)
+    fn check_layout(&self, path: &Path) -> Result<()> {
+        let (mut keys, mut events, mut empty) = (0u64, 0u64, false);
+        let long_bytes = (self.layout.events - self.layout.long_keys) as u64;
+        for i in 0..=self.layout.mask {
+            let at = self.layout.slots + SLOT * i;
+            let slot = &self.bytes[at..at + SLOT];
+            let bad = |why: String| Err(Error::corrupt(path, at as u64, why));
+            let len1 = u32::from_le_bytes(slot[12..16].try_into().expect("4 bytes"));
+            if len1 == 0 {
+                if slot.iter().any(|&b| b != 0) {
+                    return bad(format!("column slot {i} is neither empty nor a key"));
+                }
+                empty = true;
+                continue;
+            }
+            let (start, count) = (
+                u64_at(slot, 0),
+                u64::from(u32::from_le_bytes(slot[8..12].try_into().expect("4 bytes"))),
+            );
+            if start
+                .checked_add(count)
+                .is_none_or(|e| e > self.info.events)
+            {
+                return bad(format!(
+                    "column slot {i} names events {start} + {count} of {}",
+                    self.info.events
+                ));
+            }
+            let len = u64::from(len1 - 1);
+            if len > INLINE as u64 {
+                let off = u64_at(slot, 16);
+                if off.checked_add(len).is_none_or(|e| e > long_bytes) {
+                    return bad(format!(
+                        "column slot {i} names key bytes {off} + {len} of {long_bytes}"
+                    ));
+                }
+            }
+            keys += 1;
+            events += count;
+        }
+        if keys != self.info.keys || events != self.info.events || !empty {
             return Err(Error::corrupt(
                 path,
                 self.layout.slots as u64,
-                "column hash table has no empty slot",
+                format!(
+                    "column slots hold {keys} keys and {events} events, the header says {} and {}{}",
+                    self.info.keys,
+                    self.info.events,
+                    if empty { "" } else { ", and none is empty" }
+                ),
             ));
         }
         Ok(())
     }
 
-    fn slot(&self, i: usize) -> u32 {
-        let at = self.layout.slots + 4 * i;
-        u32::from_le_bytes(self.bytes[at..at + 4].try_into().expect("4 bytes"))
+    /// The slot at `i`: its events, and its key (empty for an empty slot),
+    /// both checked to lie in the file.
+    #[inline]
+    fn slot(&self, i: usize) -> Result<(std::ops::Range<usize>, &[u8])> {
+        let at = self.layout.slots + SLOT * i;
+        let slot = &self.bytes[at..at + SLOT];
+        let len1 = u32::from_le_bytes(slot[12..16].try_into().expect("4 bytes")) as usize;
+        let start = u64_at(slot, 0) as usize;
+        let count = u32::from_le_bytes(slot[8..12].try_into().expect("4 bytes")) as usize;
+        let len = len1.saturating_sub(1);
+        let events = start..start.saturating_add(count);
+        let key = if len <= INLINE {
+            Some(&slot[16..16 + len])
+        } else {
+            let off = self
+                .layout
+                .long_keys
+                .saturating_add(u64_at(slot, 16) as usize);
+            off.checked_add(len)
+                .filter(|&e| e <= self.layout.events)
+                .map(|e| &self.bytes[off..e])
+        };
+        match key {
+            Some(key) if events.end as u64 <= self.info.events => Ok((events, key)),
+            _ => Err(Error::corrupt(
+                &self.info.path,
+                at as u64,
+                format!("column slot {i} names events or key bytes out of bounds"),
+            )),
+        }
     }
 
     /// What the file holds.
@@ -459,111 +613,105 @@ impl Column {
         &self.info
     }
 
-    /// Number of keys.
-    #[must_use]
-    pub fn keys(&self) -> usize {
-        self.info.keys as usize
+    /// Every key with its events, in slot order.
+    pub fn entries(&self) -> impl Iterator<Item = Result<(&[u8], std::ops::Range<usize>)>> + '_ {
+        (0..=self.layout.mask)
+            .filter(|&i| self.slot_used(i))
+            .map(|i| self.slot(i).map(|(events, key)| (key, events)))
     }
 
-    /// Key `i`, in byte order.
+    #[inline]
+    fn slot_used(&self, i: usize) -> bool {
+        let at = self.layout.slots + SLOT * i + 12;
+        self.bytes[at..at + 4] != [0; 4]
+    }
+
+    /// Slots in the hash table (a power of two).
     #[must_use]
-    pub fn key(&self, i: usize) -> &[u8] {
-        let o = self.layout.key_offs + 8 * i;
-        let (from, to) = (
-            u64_at(&self.bytes, o) as usize,
-            u64_at(&self.bytes, o + 8) as usize,
-        );
-        &self.bytes[self.layout.key_bytes + from..self.layout.key_bytes + to]
+    pub fn slots(&self) -> usize {
+        self.layout.mask + 1
     }
 
     /// Where a lookup of `key` starts: pass it to [`Column::find`]. Loading the
     /// slot early ([`Column::prefetch_slot`]) lets lookups overlap.
     #[must_use]
+    #[inline]
     pub fn home(&self, key: &[u8]) -> usize {
         key_hash(key) as usize & self.layout.mask
     }
 
     /// Starts loading the slot a lookup from `home` reads first.
+    #[inline]
     pub fn prefetch_slot(&self, home: usize) {
-        crate::hint::prefetch(&self.bytes[self.layout.slots + 4 * home]);
+        crate::hint::prefetch(&self.bytes[self.layout.slots + SLOT * home]);
     }
 
-    /// Starts loading key `i`'s entries (its bytes' offsets, its events'
-    /// starts) and its first events.
-    pub fn prefetch_key(&self, i: usize) {
-        crate::hint::prefetch(&self.bytes[self.layout.key_offs + 8 * i]);
-        crate::hint::prefetch(&self.bytes[self.layout.starts + 8 * i]);
-    }
-
-    /// The key in the slot at `home`, the first a lookup from there compares.
-    #[must_use]
-    pub fn candidate(&self, home: usize) -> Option<usize> {
-        (self.slot(home) as usize).checked_sub(1)
-    }
-
-    /// Starts loading key `i`'s bytes.
-    pub fn prefetch_key_bytes(&self, i: usize) {
-        let from = u64_at(&self.bytes, self.layout.key_offs + 8 * i) as usize;
-        if let Some(b) = self.bytes.get(self.layout.key_bytes + from) {
-            crate::hint::prefetch(b);
-        }
-    }
-
-    /// Starts loading `events` (their first 512 bytes: a binary search over
-    /// more reads a few lines of them anyway).
-    pub fn prefetch_events(&self, events: &std::ops::Range<usize>) {
-        let from = self.layout.events + 16 * events.start;
-        let to = self.layout.events + 16 * events.end.min(events.start + 32);
-        for at in (from..to).step_by(64) {
-            crate::hint::prefetch(&self.bytes[at]);
-        }
-    }
-
-    /// The index of `key`, looked up from its [`Column::home`] slot.
-    #[must_use]
-    pub fn find(&self, key: &[u8], home: usize) -> Option<usize> {
-        let mut at = home;
-        // Bounded: a validated table has an empty slot.
-        for _ in 0..=self.layout.mask {
-            let s = self.slot(at) as usize;
-            if s == 0 {
-                return None;
+    /// Starts loading the events of the key in the slot at `home`, the first
+    /// a lookup from there compares (their first 512 bytes: a binary search
+    /// over more reads a few lines of them anyway).
+    #[inline]
+    pub fn prefetch_candidate(&self, home: usize) {
+        if let Ok((events, _)) = self.slot(home) {
+            let from = self.layout.events + 16 * events.start;
+            let to = self.layout.events + 16 * events.end.min(events.start + 32);
+            for at in (from..to).step_by(64) {
+                crate::hint::prefetch(&self.bytes[at]);
             }
-            if same(self.key(s - 1), key) {
-                return Some(s - 1);
+        }
+    }
+
+    /// The events of `key`, looked up from its [`Column::home`] slot; `None`
+    /// if the column does not hold the key.
+    #[inline]
+    pub fn find(&self, key: &[u8], home: usize) -> Result<Option<std::ops::Range<usize>>> {
+        let mut at = home;
+        // Bounded, whatever the table holds.
+        for _ in 0..=self.layout.mask {
+            let slot = self.layout.slots + SLOT * at;
+            self.ensure(slot, slot + SLOT)?;
+            if !self.slot_used(at) {
+                return Ok(None);
+            }
+            let (events, k) = self.slot(at)?;
+            if k.len() > INLINE {
+                let from = k.as_ptr() as usize - self.bytes.as_ptr() as usize;
+                self.ensure(from, from + k.len())?;
+            }
+            if same(k, key) {
+                return Ok(Some(events));
             }
             at = (at + 1) & self.layout.mask;
         }
-        None
+        Ok(None)
     }
 
-    /// Key `i`'s events: indices into [`Column::time`] and the others.
+    /// Event `e`'s time (after [`Column::ready`] for a range holding `e`).
     #[must_use]
-    pub fn events(&self, i: usize) -> std::ops::Range<usize> {
-        let o = self.layout.starts + 8 * i;
-        u64_at(&self.bytes, o) as usize..u64_at(&self.bytes, o + 8) as usize
-    }
-
-    /// Event `e`'s time.
-    #[must_use]
+    #[inline]
     pub fn time(&self, e: usize) -> i64 {
         i64::from_le_bytes(self.at8(self.layout.events, 2 * e))
     }
 
-    /// Event `e`'s field, `None` where it is not a number.
+    /// Event `e`'s field, `None` where it is not a number (after
+    /// [`Column::ready`] for a range holding `e`).
     #[must_use]
+    #[inline]
     pub fn value(&self, e: usize) -> Option<f64> {
         Some(f64::from_le_bytes(self.at8(self.layout.events, 2 * e + 1))).filter(|x| !x.is_nan())
     }
 
-    /// The sum of the numbers of event `e`'s key up to and including `e`.
+    /// The sum of the numbers of event `e`'s key up to and including `e`
+    /// (after [`Column::running`] for a range holding `e`).
     #[must_use]
+    #[inline]
     pub fn running_sum(&self, e: usize) -> f64 {
         f64::from_le_bytes(self.at8(self.layout.sums, e))
     }
 
-    /// How many of event `e`'s key's events up to and including `e` are numbers.
+    /// How many of event `e`'s key's events up to and including `e` are numbers
+    /// (after [`Column::running`] for a range holding `e`).
     #[must_use]
+    #[inline]
     pub fn running_numbers(&self, e: usize) -> u64 {
         let at = self.layout.numbers + 4 * e;
         u64::from(u32::from_le_bytes(
@@ -571,6 +719,7 @@ impl Column {
         ))
     }
 
+    #[inline]
     fn at8(&self, section: usize, e: usize) -> [u8; 8] {
         let at = section + 8 * e;
         self.bytes[at..at + 8].try_into().expect("8 bytes")
@@ -593,33 +742,46 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a == b
 }
 
-/// The first chunk whose checksum does not match, checked on every core.
-fn first_bad_chunk(b: &[u8], body_end: usize, chunks: usize) -> Option<usize> {
-    let crc_at = |c: usize| {
-        u32::from_le_bytes(
-            b[body_end + 4 * c..body_end + 4 * c + 4]
-                .try_into()
-                .expect("4 bytes"),
-        )
-    };
-    let check =
-        |c: usize| crc32fast::hash(&b[c * CHUNK..((c + 1) * CHUNK).min(body_end)]) != crc_at(c);
-    let threads = crate::storage::cores().min(chunks.div_ceil(4)).max(1);
+/// The first chunk of `chunks` whose checksum does not match, checked on
+/// every core.
+fn first_bad_chunk(b: &[u8], body_end: usize, chunks: std::ops::Range<usize>) -> Option<usize> {
+    let check = |c: usize| chunk_is_bad(b, body_end, c);
+    let n = chunks.len();
+    let threads = crate::storage::cores().min(n.div_ceil(256)).max(1);
     if threads == 1 {
-        return (0..chunks).find(|&c| check(c));
+        return chunks.into_iter().find(|&c| check(c));
     }
-    let per = chunks.div_ceil(threads);
+    let (first, per) = (chunks.start, n.div_ceil(threads));
+    let part = move |t: usize| first + t * per..(first + (t + 1) * per).min(chunks.end);
     std::thread::scope(|s| {
         let handles: Vec<_> = (1..threads)
-            .map(|t| s.spawn(move || (t * per..((t + 1) * per).min(chunks)).find(|&c| check(c))))
+            .map(|t| s.spawn(move || part(t).find(|&c| check(c))))
             .collect();
-        let mut bad = (0..per.min(chunks)).find(|&c| check(c));
+        let mut bad = part(0).find(|&c| check(c));
         for h in handles {
             let found = h.join().expect("checksum thread panicked");
             bad = bad.or(found);
         }
         bad
     })
+}
+
+/// Whether chunk `c` does not match its checksum.
+fn chunk_is_bad(b: &[u8], body_end: usize, c: usize) -> bool {
+    let at = body_end + 4 * c;
+    let stored = u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
+    crc32fast::hash(&b[c * CHUNK..((c + 1) * CHUNK).min(body_end)]) != stored
+}
+
+fn chunk_mismatch(path: &Path, c: usize) -> Error {
+    Error::corrupt(
+        path,
+        (c * CHUNK) as u64,
+        format!(
+            "column checksum mismatch in the {CHUNK}-byte chunk at {}",
+            c * CHUNK
+        ),
+    )
 }
 
 /// The trailer's body end and chunk count, checked against the file's length.
@@ -660,7 +822,7 @@ fn header(b: &[u8], body_end: usize, path: &Path) -> Result<(ColumnInfo, Layout)
     if version != COLUMN_VERSION {
         return Err(bad(8, format!("unsupported column version {version}")));
     }
-    let (known_end, keys, events, key_bytes, slots) = (
+    let (known_end, keys, events, long_bytes, slots) = (
         u64_at(b, 16),
         u64_at(b, 24),
         u64_at(b, 32),
@@ -669,14 +831,14 @@ fn header(b: &[u8], body_end: usize, path: &Path) -> Result<(ColumnInfo, Layout)
     );
     let stream_len = usize::from(u16::from_le_bytes([b[56], b[57]]));
     let field_len = usize::from(u16::from_le_bytes([b[58], b[59]]));
-    let layout = Layout::new(stream_len + field_len, keys, events, key_bytes, slots)
+    let layout = Layout::new(stream_len + field_len, keys, events, long_bytes, slots)
         .filter(|l| l.body_end == body_end)
         .ok_or_else(|| {
             bad(
                 24,
                 format!(
-                    "column of {keys} keys, {events} events, {key_bytes} key bytes and \
-                     {slots} slots does not fill its {body_end}-byte body"
+                    "column of {keys} keys, {events} events, {long_bytes} long key bytes \
+                     and {slots} slots does not fill its {body_end}-byte body"
                 ),
             )
         })?;
@@ -697,12 +859,47 @@ fn header(b: &[u8], body_end: usize, path: &Path) -> Result<(ColumnInfo, Layout)
     Ok((info, layout))
 }
 
-/// Reads only the header of a column for the catalog (no checksums: the whole
-/// file is validated when it is used).
+/// Reads only the header of a column for the catalog, checked against its
+/// chunks' checksums (the rest is checked when it is used).
 pub fn peek(vfs: &dyn crate::storage::vfs::Vfs, path: &Path) -> Result<ColumnInfo> {
     let b = crate::storage::read_file(vfs, path)?;
-    let (body_end, _) = frame(&b, path)?;
-    Ok(header(&b, body_end, path)?.0)
+    Ok(checked_header(&b, path)?.info)
+}
+
+/// A column's header, checked.
+struct Checked {
+    info: ColumnInfo,
+    layout: Layout,
+    /// Chunks in the body.
+    chunks: usize,
+    /// The chunks before the slots (the header's), checked.
+    eager: usize,
+}
+
+/// The trailer (its checksum), then the header: bounds-checked as it is
+/// parsed, and trusted only once its chunks match their checksums.
+fn checked_header(b: &[u8], path: &Path) -> Result<Checked> {
+    let (body_end, chunks) = frame(b, path)?;
+    let len = b.len();
+    let stored = u32::from_le_bytes(b[len - 4..].try_into().expect("4 bytes"));
+    if crc32fast::hash(&b[body_end..len - 4]) != stored {
+        return Err(Error::corrupt(
+            path,
+            body_end as u64,
+            "column trailer checksum mismatch",
+        ));
+    }
+    let (info, layout) = header(b, body_end, path)?;
+    let eager = layout.slots.div_ceil(CHUNK).min(chunks);
+    if let Some(c) = (0..eager).find(|&c| chunk_is_bad(b, body_end, c)) {
+        return Err(chunk_mismatch(path, c));
+    }
+    Ok(Checked {
+        info,
+        layout,
+        chunks,
+        eager,
+    })
 }
 
 #[cfg(test)]
@@ -711,25 +908,29 @@ mod tests {
     use crate::storage::memvfs::MemVfs;
     use crate::storage::vfs::Vfs;
 
-    /// Three keys, one of them with events whose field is not a number.
+    /// Keys and their events: one longer than a slot holds, one of exactly
+    /// 16 bytes, one with events whose field is not a number.
+    type Sample = Vec<(&'static [u8], Vec<(i64, Option<f64>)>)>;
+
+    fn sample_keys() -> Sample {
+        vec![
+            (b"a", vec![(1, Some(1.5)), (2, None), (2, Some(-3.0))]),
+            (b"bb", (0..40).map(|i| (i * 10, Some(i as f64))).collect()),
+            (b"c", vec![(i64::MIN, None)]),
+            (
+                b"a key longer than sixteen bytes",
+                vec![(7, Some(7.0)), (8, Some(8.0))],
+            ),
+            (b"sixteen bytes!!!", vec![(i64::MIN, None)]),
+        ]
+    }
+
     fn sample(vfs: &MemVfs, path: &Path) -> ColumnInfo {
-        let a = [(1, Some(1.5)), (2, None), (2, Some(-3.0))];
-        let b: Vec<(i64, Option<f64>)> = (0..40).map(|i| (i * 10, Some(i as f64))).collect();
-        let c = [(i64::MIN, None)];
-        let keys = [
-            KeyEvents {
-                key: b"a",
-                events: &a,
-            },
-            KeyEvents {
-                key: b"bb",
-                events: &b,
-            },
-            KeyEvents {
-                key: b"c",
-                events: &c,
-            },
-        ];
+        let keys = sample_keys();
+        let keys: Vec<KeyEvents<'_>> = keys
+            .iter()
+            .map(|(k, e)| KeyEvents { key: k, events: e })
+            .collect();
         write(vfs, path, "s", "price", 99, &keys).unwrap()
     }
 
@@ -742,23 +943,40 @@ mod tests {
         let col = Column::open(&vfs, path).unwrap();
         assert_eq!(col.info(), &info);
         assert_eq!(peek(&vfs, path).unwrap(), info);
-        assert_eq!((info.keys, info.events, info.known_end), (3, 44, 99));
-        assert_eq!(col.key(1), b"bb");
-        let find = |k: &[u8]| col.find(k, col.home(k));
-        assert_eq!(find(b"b"), None);
-        assert_eq!(find(b"bb"), Some(1));
-        assert_eq!(find(b"c"), Some(2));
-        assert_eq!(find(b"a"), Some(0));
-        assert_eq!(find(b""), None);
-        assert_eq!(col.events(0), 0..3);
-        assert_eq!(col.events(2), 43..44);
-        assert_eq!(
-            (col.time(1), col.value(1), col.value(2)),
-            (2, None, Some(-3.0))
-        );
-        assert_eq!((col.running_sum(2), col.running_numbers(2)), (-1.5, 2));
-        assert_eq!((col.running_sum(42), col.running_numbers(42)), (780.0, 40));
-        assert_eq!((col.time(43), col.running_numbers(43)), (i64::MIN, 0));
+        assert_eq!((info.keys, info.events, info.known_end), (5, 47, 99));
+        col.running(&(0..47)).unwrap();
+        col.check_all().unwrap();
+        assert!(col.running(&(0..48)).is_err());
+        let find = |k: &[u8]| col.find(k, col.home(k)).unwrap();
+        for (key, events) in sample_keys() {
+            let got = find(key).unwrap();
+            assert_eq!(got.len(), events.len());
+            let (mut sum, mut n) = (0.0, 0);
+            for (e, &(t, x)) in got.zip(&events) {
+                assert_eq!((col.time(e), col.value(e)), (t, x));
+                sum += x.unwrap_or(0.0);
+                n += u64::from(x.is_some());
+                assert_eq!((col.running_sum(e), col.running_numbers(e)), (sum, n));
+            }
+        }
+        for absent in [
+            &b"b"[..],
+            b"",
+            b"a key longer than sixteen byteS",
+            b"sixteen bytes!!?",
+            b"cc",
+        ] {
+            assert_eq!(find(absent), None, "{absent:?}");
+        }
+        // Events are stored in slot order, back to back.
+        let mut entries: Vec<(Vec<u8>, std::ops::Range<usize>)> = col
+            .entries()
+            .map(|r| r.map(|(k, e)| (k.to_vec(), e)).unwrap())
+            .collect();
+        assert_eq!(entries.len(), 5);
+        assert!(entries.windows(2).all(|w| w[0].1.end == w[1].1.start));
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(entries[1].0, b"a key longer than sixteen bytes");
     }
 
     /// Every single-byte change anywhere in the file is refused on opening,
@@ -773,7 +991,7 @@ mod tests {
         for at in 0..good.len() {
             let mut bad = good.clone();
             bad[at] ^= 0x41;
-            match Column::parse(Bytes::from(bad), path) {
+            match Column::parse(Bytes::from(bad), path).and_then(|c| c.check_all()) {
                 Err(Error::Corruption { path: p, .. }) => assert_eq!(p, path),
                 other => panic!("flipping byte {at} gave {other:?}"),
             }
@@ -798,11 +1016,30 @@ mod tests {
         let info = write(&vfs, path, "s", "x", 1, &keys).unwrap();
         let good = vfs.read(path).unwrap().to_vec();
         assert!(info.bytes > 5 * CHUNK as u64);
-        assert!(Column::parse(Bytes::from(good.clone()), path).is_ok());
+        let col = Column::parse(Bytes::from(good.clone()), path).unwrap();
+        col.check_all().unwrap();
         for at in [0, CHUNK, 3 * CHUNK + 17, good.len() - 100] {
             let mut bad = good.clone();
             bad[at] ^= 1;
-            assert!(Column::parse(Bytes::from(bad), path).is_err(), "byte {at}");
+            let checked = Column::parse(Bytes::from(bad), path).and_then(|c| c.check_all());
+            assert!(checked.is_err(), "byte {at}");
         }
+        // A damaged chunk is found when first needed, not before.
+        let sums = col.layout.sums;
+        let mut bad = good.clone();
+        let (numbers, damaged) = (col.layout.numbers, sums + 8 * 190_000);
+        bad[damaged] ^= 1;
+        let col = Column::parse(Bytes::from(bad), path).unwrap();
+        // Events whose sums and counts lie in other chunks than the damage
+        // (and than the events, which opening checked).
+        let clean = 100_000..101_000usize;
+        let chunks = |at: usize, size: usize, r: &std::ops::Range<usize>| {
+            (at + size * r.start) / CHUNK..=(at + size * r.end - 1) / CHUNK
+        };
+        assert!(!chunks(sums, 8, &clean).contains(&(damaged / CHUNK)));
+        assert!(!chunks(numbers, 4, &clean).contains(&(damaged / CHUNK)));
+        assert!(col.running(&clean).is_ok());
+        assert!(col.running(&(189_000..191_000)).is_err());
+        assert!(col.running(&(190_000..190_001)).is_err(), "stays refused");
     }
 }

@@ -4,7 +4,7 @@
 //! Each request is answered on its own, in request order (no sort): its key
 //! is looked up in the column's hash table, and its window's bounds found by
 //! two binary searches in the key's events. The lookups of the requests a
-//! few places ahead are started early, a stage at a time (slot, key entry,
+//! few places ahead are started early, a stage at a time (slot, then
 //! events), so their cache misses overlap. A key with records after the
 //! column (the tail) is answered from its column events and those records
 //! merged.
@@ -25,9 +25,8 @@ use crate::Result;
 const SUMMED: usize = 32;
 
 /// How far ahead of the request it answers a thread starts each stage of
-/// a later request's lookup: its slot, its key entry, its events.
-const SLOT_AHEAD: usize = 24;
-const ENTRY_AHEAD: usize = 16;
+/// a later request's lookup: its slot, then its events.
+const SLOT_AHEAD: usize = 16;
 const EVENTS_AHEAD: usize = 8;
 
 /// One key's events in `(event_time, position)` order, with running sums.
@@ -38,6 +37,10 @@ trait Events {
     fn running_sum(&self, e: usize) -> f64;
     /// How many of the events up to and including `e` are numbers.
     fn running_numbers(&self, e: usize) -> u64;
+    /// Makes the running values of `events` readable.
+    fn running(&self, events: &Range<usize>) -> Result<()>;
+    /// Makes the times and fields of `events` readable.
+    fn ready(&self, events: &Range<usize>) -> Result<()>;
 }
 
 impl Events for Column {
@@ -52,6 +55,12 @@ impl Events for Column {
     }
     fn running_numbers(&self, e: usize) -> u64 {
         Column::running_numbers(self, e)
+    }
+    fn running(&self, events: &Range<usize>) -> Result<()> {
+        Column::running(self, events)
+    }
+    fn ready(&self, events: &Range<usize>) -> Result<()> {
+        Column::ready(self, events)
     }
 }
 
@@ -77,6 +86,12 @@ impl Events for Merged {
     fn running_numbers(&self, e: usize) -> u64 {
         self.numbers[e]
     }
+    fn running(&self, _: &Range<usize>) -> Result<()> {
+        Ok(())
+    }
+    fn ready(&self, _: &Range<usize>) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// What a window query asks.
@@ -98,19 +113,33 @@ impl<'a> Windows<'a> {
         end: u64,
     ) -> Result<Vec<Option<f64>>> {
         let tails = self.tails(snap, col, stream, end)?;
-        let mut out = vec![None; self.requests.len()];
-        let per = self
-            .requests
-            .len()
-            .div_ceil(join_threads(self.requests.len()))
-            .max(1);
-        let jobs: Vec<_> = self.requests.chunks(per).zip(out.chunks_mut(per)).collect();
-        let run = |(reqs, out): (&[Request], &mut [Option<f64>])| -> Result<()> {
-            self.run(col, &tails, reqs, out);
-            Ok(())
+        let n = self.requests.len();
+        let per = n.div_ceil(join_threads(n)).max(1);
+        let mut runs = self.requests.chunks(per);
+        let Some(first) = runs.next() else {
+            return Ok(Vec::new());
         };
-        super::parallel::run_jobs(jobs, run)?;
-        Ok(out)
+        // A run of requests per core. The first is answered on this thread
+        // straight into the result, so its allocation is not a serial step
+        // before the others start; theirs are appended.
+        std::thread::scope(|scope| {
+            let tails = &tails;
+            let others: Vec<_> = runs
+                .map(|reqs| {
+                    scope.spawn(move || {
+                        let mut out = Vec::with_capacity(reqs.len());
+                        self.run(col, tails, reqs, &mut out).map(|()| out)
+                    })
+                })
+                .collect();
+            let mut out = Vec::with_capacity(n);
+            let mine = self.run(col, tails, first, &mut out);
+            for h in others {
+                let theirs = h.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+                out.extend(theirs?);
+            }
+            mine.map(|()| out)
+        })
     }
 
     /// One thread's run of requests.
@@ -119,46 +148,40 @@ impl<'a> Windows<'a> {
         col: &Column,
         tails: &HashMap<&[u8], Merged>,
         reqs: &[Request],
-        out: &mut [Option<f64>],
-    ) {
+        out: &mut Vec<Option<f64>>,
+    ) -> Result<()> {
         const RING: usize = SLOT_AHEAD + 1;
         let mut homes = [0usize; RING];
         for (i, r) in reqs.iter().enumerate().take(SLOT_AHEAD) {
             homes[i % RING] = col.home(&r.key);
         }
-        for (i, (r, o)) in reqs.iter().zip(out.iter_mut()).enumerate() {
+        for (i, r) in reqs.iter().enumerate() {
             if let Some(a) = reqs.get(i + SLOT_AHEAD) {
                 let h = col.home(&a.key);
                 homes[(i + SLOT_AHEAD) % RING] = h;
                 col.prefetch_slot(h);
             }
-            if i + ENTRY_AHEAD < reqs.len() {
-                if let Some(k) = col.candidate(homes[(i + ENTRY_AHEAD) % RING]) {
-                    col.prefetch_key(k);
-                }
-            }
             if i + EVENTS_AHEAD < reqs.len() {
-                if let Some(k) = col.candidate(homes[(i + EVENTS_AHEAD) % RING]) {
-                    col.prefetch_key_bytes(k);
-                    col.prefetch_events(&col.events(k));
-                }
+                col.prefetch_candidate(homes[(i + EVENTS_AHEAD) % RING]);
             }
             if !tails.is_empty() {
                 if let Some(m) = tails.get(&r.key[..]) {
-                    *o = self.one(m, 0..m.events.len(), r.time);
+                    out.push(self.one(m, 0..m.events.len(), r.time)?);
                     continue;
                 }
             }
-            *o = match col.find(&r.key, homes[i % RING]) {
-                Some(k) => self.one(col, col.events(k), r.time),
+            out.push(match col.find(&r.key, homes[i % RING])? {
+                Some(events) => self.one(col, events, r.time)?,
                 None if self.agg == Agg::Count => Some(0.0),
                 None => None,
-            };
+            });
         }
+        Ok(())
     }
 
     /// The window as of `t` over one key's `events`.
-    fn one(&self, ev: &impl Events, events: Range<usize>, t: i64) -> Option<f64> {
+    fn one(&self, ev: &impl Events, events: Range<usize>, t: i64) -> Result<Option<f64>> {
+        ev.ready(&events)?;
         let first = events.start;
         let start = i128::from(t) - i128::from(self.width); // exclusive
         let a = first_where(events.clone(), |e| i128::from(ev.time(e)) > start);
@@ -179,7 +202,7 @@ impl<'a> Windows<'a> {
             }
         };
         let values = || (a..b).filter_map(|e| ev.value(e));
-        match self.agg {
+        Ok(match self.agg {
             Agg::Count => Some((b - a) as f64),
             Agg::Sum | Agg::Avg => {
                 // A short window is summed from its values, which are at
@@ -187,6 +210,7 @@ impl<'a> Windows<'a> {
                 let (sum, n) = if b - a <= SUMMED {
                     values().fold((0.0, 0u64), |(s, n), x| (s + x, n + 1))
                 } else {
+                    ev.running(&events)?;
                     (
                         sum_below(b) - sum_below(a),
                         numbers_below(b) - numbers_below(a),
@@ -202,7 +226,7 @@ impl<'a> Windows<'a> {
             }
             Agg::Min => values().reduce(f64::min),
             Agg::Max => values().reduce(f64::max),
-        }
+        })
     }
 
     /// The keys with records after the column that can enter a window (event
@@ -254,11 +278,10 @@ impl<'a> Windows<'a> {
             // the tail is in position order: a stable sort by time leaves them
             // in `(event_time, position)` order.
             let mut m = Merged::default();
-            if let Some(k) = col.find(&r.key, col.home(&r.key)) {
-                m.events.extend(
-                    col.events(k)
-                        .map(|e| (col.time(e), col.value(e).unwrap_or(f64::NAN))),
-                );
+            if let Some(events) = col.find(&r.key, col.home(&r.key))? {
+                col.ready(&events)?;
+                m.events
+                    .extend(events.map(|e| (col.time(e), col.value(e).unwrap_or(f64::NAN))));
             }
             m.events.extend_from_slice(&tail);
             m.events.sort_by_key(|e| e.0);
@@ -278,16 +301,19 @@ impl<'a> Windows<'a> {
 }
 
 /// The first index of `range` where `pred` holds (`range.end` if none); `pred`
-/// must be false then true along the range.
+/// must be false then true along the range. Branch-free: the halving does not
+/// depend on the comparisons, whose outcomes (on times a request's key makes
+/// unpredictable) select with a conditional move instead of a jump.
 fn first_where(range: Range<usize>, pred: impl Fn(usize) -> bool) -> usize {
-    let (mut lo, mut hi) = (range.start, range.end);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        if pred(mid) {
-            hi = mid;
-        } else {
-            lo = mid + 1;
-        }
+    let (mut base, mut size) = (range.start, range.len());
+    if size == 0 {
+        return base;
     }
-    lo
+    while size > 1 {
+        let half = size / 2;
+        let mid = base + half;
+        base = if pred(mid) { base } else { mid };
+        size -= half;
+    }
+    base + usize::from(!pred(base))
 }

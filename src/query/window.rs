@@ -172,7 +172,17 @@ impl Snapshot {
                         width,
                         requests,
                     };
-                    return windows.answer(self, &col, stream, end);
+                    match windows.answer(self, &col, stream, end) {
+                        // Parts of a column are checked when first read: a
+                        // damaged one is reported, and the log answers.
+                        Err(e @ Error::Corruption { .. }) if self.access == AccessPath::Auto => {
+                            log::warn!(
+                                "column {} unusable, reading the log: {e}",
+                                col.info().path.display()
+                            );
+                        }
+                        answered => return answered,
+                    }
                 }
                 None if self.access == AccessPath::Column => {
                     return Err(Error::InvalidInput(format!(

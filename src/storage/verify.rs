@@ -236,6 +236,7 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                 Ok(())
             } else if path.extension().is_some_and(|x| x == "col") {
                 let col = crate::column::Column::parse(b, &path)?;
+                col.check_all()?;
                 if col.info().known_end > expected_base {
                     return Err(Error::corrupt(
                         &path,
