@@ -654,8 +654,11 @@ impl Column {
         if let Ok((events, _)) = self.slot(home) {
             let from = self.layout.events + 16 * events.start;
             let to = self.layout.events + 16 * events.end.min(events.start + 32);
-            for at in (from..to).step_by(64) {
-                crate::hint::prefetch(&self.bytes[at]);
+            // Every line the events touch, the last one included.
+            for at in (from & !63..to).step_by(64) {
+                if let Some(b) = self.bytes.get(at.max(from)) {
+                    crate::hint::prefetch(b);
+                }
             }
         }
     }
