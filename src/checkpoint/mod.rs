@@ -14,8 +14,9 @@
 //! unknown), the key is refolded from the key index. Every other key's row is
 //! the checkpoint's.
 //!
-//! Files live in `DIR/checkpoints/<stream>@<K, 20 digits>.ckpt` (format in
-//! [`file`](mod@file)).
+//! Files live in `DIR/checkpoints/<stream>@<K, 20 digits>@<T>.ckpt` (format
+//! in [`file`](mod@file); files named `<stream>@<K>.ckpt`, before 2026-11-27,
+//! are read too).
 
 pub mod file;
 mod tail;
@@ -123,7 +124,8 @@ impl Catalog {
 
     /// Opens a checkpoint of this catalog: header, whole checksum, rows. The
     /// first open maps and checks the file; later ones reuse that mapping
-    /// (checkpoint files are never rewritten in place).
+    /// (checkpoint files are never rewritten in place). A file whose header is
+    /// not `info`'s (replaced since this catalog listed it) is refused.
     pub fn open(&self, info: &CheckpointInfo) -> Result<(CheckpointInfo, bytes::Bytes)> {
         let cached = self
             .opened
@@ -135,6 +137,19 @@ impl Catalog {
             return Ok(hit);
         }
         let fresh = file::open(&*self.vfs, &info.path)?;
+        if (&fresh.0.stream, fresh.0.as_of, fresh.0.known_end)
+            != (&info.stream, info.as_of, info.known_end)
+        {
+            return Err(Error::corrupt(
+                &info.path,
+                0,
+                format!(
+                    "checkpoint replaced since it was listed: as of {} known at {}, \
+                     where the catalog has {} and {}",
+                    fresh.0.as_of, fresh.0.known_end, info.as_of, info.known_end
+                ),
+            ));
+        }
         self.opened
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -184,7 +199,10 @@ impl Catalog {
                 crate::storage::fsutil::sync_dir(vfs, parent)?;
             }
         }
-        let path = self.dir.join(format!("{stream}@{end:020}.ckpt"));
+        // One file per position and time: two checkpoints of a position at
+        // different times differ, and a handle that listed one must never
+        // open the other under its name.
+        let path = self.dir.join(format!("{stream}@{end:020}@{as_of}.ckpt"));
         // From the previous checkpoint plus its tail when that is cheaper: a
         // checkpoint costs about the table's size, not the history's, so
         // periodic checkpoints stay linear in the log.

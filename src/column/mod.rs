@@ -127,30 +127,37 @@ impl Columns {
         if info.known_end > end {
             return None;
         }
-        if let Some(c) = lock(&self.opened).get(&info.path) {
-            return Some(c.clone());
+        let cached = lock(&self.opened).get(&info.path).cloned();
+        let col = match cached {
+            Some(c) => c,
+            None => match Column::open(&*self.vfs, &info.path) {
+                Ok(c) => {
+                    let c = Arc::new(c);
+                    lock(&self.opened).insert(info.path.clone(), c.clone());
+                    c
+                }
+                Err(e) => {
+                    log::warn!(
+                        "column {} unusable, reading the log: {e}",
+                        info.path.display()
+                    );
+                    return None;
+                }
+            },
+        };
+        // Another handle may have rebuilt the file since this one listed it:
+        // what counts is the header of the file opened.
+        let i = col.info();
+        if i.stream == stream && i.field == field && i.known_end <= end {
+            return Some(col);
         }
-        match Column::open(&*self.vfs, &info.path) {
-            Ok(c) if c.info().stream == stream && c.info().field == field => {
-                let c = Arc::new(c);
-                lock(&self.opened).insert(info.path.clone(), c.clone());
-                Some(c)
-            }
-            Ok(_) => {
-                log::warn!(
-                    "column {} names another stream or field; reading the log",
-                    info.path.display()
-                );
-                None
-            }
-            Err(e) => {
-                log::warn!(
-                    "column {} unusable, reading the log: {e}",
-                    info.path.display()
-                );
-                None
-            }
+        if i.stream != stream || i.field != field {
+            log::warn!(
+                "column {} names another stream or field; reading the log",
+                info.path.display()
+            );
         }
+        None
     }
 
     /// Builds (or rebuilds) the column of `field` in `stream` from `snap`,
