@@ -223,6 +223,7 @@ impl DbBuilder {
         )?;
         let log_end = View::new(log.state())?.end_position();
         Ok(Db {
+            opened_end: log_end,
             auto_checkpoint: Arc::new(AutoCheckpoint {
                 every: self.checkpoint_every,
                 counts: std::sync::Mutex::new(HashMap::new()),
@@ -267,6 +268,9 @@ pub struct Db {
     checkpoints: Arc<Catalog>,
     columns: Arc<Columns>,
     views: Arc<Views>,
+    /// The log's end when this database was opened: saved view state past it
+    /// reflects records a power loss took.
+    opened_end: u64,
     auto_checkpoint: Arc<AutoCheckpoint>,
 }
 
@@ -381,7 +385,7 @@ impl Db {
             .filter(|v| v.def().stream() == stream)
         {
             v.catch_up(&snap, &mut |_| {})?;
-            v.save(&*self.log.config.vfs)?;
+            v.save(&*self.log.config.vfs, &|| self.log.flush())?;
         }
         Ok(info)
     }
@@ -402,9 +406,8 @@ impl Db {
             &self.log.dir.join(VIEW_DIR),
             &*self.log.config.vfs,
         )?);
-        let snap = self.snapshot()?;
-        view.finish_load(snap.end_position());
-        view.catch_up(&snap, progress)?;
+        view.finish_load(self.opened_end);
+        view.catch_up(&self.snapshot()?, progress)?;
         let mut all = self
             .views
             .0
@@ -473,11 +476,10 @@ impl Db {
             return Err(Error::ReadOnly);
         }
         self.update_views()?;
-        // What the views reflect reaches the disk before they do (see
-        // `checkpoint`).
-        self.log.flush()?;
+        // What each view reflects reaches the disk before it does (see
+        // `checkpoint`): `save` syncs the log while it holds the view still.
         for v in self.views.all() {
-            v.save(&*self.log.config.vfs)?;
+            v.save(&*self.log.config.vfs, &|| self.log.flush())?;
         }
         Ok(())
     }

@@ -28,14 +28,19 @@ fn exercise(data: &[u8]) {
         let Ok(Some(events)) = col.find(k, home) else {
             continue;
         };
-        if col.ready(&events).is_ok() {
-            for e in events.clone().take(1_000) {
-                let _ = (col.time(e), col.value(e));
-            }
+        // A window's bounds, as a query finds them, then its values.
+        for bound in [i128::MIN, -1, 0, 1 << 40, i128::MAX] {
+            let Ok(a) = col.first_after(events.clone(), bound) else {
+                break;
+            };
+            let Ok(b) = col.first_after(a..events.end, bound.saturating_add(1000)) else {
+                break;
+            };
+            assert!(events.start <= a && a <= b && b <= events.end);
         }
-        if col.running(&events).is_ok() {
+        if col.ready(&events).is_ok() {
             for e in events.take(1_000) {
-                let _ = (col.running_sum(e), col.running_numbers(e));
+                let _ = (col.time(e), col.value(e));
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The field column file: one numeric field of one stream, typed, per key in
-//! `(event_time, position)` order, with running sums, so a window over a key
-//! is two binary searches and a subtraction. Written atomically, checksummed
+//! `(event_time, position)` order, so a window over a key is a hash lookup,
+//! two binary searches and a pass over the window's values. Written atomically, checksummed
 //! in 4 KiB chunks, and read in place from its memory map: opening checks the
 //! header's chunk, and each other chunk is checked when a lookup first reads
 //! it, so a window over a few keys checks a few pages, not the whole file.
@@ -8,16 +8,20 @@
 //! ```text
 //! offset 0   magic        8 bytes "TLOGFCOL"
 //! offset 8   version      u32     1
-//! offset 12  flags        u32     0
+//! offset 12  flags        u32     bit 0: built under a compaction horizon;
+//!                                 other bits 0
 //! offset 16  known_end    u64     K: the column holds the records at positions < K
 //! offset 24  keys         u64     N
 //! offset 32  events       u64     E
 //! offset 40  long_bytes   u64     total bytes of the keys longer than 16 bytes
 //! offset 48  slots        u64     S, a power of two >= 2N (1 for no keys)
-//! offset 56  stream_len   u16
-//! offset 58  field_len    u16
-//! offset 60  reserved     u32     0
-//! offset 64  stream name, field name, zero-padded to a multiple of 8
+//! offset 56  horizon      i64     with flag bit 0, the compaction horizon it
+//!                                 was built under (it lacks what that
+//!                                 compaction dropped at or before it); else 0
+//! offset 64  stream_len   u16
+//! offset 66  field_len    u16
+//! offset 68  reserved     u32     0
+//! offset 72  stream name, field name, zero-padded to a multiple of 8
 //!            slots        S × 32 bytes, a hash table of the keys: a key sits
 //!                         at `key_hash(key) & (S - 1)` or the first empty
 //!                         slot after it (wrapping). A slot is all zeros, or:
@@ -31,9 +35,6 @@
 //!            events       E × (i64 event time, f64 field; NaN where the field
 //!                         is not a number); each key's events are contiguous,
 //!                         in (event_time, position) order; keys in slot order
-//!            sums         E f64   running sum of the key's numbers, inclusive
-//!            numbers      E u32   running count of the key's numbers, inclusive;
-//!                                 zero-padded to 8
 //! B          chunk_crcs   ceil(B / 4096) u32   CRC-32 of each 4 KiB of [0, B)
 //!            body_end     u64     B
 //!            crc          u32     CRC-32 of chunk_crcs and body_end
@@ -61,11 +62,13 @@ use crate::{Error, Result};
 const MAGIC: &[u8; 8] = b"TLOGFCOL";
 /// Column format version written and read.
 pub const COLUMN_VERSION: u32 = 1;
+/// Header flag: the column was built under a compaction horizon.
+const FLAG_HORIZON: u32 = 1;
 /// Bytes covered by one chunk checksum: a page, so a lookup checks about
 /// what it reads (a slot, a key's events) and no more.
 const CHUNK: usize = 4096;
 /// The fixed part of the header, before the names.
-const FIXED: usize = 64;
+const FIXED: usize = 72;
 
 /// What a column file holds, from its header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +85,10 @@ pub struct ColumnInfo {
     pub keys: u64,
     /// Events (records).
     pub events: u64,
+    /// The compaction horizon in force when it was built, if any: versions
+    /// at or before it that compaction dropped are missing, so only windows
+    /// starting (exclusively) at or after it can read it.
+    pub horizon: Option<i64>,
     /// File size in bytes.
     pub bytes: u64,
 }
@@ -94,8 +101,6 @@ struct Layout {
     mask: usize,
     long_keys: usize,
     events: usize,
-    sums: usize,
-    numbers: usize,
     body_end: usize,
 }
 
@@ -130,16 +135,12 @@ impl Layout {
         let slot_at = FIXED.checked_add(pad8(names)?)?;
         let long_keys = slot_at.checked_add(slots.checked_mul(SLOT)?)?;
         let ev = long_keys.checked_add(pad8(long_bytes)?)?;
-        let sums = ev.checked_add(events.checked_mul(16)?)?;
-        let numbers = sums.checked_add(events.checked_mul(8)?)?;
-        let body_end = numbers.checked_add(pad8(events.checked_mul(4)?)?)?;
+        let body_end = ev.checked_add(events.checked_mul(16)?)?;
         Some(Layout {
             slots: slot_at,
             mask: slots - 1,
             long_keys,
             events: ev,
-            sums,
-            numbers,
             body_end,
         })
     }
@@ -189,6 +190,7 @@ pub(crate) fn write(
     stream: &str,
     field: &str,
     known_end: u64,
+    horizon: Option<i64>,
     keys: &[KeyEvents<'_>],
 ) -> Result<ColumnInfo> {
     let events: usize = keys.iter().map(|k| k.events.len()).sum();
@@ -257,12 +259,13 @@ pub(crate) fn write(
         let mut head = Vec::with_capacity(layout.slots);
         head.extend_from_slice(MAGIC);
         head.extend_from_slice(&COLUMN_VERSION.to_le_bytes());
-        head.extend_from_slice(&0u32.to_le_bytes());
+        head.extend_from_slice(&u32::from(horizon.is_some()).to_le_bytes());
         head.extend_from_slice(&known_end.to_le_bytes());
         head.extend_from_slice(&(keys.len() as u64).to_le_bytes());
         head.extend_from_slice(&(events as u64).to_le_bytes());
         head.extend_from_slice(&(long_bytes as u64).to_le_bytes());
         head.extend_from_slice(&(slots as u64).to_le_bytes());
+        head.extend_from_slice(&horizon.unwrap_or(0).to_le_bytes());
         head.extend_from_slice(&stream_len.to_le_bytes());
         head.extend_from_slice(&field_len.to_le_bytes());
         head.extend_from_slice(&0u32.to_le_bytes());
@@ -285,25 +288,6 @@ pub(crate) fn write(
             }
             w.write_all(&buf).map_err(io)?;
         }
-        for k in &keys {
-            buf.clear();
-            let mut sum = 0.0f64;
-            for (_, x) in k.events {
-                sum += x.unwrap_or(0.0);
-                buf.extend_from_slice(&sum.to_le_bytes());
-            }
-            w.write_all(&buf).map_err(io)?;
-        }
-        for k in &keys {
-            buf.clear();
-            let mut n = 0u32;
-            for (_, x) in k.events {
-                n += u32::from(x.is_some());
-                buf.extend_from_slice(&n.to_le_bytes());
-            }
-            w.write_all(&buf).map_err(io)?;
-        }
-        w.pad().map_err(io)?;
         debug_assert_eq!(w.written, layout.body_end as u64);
         let (crcs, inner) = w.finish();
         let mut trailer = Vec::with_capacity(crcs.len() * 4 + 12);
@@ -326,6 +310,7 @@ pub(crate) fn write(
         known_end,
         keys: keys.len() as u64,
         events: events as u64,
+        horizon,
         bytes: total,
     })
 }
@@ -381,11 +366,9 @@ impl<W: Write> Write for Chunked<W> {
     }
 }
 
-/// A validated column file, read in place.
-///
-/// Opening checks every checksum but those of the running sums and counts,
-/// which only windows of more than a few dozen events read: their chunks are
-/// checked the first time a window needs them ([`Column::running`]).
+/// A column file, read in place: opening checks the trailer and the
+/// header's chunks; every other chunk is checked the first time a lookup
+/// reads it ([`Column::find`], [`Column::ready`]).
 #[derive(Debug)]
 pub struct Column {
     info: ColumnInfo,
@@ -502,20 +485,6 @@ impl Column {
         ))
     }
 
-    /// Makes the running sums and counts of `events` readable, checking their
-    /// chunks on first use.
-    pub fn running(&self, events: &std::ops::Range<usize>) -> Result<()> {
-        self.in_bounds(events)?;
-        self.ensure(
-            self.layout.sums + 8 * events.start,
-            self.layout.sums + 8 * events.end,
-        )?;
-        self.ensure(
-            self.layout.numbers + 4 * events.start,
-            self.layout.numbers + 4 * events.end,
-        )
-    }
-
     /// Every slot is all zeros or names events and key bytes in bounds; `N`
     /// slots hold keys, and their events number `E`; one slot at least is
     /// empty. (Lookups check the slots they read themselves; this is for
@@ -557,8 +526,14 @@ impl Column {
                     ));
                 }
             }
+            // Each key's events in time order (lookups binary-search them).
+            let (start, count) = (start as usize, count as usize);
+            self.ready(&(start..start + count))?;
+            if (start + 1..start + count).any(|e| self.time(e - 1) > self.time(e)) {
+                return bad(format!("column slot {i}: its events are not in time order"));
+            }
             keys += 1;
-            events += count;
+            events += count as u64;
         }
         if keys != self.info.keys || events != self.info.events || !empty {
             return Err(Error::corrupt(
@@ -613,11 +588,25 @@ impl Column {
         &self.info
     }
 
-    /// Every key with its events, in slot order.
+    /// Every key with its events, in slot order (each slot's chunk, and a
+    /// long key's, checked first).
     pub fn entries(&self) -> impl Iterator<Item = Result<(&[u8], std::ops::Range<usize>)>> + '_ {
-        (0..=self.layout.mask)
-            .filter(|&i| self.slot_used(i))
-            .map(|i| self.slot(i).map(|(events, key)| (key, events)))
+        (0..=self.layout.mask).filter_map(|i| {
+            let at = self.layout.slots + SLOT * i;
+            if let Err(e) = self.ensure(at, at + SLOT) {
+                return Some(Err(e));
+            }
+            if !self.slot_used(i) {
+                return None;
+            }
+            Some(self.slot(i).and_then(|(events, key)| {
+                if key.len() > INLINE {
+                    let from = key.as_ptr() as usize - self.bytes.as_ptr() as usize;
+                    self.ensure(from, from + key.len())?;
+                }
+                Ok((key, events))
+            }))
+        })
     }
 
     #[inline]
@@ -688,6 +677,37 @@ impl Column {
         Ok(None)
     }
 
+    /// The first of `events` with an event time after `bound` (`events.end`
+    /// if none): a binary search that checks the chunk of each time it reads.
+    /// Branch-free: the halving does not depend on the comparisons, whose
+    /// outcomes select with a conditional move instead of a jump.
+    pub fn first_after(&self, events: std::ops::Range<usize>, bound: i128) -> Result<usize> {
+        self.in_bounds(&events)?;
+        let (mut base, mut size) = (events.start, events.len());
+        if size == 0 {
+            return Ok(base);
+        }
+        while size > 1 {
+            let half = size / 2;
+            let mid = base + half;
+            base = if i128::from(self.checked_time(mid)?) > bound {
+                base
+            } else {
+                mid
+            };
+            size -= half;
+        }
+        Ok(base + usize::from(i128::from(self.checked_time(base)?) <= bound))
+    }
+
+    /// Event `e`'s time, its chunk checked first.
+    #[inline]
+    fn checked_time(&self, e: usize) -> Result<i64> {
+        let at = self.layout.events + 16 * e;
+        self.ensure(at, at + 8)?;
+        Ok(self.time(e))
+    }
+
     /// Event `e`'s time (after [`Column::ready`] for a range holding `e`).
     #[must_use]
     #[inline]
@@ -701,25 +721,6 @@ impl Column {
     #[inline]
     pub fn value(&self, e: usize) -> Option<f64> {
         Some(f64::from_le_bytes(self.at8(self.layout.events, 2 * e + 1))).filter(|x| !x.is_nan())
-    }
-
-    /// The sum of the numbers of event `e`'s key up to and including `e`
-    /// (after [`Column::running`] for a range holding `e`).
-    #[must_use]
-    #[inline]
-    pub fn running_sum(&self, e: usize) -> f64 {
-        f64::from_le_bytes(self.at8(self.layout.sums, e))
-    }
-
-    /// How many of event `e`'s key's events up to and including `e` are numbers
-    /// (after [`Column::running`] for a range holding `e`).
-    #[must_use]
-    #[inline]
-    pub fn running_numbers(&self, e: usize) -> u64 {
-        let at = self.layout.numbers + 4 * e;
-        u64::from(u32::from_le_bytes(
-            self.bytes[at..at + 4].try_into().expect("4 bytes"),
-        ))
     }
 
     #[inline]
@@ -832,8 +833,14 @@ fn header(b: &[u8], body_end: usize, path: &Path) -> Result<(ColumnInfo, Layout)
         u64_at(b, 40),
         u64_at(b, 48),
     );
-    let stream_len = usize::from(u16::from_le_bytes([b[56], b[57]]));
-    let field_len = usize::from(u16::from_le_bytes([b[58], b[59]]));
+    let flags = u32::from_le_bytes(b[12..16].try_into().expect("4 bytes"));
+    if flags & !FLAG_HORIZON != 0 {
+        return Err(bad(12, format!("unknown column flags {flags:#x}")));
+    }
+    let horizon = (flags & FLAG_HORIZON != 0)
+        .then(|| i64::from_le_bytes(b[56..64].try_into().expect("8 bytes")));
+    let stream_len = usize::from(u16::from_le_bytes([b[64], b[65]]));
+    let field_len = usize::from(u16::from_le_bytes([b[66], b[67]]));
     let layout = Layout::new(stream_len + field_len, keys, events, long_bytes, slots)
         .filter(|l| l.body_end == body_end)
         .ok_or_else(|| {
@@ -857,6 +864,7 @@ fn header(b: &[u8], body_end: usize, path: &Path) -> Result<(ColumnInfo, Layout)
         known_end,
         keys,
         events,
+        horizon,
         bytes: b.len() as u64,
     };
     Ok((info, layout))
@@ -934,7 +942,7 @@ mod tests {
             .iter()
             .map(|(k, e)| KeyEvents { key: k, events: e })
             .collect();
-        write(vfs, path, "s", "price", 99, &keys).unwrap()
+        write(vfs, path, "s", "price", 99, Some(-5), &keys).unwrap()
     }
 
     #[test]
@@ -946,20 +954,19 @@ mod tests {
         let col = Column::open(&vfs, path).unwrap();
         assert_eq!(col.info(), &info);
         assert_eq!(peek(&vfs, path).unwrap(), info);
-        assert_eq!((info.keys, info.events, info.known_end), (5, 47, 99));
-        col.running(&(0..47)).unwrap();
+        assert_eq!(
+            (info.keys, info.events, info.known_end, info.horizon),
+            (5, 47, 99, Some(-5))
+        );
+        col.ready(&(0..47)).unwrap();
         col.check_all().unwrap();
-        assert!(col.running(&(0..48)).is_err());
+        assert!(col.ready(&(0..48)).is_err());
         let find = |k: &[u8]| col.find(k, col.home(k)).unwrap();
         for (key, events) in sample_keys() {
             let got = find(key).unwrap();
             assert_eq!(got.len(), events.len());
-            let (mut sum, mut n) = (0.0, 0);
             for (e, &(t, x)) in got.zip(&events) {
                 assert_eq!((col.time(e), col.value(e)), (t, x));
-                sum += x.unwrap_or(0.0);
-                n += u64::from(x.is_some());
-                assert_eq!((col.running_sum(e), col.running_numbers(e)), (sum, n));
             }
         }
         for absent in [
@@ -1016,7 +1023,7 @@ mod tests {
             key: b"k",
             events: &ev,
         }];
-        let info = write(&vfs, path, "s", "x", 1, &keys).unwrap();
+        let info = write(&vfs, path, "s", "x", 1, None, &keys).unwrap();
         let good = vfs.read(path).unwrap().to_vec();
         assert!(info.bytes > 5 * CHUNK as u64);
         let col = Column::parse(Bytes::from(good.clone()), path).unwrap();
@@ -1028,21 +1035,13 @@ mod tests {
             assert!(checked.is_err(), "byte {at}");
         }
         // A damaged chunk is found when first needed, not before.
-        let sums = col.layout.sums;
+        let damaged = col.layout.events + 16 * 150_000;
         let mut bad = good.clone();
-        let (numbers, damaged) = (col.layout.numbers, sums + 8 * 190_000);
         bad[damaged] ^= 1;
         let col = Column::parse(Bytes::from(bad), path).unwrap();
-        // Events whose sums and counts lie in other chunks than the damage
-        // (and than the events, which opening checked).
-        let clean = 100_000..101_000usize;
-        let chunks = |at: usize, size: usize, r: &std::ops::Range<usize>| {
-            (at + size * r.start) / CHUNK..=(at + size * r.end - 1) / CHUNK
-        };
-        assert!(!chunks(sums, 8, &clean).contains(&(damaged / CHUNK)));
-        assert!(!chunks(numbers, 4, &clean).contains(&(damaged / CHUNK)));
-        assert!(col.running(&clean).is_ok());
-        assert!(col.running(&(189_000..191_000)).is_err());
-        assert!(col.running(&(190_000..190_001)).is_err(), "stays refused");
+        assert!(col.ready(&(0..1000)).is_ok());
+        assert!(col.ready(&(149_000..151_000)).is_err());
+        assert!(col.ready(&(150_000..150_001)).is_err(), "stays refused");
+        assert!(col.ready(&(0..10)).is_ok(), "others still read");
     }
 }

@@ -1,7 +1,7 @@
 //! Field columns: one numeric field of one stream kept typed beside the log,
-//! per key in `(event_time, position)` order with running sums, so a window
-//! over a key costs two binary searches and a subtraction instead of reading
-//! and parsing every JSON value it spans.
+//! per key in `(event_time, position)` order, so a window over a key costs a
+//! hash lookup, two binary searches and a pass over the window's values,
+//! instead of reading and parsing every JSON value it spans.
 //!
 //! A column is built from a snapshot ([`crate::Db::build_column`]) and holds
 //! the stream's records at positions below its `known_end` `K`. A window
@@ -10,16 +10,23 @@
 //! records (late ones included) has them merged into its column events in
 //! `(event_time, position)` order; every other key is answered from the column
 //! alone. A window known before `K` cannot use the column and reads the log.
-//! The column never changes an answer, only its cost: a stale column costs a
-//! longer tail. Rebuild it to shorten the tail.
+//! A window's values are summed afresh in `(event_time, position)` order, so a
+//! column changes no answer, only its cost (beyond the last bits of a sum,
+//! which the log paths, adding and subtracting as their window slides, can
+//! differ in): a stale column costs a longer tail. Rebuild it to shorten
+//! the tail.
 //!
-//! Compaction needs no rebuild: it drops only versions with
-//! `event_time <= H`, its horizon, and a window is answered only when its
-//! exclusive start `time - width` is at or after `H`, so no dropped version
-//! is in any window the column answers.
+//! Compaction to a horizon `H` drops only versions with `event_time <= H`.
+//! A column records the horizon in force when it was built, `Hc`, and is
+//! read only by windows whose exclusive start `time - width` is at or after
+//! `Hc` (a snapshot taken before the compaction may ask for earlier ones;
+//! they read the log). A column built before a compaction needs no rebuild:
+//! every window answerable after it starts at or after `H`, and nothing it
+//! holds above `H` was dropped.
 //!
-//! Files live in `DIR/columns/<stream>@<field in hex>.col` (format in
-//! [`file`](mod@file)).
+//! Files live in `DIR/columns/<stream>@<field in hex>.col`, or
+//! `<hash of both>.col` when that name would be too long for a file system
+//! (format in [`file`](mod@file)).
 
 pub mod file;
 
@@ -47,10 +54,15 @@ pub struct Columns {
     dir: PathBuf,
     vfs: Arc<dyn Vfs>,
     infos: Mutex<Vec<ColumnInfo>>,
-    /// Columns opened (mapped and checksummed) by this handle, by path: each
-    /// file is validated once, not on every query. A rebuild replaces the
-    /// file and drops its entry.
+    /// Columns opened (mapped, their headers checked) by this handle, by
+    /// path; a chunk checked by one query is not checked again. A rebuild
+    /// replaces the file and drops its entry.
     opened: Mutex<HashMap<PathBuf, Arc<Column>>>,
+    /// Files found damaged by this handle: not read again until rebuilt.
+    bad: Mutex<std::collections::HashSet<PathBuf>>,
+    /// Held while a column is built, written and listed: builds of one
+    /// handle take turns (they share a temporary file name).
+    building: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -65,12 +77,19 @@ impl Columns {
     /// holds records the log lost, were a power loss to keep the column and
     /// lose them (building one syncs the log first, so only a damaged
     /// database can show this): it is never used, and a `writable` handle
-    /// removes it before new records reuse the positions.
+    /// removes it before new records reuse the positions. A writable handle
+    /// also removes the temporary files a crash left mid-build.
     #[must_use]
     pub fn load(vfs: Arc<dyn Vfs>, db_dir: &Path, log_end: u64, writable: bool) -> Columns {
         let dir = db_dir.join(COLUMN_DIR);
         let mut infos = Vec::new();
         for p in vfs.list(&dir).unwrap_or_default() {
+            if p.extension().is_some_and(|x| x == "tmp") && writable {
+                if let Err(e) = crate::storage::fsutil::remove_if_exists(&*vfs, &p) {
+                    log::warn!("could not remove {}: {e}", p.display());
+                }
+                continue;
+            }
             if p.extension().is_none_or(|x| x != "col") {
                 continue;
             }
@@ -98,6 +117,8 @@ impl Columns {
             vfs,
             infos: Mutex::new(infos),
             opened: Mutex::default(),
+            bad: Mutex::default(),
+            building: Mutex::new(()),
         }
     }
 
@@ -109,22 +130,44 @@ impl Columns {
         v
     }
 
-    /// The file of `stream`'s column of `field`.
+    /// The file of `stream`'s column of `field`: named after both, or after
+    /// their hash when that name would pass 255 bytes (a collision only makes
+    /// one column replace the other: the header names what a file holds).
     fn path(&self, stream: &str, field: &str) -> PathBuf {
         let hex: String = field.bytes().map(|b| format!("{b:02x}")).collect();
-        self.dir.join(format!("{stream}@{hex}.col"))
+        let name = format!("{stream}@{hex}.col");
+        if name.len() + ".tmp".len() <= 255 {
+            return self.dir.join(name);
+        }
+        let both = [stream.as_bytes(), b"\0", field.as_bytes()].concat();
+        self.dir.join(format!("{:016x}.col", file::key_hash(&both)))
     }
 
-    /// The column of `field` in `stream` a window known below `end` can read,
-    /// opened (validated on its first use by this handle). `Ok(None)` if there
-    /// is none, it holds positions at or past `end`, or it is damaged (logged:
-    /// the window reads the log instead, and `verify` reports the file).
-    pub(crate) fn usable(&self, stream: &str, field: &str, end: u64) -> Option<Arc<Column>> {
+    /// Stops reading a column this handle found damaged mid-query, until it
+    /// is rebuilt.
+    pub(crate) fn mark_bad(&self, path: &Path) {
+        lock(&self.opened).remove(path);
+        lock(&self.bad).insert(path.to_path_buf());
+    }
+
+    /// The column of `field` in `stream` that windows known below `end`,
+    /// none starting (exclusively) before `from`, can read, opened by this
+    /// handle on first use. `None` if there is none, it holds positions at or
+    /// past `end`, it was built under a compaction horizon after `from`, or
+    /// it is damaged (logged: the window reads the log instead, and `verify`
+    /// reports the file).
+    pub(crate) fn usable(
+        &self,
+        stream: &str,
+        field: &str,
+        end: u64,
+        from: i128,
+    ) -> Option<Arc<Column>> {
         let info = lock(&self.infos)
             .iter()
             .find(|i| i.stream == stream && i.field == field)
             .cloned()?;
-        if info.known_end > end {
+        if info.known_end > end || lock(&self.bad).contains(&info.path) {
             return None;
         }
         let cached = lock(&self.opened).get(&info.path).cloned();
@@ -149,7 +192,10 @@ impl Columns {
         // what counts is the header of the file opened.
         let i = col.info();
         if i.stream == stream && i.field == field && i.known_end <= end {
-            return Some(col);
+            return i
+                .horizon
+                .is_none_or(|h| i128::from(h) <= from)
+                .then_some(col);
         }
         if i.stream != stream || i.field != field {
             log::warn!(
@@ -161,9 +207,9 @@ impl Columns {
     }
 
     /// Builds (or rebuilds) the column of `field` in `stream` from `snap`,
-    /// holding every record below its end. `progress` is called with the
-    /// records read so far. The records must already be durable (the caller
-    /// syncs the log first).
+    /// holding every record below its end, and the compaction horizon it
+    /// was built under. `progress` is called with the records read so far.
+    /// The records must already be durable (the caller syncs the log first).
     pub(crate) fn build(
         &self,
         vfs: &dyn Vfs,
@@ -179,7 +225,9 @@ impl Columns {
             )));
         }
         snap.check_stream(stream)?;
+        let _turn = lock(&self.building);
         let end = snap.end_position();
+        let horizon = snap.horizon().map(|h| h.time);
         let gathered = gather(snap, stream, field, end, progress)?;
         if self.vfs.list(&self.dir).is_err() {
             vfs.create_dir_all(&self.dir)
@@ -198,16 +246,18 @@ impl Columns {
                 events: &gathered.events[s[0]..s[1]],
             })
             .collect();
-        let info = file::write(vfs, &path, stream, field, end, &keys)?;
+        let info = file::write(vfs, &path, stream, field, end, horizon, &keys)?;
         let mut infos = lock(&self.infos);
         infos.retain(|i| i.path != path);
         infos.push(info.clone());
         lock(&self.opened).remove(&path);
+        lock(&self.bad).remove(&path);
         Ok(info)
     }
 
     /// Removes the column of `field` in `stream`; `false` if there was none.
     pub(crate) fn remove(&self, vfs: &dyn Vfs, stream: &str, field: &str) -> Result<bool> {
+        let _turn = lock(&self.building);
         let path = self.path(stream, field);
         let known = {
             let mut infos = lock(&self.infos);

@@ -2,16 +2,19 @@
 //! the log after it.
 //!
 //! Each request is answered on its own, in request order (no sort): its key
-//! is looked up in the column's hash table, and its window's bounds found by
-//! two binary searches in the key's events. The lookups of the requests a
-//! few places ahead are started early, a stage at a time (slot, then
-//! events), so their cache misses overlap. A key with records after the
-//! column (the tail) is answered from its column events and those records
-//! merged.
+//! is looked up in the column's hash table, its window's bounds found by two
+//! binary searches in the key's events, and its values summed afresh, in
+//! `(event_time, position)` order. The lookups of the requests a few places ahead
+//! are started early, a stage at a time (slot, then events), so their cache
+//! misses overlap. A key with records after the column (the tail) is
+//! answered from its column events and those records merged.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
+use bytes::Bytes;
+
+use super::access::{group_by_key, KeySet};
 use super::field::numeric_field;
 use super::join::{join_threads, Request};
 use super::window::Agg;
@@ -20,77 +23,48 @@ use crate::db::Snapshot;
 use crate::storage::sweep::SweepRange;
 use crate::Result;
 
-/// Windows of at most this many events are summed from their values, in
-/// order (as the log paths sum them); longer ones subtract running sums.
-const SUMMED: usize = 32;
-
 /// How far ahead of the request it answers a thread starts each stage of
 /// a later request's lookup: its slot, then its events.
 const SLOT_AHEAD: usize = 16;
 const EVENTS_AHEAD: usize = 8;
 
-/// One key's events in `(event_time, position)` order, with running sums.
+/// One key's events in `(event_time, position)` order.
 trait Events {
-    fn time(&self, e: usize) -> i64;
-    fn value(&self, e: usize) -> Option<f64>;
-    /// Sum of the numbers up to and including `e` (from the key's first event).
-    fn running_sum(&self, e: usize) -> f64;
-    /// How many of the events up to and including `e` are numbers.
-    fn running_numbers(&self, e: usize) -> u64;
-    /// Makes the running values of `events` readable.
-    fn running(&self, events: &Range<usize>) -> Result<()>;
-    /// Makes the times and fields of `events` readable.
+    /// The first of `events` with an event time after `bound`
+    /// (`events.end` if none).
+    fn first_after(&self, events: Range<usize>, bound: i128) -> Result<usize>;
+    /// Makes the fields of `events` readable.
     fn ready(&self, events: &Range<usize>) -> Result<()>;
+    fn value(&self, e: usize) -> Option<f64>;
 }
 
 impl Events for Column {
-    fn time(&self, e: usize) -> i64 {
-        Column::time(self, e)
-    }
-    fn value(&self, e: usize) -> Option<f64> {
-        Column::value(self, e)
-    }
-    fn running_sum(&self, e: usize) -> f64 {
-        Column::running_sum(self, e)
-    }
-    fn running_numbers(&self, e: usize) -> u64 {
-        Column::running_numbers(self, e)
-    }
-    fn running(&self, events: &Range<usize>) -> Result<()> {
-        Column::running(self, events)
+    fn first_after(&self, events: Range<usize>, bound: i128) -> Result<usize> {
+        Column::first_after(self, events, bound)
     }
     fn ready(&self, events: &Range<usize>) -> Result<()> {
         Column::ready(self, events)
     }
+    fn value(&self, e: usize) -> Option<f64> {
+        Column::value(self, e)
+    }
 }
 
-/// A key's column events merged with its tail records.
+/// A key's column events that the requests' windows can reach, merged with
+/// its tail records: `(event_time, field)`, NaN where the field is not a
+/// number.
 #[derive(Debug, Default)]
-struct Merged {
-    /// `(event_time, field)`, NaN where the field is not a number.
-    events: Vec<(i64, f64)>,
-    sums: Vec<f64>,
-    numbers: Vec<u64>,
-}
+struct Merged(Vec<(i64, f64)>);
 
 impl Events for Merged {
-    fn time(&self, e: usize) -> i64 {
-        self.events[e].0
-    }
-    fn value(&self, e: usize) -> Option<f64> {
-        Some(self.events[e].1).filter(|x| !x.is_nan())
-    }
-    fn running_sum(&self, e: usize) -> f64 {
-        self.sums[e]
-    }
-    fn running_numbers(&self, e: usize) -> u64 {
-        self.numbers[e]
-    }
-    fn running(&self, _: &Range<usize>) -> Result<()> {
-        Ok(())
+    fn first_after(&self, events: Range<usize>, bound: i128) -> Result<usize> {
+        Ok(events.start + self.0[events].partition_point(|e| i128::from(e.0) <= bound))
     }
     fn ready(&self, _: &Range<usize>) -> Result<()> {
         Ok(())
+    }
+    fn value(&self, e: usize) -> Option<f64> {
+        Some(self.0[e].1).filter(|x| !x.is_nan())
     }
 }
 
@@ -166,7 +140,7 @@ impl<'a> Windows<'a> {
             }
             if !tails.is_empty() {
                 if let Some(m) = tails.get(&r.key[..]) {
-                    out.push(self.one(m, 0..m.events.len(), r.time)?);
+                    out.push(self.one(m, 0..m.0.len(), r.time)?);
                     continue;
                 }
             }
@@ -179,58 +153,38 @@ impl<'a> Windows<'a> {
         Ok(())
     }
 
-    /// The window as of `t` over one key's `events`.
+    /// The window as of `t` over one key's `events`: its values summed afresh
+    /// in `(event_time, position)` order (the log paths add and subtract as
+    /// their window slides over a key's requests, which can differ in the
+    /// last bits; a large value leaving their window can cost them more).
     fn one(&self, ev: &impl Events, events: Range<usize>, t: i64) -> Result<Option<f64>> {
-        ev.ready(&events)?;
-        let first = events.start;
         let start = i128::from(t) - i128::from(self.width); // exclusive
-        let a = first_where(events.clone(), |e| i128::from(ev.time(e)) > start);
-        let b = first_where(a..events.end, |e| ev.time(e) > t);
-        // Running values of the key's events before `e` (0 before the first).
-        let sum_below = |e: usize| {
-            if e > first {
-                ev.running_sum(e - 1)
-            } else {
-                0.0
-            }
-        };
-        let numbers_below = |e: usize| {
-            if e > first {
-                ev.running_numbers(e - 1)
-            } else {
-                0
-            }
-        };
+        let a = ev.first_after(events.clone(), start)?;
+        let b = ev.first_after(a..events.end, i128::from(t))?;
+        if self.agg == Agg::Count {
+            return Ok(Some((b - a) as f64));
+        }
+        ev.ready(&(a..b))?;
         let values = || (a..b).filter_map(|e| ev.value(e));
         Ok(match self.agg {
-            Agg::Count => Some((b - a) as f64),
-            Agg::Sum | Agg::Avg => {
-                // A short window is summed from its values, which are at
-                // hand; a long one from the running sums, two more reads.
-                let (sum, n) = if b - a <= SUMMED {
-                    values().fold((0.0, 0u64), |(s, n), x| (s + x, n + 1))
-                } else {
-                    ev.running(&events)?;
-                    (
-                        sum_below(b) - sum_below(a),
-                        numbers_below(b) - numbers_below(a),
-                    )
-                };
+            Agg::Min => values().reduce(f64::min),
+            Agg::Max => values().reduce(f64::max),
+            _ => {
+                let (sum, n) = values().fold((0.0, 0u64), |(s, n), x| (s + x, n + 1));
                 (n > 0).then(|| {
-                    if self.agg == Agg::Sum {
-                        sum
-                    } else {
+                    if self.agg == Agg::Avg {
                         sum / n as f64
+                    } else {
+                        sum
                     }
                 })
             }
-            Agg::Min => values().reduce(f64::min),
-            Agg::Max => values().reduce(f64::max),
         })
     }
 
-    /// The keys with records after the column that can enter a window (event
-    /// times within the requests' span), each merged with its column events.
+    /// The requested keys with records after the column that can enter a
+    /// window (event times within the requests' span), each merged with its
+    /// column events in that span.
     fn tails(
         &self,
         snap: &Snapshot,
@@ -239,81 +193,61 @@ impl<'a> Windows<'a> {
         end: u64,
     ) -> Result<HashMap<&'a [u8], Merged>> {
         let known = col.info().known_end;
-        let mut tails: HashMap<Box<[u8]>, Vec<(i64, f64)>> = HashMap::new();
         let mut merged = HashMap::new();
-        if end > known && snap.end_position() > known {
-            let times = || self.requests.iter().map(|r| r.time);
-            let lo = i128::from(times().min().unwrap_or(0)) - i128::from(self.width) + 1;
-            let range = SweepRange {
-                stream,
-                lo: i64::try_from(lo).unwrap_or(i64::MIN),
-                hi: times().max().unwrap_or(i64::MIN),
-                start: known,
-                end,
-            };
-            let numeric = self.agg != Agg::Count;
-            snap.view().sweep(range, |r, v| {
-                let x = if numeric {
-                    numeric_field(r.value, self.field)
-                } else {
-                    None
-                };
-                let e = (v.event_time, x.unwrap_or(f64::NAN));
-                match tails.get_mut(r.key) {
-                    Some(list) => list.push(e),
-                    None => {
-                        tails.insert(r.key.into(), vec![e]);
-                    }
-                }
-            })?;
-        }
-        if tails.is_empty() {
+        let times = || self.requests.iter().map(|r| r.time);
+        let (Some(first), Some(hi)) = (times().min(), times().max()) else {
+            return Ok(merged);
+        };
+        if end <= known || snap.end_position() <= known {
             return Ok(merged);
         }
-        for r in self.requests {
-            let Some(tail) = tails.remove(&r.key[..]) else {
-                continue;
+        // The lowest event time a window can hold (inclusive).
+        let lo = i128::from(first) - i128::from(self.width) + 1;
+        let requests = self.requests;
+        let mut seen = HashSet::new();
+        let keys: Vec<&'a Bytes> = requests
+            .iter()
+            .map(|r| &r.key)
+            .filter(|k| seen.insert(&k[..]))
+            .collect();
+        drop(seen);
+        let set = KeySet::new(keys.iter().copied());
+        let range = SweepRange {
+            stream,
+            lo: i64::try_from(lo).unwrap_or(i64::MIN),
+            hi,
+            start: known,
+            end,
+        };
+        let numeric = self.agg != Agg::Count;
+        let parts = set.sweep(snap.view(), range, 1, Vec::new, |acc, id, r, v| {
+            let x = if numeric {
+                numeric_field(r.value, self.field)
+            } else {
+                None
             };
+            acc.push((id as u32, (v.event_time, x.unwrap_or(f64::NAN))));
+        })?;
+        let (starts, tail) = group_by_key(&parts, keys.len());
+        for (k, key) in keys.iter().enumerate() {
+            let tail = &tail[starts[k]..starts[k + 1]];
+            if tail.is_empty() {
+                continue;
+            }
             // Column events precede every tail record in position order, and
             // the tail is in position order: a stable sort by time leaves them
             // in `(event_time, position)` order.
             let mut m = Merged::default();
-            if let Some(events) = col.find(&r.key, col.home(&r.key))? {
-                col.ready(&events)?;
-                m.events
-                    .extend(events.map(|e| (col.time(e), col.value(e).unwrap_or(f64::NAN))));
+            if let Some(events) = col.find(key, col.home(key))? {
+                let a = col.first_after(events.clone(), lo - 1)?;
+                let b = col.first_after(a..events.end, i128::from(hi))?;
+                col.ready(&(a..b))?;
+                m.0.extend((a..b).map(|e| (col.time(e), col.value(e).unwrap_or(f64::NAN))));
             }
-            m.events.extend_from_slice(&tail);
-            m.events.sort_by_key(|e| e.0);
-            let (mut sum, mut n) = (0.0, 0u64);
-            for &(_, x) in &m.events {
-                if !x.is_nan() {
-                    sum += x;
-                    n += 1;
-                }
-                m.sums.push(sum);
-                m.numbers.push(n);
-            }
-            merged.insert(&r.key[..], m);
+            m.0.extend_from_slice(tail);
+            m.0.sort_by_key(|e| e.0);
+            merged.insert(&key[..], m);
         }
         Ok(merged)
     }
-}
-
-/// The first index of `range` where `pred` holds (`range.end` if none); `pred`
-/// must be false then true along the range. Branch-free: the halving does not
-/// depend on the comparisons, whose outcomes (on times a request's key makes
-/// unpredictable) select with a conditional move instead of a jump.
-fn first_where(range: Range<usize>, pred: impl Fn(usize) -> bool) -> usize {
-    let (mut base, mut size) = (range.start, range.len());
-    if size == 0 {
-        return base;
-    }
-    while size > 1 {
-        let half = size / 2;
-        let mid = base + half;
-        base = if pred(mid) { base } else { mid };
-        size -= half;
-    }
-    base + usize::from(!pred(base))
 }

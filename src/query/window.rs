@@ -138,11 +138,11 @@ impl Snapshot {
     ///
     /// When `field` has a column in `stream` ([`crate::Db::build_column`])
     /// built at or before the position the window is known at, the window
-    /// reads it instead: two binary searches per request, and only the records
-    /// written after the column from the log (see [`crate::column`]). Same
-    /// answers, except that sums over more than 32 events subtract running
-    /// sums (exact to about 1e-16 of the key's running sum) where the log paths
-    /// add and remove events as the window slides.
+    /// reads it instead: a hash lookup and two binary searches per request,
+    /// and only the records written after the column from the log (see
+    /// [`crate::column`]). The answers are the same; each window's sum is
+    /// added afresh there, where the log paths add and subtract as the window
+    /// slides over a key's requests, so the last bits of a sum can differ.
     pub fn window(
         &self,
         stream: &str,
@@ -164,7 +164,13 @@ impl Snapshot {
         }
         self.check_stream(stream)?;
         if matches!(self.access, AccessPath::Auto | AccessPath::Column) {
-            match self.columns.usable(stream, field, end) {
+            // The earliest (exclusive) window start.
+            let from = requests
+                .iter()
+                .map(|r| i128::from(r.time) - i128::from(width))
+                .min()
+                .unwrap_or(i128::MAX);
+            match self.columns.usable(stream, field, end, from) {
                 Some(col) => {
                     let windows = super::columnar::Windows {
                         field,
@@ -180,6 +186,7 @@ impl Snapshot {
                                 "column {} unusable, reading the log: {e}",
                                 col.info().path.display()
                             );
+                            self.columns.mark_bad(&col.info().path);
                         }
                         answered => return answered,
                     }

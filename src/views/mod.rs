@@ -288,11 +288,18 @@ impl MaterializedView {
         self.lock().groups.all(*agg)
     }
 
-    /// Persists the view's state (atomically) with the position it reflects.
-    /// Only after the log is fsynced up to that position ([`crate::Db::save_views`]
-    /// and [`crate::Db::checkpoint`] do both).
-    pub(crate) fn save(&self, vfs: &dyn crate::storage::vfs::Vfs) -> Result<()> {
+    /// Persists the view's state (atomically) with the position it reflects,
+    /// after `sync_log` has made every record it reflects durable (it runs
+    /// with the view held, so none is applied in between).
+    pub(crate) fn save(
+        &self,
+        vfs: &dyn crate::storage::vfs::Vfs,
+        sync_log: &dyn Fn() -> Result<()>,
+    ) -> Result<()> {
         let st = self.lock();
+        // With the view held, nothing more is applied to it: every record it
+        // reflects was written before, and is synced now.
+        sync_log()?;
         persist::save(
             vfs,
             &self.path,
@@ -454,10 +461,12 @@ mod persist {
 }
 
 impl MaterializedView {
-    /// Completes loading the saved state. State that reflects positions at or
-    /// past `log_end`, the log's end now, reflects records the log lost (saved
-    /// before they were synced, by tablelog before 2026-11-27, then a power
-    /// loss): it is dropped, and the view rebuilt from the log.
+    /// Completes loading the saved state. State that reflects positions past
+    /// `log_end`, the log's end when the database was opened, reflects records
+    /// the log lost (saved before they were synced, by tablelog before
+    /// 2026-11-27, then a power loss): it is dropped, and the view rebuilt
+    /// from the log. (State this process saved after committing past that
+    /// end is rebuilt too: correct, only slower.)
     pub(crate) fn finish_load(&self, log_end: u64) {
         let mut st = self.lock();
         if st.applied_end > log_end {
