@@ -62,6 +62,8 @@ use crate::{Error, Result};
 const MAGIC: &[u8; 8] = b"TLOGFCOL";
 /// Column format version written and read.
 pub const COLUMN_VERSION: u32 = 1;
+/// Runs of events a binary search checks whole first: four chunks.
+const SEARCH_WHOLE: usize = 4 * CHUNK / 16;
 /// Header flag: the column was built under a compaction horizon.
 const FLAG_HORIZON: u32 = 1;
 /// Bytes covered by one chunk checksum: a page, so a lookup checks about
@@ -677,27 +679,28 @@ impl Column {
         Ok(None)
     }
 
-    /// The first of `events` with an event time after `bound` (`events.end`
-    /// if none): a binary search that checks the chunk of each time it reads.
-    /// Branch-free: the halving does not depend on the comparisons, whose
-    /// outcomes select with a conditional move instead of a jump.
-    pub fn first_after(&self, events: std::ops::Range<usize>, bound: i128) -> Result<usize> {
+    /// The events of `events` with times in `(after, upto]`, their times and
+    /// fields checked: a key's events of a few pages are checked whole
+    /// (usually one or two chunks, already checked: an atomic load each)
+    /// and searched; a longer run is checked only where its binary searches
+    /// read, and then between the bounds they find.
+    pub fn between(
+        &self,
+        events: std::ops::Range<usize>,
+        after: i128,
+        upto: i128,
+    ) -> Result<std::ops::Range<usize>> {
         self.in_bounds(&events)?;
-        let (mut base, mut size) = (events.start, events.len());
-        if size == 0 {
-            return Ok(base);
+        if events.len() <= SEARCH_WHOLE {
+            self.ready(&events)?;
+            let a = first_after(events.clone(), after, |e| Ok(self.time(e)))?;
+            let b = first_after(a..events.end, upto, |e| Ok(self.time(e)))?;
+            return Ok(a..b);
         }
-        while size > 1 {
-            let half = size / 2;
-            let mid = base + half;
-            base = if i128::from(self.checked_time(mid)?) > bound {
-                base
-            } else {
-                mid
-            };
-            size -= half;
-        }
-        Ok(base + usize::from(i128::from(self.checked_time(base)?) <= bound))
+        let a = first_after(events.clone(), after, |e| self.checked_time(e))?;
+        let b = first_after(a..events.end, upto, |e| self.checked_time(e))?;
+        self.ready(&(a..b))?;
+        Ok(a..b)
     }
 
     /// Event `e`'s time, its chunk checked first.
@@ -728,6 +731,33 @@ impl Column {
         let at = section + 8 * e;
         self.bytes[at..at + 8].try_into().expect("8 bytes")
     }
+}
+
+/// The first of `events` whose `time` is after `bound` (`events.end` if
+/// none); times must not decrease along `events`. Branch-free: the halving
+/// does not depend on the comparisons, whose outcomes select with a
+/// conditional move instead of a jump.
+#[inline]
+fn first_after(
+    events: std::ops::Range<usize>,
+    bound: i128,
+    time: impl Fn(usize) -> Result<i64>,
+) -> Result<usize> {
+    let (mut base, mut size) = (events.start, events.len());
+    if size == 0 {
+        return Ok(base);
+    }
+    while size > 1 {
+        let half = size / 2;
+        let mid = base + half;
+        base = if i128::from(time(mid)?) > bound {
+            base
+        } else {
+            mid
+        };
+        size -= half;
+    }
+    Ok(base + usize::from(i128::from(time(base)?) <= bound))
 }
 
 /// `a == b`, without a call for keys of 8 to 16 bytes (two overlapping
@@ -1040,6 +1070,9 @@ mod tests {
         bad[damaged] ^= 1;
         let col = Column::parse(Bytes::from(bad), path).unwrap();
         assert!(col.ready(&(0..1000)).is_ok());
+        // A long run is searched checking only what the search reads.
+        assert_eq!(col.between(0..200_000, 99, 199).unwrap(), 100..200);
+        assert!(col.between(0..200_000, 149_990, 150_010).is_err());
         assert!(col.ready(&(149_000..151_000)).is_err());
         assert!(col.ready(&(150_000..150_001)).is_err(), "stays refused");
         assert!(col.ready(&(0..10)).is_ok(), "others still read");

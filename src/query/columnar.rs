@@ -30,20 +30,15 @@ const EVENTS_AHEAD: usize = 8;
 
 /// One key's events in `(event_time, position)` order.
 trait Events {
-    /// The first of `events` with an event time after `bound`
-    /// (`events.end` if none).
-    fn first_after(&self, events: Range<usize>, bound: i128) -> Result<usize>;
-    /// Makes the fields of `events` readable.
-    fn ready(&self, events: &Range<usize>) -> Result<()>;
+    /// The events of `events` with times in `(after, upto]`, their fields
+    /// readable.
+    fn between(&self, events: Range<usize>, after: i128, upto: i128) -> Result<Range<usize>>;
     fn value(&self, e: usize) -> Option<f64>;
 }
 
 impl Events for Column {
-    fn first_after(&self, events: Range<usize>, bound: i128) -> Result<usize> {
-        Column::first_after(self, events, bound)
-    }
-    fn ready(&self, events: &Range<usize>) -> Result<()> {
-        Column::ready(self, events)
+    fn between(&self, events: Range<usize>, after: i128, upto: i128) -> Result<Range<usize>> {
+        Column::between(self, events, after, upto)
     }
     fn value(&self, e: usize) -> Option<f64> {
         Column::value(self, e)
@@ -57,11 +52,11 @@ impl Events for Column {
 struct Merged(Vec<(i64, f64)>);
 
 impl Events for Merged {
-    fn first_after(&self, events: Range<usize>, bound: i128) -> Result<usize> {
-        Ok(events.start + self.0[events].partition_point(|e| i128::from(e.0) <= bound))
-    }
-    fn ready(&self, _: &Range<usize>) -> Result<()> {
-        Ok(())
+    fn between(&self, events: Range<usize>, after: i128, upto: i128) -> Result<Range<usize>> {
+        let ev = &self.0[events.clone()];
+        let a = ev.partition_point(|e| i128::from(e.0) <= after);
+        let b = a + ev[a..].partition_point(|e| i128::from(e.0) <= upto);
+        Ok(events.start + a..events.start + b)
     }
     fn value(&self, e: usize) -> Option<f64> {
         Some(self.0[e].1).filter(|x| !x.is_nan())
@@ -159,13 +154,11 @@ impl<'a> Windows<'a> {
     /// last bits; a large value leaving their window can cost them more).
     fn one(&self, ev: &impl Events, events: Range<usize>, t: i64) -> Result<Option<f64>> {
         let start = i128::from(t) - i128::from(self.width); // exclusive
-        let a = ev.first_after(events.clone(), start)?;
-        let b = ev.first_after(a..events.end, i128::from(t))?;
+        let window = ev.between(events, start, i128::from(t))?;
         if self.agg == Agg::Count {
-            return Ok(Some((b - a) as f64));
+            return Ok(Some(window.len() as f64));
         }
-        ev.ready(&(a..b))?;
-        let values = || (a..b).filter_map(|e| ev.value(e));
+        let values = || window.clone().filter_map(|e| ev.value(e));
         Ok(match self.agg {
             Agg::Min => values().reduce(f64::min),
             Agg::Max => values().reduce(f64::max),
@@ -194,13 +187,13 @@ impl<'a> Windows<'a> {
     ) -> Result<HashMap<&'a [u8], Merged>> {
         let known = col.info().known_end;
         let mut merged = HashMap::new();
+        if end <= known || snap.end_position() <= known {
+            return Ok(merged);
+        }
         let times = || self.requests.iter().map(|r| r.time);
         let (Some(first), Some(hi)) = (times().min(), times().max()) else {
             return Ok(merged);
         };
-        if end <= known || snap.end_position() <= known {
-            return Ok(merged);
-        }
         // The lowest event time a window can hold (inclusive).
         let lo = i128::from(first) - i128::from(self.width) + 1;
         let requests = self.requests;
@@ -239,10 +232,8 @@ impl<'a> Windows<'a> {
             // in `(event_time, position)` order.
             let mut m = Merged::default();
             if let Some(events) = col.find(key, col.home(key))? {
-                let a = col.first_after(events.clone(), lo - 1)?;
-                let b = col.first_after(a..events.end, i128::from(hi))?;
-                col.ready(&(a..b))?;
-                m.0.extend((a..b).map(|e| (col.time(e), col.value(e).unwrap_or(f64::NAN))));
+                let reach = col.between(events, lo - 1, i128::from(hi))?;
+                m.0.extend(reach.map(|e| (col.time(e), col.value(e).unwrap_or(f64::NAN))));
             }
             m.0.extend_from_slice(tail);
             m.0.sort_by_key(|e| e.0);
