@@ -559,7 +559,7 @@ impl Db {
 
     /// Builds (or rebuilds) the column of the numeric `field` in `stream`: the
     /// field of every record committed now, typed, per key in time order
-    /// with running sums, in `DIR/columns/`. Windows over the field then read
+    /// in `DIR/columns/`. Windows over the field then read
     /// it and only the records written after it (see [`crate::column`]).
     /// Syncs the log first. `progress` is called with the records read so
     /// far. Needs a writable handle.

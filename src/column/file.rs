@@ -176,7 +176,7 @@ pub fn key_hash(key: &[u8]) -> u64 {
     h ^ (h >> 33)
 }
 
-/// One key's events, in `(event_time, position)` order, as [`write`] takes them.
+/// One key's events, in `(event_time, position)` order, as [`write()`] takes them.
 pub(crate) struct KeyEvents<'a> {
     /// The key.
     pub key: &'a [u8],

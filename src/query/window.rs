@@ -134,7 +134,7 @@ impl Snapshot {
     /// keep their order in the result. Events are gathered by probing the key
     /// indexes for each requested key, or, when the requests cover enough of
     /// the stream's keys that this costs more, by sequential passes over the
-    /// stream, one per core (see [`AccessPath`](crate::AccessPath)).
+    /// stream, one per core (see [`AccessPath`]).
     ///
     /// When `field` has a column in `stream` ([`crate::Db::build_column`])
     /// built at or before the position the window is known at, the window

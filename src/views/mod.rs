@@ -9,7 +9,7 @@
 //! older (late) record makes the view refold that key from the key index, so a
 //! late patch or delete corrects the view exactly as `table` would answer. An
 //! aggregate view then moves the key's contribution from its old group to its
-//! new one. The state is persisted by [`MaterializedView::save`] with the
+//! new one. The state is persisted by [`crate::Db::save_views`] with the
 //! position it reflects; on open a view resumes from it and applies only the tail.
 
 mod aggregate;

@@ -10,7 +10,7 @@ use crate::args::CliResult;
 use crate::Outcome;
 
 /// Build a field column: one numeric JSON field of a stream, kept typed beside
-/// the log, per key in time order with running sums. `window` over that field
+/// the log, per key in time order. `window` over that field
 /// then reads the column and only the records appended after it (late events
 /// included) instead of parsing every event's JSON: answers never change,
 /// only their speed does. Rebuild it when many records have been appended
