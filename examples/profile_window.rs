@@ -74,13 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             t.elapsed().as_secs_f64() * 1e3
         );
     }
-    let range = SweepRange {
-        stream,
-        lo: i64::MIN,
-        hi: i64::MAX,
-        start: 0,
-        end: u64::MAX,
-    };
+    let range = SweepRange::positions(stream, 0, u64::MAX);
     for _ in 0..if run("floor") { reps } else { 0 } {
         let t = std::time::Instant::now();
         let mut n = 0u64;

@@ -93,19 +93,13 @@ impl Catalog {
                 if p.extension().is_some_and(|x| x == "ckpt") {
                     match file::peek(&*vfs, &p) {
                         Ok(i) if i.known_end > log_end => {
-                            log::warn!(
-                                "ignoring checkpoint {}: it reflects positions up to {}, \
-                                 the log ends at {log_end}",
-                                p.display(),
-                                i.known_end
+                            crate::storage::fsutil::drop_past_log_end(
+                                &*vfs,
+                                &p,
+                                i.known_end,
+                                log_end,
+                                writable,
                             );
-                            if writable {
-                                let removed = crate::storage::fsutil::remove_if_exists(&*vfs, &p)
-                                    .and_then(|()| crate::storage::fsutil::sync_dir(&*vfs, &dir));
-                                if let Err(e) = removed {
-                                    log::warn!("could not remove it: {e}");
-                                }
-                            }
                         }
                         Ok(i) => infos.push(i),
                         Err(err) => log::warn!("ignoring checkpoint {}: {err}", p.display()),

@@ -205,13 +205,7 @@ pub(crate) fn tail_keys(
         seen += 1;
         within(seen, &bytes)
     })?;
-    let newer = SweepRange {
-        stream: &ck.stream,
-        lo: i64::MIN,
-        hi: i64::MAX,
-        start: ck.known_end,
-        end,
-    };
+    let newer = SweepRange::positions(&ck.stream, ck.known_end, end);
     if within(seen, &bytes) {
         // Room for every record after the checkpoint's position (within the
         // budget), sized after the first: growing the copy as it fills

@@ -95,18 +95,13 @@ impl Columns {
             }
             match file::peek(&*vfs, &p) {
                 Ok(i) if i.known_end > log_end => {
-                    log::warn!(
-                        "ignoring column {}: it holds positions up to {}, the log ends at {log_end}",
-                        p.display(),
-                        i.known_end
+                    crate::storage::fsutil::drop_past_log_end(
+                        &*vfs,
+                        &p,
+                        i.known_end,
+                        log_end,
+                        writable,
                     );
-                    if writable {
-                        let removed = crate::storage::fsutil::remove_if_exists(&*vfs, &p)
-                            .and_then(|()| crate::storage::fsutil::sync_dir(&*vfs, &dir));
-                        if let Err(e) = removed {
-                            log::warn!("could not remove it: {e}");
-                        }
-                    }
                 }
                 Ok(i) => infos.push(i),
                 Err(e) => log::warn!("ignoring column {}: {e}", p.display()),
@@ -299,32 +294,26 @@ fn gather(
     // (key id, event_time, field): in position order, as the sweep delivers.
     let mut raw: Vec<(u32, i64, Option<f64>)> = Vec::new();
     let mut too_many = false;
-    let range = SweepRange {
-        stream,
-        lo: i64::MIN,
-        hi: i64::MAX,
-        start: 0,
-        end,
-    };
-    snap.view().sweep_while(range, |r, v| {
-        let id = match ids.get(r.key) {
-            Some(&id) => id,
-            None => {
-                let Ok(id) = u32::try_from(keys.len()) else {
-                    too_many = true;
-                    return false;
-                };
-                keys.push(r.key.into());
-                ids.insert(r.key.into(), id);
-                id
+    snap.view()
+        .sweep_while(SweepRange::positions(stream, 0, end), |r, v| {
+            let id = match ids.get(r.key) {
+                Some(&id) => id,
+                None => {
+                    let Ok(id) = u32::try_from(keys.len()) else {
+                        too_many = true;
+                        return false;
+                    };
+                    keys.push(r.key.into());
+                    ids.insert(r.key.into(), id);
+                    id
+                }
+            };
+            raw.push((id, v.event_time, numeric_field(r.value, field)));
+            if (raw.len() as u64).is_multiple_of(PROGRESS_EVERY) {
+                progress(raw.len() as u64);
             }
-        };
-        raw.push((id, v.event_time, numeric_field(r.value, field)));
-        if (raw.len() as u64).is_multiple_of(PROGRESS_EVERY) {
-            progress(raw.len() as u64);
-        }
-        true
-    })?;
+            true
+        })?;
     progress(raw.len() as u64);
     if too_many {
         return Err(Error::InvalidInput(

@@ -326,13 +326,7 @@ impl KeySet {
         stream: &str,
         end: u64,
     ) -> Result<(Vec<usize>, Vec<VersionRef>)> {
-        let range = SweepRange {
-            stream,
-            lo: i64::MIN,
-            hi: i64::MAX,
-            start: 0,
-            end,
-        };
+        let range = SweepRange::positions(stream, 0, end);
         let threads = sweep_threads(end.min(view.end_position()));
         let parts = self.sweep(view, range, threads, Vec::new, |acc, id, _, v| {
             acc.push((id as u32, v));
@@ -460,13 +454,7 @@ mod tests {
                 .collect();
             let set = KeySet::new(keys.iter());
             for end in [u64::MAX, n / 2, 13, 3, 0] {
-                let range = SweepRange {
-                    stream: "s",
-                    lo: i64::MIN,
-                    hi: i64::MAX,
-                    start: 0,
-                    end,
-                };
+                let range = SweepRange::positions("s", 0, end);
                 // What a plain sweep of the view, filtered by the set, sees.
                 let mut want = Vec::new();
                 view.sweep(range, |r, v| {

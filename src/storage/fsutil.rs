@@ -12,6 +12,34 @@ pub fn sync_dir(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     vfs.sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
+/// Opening found a file derived from the log (a checkpoint, a field column)
+/// that reflects positions up to `known_end`, past the log's end `log_end`:
+/// it outlived records a power loss took (written before they were synced),
+/// so it is never used. Logs it, and a `writable` handle removes it, syncing
+/// its directory, before new records reuse the positions.
+pub(crate) fn drop_past_log_end(
+    vfs: &dyn Vfs,
+    path: &Path,
+    known_end: u64,
+    log_end: u64,
+    writable: bool,
+) {
+    log::warn!(
+        "ignoring {}: it reflects positions up to {known_end}, the log ends at {log_end}",
+        path.display()
+    );
+    if !writable {
+        return;
+    }
+    let removed = remove_if_exists(vfs, path).and_then(|()| match path.parent() {
+        Some(dir) => sync_dir(vfs, dir),
+        None => Ok(()),
+    });
+    if let Err(e) = removed {
+        log::warn!("could not remove it: {e}");
+    }
+}
+
 /// Removes `path`; one that is already gone is not an error.
 pub fn remove_if_exists(vfs: &dyn Vfs, path: &Path) -> Result<()> {
     match vfs.remove(path) {

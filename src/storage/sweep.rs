@@ -29,6 +29,21 @@ pub struct SweepRange<'a> {
     pub end: u64,
 }
 
+impl<'a> SweepRange<'a> {
+    /// Every record of `stream` at positions `start..end`, whatever its event
+    /// time.
+    #[must_use]
+    pub fn positions(stream: &'a str, start: u64, end: u64) -> SweepRange<'a> {
+        SweepRange {
+            stream,
+            lo: i64::MIN,
+            hi: i64::MAX,
+            start,
+            end,
+        }
+    }
+}
+
 /// How far ahead of the record it parses a walk over a frame's records starts
 /// loading the frame's bytes. On the benchmark machine the hardware's own
 /// prefetching leaves a record-by-record walk waiting on memory: a bare sweep
