@@ -27,12 +27,14 @@ STEP_MS is the event-time step between events (default 1 ms: 2M events span 33
 minutes, so a 30-minute window holds nearly all of a key's history; with 1000,
 a window holds about one event of the key, as with a long history).
 
-Installs the `duckdb` package with pip if it is missing.
+Installs the `duckdb` package with pip if it is missing. The data lives in a
+temporary directory, removed at the end (KEEP=1 keeps it and prints where).
 """
 
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -67,8 +69,19 @@ def median_time(fn):
 def main():
     if not os.path.exists(BIN):
         subprocess.check_call(["cargo", "build", "--release", "--quiet"], cwd=ROOT)
-    rng = random.Random(7)
     work = tempfile.mkdtemp(prefix="tablelog-duckdb-")
+    try:
+        run(work)
+    finally:
+        # About 0.5 GB of events, requests and database a run; KEEP=1 keeps it.
+        if os.environ.get("KEEP"):
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work):
+    rng = random.Random(7)
     events_path = os.path.join(work, "events.jsonl")
     requests_path = os.path.join(work, "requests.jsonl")
     with open(events_path, "w") as f:
@@ -176,8 +189,8 @@ def main():
         print(f"{name:<34}{duck:>9.3f}s{query:>15.3f}s{cli:>13.3f}s   {ratio}")
 
     print(f"{'workload':<34}{'duckdb':>10}{'tablelog query':>16}{'tablelog CLI':>14}   ratio (query)")
-    row("as-of join, 100k requests", d_join_s, tj_s, e2e_join)
-    row("window avg 30m, 100k req", d_win_s, tw_s, e2e_win)
+    row(f"as-of join, {REQUESTS:,} requests", d_join_s, tj_s, e2e_join)
+    row(f"window avg 30m, {REQUESTS:,} req", d_win_s, tw_s, e2e_win)
     row("window, field column", d_win2_s, twc_s, e2e_winc)
     print(f"field column built in {built:.2f} s (tablelog column, end to end)")
     print(f"duckdb {duckdb.__version__}, {os.cpu_count()} cores, runs={RUNS} (median)")
