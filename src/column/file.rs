@@ -626,22 +626,26 @@ impl Column {
     /// Every key with its events, in slot order (each slot's chunk, and a
     /// long key's, checked first).
     pub fn entries(&self) -> impl Iterator<Item = Result<(&[u8], std::ops::Range<usize>)>> + '_ {
-        (0..=self.layout.mask).filter_map(|i| {
-            let at = self.layout.slots + SLOT * i;
-            if let Err(e) = self.ensure(at, at + SLOT) {
-                return Some(Err(e));
-            }
-            if !self.slot_used(i) {
-                return None;
-            }
-            Some(self.slot(i).and_then(|(events, key)| {
-                if key.len() > INLINE {
-                    let from = key.as_ptr() as usize - self.bytes.as_ptr() as usize;
-                    self.ensure(from, from + key.len())?;
-                }
-                Ok((key, events))
-            }))
-        })
+        (0..=self.layout.mask)
+            .filter_map(|i| self.checked_slot(i).transpose())
+            .map(|slot| slot.map(|(events, key)| (key, events)))
+    }
+
+    /// The slot at `i` as [`Column::slot`] reads it, `None` if it is empty,
+    /// after checking the chunk it lies in and a long key's bytes.
+    #[inline]
+    fn checked_slot(&self, i: usize) -> Result<Option<(std::ops::Range<usize>, &[u8])>> {
+        let at = self.layout.slots + SLOT * i;
+        self.ensure(at, at + SLOT)?;
+        if !self.slot_used(i) {
+            return Ok(None);
+        }
+        let (events, key) = self.slot(i)?;
+        if key.len() > INLINE {
+            let from = key.as_ptr() as usize - self.bytes.as_ptr() as usize;
+            self.ensure(from, from + key.len())?;
+        }
+        Ok(Some((events, key)))
     }
 
     #[inline]
@@ -695,16 +699,9 @@ impl Column {
         let mut at = home;
         // Bounded, whatever the table holds.
         for _ in 0..=self.layout.mask {
-            let slot = self.layout.slots + SLOT * at;
-            self.ensure(slot, slot + SLOT)?;
-            if !self.slot_used(at) {
+            let Some((events, k)) = self.checked_slot(at)? else {
                 return Ok(None);
-            }
-            let (events, k) = self.slot(at)?;
-            if k.len() > INLINE {
-                let from = k.as_ptr() as usize - self.bytes.as_ptr() as usize;
-                self.ensure(from, from + k.len())?;
-            }
+            };
             if same(k, key) {
                 return Ok(Some(events));
             }

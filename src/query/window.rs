@@ -158,18 +158,19 @@ impl Snapshot {
             )));
         }
         let end = self.known_end(known_at)?;
-        if let Some(t) = requests.iter().map(|r| r.time).min() {
+        // The earliest (exclusive) window start.
+        let from = requests
+            .iter()
+            .map(|r| r.time)
+            .min()
+            .map(|t| i128::from(t) - i128::from(width));
+        if let Some(from) = from {
             // Events after the window's (exclusive) start must all be there.
-            self.check_after(i128::from(t) - i128::from(width))?;
+            self.check_after(from)?;
         }
         self.check_stream(stream)?;
         if matches!(self.access, AccessPath::Auto | AccessPath::Column) {
-            // The earliest (exclusive) window start.
-            let from = requests
-                .iter()
-                .map(|r| i128::from(r.time) - i128::from(width))
-                .min()
-                .unwrap_or(i128::MAX);
+            let from = from.unwrap_or(i128::MAX);
             match self.columns.usable(stream, field, end, from) {
                 Some(col) => {
                     let windows = super::columnar::Windows {
@@ -437,7 +438,7 @@ type Job<'a> = (
 /// for events that enter some window. `out[j]` receives request `reqs[j]`'s
 /// answer.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn slide(
+fn slide(
     requests: &[Request],
     reqs: &[usize],
     width: i64,
