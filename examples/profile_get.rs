@@ -1,8 +1,9 @@
 //! Profiling harness for lookups: loads N events (default 1M over 100k keys),
-//! then runs 1M `get` as-of lookups at random keys, as of the median time (or,
-//! with `UNIFORM=1`, at times uniform over the history, as `benches/compare.rs`
-//! does). Use under `perf record`. `SMAPS=1` then prints how much of each
-//! key index and segment file is mapped, and how much of it 2 MiB at a time
+//! then runs 1M `get` as-of lookups at random keys, as of the median time
+//! (`UNIFORM=1`: at times uniform over the history, as `benches/compare.rs`
+//! does; `AT=0.9`: at 90% of it, inside the active segment). Use under
+//! `perf record`. `SMAPS=1` then prints how much of each key index and
+//! segment file is mapped, and how much of it 2 MiB at a time
 //! (`FilePmdMapped`): a lookup's random reads miss the TLB far less there.
 use tablelog::workload::{Rng, Workload};
 use tablelog::Db;
@@ -32,7 +33,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut rng = Rng(9);
         (0..1_000_000).map(|_| w.key(rng.below(w.keys))).collect()
     };
-    let mid = (n as i64 / 2) * w.step_us;
+    let mid = std::env::var("AT")
+        .ok()
+        .and_then(|f| f.parse::<f64>().ok())
+        .map_or((n as i64 / 2) * w.step_us, |f| {
+            (n as f64 * f) as i64 * w.step_us
+        });
     let uniform = std::env::var("UNIFORM").is_ok_and(|v| v == "1");
     let times: Vec<i64> = {
         let mut rng = Rng(10);

@@ -42,11 +42,20 @@ struct Slot {
     prefix: [u8; INLINE],
     /// Offset of a longer key's bytes in the long-key arena.
     key_off: u32,
-    key_len: u32,
+    /// A record stores its key's length in 16 bits.
+    key_len: u16,
+    /// Whether the key's versions arrived in event-time order (none late
+    /// against an earlier one here): walking back from `tail` then visits
+    /// them newest first by `(event_time, position)`, and a lookup stops at
+    /// the first visible one.
+    in_order: bool,
     tail: u32,
     /// Index of that newest version (a later position wins ties).
     best: u32,
 }
+
+// A slot is read at random by every push and lookup: keep it at 48 bytes.
+const _: () = assert!(std::mem::size_of::<Slot>() == 48);
 
 fn prefix_of(key: &[u8]) -> [u8; INLINE] {
     let mut p = [0u8; INLINE];
@@ -351,6 +360,8 @@ impl KeyTable {
                 if v.event_time >= slot.best_et {
                     slot.best_et = v.event_time;
                     slot.best = idx;
+                } else {
+                    slot.in_order = false;
                 }
             }
             None => {
@@ -369,7 +380,8 @@ impl KeyTable {
                     best_et: v.event_time,
                     prefix: prefix_of(key),
                     key_off,
-                    key_len: key.len() as u32,
+                    key_len: u16::try_from(key.len()).expect("a record's key fits 16 bits"),
+                    in_order: true,
                     tail: idx,
                     best: idx,
                 });
@@ -462,6 +474,17 @@ impl KeyTable {
         }
         let mut found: Option<VersionRef> = None;
         let mut at = slot.tail;
+        if slot.in_order {
+            // Newest first by (event_time, position): the first visible one wins.
+            while at != NONE {
+                let v = self.versions[at as usize];
+                if v.position < end && v.event_time <= as_of {
+                    return Some(v);
+                }
+                at = self.prev[at as usize];
+            }
+            return None;
+        }
         while at != NONE {
             let v = self.versions[at as usize];
             if v.position < end
@@ -853,6 +876,52 @@ mod tests {
             let mut want: Vec<usize> = (0..n).collect();
             want.sort_by(|&a, &b| keys[a].cmp(&keys[b]).then((then[a], a).cmp(&(then[b], b))));
             assert_eq!(got, want, "{n} items");
+        }
+    }
+
+    /// `newest_visible` stops at the first visible version of a key whose
+    /// versions arrived in event-time order (ties included); a key with one
+    /// late version falls back to the full walk. Both against a brute force.
+    #[test]
+    fn newest_visible_in_order_chains_match_brute_force() {
+        let mut rng = crate::rng::Rng(11);
+        let mut t = KeyTable::default();
+        let mut all: Vec<(Vec<u8>, VersionRef)> = Vec::new();
+        for p in 0..600u64 {
+            let k = rng.below(8);
+            // Keys 0..6 in order, times tied in threes; key 7 has late versions.
+            let late = k == 7 && rng.below(4) == 0;
+            let event_time = p as i64 / 3 - if late { 40 } else { 0 };
+            let key = format!("key{k}").into_bytes();
+            let v = VersionRef {
+                event_time,
+                position: p,
+                frame_off: 0,
+                rec_off: 0,
+                op: Op::Put,
+            };
+            t.push(&key, v);
+            all.push((key, v));
+        }
+        let in_order = |k: &str| t.find_slot(k.as_bytes()).unwrap().in_order;
+        assert!((0..7).all(|k| in_order(&format!("key{k}"))));
+        assert!(!in_order("key7"));
+        for k in 0..8 {
+            let key = format!("key{k}").into_bytes();
+            for as_of in -50..210 {
+                for end in [0, 1, 100, 333, 599, 600, u64::MAX] {
+                    let want = all
+                        .iter()
+                        .filter(|(kk, v)| *kk == key && v.event_time <= as_of && v.position < end)
+                        .map(|(_, v)| *v)
+                        .max_by_key(VersionRef::order);
+                    assert_eq!(
+                        t.newest_visible(&key, as_of, end),
+                        want,
+                        "{k} {as_of} {end}"
+                    );
+                }
+            }
         }
     }
 
