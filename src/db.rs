@@ -54,6 +54,7 @@ pub struct DbBuilder {
     background_seal: bool,
     checkpoint_every: u64,
     checkpoints_kept: usize,
+    column_build_memory: usize,
     merge: HashMap<String, Arc<dyn MergeOperator>>,
     default_merge: Option<Arc<dyn MergeOperator>>,
 }
@@ -157,6 +158,17 @@ impl DbBuilder {
         self
     }
 
+    /// Memory a column build ([`Db::build_column`]) holds the stream's events
+    /// in, 24 bytes each, before it spills them to temporary files beside
+    /// the column and sorts them in parts of about this size. Default
+    /// [`crate::column::DEFAULT_BUILD_MEMORY`] (256 MiB). A build also holds
+    /// each key's bytes and about 50 bytes of bookkeeping a key, and all the
+    /// events of its largest key.
+    pub fn column_build_memory(mut self, bytes: usize) -> Self {
+        self.column_build_memory = bytes;
+        self
+    }
+
     /// The file I/O seam every write goes through. Default [`OsVfs`]; tests use
     /// [`crate::storage::vfs::FaultyVfs`] and [`crate::storage::vfs::RecordingVfs`].
     pub fn vfs(mut self, vfs: Arc<dyn Vfs>) -> Self {
@@ -234,6 +246,7 @@ impl DbBuilder {
                 &dir,
                 log_end,
                 !self.read_only,
+                self.column_build_memory,
             )),
             checkpoints: Arc::new(Catalog::load(
                 log.config.vfs.clone(),
@@ -319,6 +332,7 @@ impl Db {
             background_seal: true,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             checkpoints_kept: DEFAULT_CHECKPOINTS_KEPT,
+            column_build_memory: crate::column::DEFAULT_BUILD_MEMORY,
             merge: HashMap::new(),
             default_merge: None,
         }

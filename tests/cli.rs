@@ -902,6 +902,13 @@ fn column_then_window_gives_the_same_answers() {
     );
     let through: Vec<String> = ["count", "sum", "avg", "min", "max"].map(window).to_vec();
     assert_eq!(before, through);
+    // Built again with no memory for events: spilled, the same answers.
+    let spilled = e
+        .cmd("column", &["--stream", "s", "--field", "v", "--memory", "0"])
+        .ok();
+    assert!(spilled.stdout.contains("4 events over 2 keys"));
+    let again: Vec<String> = ["count", "sum", "avg", "min", "max"].map(window).to_vec();
+    assert_eq!(before, again);
     let listed = e.cmd("column", &[]).ok();
     assert!(
         listed.stdout.starts_with("s.v: 4 events"),

@@ -590,3 +590,162 @@ fn a_crash_while_a_column_is_built_leaves_it_whole_or_absent() {
     eprintln!("{states} crash states, {with_column} with the column");
     assert!(with_column > 0 && with_column < states);
 }
+
+fn open_with_memory(
+    dir: &std::path::Path,
+    vfs: Arc<dyn tablelog::storage::vfs::Vfs>,
+    memory: usize,
+) -> tablelog::Result<Db> {
+    Db::builder(dir)
+        .segment_size(16 << 10)
+        .vfs(vfs)
+        .column_build_memory(memory)
+        .default_merge_operator(Arc::new(JsonMergePatch))
+        .open()
+}
+
+/// Files of the database's column directory, by name.
+fn column_dir(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir.join("columns"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A few records under keys longer than a column's slot holds.
+fn append_long_keys(db: &Db, clock: i64) {
+    let mut b = Batch::new();
+    for i in 0..40 {
+        let key = format!("a key longer than sixteen bytes, number {}", i % 3);
+        b.put_at("s", &key, format!(r#"{{"price":{i}.25}}"#), clock - i * 7)
+            .unwrap();
+    }
+    db.writer().commit(b).unwrap();
+}
+
+/// A build that outgrows its memory spills its events to temporary files
+/// and sorts them in parts (a key with more events than a part holds stays
+/// whole): the file it writes is byte for byte the one an in-memory build
+/// writes, its windows equal the log's, and no temporary file is left.
+#[test]
+fn a_build_in_little_memory_writes_the_same_file() {
+    use tablelog::storage::vfs::{OsVfs, RecordingVfs, TraceOp};
+    for seed in 0..4 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = Rng(100 + seed);
+        let mut clock = 0i64;
+        let whole = {
+            let db = open_with_memory(dir.path(), Arc::new(OsVfs), 256 << 20).unwrap();
+            append(&db, &mut rng, &mut clock, 200);
+            append_long_keys(&db, clock);
+            let info = db.build_column("s", "price", &mut |_| {}).unwrap();
+            assert!(info.events > 400, "{}", info.events);
+            std::fs::read(&info.path).unwrap()
+        };
+        // 0 bytes: one event held, then every event spilled and dealt into
+        // the most parts; 600: 25 events a part, below the hot key's count.
+        for memory in [0, 600, 4_000] {
+            let rec = RecordingVfs::new(Arc::new(OsVfs));
+            let db = open_with_memory(dir.path(), Arc::new(rec.clone()), memory).unwrap();
+            let mut calls = 0;
+            let info = db.build_column("s", "price", &mut |_| calls += 1).unwrap();
+            assert!(calls > 0);
+            assert_eq!(
+                std::fs::read(&info.path).unwrap(),
+                whole,
+                "seed {seed}, {memory} bytes"
+            );
+            assert_eq!(
+                column_dir(dir.path()),
+                [info.path.file_name().unwrap().to_string_lossy()]
+            );
+            // It did spill, and dealt the spill into parts.
+            let created = |suffix: &str| {
+                rec.trace()
+                    .iter()
+                    .filter(|op| matches!(op, TraceOp::Create(p) if p.to_string_lossy().ends_with(suffix)))
+                    .count()
+            };
+            assert_eq!(created(".spill.tmp"), 1, "{memory} bytes");
+            assert!(
+                created("tmp") > 3,
+                "{memory} bytes: {} files",
+                created("tmp")
+            );
+            let reqs = requests(&mut rng, clock, 200);
+            check(
+                &db.snapshot().unwrap(),
+                &reqs,
+                KnownAt::Latest,
+                "spilled build",
+            );
+        }
+    }
+}
+
+/// A failure at any file operation of a spilling build leaves the column
+/// built before it whole (or the new one whole), never a temporary file
+/// once the database is opened again, and windows that equal the log's.
+#[test]
+fn a_failure_at_every_operation_of_a_spilling_build_keeps_the_column_whole() {
+    use tablelog::storage::vfs::{FaultPlan, FaultyVfs, OsVfs, Vfs};
+    let golden = tempfile::tempdir().unwrap();
+    let mut rng = Rng(31);
+    let mut clock = 0i64;
+    let (old_end, new_end) = {
+        let db = open_with_memory(golden.path(), Arc::new(OsVfs), 256 << 20).unwrap();
+        append(&db, &mut rng, &mut clock, 80);
+        let old = db
+            .build_column("s", "price", &mut |_| {})
+            .unwrap()
+            .known_end;
+        append(&db, &mut rng, &mut clock, 40);
+        (old, db.snapshot().unwrap().end_position())
+    };
+    let reqs = requests(&mut rng, clock, 120);
+    let mut injected = 0;
+    for forever in [false, true] {
+        for n in 1.. {
+            let work = tempfile::tempdir().unwrap();
+            for f in ["", "columns"] {
+                std::fs::create_dir_all(work.path().join(f)).unwrap();
+                for e in std::fs::read_dir(golden.path().join(f)).unwrap().flatten() {
+                    if e.file_type().unwrap().is_file() {
+                        std::fs::copy(e.path(), work.path().join(f).join(e.file_name())).unwrap();
+                    }
+                }
+            }
+            let plan = Arc::new(FaultPlan::new(n, forever));
+            let vfs: Arc<dyn Vfs> = Arc::new(FaultyVfs::new(Arc::new(OsVfs), plan.clone()));
+            let built = open_with_memory(work.path(), vfs, 500)
+                .and_then(|db| db.build_column("s", "price", &mut |_| {}));
+            // A build past op n succeeds only if op n removed a temporary
+            // file (logged; the next writable open removes it).
+            let done = plan.seen() < n;
+            match built {
+                Ok(info) => assert_eq!(info.known_end, new_end),
+                Err(_) => injected += 1,
+            }
+            let db = open_with_memory(work.path(), Arc::new(OsVfs), 500).unwrap();
+            let what = format!("op {n} failed (forever: {forever})");
+            assert!(
+                column_dir(work.path()).iter().all(|f| f.ends_with(".col")),
+                "{what}: {:?}",
+                column_dir(work.path())
+            );
+            let ends: Vec<u64> = db.columns().iter().map(|c| c.known_end).collect();
+            assert!(ends == [old_end] || ends == [new_end], "{what}: {ends:?}");
+            check(&db.snapshot().unwrap(), &reqs, KnownAt::Latest, &what);
+            if done {
+                break;
+            }
+        }
+    }
+    eprintln!("{injected} faults injected into a spilling build");
+    assert!(injected > 10, "only {injected} faults injected");
+}

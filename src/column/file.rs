@@ -193,6 +193,7 @@ pub fn key_hash(key: &[u8]) -> u64 {
 }
 
 /// One key's events, in `(event_time, position)` order, as [`write()`] takes them.
+#[cfg(test)]
 pub(crate) struct KeyEvents<'a> {
     /// The key.
     pub key: &'a [u8],
@@ -200,8 +201,9 @@ pub(crate) struct KeyEvents<'a> {
     pub events: &'a [(i64, Option<f64>)],
 }
 
-/// Writes a column atomically: temp file, fsync, rename, directory fsync.
-/// `keys` must be distinct.
+/// Writes a column of keys whose events are all in memory: [`Plan`] and
+/// [`write_planned`] in one. `keys` must be distinct.
+#[cfg(test)]
 pub(crate) fn write(
     vfs: &dyn crate::storage::vfs::Vfs,
     path: &Path,
@@ -211,74 +213,192 @@ pub(crate) fn write(
     horizon: Option<i64>,
     keys: &[KeyEvents<'_>],
 ) -> Result<ColumnInfo> {
-    let events: usize = keys.iter().map(|k| k.events.len()).sum();
-    let long_bytes: usize = keys
-        .iter()
-        .map(|k| k.key.len())
-        .filter(|&n| n > INLINE)
-        .sum();
-    let (stream_len, field_len) = match (u16::try_from(stream.len()), u16::try_from(field.len())) {
-        (Ok(s), Ok(f)) => (s, f),
-        _ => return Err(Error::InvalidInput("stream or field name too long".into())),
-    };
-    let slots = slots_for(keys.len());
-    // Fields are narrowed to f32 when every number of the column is one
-    // exactly (prices, counts, small integers): 12 bytes an event instead
-    // of 16, so a key's events take fewer cache lines.
+    let plan = Plan::new(
+        keys.iter()
+            .map(|k| (k.key, k.events.len() as u64))
+            .collect(),
+    )?;
     let narrow = keys
         .iter()
         .flat_map(|k| k.events)
         .filter_map(|(_, x)| *x)
-        .all(|x| f64::from(x as f32) == x);
+        .all(narrows);
+    let head = Head {
+        stream,
+        field,
+        known_end,
+        horizon,
+        narrow,
+    };
+    write_planned(vfs, path, &head, &plan, &mut |i, out| {
+        out.extend(
+            keys[i]
+                .events
+                .iter()
+                .map(|&(t, x)| (t, x.unwrap_or(f64::NAN))),
+        );
+        Ok(())
+    })
+}
+
+/// Whether a field survives being stored as f32: a column whose every
+/// number does stores them so (12 bytes an event instead of 16, so a key's
+/// events take fewer cache lines), and reads back the same f64.
+#[must_use]
+pub(crate) fn narrows(x: f64) -> bool {
+    f64::from(x as f32) == x
+}
+
+/// What a column's header says beyond its counts.
+pub(crate) struct Head<'a> {
+    pub stream: &'a str,
+    pub field: &'a str,
+    /// The column holds the records at positions below this.
+    pub known_end: u64,
+    /// The compaction horizon it was built under.
+    pub horizon: Option<i64>,
+    /// Fields stored as f32: every number of the column [`narrows`].
+    pub narrow: bool,
+}
+
+/// A column's keys placed in its slot table, before its events are written:
+/// [`Plan::order`] says in which order [`write_planned`] asks for them.
+pub(crate) struct Plan<'a> {
+    /// Each key and its event count, as given.
+    keys: Vec<(&'a [u8], u64)>,
+    /// Per slot, the index of its key in `keys`; `u32::MAX` for none.
+    owner: Vec<u32>,
+    events: u64,
+    long_bytes: u64,
+}
+
+impl<'a> Plan<'a> {
+    /// Places `keys` (distinct, each with its event count) by their hashes,
+    /// in the order given (the order decides where colliding keys go).
+    pub(crate) fn new(keys: Vec<(&'a [u8], u64)>) -> Result<Plan<'a>> {
+        if let Some((k, _)) = keys.iter().find(|(_, n)| u32::try_from(*n).is_err()) {
+            return Err(Error::InvalidInput(format!(
+                "key {:?} has more than 2^32 events, more than a column holds",
+                String::from_utf8_lossy(k)
+            )));
+        }
+        if keys
+            .iter()
+            .any(|(k, _)| u32::try_from(k.len() + 1).is_err())
+        {
+            return Err(Error::InvalidInput(
+                "a column's keys are shorter than 4 GiB".into(),
+            ));
+        }
+        if u32::try_from(keys.len()).is_err() {
+            return Err(Error::InvalidInput(
+                "a column holds fewer than 2^32 keys".into(),
+            ));
+        }
+        let slots = slots_for(keys.len());
+        let mask = slots - 1;
+        let mut owner = vec![u32::MAX; slots];
+        for (i, (k, _)) in keys.iter().enumerate() {
+            let mut at = key_hash(k) as usize & mask;
+            while owner[at] != u32::MAX {
+                at = (at + 1) & mask;
+            }
+            owner[at] = i as u32;
+        }
+        let events = keys.iter().map(|(_, n)| n).sum();
+        let long_bytes = keys
+            .iter()
+            .map(|(k, _)| k.len() as u64)
+            .filter(|&n| n > INLINE as u64)
+            .sum();
+        Ok(Plan {
+            keys,
+            owner,
+            events,
+            long_bytes,
+        })
+    }
+
+    /// The indexes of the keys (as given to [`Plan::new`]) in the order
+    /// their events are stored: slot order.
+    pub(crate) fn order(&self) -> impl Iterator<Item = usize> + '_ {
+        self.owner
+            .iter()
+            .filter(|&&i| i != u32::MAX)
+            .map(|&i| i as usize)
+    }
+
+    /// Events of the key at index `i`.
+    pub(crate) fn count(&self, i: usize) -> u64 {
+        self.keys[i].1
+    }
+}
+
+/// What [`write_planned`] asks for a key's events with.
+pub(crate) type Fill<'a> = dyn FnMut(usize, &mut Vec<(i64, f64)>) -> Result<()> + 'a;
+
+/// Writes a column atomically (temp file, fsync, rename, directory fsync),
+/// asking `fill` for each key's events in [`Plan::order`]: `fill(i, out)`
+/// appends the [`Plan::count`] events of key `i` to `out` (empty), as
+/// `(event_time, field)` in `(event_time, position)` order, NaN where the
+/// field is not a number.
+pub(crate) fn write_planned(
+    vfs: &dyn crate::storage::vfs::Vfs,
+    path: &Path,
+    head: &Head<'_>,
+    plan: &Plan<'_>,
+    fill: &mut Fill<'_>,
+) -> Result<ColumnInfo> {
+    let Head {
+        stream,
+        field,
+        known_end,
+        horizon,
+        narrow,
+    } = *head;
+    let (stream_len, field_len) = match (u16::try_from(stream.len()), u16::try_from(field.len())) {
+        (Ok(s), Ok(f)) => (s, f),
+        _ => return Err(Error::InvalidInput("stream or field name too long".into())),
+    };
+    let (events, long_bytes, slots) = (plan.events, plan.long_bytes, plan.owner.len());
     let layout = Layout::new(
         stream.len() + field.len(),
-        keys.len() as u64,
-        events as u64,
-        long_bytes as u64,
+        plan.keys.len() as u64,
+        events,
+        long_bytes,
         slots as u64,
         narrow,
     )
     .ok_or_else(|| Error::InvalidInput("column too large".into()))?;
-    if let Some(k) = keys.iter().find(|k| u32::try_from(k.events.len()).is_err()) {
-        return Err(Error::InvalidInput(format!(
-            "key {:?} has more than 2^32 events, more than a column holds",
-            String::from_utf8_lossy(k.key)
-        )));
-    }
-    if keys.iter().any(|k| u32::try_from(k.key.len() + 1).is_err()) {
-        return Err(Error::InvalidInput(
-            "a column's keys are shorter than 4 GiB".into(),
-        ));
-    }
-    // Keys placed by hash; their events then stored in slot order, so that
-    // requests visited in slot order read the events front to back.
-    let mut owner = vec![u32::MAX; slots];
-    for (i, k) in keys.iter().enumerate() {
-        let mut at = key_hash(k.key) as usize & layout.mask;
-        while owner[at] != u32::MAX {
-            at = (at + 1) & layout.mask;
+    // Keys' events are stored in slot order, so that requests visited in
+    // slot order read the events front to back. The slots are written a
+    // piece at a time, not held: a table has at least two a key, 64 bytes.
+    let write_slots = |w: &mut dyn Write| -> std::io::Result<()> {
+        let mut piece: Vec<u8> = Vec::with_capacity(64 << 10);
+        let (mut start, mut long_at) = (0u64, 0u64);
+        for &i in &plan.owner {
+            let mut slot = [0u8; SLOT];
+            if let Some(&(key, count)) = plan.keys.get(i as usize) {
+                slot[0..8].copy_from_slice(&start.to_le_bytes());
+                slot[8..12].copy_from_slice(&(count as u32).to_le_bytes());
+                slot[12..16].copy_from_slice(&(key.len() as u32 + 1).to_le_bytes());
+                if key.len() <= INLINE {
+                    slot[16..16 + key.len()].copy_from_slice(key);
+                } else {
+                    slot[16..24].copy_from_slice(&long_at.to_le_bytes());
+                    long_at += key.len() as u64;
+                }
+                start += count;
+            }
+            piece.extend_from_slice(&slot);
+            if piece.len() == piece.capacity() {
+                w.write_all(&piece)?;
+                piece.clear();
+            }
         }
-        owner[at] = u32::try_from(i)
-            .map_err(|_| Error::InvalidInput("a column holds fewer than 2^32 keys".into()))?;
-    }
-    let mut table = vec![[0u8; SLOT]; slots];
-    let (mut start, mut long_at) = (0u64, 0u64);
-    for (slot, &i) in table.iter_mut().zip(&owner) {
-        let Some(k) = keys.get(i as usize) else {
-            continue;
-        };
-        slot[0..8].copy_from_slice(&start.to_le_bytes());
-        slot[8..12].copy_from_slice(&(k.events.len() as u32).to_le_bytes());
-        slot[12..16].copy_from_slice(&(k.key.len() as u32 + 1).to_le_bytes());
-        if k.key.len() <= INLINE {
-            slot[16..16 + k.key.len()].copy_from_slice(k.key);
-        } else {
-            slot[16..24].copy_from_slice(&long_at.to_le_bytes());
-            long_at += k.key.len() as u64;
-        }
-        start += k.events.len() as u64;
-    }
-    let keys: Vec<&KeyEvents<'_>> = owner.iter().filter_map(|&i| keys.get(i as usize)).collect();
+        w.write_all(&piece)
+    };
+    let key_count = plan.keys.len();
     let mut total = 0u64;
     fsutil::atomic_write_with(vfs, path, |file, tmp| {
         let io = |e| Error::io(tmp, e);
@@ -290,9 +410,9 @@ pub(crate) fn write(
             if horizon.is_some() { FLAG_HORIZON } else { 0 } | if narrow { FLAG_NARROW } else { 0 };
         head.extend_from_slice(&flags.to_le_bytes());
         head.extend_from_slice(&known_end.to_le_bytes());
-        head.extend_from_slice(&(keys.len() as u64).to_le_bytes());
-        head.extend_from_slice(&(events as u64).to_le_bytes());
-        head.extend_from_slice(&(long_bytes as u64).to_le_bytes());
+        head.extend_from_slice(&(key_count as u64).to_le_bytes());
+        head.extend_from_slice(&events.to_le_bytes());
+        head.extend_from_slice(&long_bytes.to_le_bytes());
         head.extend_from_slice(&(slots as u64).to_le_bytes());
         head.extend_from_slice(&horizon.unwrap_or(0).to_le_bytes());
         head.extend_from_slice(&stream_len.to_le_bytes());
@@ -302,18 +422,31 @@ pub(crate) fn write(
         head.extend_from_slice(field.as_bytes());
         head.resize(layout.slots, 0);
         w.write_all(&head).map_err(io)?;
-        w.write_all(table.as_flattened()).map_err(io)?;
-        for k in keys.iter().filter(|k| k.key.len() > INLINE) {
-            w.write_all(k.key).map_err(io)?;
+        write_slots(&mut w).map_err(io)?;
+        for i in plan.order() {
+            let key = plan.keys[i].0;
+            if key.len() > INLINE {
+                w.write_all(key).map_err(io)?;
+            }
         }
         w.pad().map_err(io)?;
         // Each section a key at a time, through one buffer.
         let mut buf: Vec<u8> = Vec::new();
-        for k in &keys {
+        let mut ev: Vec<(i64, f64)> = Vec::new();
+        for i in plan.order() {
+            ev.clear();
+            fill(i, &mut ev)?;
+            if ev.len() as u64 != plan.count(i) {
+                return Err(Error::InvalidInput(format!(
+                    "column build: key {:?} has {} events, {} were planned",
+                    String::from_utf8_lossy(plan.keys[i].0),
+                    ev.len(),
+                    plan.count(i)
+                )));
+            }
             buf.clear();
-            for (t, x) in k.events {
+            for &(t, x) in &ev {
                 buf.extend_from_slice(&t.to_le_bytes());
-                let x = x.unwrap_or(f64::NAN);
                 if narrow {
                     buf.extend_from_slice(&(x as f32).to_le_bytes());
                 } else {
@@ -343,8 +476,8 @@ pub(crate) fn write(
         stream: stream.to_string(),
         field: field.to_string(),
         known_end,
-        keys: keys.len() as u64,
-        events: events as u64,
+        keys: key_count as u64,
+        events,
         horizon,
         bytes: total,
     })

@@ -28,6 +28,7 @@
 //! `<hash of both>.col` when that name would be too long for a file system
 //! (format in [`file`](mod@file)).
 
+mod build;
 pub mod file;
 
 use std::collections::HashMap;
@@ -37,8 +38,6 @@ use std::sync::{Arc, Mutex};
 pub use file::{Column, ColumnInfo};
 
 use crate::db::Snapshot;
-use crate::query::field::numeric_field;
-use crate::storage::sweep::SweepRange;
 use crate::storage::vfs::Vfs;
 use crate::{Error, Result};
 
@@ -47,6 +46,11 @@ pub const COLUMN_DIR: &str = "columns";
 
 /// Longest field name a column can be built for (its file name holds it in hex).
 pub const MAX_FIELD_LEN: usize = 100;
+
+/// Default memory a column build holds events in before it spills them to
+/// temporary files ([`crate::DbBuilder::column_build_memory`]): 256 MiB,
+/// about 11 million events.
+pub const DEFAULT_BUILD_MEMORY: usize = 256 << 20;
 
 /// The columns of a database.
 #[derive(Debug)]
@@ -63,6 +67,8 @@ pub struct Columns {
     /// Held while a column is built, written and listed: builds of one
     /// handle take turns (they share a temporary file name).
     building: Mutex<()>,
+    /// Bytes of events a build holds in memory before spilling.
+    build_memory: usize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -78,9 +84,17 @@ impl Columns {
     /// lose them (building one syncs the log first, so only a damaged
     /// database can show this): it is never used, and a `writable` handle
     /// removes it before new records reuse the positions. A writable handle
-    /// also removes the temporary files a crash left mid-build.
+    /// also removes the temporary files a crash left mid-build. A build holds
+    /// up to about `build_memory` bytes of events in memory (see
+    /// [`crate::DbBuilder::column_build_memory`]).
     #[must_use]
-    pub fn load(vfs: Arc<dyn Vfs>, db_dir: &Path, log_end: u64, writable: bool) -> Columns {
+    pub fn load(
+        vfs: Arc<dyn Vfs>,
+        db_dir: &Path,
+        log_end: u64,
+        writable: bool,
+        build_memory: usize,
+    ) -> Columns {
         let dir = db_dir.join(COLUMN_DIR);
         let mut infos = Vec::new();
         for p in vfs.list(&dir).unwrap_or_default() {
@@ -114,6 +128,7 @@ impl Columns {
             opened: Mutex::default(),
             bad: Mutex::default(),
             building: Mutex::new(()),
+            build_memory,
         }
     }
 
@@ -221,9 +236,7 @@ impl Columns {
         }
         snap.check_stream(stream)?;
         let _turn = lock(&self.building);
-        let end = snap.end_position();
         let horizon = snap.horizon().map(|h| h.time);
-        let gathered = gather(snap, stream, field, end, progress)?;
         if self.vfs.list(&self.dir).is_err() {
             vfs.create_dir_all(&self.dir)
                 .map_err(|e| Error::io(&self.dir, e))?;
@@ -232,16 +245,14 @@ impl Columns {
             }
         }
         let path = self.path(stream, field);
-        let keys: Vec<file::KeyEvents<'_>> = gathered
-            .keys
-            .iter()
-            .zip(gathered.starts.windows(2))
-            .map(|(k, s)| file::KeyEvents {
-                key: k,
-                events: &gathered.events[s[0]..s[1]],
-            })
-            .collect();
-        let info = file::write(vfs, &path, stream, field, end, horizon, &keys)?;
+        let info = build::build(
+            vfs,
+            snap,
+            (stream, field, horizon),
+            &path,
+            self.build_memory,
+            progress,
+        )?;
         let mut infos = lock(&self.infos);
         infos.retain(|i| i.path != path);
         infos.push(info.clone());
@@ -267,85 +278,4 @@ impl Columns {
         }
         Ok(known)
     }
-}
-
-/// A stream's events, grouped by key in byte order, each key's in
-/// `(event_time, position)` order.
-struct Gathered {
-    keys: Vec<Box<[u8]>>,
-    /// Key `k`'s events are `events[starts[k]..starts[k + 1]]`.
-    starts: Vec<usize>,
-    events: Vec<(i64, Option<f64>)>,
-}
-
-/// How many records a build reads between calls of its progress callback.
-const PROGRESS_EVERY: u64 = 1 << 16;
-
-/// Reads every record of `stream` below `end` once, in position order.
-fn gather(
-    snap: &Snapshot,
-    stream: &str,
-    field: &str,
-    end: u64,
-    progress: &mut dyn FnMut(u64),
-) -> Result<Gathered> {
-    let mut ids: HashMap<Box<[u8]>, u32> = HashMap::new();
-    let mut keys: Vec<Box<[u8]>> = Vec::new();
-    // (key id, event_time, field): in position order, as the sweep delivers.
-    let mut raw: Vec<(u32, i64, Option<f64>)> = Vec::new();
-    let mut too_many = false;
-    snap.view()
-        .sweep_while(SweepRange::positions(stream, 0, end), |r, v| {
-            let id = match ids.get(r.key) {
-                Some(&id) => id,
-                None => {
-                    let Ok(id) = u32::try_from(keys.len()) else {
-                        too_many = true;
-                        return false;
-                    };
-                    keys.push(r.key.into());
-                    ids.insert(r.key.into(), id);
-                    id
-                }
-            };
-            raw.push((id, v.event_time, numeric_field(r.value, field)));
-            if (raw.len() as u64).is_multiple_of(PROGRESS_EVERY) {
-                progress(raw.len() as u64);
-            }
-            true
-        })?;
-    progress(raw.len() as u64);
-    if too_many {
-        return Err(Error::InvalidInput(
-            "a column holds at most 2^32 keys".into(),
-        ));
-    }
-    drop(ids);
-    // Keys in byte order; events by (key, event_time), ties kept in position
-    // order by the stable sort.
-    let mut order: Vec<u32> = (0..keys.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| keys[a as usize].cmp(&keys[b as usize]));
-    let mut rank = vec![0u32; keys.len()];
-    for (r, &id) in order.iter().enumerate() {
-        rank[id as usize] = r as u32;
-    }
-    raw.sort_by_key(|&(id, t, _)| (rank[id as usize], t));
-    let mut starts = vec![0usize; keys.len() + 1];
-    for &(id, _, _) in &raw {
-        starts[rank[id as usize] as usize + 1] += 1;
-    }
-    for i in 1..starts.len() {
-        starts[i] += starts[i - 1];
-    }
-    let events = raw.into_iter().map(|(_, t, x)| (t, x)).collect();
-    let mut slots: Vec<Option<Box<[u8]>>> = keys.into_iter().map(Some).collect();
-    let keys = order
-        .iter()
-        .map(|&id| slots[id as usize].take().unwrap_or_default())
-        .collect();
-    Ok(Gathered {
-        keys,
-        starts,
-        events,
-    })
 }

@@ -31,6 +31,11 @@ pub struct ColumnArgs {
     /// Remove the column instead of building it.
     #[arg(long = "drop", requires = "field")]
     remove: bool,
+    /// MiB of events the build holds in memory (24 bytes each); past that it
+    /// spills them to temporary files beside the column and sorts them in
+    /// parts of this size.
+    #[arg(long, value_name = "MIB", default_value_t = (tablelog::column::DEFAULT_BUILD_MEMORY >> 20) as u64)]
+    memory: u64,
 }
 
 pub fn run(a: ColumnArgs) -> CliResult<Outcome> {
@@ -55,6 +60,9 @@ pub fn run(a: ColumnArgs) -> CliResult<Outcome> {
     };
     let db = Db::builder(&a.db)
         .create_if_missing(false)
+        .column_build_memory(
+            usize::try_from(a.memory.saturating_mul(1 << 20)).unwrap_or(usize::MAX),
+        )
         .default_merge_operator(std::sync::Arc::new(JsonMergePatch))
         .open()?;
     if a.remove {

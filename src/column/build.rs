@@ -1,0 +1,509 @@
+//! Building a column file from one sweep of its stream, in bounded memory.
+//!
+//! The sweep reads every record of the stream once, in position order,
+//! numbering keys as they come and counting their events. Events are held
+//! in memory, 24 bytes each, up to the build's memory budget; past it they
+//! are *spilled*, 20 bytes each, to a temporary file beside the column.
+//!
+//! Once the sweep is done the keys are known, so their slots, and the order
+//! in which the file stores their events, are known too ([`Plan`]).
+//! Held events are then sorted into that order (by key, then event time,
+//! ties kept in position order) and written. Spilled ones are first dealt
+//! into *parts*, temporary files each holding the events of a run of keys
+//! in storage order, about a budget's worth; each part is then read back,
+//! sorted and written in turn. So a build holds about its budget in events
+//! (a part is the larger of the budget and 1/[`MAX_PARTS`] of the stream,
+//! and never splits a key), plus each key's bytes and about 50 bytes of
+//! bookkeeping a key, whatever the stream's length; spilling costs a write
+//! and two reads of 20 bytes an event.
+//!
+//! Temporary files, `build-<hash of the column's name>.*.tmp`, are removed
+//! when the build ends, failed or not, and by the next writable open after
+//! a crash.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::file::{self, ColumnInfo, Head, Plan};
+use crate::db::Snapshot;
+use crate::query::field::numeric_field;
+use crate::storage::sweep::SweepRange;
+use crate::storage::vfs::{VFile, Vfs};
+use crate::{Error, Result};
+
+/// How many records a build reads between calls of its progress callback.
+const PROGRESS_EVERY: u64 = 1 << 16;
+
+/// Bytes of a spilled event: key number u32, event time i64, field f64
+/// (NaN where not a number), little-endian.
+const SPILLED: usize = 20;
+
+/// Most parts a spill is dealt into (each has a write buffer).
+pub const MAX_PARTS: u64 = 64;
+
+/// Bytes a part's write buffer holds before it is written out.
+const PART_BUFFER: usize = 64 << 10;
+
+/// An event as a build holds it: key number, event time, field.
+type Held = (u32, i64, f64);
+
+/// Bytes of a held event.
+const HELD: usize = std::mem::size_of::<Held>();
+
+/// Builds the column of `field` in `stream` at `path` from the records of
+/// `snap` below `end`, holding at most about `budget` bytes of events in
+/// memory (see the module documentation).
+pub(super) fn build(
+    vfs: &dyn Vfs,
+    snap: &Snapshot,
+    head: (&str, &str, Option<i64>),
+    path: &Path,
+    budget: usize,
+    progress: &mut dyn FnMut(u64),
+) -> Result<ColumnInfo> {
+    let (stream, field, horizon) = head;
+    let end = snap.end_position();
+    let cap = (budget / HELD).max(1);
+    let mut temps = Temps {
+        vfs,
+        paths: Vec::new(),
+    };
+    let swept = sweep(snap, stream, field, end, path, cap, &mut temps, progress)?;
+    let Swept {
+        keys,
+        counts,
+        narrow,
+        mut held,
+        spill,
+    } = swept;
+    // Keys placed in byte order (which decides where colliding keys go).
+    let mut by_bytes: Vec<u32> = (0..keys.len() as u32).collect();
+    by_bytes.sort_unstable_by(|&a, &b| keys.get(a).cmp(keys.get(b)));
+    let plan = Plan::new(
+        by_bytes
+            .iter()
+            .map(|&id| (keys.get(id), counts[id as usize]))
+            .collect(),
+    )?;
+    // Each key's rank in storage order, by key number.
+    let mut rank = vec![0u32; keys.len()];
+    for (r, i) in plan.order().enumerate() {
+        rank[by_bytes[i] as usize] = r as u32;
+    }
+    let head = Head {
+        stream,
+        field,
+        known_end: end,
+        horizon,
+        narrow,
+    };
+    let Some(spill) = spill else {
+        // Everything held: one sort into storage order, then a cursor.
+        held.sort_by_key(|&(id, t, _)| (rank[id as usize], t));
+        let mut at = 0;
+        return file::write_planned(vfs, path, &head, &plan, &mut |i, out| {
+            let id = by_bytes[i];
+            let n = plan.count(i) as usize;
+            let run = held.get(at..at + n).unwrap_or_default();
+            if run.iter().any(|e| e.0 != id) {
+                return Err(Error::InvalidInput(
+                    "column build: events out of order".into(),
+                ));
+            }
+            out.extend(run.iter().map(|&(_, t, x)| (t, x)));
+            at += n;
+            Ok(())
+        });
+    };
+    drop(held);
+    // Parts: runs of keys in storage order, each about `cap` events (at
+    // least 1/MAX_PARTS of them), a key never split.
+    let total: u64 = counts.iter().sum();
+    let per_part = (cap as u64).max(total.div_ceil(MAX_PARTS));
+    let mut part_of_rank = Vec::with_capacity(keys.len());
+    let (mut part, mut filled) = (0u32, 0u64);
+    for i in plan.order() {
+        let n = plan.count(i);
+        if filled > 0 && filled + n > per_part {
+            part += 1;
+            filled = 0;
+        }
+        part_of_rank.push(part);
+        filled += n;
+    }
+    let parts = deal(path, &spill, &rank, &part_of_rank, part + 1, &mut temps)?;
+    drop(spill);
+    // Written part by part, each read back and sorted when its first key's
+    // events are asked for.
+    let mut loaded: Vec<Held> = Vec::new();
+    let (mut next_part, mut at, mut r) = (0usize, 0usize, 0usize);
+    let info = file::write_planned(vfs, path, &head, &plan, &mut |i, out| {
+        let id = by_bytes[i];
+        if part_of_rank[r] as usize == next_part {
+            loaded.clear();
+            read_part(&parts[next_part], &mut loaded)?;
+            loaded.sort_by_key(|&(id, t, _)| (rank[id as usize], t));
+            at = 0;
+            next_part += 1;
+        }
+        r += 1;
+        let n = plan.count(i) as usize;
+        let run = loaded.get(at..at + n).unwrap_or_default();
+        if run.len() != n || run.iter().any(|e| e.0 != id) {
+            return Err(Error::InvalidInput(
+                "column build: a part lost events".into(),
+            ));
+        }
+        out.extend(run.iter().map(|&(_, t, x)| (t, x)));
+        at += n;
+        Ok(())
+    })?;
+    drop(temps);
+    Ok(info)
+}
+
+/// What one sweep of the stream found.
+struct Swept {
+    /// Keys by number (in order of first appearance).
+    keys: Interner,
+    /// Events per key number.
+    counts: Vec<u64>,
+    /// Every number of the field survives a round trip through f32.
+    narrow: bool,
+    /// Events not spilled, in position order.
+    held: Vec<Held>,
+    /// The spill, if the events outgrew the budget: every event, in
+    /// position order.
+    spill: Option<Spill>,
+}
+
+/// Keys numbered in order of first appearance, their bytes back to back:
+/// about 25 bytes a key beyond its own.
+#[derive(Default)]
+struct Interner {
+    bytes: Vec<u8>,
+    /// Where each key's bytes end.
+    ends: Vec<u64>,
+    /// Open addressing, at most half full: (key number + 1, hash), 0 empty.
+    table: Vec<(u32, u32)>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl Interner {
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Key number `id`'s bytes.
+    fn get(&self, id: u32) -> &[u8] {
+        let id = id as usize;
+        let start = if id == 0 {
+            0
+        } else {
+            self.ends[id - 1] as usize
+        };
+        &self.bytes[start..self.ends[id] as usize]
+    }
+
+    /// The number of `key`, numbering it if it is new; `None` past 2^32 - 2 keys.
+    fn id(&mut self, key: &[u8]) -> Option<u32> {
+        use std::hash::BuildHasher;
+        if self.table.len() < 2 * (self.len() + 1) {
+            self.grow();
+        }
+        let hash = self.hasher.hash_one(key) as u32;
+        let mask = self.table.len() - 1;
+        let mut at = hash as usize & mask;
+        loop {
+            match self.table[at] {
+                (0, _) => break,
+                (n, h) if h == hash && self.get(n - 1) == key => return Some(n - 1),
+                _ => at = (at + 1) & mask,
+            }
+        }
+        let n = u32::try_from(self.len() + 1)
+            .ok()
+            .filter(|&n| n != u32::MAX)?;
+        self.bytes.extend_from_slice(key);
+        self.ends.push(self.bytes.len() as u64);
+        self.table[at] = (n, hash);
+        Some(n - 1)
+    }
+
+    /// Doubles the table (at least 1,024 entries) and places every key again.
+    fn grow(&mut self) {
+        let size = (self.table.len() * 2).max(1 << 10);
+        let old = std::mem::replace(&mut self.table, vec![(0, 0); size]);
+        let mask = size - 1;
+        for (n, h) in old.into_iter().filter(|e| e.0 != 0) {
+            let mut at = h as usize & mask;
+            while self.table[at].0 != 0 {
+                at = (at + 1) & mask;
+            }
+            self.table[at] = (n, h);
+        }
+    }
+}
+
+/// A temporary file of spilled events.
+struct Spill {
+    file: Arc<dyn VFile>,
+    path: PathBuf,
+    len: u64,
+}
+
+/// Temporary files of a build, removed when it ends.
+struct Temps<'a> {
+    vfs: &'a dyn Vfs,
+    paths: Vec<PathBuf>,
+}
+
+impl Temps<'_> {
+    /// Creates a temporary file beside the column at `path`, named after a
+    /// hash of its name (which may be near the longest a file system takes)
+    /// and `suffix`.
+    fn create(&mut self, path: &Path, suffix: &str) -> Result<(Arc<dyn VFile>, PathBuf)> {
+        let name = path.file_name().unwrap_or_default().as_encoded_bytes();
+        let p = path.with_file_name(format!("build-{:016x}{suffix}", file::key_hash(name)));
+        let f = self.vfs.create(&p).map_err(|e| Error::io(&p, e))?;
+        self.paths.push(p.clone());
+        Ok((f, p))
+    }
+}
+
+impl Drop for Temps<'_> {
+    fn drop(&mut self) {
+        for p in &self.paths {
+            if let Err(e) = crate::storage::fsutil::remove_if_exists(self.vfs, p) {
+                log::warn!("could not remove {}: {e}", p.display());
+            }
+        }
+    }
+}
+
+/// Appends events to a temporary file through a buffer.
+struct Appender {
+    file: Arc<dyn VFile>,
+    path: PathBuf,
+    buf: Vec<u8>,
+    len: u64,
+}
+
+impl Appender {
+    fn new((file, path): (Arc<dyn VFile>, PathBuf)) -> Self {
+        Appender {
+            file,
+            path,
+            buf: Vec::with_capacity(PART_BUFFER),
+            len: 0,
+        }
+    }
+
+    fn push(&mut self, (id, t, x): Held) -> Result<()> {
+        self.buf.extend_from_slice(&id.to_le_bytes());
+        self.buf.extend_from_slice(&t.to_le_bytes());
+        self.buf.extend_from_slice(&x.to_le_bytes());
+        if self.buf.len() >= PART_BUFFER {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file
+            .write_at(&self.buf, self.len)
+            .map_err(|e| Error::io(&self.path, e))?;
+        self.len += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Spill> {
+        self.flush()?;
+        Ok(Spill {
+            file: self.file,
+            path: self.path,
+            len: self.len,
+        })
+    }
+}
+
+/// Reads every record of `stream` below `end` once, in position order,
+/// holding up to `cap` events and spilling all of them once more come.
+#[allow(clippy::too_many_arguments)]
+fn sweep(
+    snap: &Snapshot,
+    stream: &str,
+    field: &str,
+    end: u64,
+    path: &Path,
+    cap: usize,
+    temps: &mut Temps<'_>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Swept> {
+    let mut keys = Interner::default();
+    let mut counts: Vec<u64> = Vec::new();
+    let mut narrow = true;
+    let mut held: Vec<Held> = Vec::new();
+    let mut spill: Option<Appender> = None;
+    let mut failed: Option<Error> = None;
+    let mut seen = 0u64;
+    snap.view()
+        .sweep_while(SweepRange::positions(stream, 0, end), |r, v| {
+            let Some(id) = keys.id(r.key) else {
+                failed = Some(Error::InvalidInput(
+                    "a column holds fewer than 2^32 keys".into(),
+                ));
+                return false;
+            };
+            if id as usize == counts.len() {
+                counts.push(0);
+            }
+            counts[id as usize] += 1;
+            let x = numeric_field(r.value, field);
+            narrow &= x.is_none_or(file::narrows);
+            if held.len() == held.capacity() {
+                // Grown by doubling, but not past the budget.
+                let target = (held.len() * 2).clamp(1 << 10, cap.max(1 << 10));
+                held.reserve_exact(target.saturating_sub(held.len()).max(1));
+            }
+            held.push((id, v.event_time, x.unwrap_or(f64::NAN)));
+            if held.len() >= cap {
+                let spilled = (|| {
+                    let s = match &mut spill {
+                        Some(s) => s,
+                        None => spill.insert(Appender::new(temps.create(path, ".spill.tmp")?)),
+                    };
+                    held.drain(..).try_for_each(|e| s.push(e))
+                })();
+                if let Err(e) = spilled {
+                    failed = Some(e);
+                    return false;
+                }
+            }
+            seen += 1;
+            if seen.is_multiple_of(PROGRESS_EVERY) {
+                progress(seen);
+            }
+            true
+        })?;
+    progress(seen);
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    keys.table = Vec::new();
+    let spill = match spill {
+        Some(mut s) => {
+            held.drain(..).try_for_each(|e| s.push(e))?;
+            held = Vec::new();
+            Some(s.finish()?)
+        }
+        None => None,
+    };
+    Ok(Swept {
+        keys,
+        counts,
+        narrow,
+        held,
+        spill,
+    })
+}
+
+/// Bytes read from a temporary file at a time.
+const READ_BLOCK: usize = 1 << 20;
+
+/// Calls `f` with each event of a temporary file of `len` bytes, in order.
+fn each_event(
+    file: &dyn VFile,
+    path: &Path,
+    len: u64,
+    f: &mut dyn FnMut(Held) -> Result<()>,
+) -> Result<()> {
+    let block = READ_BLOCK / SPILLED * SPILLED;
+    let mut buf = vec![0u8; block];
+    let mut off = 0u64;
+    while off < len {
+        let want = block.min((len - off) as usize);
+        let got = file
+            .read_at(&mut buf[..want], off)
+            .map_err(|e| Error::io(path, e))?;
+        if got != want || !want.is_multiple_of(SPILLED) {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("read {got} of {want} bytes at offset {off}"),
+                ),
+            ));
+        }
+        for e in buf[..want].chunks_exact(SPILLED) {
+            let id = u32::from_le_bytes(e[0..4].try_into().expect("4 bytes"));
+            let t = i64::from_le_bytes(e[4..12].try_into().expect("8 bytes"));
+            let x = f64::from_le_bytes(e[12..20].try_into().expect("8 bytes"));
+            f((id, t, x))?;
+        }
+        off += want as u64;
+    }
+    Ok(())
+}
+
+/// Deals the spilled events into `count` parts by their keys' storage
+/// `rank` (key number to rank) and `part_of_rank`.
+fn deal(
+    path: &Path,
+    spill: &Spill,
+    rank: &[u32],
+    part_of_rank: &[u32],
+    count: u32,
+    temps: &mut Temps<'_>,
+) -> Result<Vec<Spill>> {
+    let mut parts = (0..count)
+        .map(|p| Ok(Appender::new(temps.create(path, &format!(".part{p}.tmp"))?)))
+        .collect::<Result<Vec<_>>>()?;
+    each_event(&*spill.file, &spill.path, spill.len, &mut |e| {
+        let part = rank
+            .get(e.0 as usize)
+            .and_then(|&r| part_of_rank.get(r as usize))
+            .ok_or_else(|| Error::InvalidInput("column build: unknown key in spill".into()))?;
+        parts[*part as usize].push(e)
+    })?;
+    parts.into_iter().map(Appender::finish).collect()
+}
+
+/// Appends the events of a part to `out`.
+fn read_part(part: &Spill, out: &mut Vec<Held>) -> Result<()> {
+    out.reserve((part.len / SPILLED as u64) as usize);
+    each_event(&*part.file, &part.path, part.len, &mut |e| {
+        out.push(e);
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Interner;
+
+    /// Keys are numbered in order of first appearance, through the table's
+    /// growth, the empty key and keys that are prefixes of others included.
+    #[test]
+    fn the_interner_numbers_each_key_once() {
+        let mut keys = Interner::default();
+        let key = |i: u32| format!("{}", i * 7919 % 5000).into_bytes();
+        let mut want = std::collections::HashMap::new();
+        assert_eq!(keys.id(b""), Some(0));
+        want.insert(Vec::new(), 0);
+        for round in 0..2 {
+            for i in 0..5000 {
+                let k = key(i);
+                let next = want.len() as u32;
+                let id = *want.entry(k.clone()).or_insert(next);
+                assert_eq!(keys.id(&k), Some(id), "round {round}, key {k:?}");
+            }
+        }
+        assert_eq!(keys.len(), want.len());
+        for (k, &id) in &want {
+            assert_eq!(keys.get(id), &k[..]);
+        }
+        assert!(keys.table.len() >= 2 * keys.len());
+    }
+}
