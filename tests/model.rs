@@ -167,6 +167,8 @@ struct Case {
     /// `Db::compact(horizon)` after a batch (after its reopen, snapshot and
     /// checkpoints): `(batch % batches, horizon, check every query right after)`.
     compactions: Vec<(usize, Tq, bool)>,
+    /// `DbBuilder::column_build_memory`: 0 and 300 bytes spill every build.
+    column_memory: usize,
     queries: Queries,
 }
 
@@ -394,6 +396,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
         prop::option::of(0usize..40),
         prop::collection::vec((0usize..40, sq(), prop::option::of(tq())), 0..4),
         prop::collection::vec((0usize..40, horizon_q(), prop::bool::weighted(0.3)), 0..5),
+        prop::sample::select(vec![0usize, 300, 256 << 20]),
         queries(),
     )
         .prop_map(
@@ -408,6 +411,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 snapshot_after,
                 checkpoints,
                 compactions,
+                column_memory,
                 queries,
             )| Case {
                 nstreams,
@@ -420,6 +424,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                 snapshot_after,
                 checkpoints,
                 compactions,
+                column_memory,
                 queries,
             },
         )
@@ -1293,6 +1298,7 @@ fn check_snapshot(
 fn open(case: &Case, dir: &std::path::Path) -> Result<Db, TestCaseError> {
     let mut b = Db::builder(dir)
         .segment_size(case.segment_size)
+        .column_build_memory(case.column_memory)
         .default_merge_operator(Arc::new(JsonMergePatch));
     if case.zstd {
         b = b.compression(Compression::Zstd(1));
