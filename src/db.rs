@@ -575,7 +575,12 @@ impl Db {
     /// field of every record committed now, typed, per key in time order
     /// in `DIR/columns/`. Windows over the field then read
     /// it and only the records written after it (see [`crate::column`]).
-    /// Syncs the log first. `progress` is called with the records read so
+    /// A rebuild reads the column it replaces, if that one is whole and no
+    /// compaction came since, and only the records after it from the log;
+    /// the file is the same as a build from the log would write
+    /// ([`Db::drop_column`] first for that). Holds up to
+    /// [`DbBuilder::column_build_memory`] of events in memory.
+    /// Syncs the log first. `progress` is called with the events read so
     /// far. Needs a writable handle.
     ///
     /// ```

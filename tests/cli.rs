@@ -904,7 +904,10 @@ fn column_then_window_gives_the_same_answers() {
     assert_eq!(before, through);
     // Built again with no memory for events: spilled, the same answers.
     let spilled = e
-        .cmd("column", &["--stream", "s", "--field", "v", "--memory", "0"])
+        .cmd(
+            "column",
+            &["--stream", "s", "--field", "v", "--memory", "0"],
+        )
         .ok();
     assert!(spilled.stdout.contains("4 events over 2 keys"));
     let again: Vec<String> = ["count", "sum", "avg", "min", "max"].map(window).to_vec();

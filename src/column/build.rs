@@ -1,7 +1,12 @@
 //! Building a column file from one sweep of its stream, in bounded memory.
 //!
 //! The sweep reads every record of the stream once, in position order,
-//! numbering keys as they come and counting their events. Events are held
+//! numbering keys as they come and counting their events. A rebuild whose
+//! old column is whole, and was built under the same compaction horizon,
+//! reads that column's events instead of the records below its end: they
+//! are the same events, each key's already in `(event_time, position)`
+//! order, and all before the records after it, so the sort below orders
+//! them the same way. Events are held
 //! in memory, 24 bytes each, up to the build's memory budget; past it they
 //! are *spilled*, 20 bytes each, to a temporary file beside the column.
 //!
@@ -24,7 +29,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::file::{self, ColumnInfo, Head, Plan};
+use super::file::{self, Column, ColumnInfo, Head, Plan};
 use crate::db::Snapshot;
 use crate::query::field::numeric_field;
 use crate::storage::sweep::SweepRange;
@@ -52,13 +57,17 @@ const HELD: usize = std::mem::size_of::<Held>();
 
 /// Builds the column of `field` in `stream` at `path` from the records of
 /// `snap` below `end`, holding at most about `budget` bytes of events in
-/// memory (see the module documentation).
+/// memory (see the module documentation). With a `base`, a whole column of
+/// the same stream and field built under the same compaction horizon, its
+/// events are read from it and only the records after it from the log.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn build(
     vfs: &dyn Vfs,
     snap: &Snapshot,
     head: (&str, &str, Option<i64>),
     path: &Path,
     budget: usize,
+    base: Option<&Column>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<ColumnInfo> {
     let (stream, field, horizon) = head;
@@ -68,7 +77,9 @@ pub(super) fn build(
         vfs,
         paths: Vec::new(),
     };
-    let swept = sweep(snap, stream, field, end, path, cap, &mut temps, progress)?;
+    let swept = sweep(
+        snap, stream, field, end, base, path, cap, &mut temps, progress,
+    )?;
     let Swept {
         keys,
         counts,
@@ -328,85 +339,130 @@ impl Appender {
     }
 }
 
-/// Reads every record of `stream` below `end` once, in position order,
-/// holding up to `cap` events and spilling all of them once more come.
+/// Events as a sweep gathers them: keys numbered, events counted, held up
+/// to `cap` and then all spilled.
+struct Gather<'t, 'v> {
+    keys: Interner,
+    counts: Vec<u64>,
+    narrow: bool,
+    held: Vec<Held>,
+    spill: Option<Appender>,
+    cap: usize,
+    path: &'t Path,
+    temps: &'t mut Temps<'v>,
+    seen: u64,
+}
+
+impl Gather<'_, '_> {
+    /// Adds an event of `key` (the next in position order for that key).
+    fn add(&mut self, key: &[u8], t: i64, x: Option<f64>) -> Result<()> {
+        let id = self
+            .keys
+            .id(key)
+            .ok_or_else(|| Error::InvalidInput("a column holds fewer than 2^32 keys".into()))?;
+        if id as usize == self.counts.len() {
+            self.counts.push(0);
+        }
+        self.counts[id as usize] += 1;
+        self.narrow &= x.is_none_or(file::narrows);
+        let held = &mut self.held;
+        if held.len() == held.capacity() {
+            // Grown by doubling, but not past the budget.
+            let target = (held.len() * 2).clamp(1 << 10, self.cap.max(1 << 10));
+            held.reserve_exact(target.saturating_sub(held.len()).max(1));
+        }
+        held.push((id, t, x.unwrap_or(f64::NAN)));
+        if held.len() >= self.cap {
+            let s = match &mut self.spill {
+                Some(s) => s,
+                None => self
+                    .spill
+                    .insert(Appender::new(self.temps.create(self.path, ".spill.tmp")?)),
+            };
+            held.drain(..).try_for_each(|e| s.push(e))?;
+        }
+        self.seen += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Swept> {
+        self.keys.table = Vec::new();
+        let spill = match self.spill {
+            Some(mut s) => {
+                self.held.drain(..).try_for_each(|e| s.push(e))?;
+                self.held = Vec::new();
+                Some(s.finish()?)
+            }
+            None => None,
+        };
+        Ok(Swept {
+            keys: self.keys,
+            counts: self.counts,
+            narrow: self.narrow,
+            held: self.held,
+            spill,
+        })
+    }
+}
+
+/// Gathers every event of the column: `base`'s events, if any (the
+/// stream's records below its end, each key's in `(event_time, position)`
+/// order), then the records of `stream` from there to `end`, read once in
+/// position order.
 #[allow(clippy::too_many_arguments)]
 fn sweep(
     snap: &Snapshot,
     stream: &str,
     field: &str,
     end: u64,
+    base: Option<&Column>,
     path: &Path,
     cap: usize,
     temps: &mut Temps<'_>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Swept> {
-    let mut keys = Interner::default();
-    let mut counts: Vec<u64> = Vec::new();
-    let mut narrow = true;
-    let mut held: Vec<Held> = Vec::new();
-    let mut spill: Option<Appender> = None;
-    let mut failed: Option<Error> = None;
-    let mut seen = 0u64;
-    snap.view()
-        .sweep_while(SweepRange::positions(stream, 0, end), |r, v| {
-            let Some(id) = keys.id(r.key) else {
-                failed = Some(Error::InvalidInput(
-                    "a column holds fewer than 2^32 keys".into(),
-                ));
-                return false;
-            };
-            if id as usize == counts.len() {
-                counts.push(0);
-            }
-            counts[id as usize] += 1;
-            let x = numeric_field(r.value, field);
-            narrow &= x.is_none_or(file::narrows);
-            if held.len() == held.capacity() {
-                // Grown by doubling, but not past the budget.
-                let target = (held.len() * 2).clamp(1 << 10, cap.max(1 << 10));
-                held.reserve_exact(target.saturating_sub(held.len()).max(1));
-            }
-            held.push((id, v.event_time, x.unwrap_or(f64::NAN)));
-            if held.len() >= cap {
-                let spilled = (|| {
-                    let s = match &mut spill {
-                        Some(s) => s,
-                        None => spill.insert(Appender::new(temps.create(path, ".spill.tmp")?)),
-                    };
-                    held.drain(..).try_for_each(|e| s.push(e))
-                })();
-                if let Err(e) = spilled {
-                    failed = Some(e);
-                    return false;
+    let mut g = Gather {
+        keys: Interner::default(),
+        counts: Vec::new(),
+        narrow: true,
+        held: Vec::new(),
+        spill: None,
+        cap,
+        path,
+        temps,
+        seen: 0,
+    };
+    let mut from = 0;
+    if let Some(col) = base {
+        for entry in col.entries() {
+            let (key, events) = entry?;
+            col.ready(&events)?;
+            for e in events {
+                g.add(key, col.time(e), col.value(e))?;
+                if g.seen.is_multiple_of(PROGRESS_EVERY) {
+                    progress(g.seen);
                 }
             }
-            seen += 1;
-            if seen.is_multiple_of(PROGRESS_EVERY) {
-                progress(seen);
+        }
+        from = col.info().known_end;
+    }
+    let mut failed: Option<Error> = None;
+    snap.view()
+        .sweep_while(SweepRange::positions(stream, from, end), |r, v| {
+            if let Err(e) = g.add(r.key, v.event_time, numeric_field(r.value, field)) {
+                failed = Some(e);
+                return false;
+            }
+            if g.seen.is_multiple_of(PROGRESS_EVERY) {
+                progress(g.seen);
             }
             true
         })?;
-    progress(seen);
+    progress(g.seen);
     if let Some(e) = failed {
         return Err(e);
     }
-    keys.table = Vec::new();
-    let spill = match spill {
-        Some(mut s) => {
-            held.drain(..).try_for_each(|e| s.push(e))?;
-            held = Vec::new();
-            Some(s.finish()?)
-        }
-        None => None,
-    };
-    Ok(Swept {
-        keys,
-        counts,
-        narrow,
-        held,
-        spill,
-    })
+    g.finish()
 }
 
 /// Bytes read from a temporary file at a time.

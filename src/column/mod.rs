@@ -14,7 +14,8 @@
 //! column changes no answer, only its cost (beyond the last bits of a sum,
 //! which the log paths, adding and subtracting as their window slides, can
 //! differ in): a stale column costs a longer tail. Rebuild it to shorten
-//! the tail.
+//! the tail: a rebuild reads the column it replaces and only the tail from
+//! the log, and writes what a build from the log would.
 //!
 //! Compaction to a horizon `H` drops only versions with `event_time <= H`.
 //! A column records the horizon in force when it was built, `Hc`, and is
@@ -218,8 +219,11 @@ impl Columns {
 
     /// Builds (or rebuilds) the column of `field` in `stream` from `snap`,
     /// holding every record below its end, and the compaction horizon it
-    /// was built under. `progress` is called with the records read so far.
-    /// The records must already be durable (the caller syncs the log first).
+    /// was built under. A rebuild reads the column it replaces, when that
+    /// one is whole (every checksum and its layout checked) and was built
+    /// under the same horizon, and only the records after it from the log.
+    /// `progress` is called with the events read so far. The records must
+    /// already be durable (the caller syncs the log first).
     pub(crate) fn build(
         &self,
         vfs: &dyn Vfs,
@@ -245,12 +249,14 @@ impl Columns {
             }
         }
         let path = self.path(stream, field);
+        let base = self.base(vfs, &path, stream, field, snap.end_position(), horizon);
         let info = build::build(
             vfs,
             snap,
             (stream, field, horizon),
             &path,
             self.build_memory,
+            base.as_ref(),
             progress,
         )?;
         let mut infos = lock(&self.infos);
@@ -259,6 +265,42 @@ impl Columns {
         lock(&self.opened).remove(&path);
         lock(&self.bad).remove(&path);
         Ok(info)
+    }
+
+    /// The column at `path` a rebuild can start from: one of `stream`'s
+    /// `field` below `end`, built under `horizon` (a compaction since may
+    /// have dropped some of its events), whole. A damaged one is logged and
+    /// the rebuild reads the log.
+    fn base(
+        &self,
+        vfs: &dyn Vfs,
+        path: &Path,
+        stream: &str,
+        field: &str,
+        end: u64,
+        horizon: Option<i64>,
+    ) -> Option<Column> {
+        if !lock(&self.infos).iter().any(|i| i.path == path) {
+            return None;
+        }
+        let col = Column::open(vfs, path).and_then(|c| c.check_all().map(|()| c));
+        match col {
+            Ok(c) => {
+                let i = c.info();
+                (i.stream == stream
+                    && i.field == field
+                    && i.known_end <= end
+                    && i.horizon == horizon)
+                    .then_some(c)
+            }
+            Err(e) => {
+                log::warn!(
+                    "column {} damaged, rebuilding it from the log: {e}",
+                    path.display()
+                );
+                None
+            }
+        }
     }
 
     /// Removes the column of `field` in `stream`; `false` if there was none.

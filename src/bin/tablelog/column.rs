@@ -14,8 +14,10 @@ use crate::Outcome;
 /// then reads the column and only the records appended after it (late events
 /// included) instead of parsing every event's JSON: answers never change,
 /// only their speed does. Rebuild it when many records have been appended
-/// since. Without --stream and --field, lists the columns. Building takes the
-/// writer lock and syncs the log first.
+/// since: a rebuild reads the old column and only the records after it
+/// (--drop it first to build from the log alone). Without --stream and
+/// --field, lists the columns. Building takes the writer lock and syncs the
+/// log first.
 ///
 /// Example: tablelog column ./db --stream views --field price
 #[derive(Args, Debug)]
