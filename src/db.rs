@@ -160,10 +160,11 @@ impl DbBuilder {
 
     /// Memory a column build ([`Db::build_column`]) holds the stream's events
     /// in, 24 bytes each, before it spills them to temporary files beside
-    /// the column and sorts them in parts of about this size. Default
-    /// [`crate::column::DEFAULT_BUILD_MEMORY`] (256 MiB). A build also holds
-    /// each key's bytes and about 50 bytes of bookkeeping a key, and all the
-    /// events of its largest key.
+    /// the column and sorts them in parts of about this size (at least
+    /// 1/64 of the stream, so at most 64 parts; a part also holds the whole
+    /// of a key that starts in it, and sorting takes half as much again).
+    /// Default [`crate::column::DEFAULT_BUILD_MEMORY`] (256 MiB). A build
+    /// also holds each key's bytes and about 70 bytes of bookkeeping a key.
     pub fn column_build_memory(mut self, bytes: usize) -> Self {
         self.column_build_memory = bytes;
         self
@@ -575,10 +576,10 @@ impl Db {
     /// field of every record committed now, typed, per key in time order
     /// in `DIR/columns/`. Windows over the field then read
     /// it and only the records written after it (see [`crate::column`]).
-    /// A rebuild reads the column it replaces, if that one is whole and no
-    /// compaction came since, and only the records after it from the log;
-    /// the file is the same as a build from the log would write
-    /// ([`Db::drop_column`] first for that). Holds up to
+    /// A rebuild reads the column it replaces, if that one is whole and the
+    /// database was never compacted, and only the records after it from
+    /// the log; the file is the same as a build from the log would write
+    /// ([`Db::drop_column`] first for that). Holds about
     /// [`DbBuilder::column_build_memory`] of events in memory.
     /// Syncs the log first. `progress` is called with the events read so
     /// far. Needs a writable handle.

@@ -2,25 +2,27 @@
 //!
 //! The sweep reads every record of the stream once, in position order,
 //! numbering keys as they come and counting their events. A rebuild whose
-//! old column is whole, and was built under the same compaction horizon,
-//! reads that column's events instead of the records below its end: they
-//! are the same events, each key's already in `(event_time, position)`
-//! order, and all before the records after it, so the sort below orders
-//! them the same way. Events are held
+//! old column is whole, in a database never compacted, reads that column's
+//! events instead of the records below its end: they are the same events,
+//! each key's already in `(event_time, position)` order, and all before the
+//! records after it, so the sort below orders them the same way. Events are held
 //! in memory, 24 bytes each, up to the build's memory budget; past it they
-//! are *spilled*, 20 bytes each, to a temporary file beside the column.
+//! are all *spilled*, 20 bytes each, to a temporary file beside the column.
 //!
 //! Once the sweep is done the keys are known, so their slots, and the order
 //! in which the file stores their events, are known too ([`Plan`]).
 //! Held events are then sorted into that order (by key, then event time,
 //! ties kept in position order) and written. Spilled ones are first dealt
 //! into *parts*, temporary files each holding the events of a run of keys
-//! in storage order, about a budget's worth; each part is then read back,
-//! sorted and written in turn. So a build holds about its budget in events
-//! (a part is the larger of the budget and 1/[`MAX_PARTS`] of the stream,
-//! and never splits a key), plus each key's bytes and about 50 bytes of
-//! bookkeeping a key, whatever the stream's length; spilling costs a write
-//! and two reads of 20 bytes an event.
+//! in storage order: the keys whose events start in the same stretch of
+//! `per_part` events, where `per_part` is the larger of the budget and
+//! 1/[`MAX_PARTS`] of the stream. Each part is then read back, sorted and
+//! written in turn. So a build holds about its budget in events (half as
+//! much again while sorting; a part also holds the whole of a key that
+//! starts in it), plus each key's bytes and about 70 bytes of bookkeeping
+//! a key, whatever the stream's length. Spilling costs two writes and two
+//! reads of 20 bytes an event, and about 40 bytes an event of temporary
+//! disk while the spill is dealt.
 //!
 //! Temporary files, `build-<hash of the column's name>.*.tmp`, are removed
 //! when the build ends, failed or not, and by the next writable open after
@@ -43,10 +45,10 @@ const PROGRESS_EVERY: u64 = 1 << 16;
 /// (NaN where not a number), little-endian.
 const SPILLED: usize = 20;
 
-/// Most parts a spill is dealt into (each has a write buffer).
+/// Most parts a spill is dealt into (each has a write buffer and a file).
 pub const MAX_PARTS: u64 = 64;
 
-/// Bytes a part's write buffer holds before it is written out.
+/// Bytes of a part's write buffer.
 const PART_BUFFER: usize = 64 << 10;
 
 /// An event as a build holds it: key number, event time, field.
@@ -127,35 +129,29 @@ pub(super) fn build(
         });
     };
     drop(held);
-    // Parts: runs of keys in storage order, each about `cap` events (at
-    // least 1/MAX_PARTS of them), a key never split.
+    // Parts: a key goes to the part of the stretch of `per_part` events
+    // its own start in storage order falls in (a key is never split), so
+    // there are at most MAX_PARTS, some possibly empty.
     let total: u64 = counts.iter().sum();
     let per_part = (cap as u64).max(total.div_ceil(MAX_PARTS));
-    let mut part_of_rank = Vec::with_capacity(keys.len());
-    let (mut part, mut filled) = (0u32, 0u64);
-    for i in plan.order() {
-        let n = plan.count(i);
-        if filled > 0 && filled + n > per_part {
-            part += 1;
-            filled = 0;
-        }
-        part_of_rank.push(part);
-        filled += n;
-    }
-    let parts = deal(path, &spill, &rank, &part_of_rank, part + 1, &mut temps)?;
+    let part_of_rank = assign_parts(plan.order().map(|i| plan.count(i)), per_part);
+    let count = part_of_rank.last().map_or(0, |&p| p + 1);
+    let parts = deal(path, &spill, &rank, &part_of_rank, count, &mut temps)?;
+    temps.remove(&spill.path);
     drop(spill);
     // Written part by part, each read back and sorted when its first key's
     // events are asked for.
     let mut loaded: Vec<Held> = Vec::new();
-    let (mut next_part, mut at, mut r) = (0usize, 0usize, 0usize);
+    let (mut current, mut at, mut r) = (None, 0usize, 0usize);
     let info = file::write_planned(vfs, path, &head, &plan, &mut |i, out| {
         let id = by_bytes[i];
-        if part_of_rank[r] as usize == next_part {
+        let part = part_of_rank[r] as usize;
+        if current != Some(part) {
             loaded.clear();
-            read_part(&parts[next_part], &mut loaded)?;
+            read_part(&parts[part], &mut loaded)?;
             loaded.sort_by_key(|&(id, t, _)| (rank[id as usize], t));
             at = 0;
-            next_part += 1;
+            current = Some(part);
         }
         r += 1;
         let n = plan.count(i) as usize;
@@ -171,6 +167,20 @@ pub(super) fn build(
     })?;
     drop(temps);
     Ok(info)
+}
+
+/// The part of each key, given their event counts in storage order: the
+/// stretch of `per_part` events its first event falls in. Never decreasing,
+/// and below `ceil(total / per_part)`.
+fn assign_parts(counts: impl Iterator<Item = u64>, per_part: u64) -> Vec<u32> {
+    let mut before = 0u64;
+    counts
+        .map(|n| {
+            let part = (before / per_part.max(1)) as u32;
+            before += n;
+            part
+        })
+        .collect()
 }
 
 /// What one sweep of the stream found.
@@ -282,6 +292,17 @@ impl Temps<'_> {
     }
 }
 
+impl Temps<'_> {
+    /// Removes a temporary file now (a failure is logged; the next writable
+    /// open removes what is left).
+    fn remove(&mut self, p: &Path) {
+        if let Err(e) = crate::storage::fsutil::remove_if_exists(self.vfs, p) {
+            log::warn!("could not remove {}: {e}", p.display());
+        }
+        self.paths.retain(|q| q != p);
+    }
+}
+
 impl Drop for Temps<'_> {
     fn drop(&mut self) {
         for p in &self.paths {
@@ -311,12 +332,12 @@ impl Appender {
     }
 
     fn push(&mut self, (id, t, x): Held) -> Result<()> {
+        if self.buf.len() + SPILLED > PART_BUFFER {
+            self.flush()?;
+        }
         self.buf.extend_from_slice(&id.to_le_bytes());
         self.buf.extend_from_slice(&t.to_le_bytes());
         self.buf.extend_from_slice(&x.to_le_bytes());
-        if self.buf.len() >= PART_BUFFER {
-            self.flush()?;
-        }
         Ok(())
     }
 
@@ -537,7 +558,104 @@ fn read_part(part: &Spill, out: &mut Vec<Held>) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::Interner;
+    use super::{assign_parts, Interner, MAX_PARTS};
+    use crate::storage::vfs::OsVfs;
+    use crate::{Batch, Db};
+
+    /// Parts never split a key, never exceed MAX_PARTS, and come in order,
+    /// whatever mix of small and large keys.
+    #[test]
+    fn parts_stay_within_their_bound() {
+        let mut rng = crate::rng::Rng(3);
+        for _ in 0..200 {
+            let keys = 1 + rng.below(500) as usize;
+            let counts: Vec<u64> = (0..keys)
+                .map(|_| {
+                    if rng.below(10) == 0 {
+                        1 + rng.below(5_000)
+                    } else {
+                        1 + rng.below(20)
+                    }
+                })
+                .collect();
+            let total: u64 = counts.iter().sum();
+            let cap = rng.below(300);
+            let per_part = cap.max(total.div_ceil(MAX_PARTS));
+            let parts = assign_parts(counts.iter().copied(), per_part);
+            assert!(parts.windows(2).all(|w| w[0] <= w[1]));
+            let count = u64::from(parts.last().unwrap() + 1);
+            assert!(count <= MAX_PARTS, "{count} parts");
+            // A part holds at most `per_part` events starting in it, plus
+            // the rest of its last key.
+            for p in 0..count as u32 {
+                let starting: u64 = counts
+                    .iter()
+                    .zip(&parts)
+                    .filter(|(_, &q)| q == p)
+                    .map(|(&n, _)| n)
+                    .sum();
+                let largest = counts.iter().max().unwrap();
+                assert!(starting <= per_part + largest, "part {p}");
+            }
+        }
+    }
+
+    /// A rebuild reads the old column's events (here, a column of another
+    /// database whose records below its end differ from this one's: its
+    /// prices are what the new column holds) and the log only after it.
+    #[test]
+    fn a_rebuild_reads_its_base_column_and_the_log_after_it() {
+        let fill = |db: &Db, price: i64, from: i64, n: i64| {
+            let mut b = Batch::new();
+            for i in from..from + n {
+                b.put_at(
+                    "s",
+                    format!("k{}", i % 3),
+                    format!(r#"{{"p":{}}}"#, price + i),
+                    i,
+                )
+                .unwrap();
+            }
+            db.writer().commit(b).unwrap();
+        };
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let old = {
+            let db = Db::open(a.path()).unwrap();
+            fill(&db, 1_000, 0, 9);
+            let info = db.build_column("s", "p", &mut |_| {}).unwrap();
+            super::Column::open(&OsVfs, &info.path).unwrap()
+        };
+        let db = Db::open(b.path()).unwrap();
+        fill(&db, 0, 0, 9);
+        fill(&db, 0, 9, 6);
+        let snap = db.snapshot().unwrap();
+        for budget in [0, 1 << 20] {
+            let path = b.path().join(format!("rebuilt-{budget}.col"));
+            let mut seen = 0;
+            let info = super::build(
+                &OsVfs,
+                &snap,
+                ("s", "p", None),
+                &path,
+                budget,
+                Some(&old),
+                &mut |n| seen = n,
+            )
+            .unwrap();
+            assert_eq!((info.events, seen), (15, 15));
+            let col = super::Column::open(&OsVfs, &path).unwrap();
+            let k0 = col.find(b"k0", col.home(b"k0")).unwrap().unwrap();
+            col.ready(&k0).unwrap();
+            let got: Vec<(i64, f64)> = k0.map(|e| (col.time(e), col.value(e).unwrap())).collect();
+            // Times 0, 3, 6 from the old column (prices 1000 + i), 9 and
+            // 12 from this log (prices i).
+            assert_eq!(
+                got,
+                [(0, 1000.0), (3, 1003.0), (6, 1006.0), (9, 9.0), (12, 12.0)],
+                "budget {budget}"
+            );
+        }
+    }
 
     /// Keys are numbered in order of first appearance, through the table's
     /// growth, the empty key and keys that are prefixes of others included.

@@ -14,8 +14,9 @@
 //! column changes no answer, only its cost (beyond the last bits of a sum,
 //! which the log paths, adding and subtracting as their window slides, can
 //! differ in): a stale column costs a longer tail. Rebuild it to shorten
-//! the tail: a rebuild reads the column it replaces and only the tail from
-//! the log, and writes what a build from the log would.
+//! the tail: a rebuild reads the column it replaces (until the database is
+//! first compacted) and only the tail from the log, and writes what a
+//! build from the log would.
 //!
 //! Compaction to a horizon `H` drops only versions with `event_time <= H`.
 //! A column records the horizon in force when it was built, `Hc`, and is
@@ -220,8 +221,9 @@ impl Columns {
     /// Builds (or rebuilds) the column of `field` in `stream` from `snap`,
     /// holding every record below its end, and the compaction horizon it
     /// was built under. A rebuild reads the column it replaces, when that
-    /// one is whole (every checksum and its layout checked) and was built
-    /// under the same horizon, and only the records after it from the log.
+    /// one is whole (every checksum and its layout checked) and the
+    /// database was never compacted, and only the records after it from
+    /// the log.
     /// `progress` is called with the events read so far. The records must
     /// already be durable (the caller syncs the log first).
     pub(crate) fn build(
@@ -268,9 +270,13 @@ impl Columns {
     }
 
     /// The column at `path` a rebuild can start from: one of `stream`'s
-    /// `field` below `end`, built under `horizon` (a compaction since may
-    /// have dropped some of its events), whole. A damaged one is logged and
-    /// the rebuild reads the log.
+    /// `field` below `end`, whole, in a database never compacted (`horizon`
+    /// is `None`). After a compaction the log may lack events a column
+    /// holds, even one built under the same horizon time: compacting again
+    /// to that time drops more from segments sealed since, and a column
+    /// does not record which segments the compaction it saw examined. So
+    /// the rebuild reads the log. A damaged column is logged and the
+    /// rebuild reads the log.
     fn base(
         &self,
         vfs: &dyn Vfs,
@@ -280,7 +286,7 @@ impl Columns {
         end: u64,
         horizon: Option<i64>,
     ) -> Option<Column> {
-        if !lock(&self.infos).iter().any(|i| i.path == path) {
+        if horizon.is_some() || !lock(&self.infos).iter().any(|i| i.path == path) {
             return None;
         }
         let col = Column::open(vfs, path).and_then(|c| c.check_all().map(|()| c));
@@ -290,8 +296,8 @@ impl Columns {
                 (i.stream == stream
                     && i.field == field
                     && i.known_end <= end
-                    && i.horizon == horizon)
-                    .then_some(c)
+                    && i.horizon.is_none())
+                .then_some(c)
             }
             Err(e) => {
                 log::warn!(

@@ -34,8 +34,9 @@ pub struct ColumnArgs {
     #[arg(long = "drop", requires = "field")]
     remove: bool,
     /// MiB of events the build holds in memory (24 bytes each); past that it
-    /// spills them to temporary files beside the column and sorts them in
-    /// parts of this size.
+    /// spills them to temporary files beside the column (about 40 bytes an
+    /// event at the peak) and sorts them in parts of this size (at least
+    /// 1/64 of the stream).
     #[arg(long, value_name = "MIB", default_value_t = (tablelog::column::DEFAULT_BUILD_MEMORY >> 20) as u64)]
     memory: u64,
 }
@@ -82,7 +83,7 @@ pub fn run(a: ColumnArgs) -> CliResult<Outcome> {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template(&format!(
-            "{{spinner}} reading {stream}: {{pos}} records ({{per_sec}})"
+            "{{spinner}} reading {stream}: {{pos}} events ({{per_sec}})"
         ))
         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
