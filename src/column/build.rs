@@ -1,13 +1,14 @@
 //! Building a column file from one sweep of its stream, in bounded memory.
 //!
 //! The sweep reads every record of the stream once, in position order,
-//! numbering keys as they come and counting their events. A rebuild whose
-//! old column is whole, in a database never compacted, reads that column's
-//! events instead of the records below its end: they are the same events,
-//! each key's already in `(event_time, position)` order, and all before the
-//! records after it, so the sort below orders them the same way. Events are held
+//! numbering keys as they come and counting their events. Events are held
 //! in memory, 24 bytes each, up to the build's memory budget; past it they
-//! are all *spilled*, 20 bytes each, to a temporary file beside the column.
+//! are all *spilled*, 20 bytes each, to a temporary file beside the column
+//! ([`super::spill`]). A rebuild whose old column is whole, in a database
+//! never compacted, reads that column's events instead of the records
+//! below its end: they are the same events, each key's already in
+//! `(event_time, position)` order, and all before the records after it,
+//! so the sort below orders them the same way.
 //!
 //! Once the sweep is done the keys are known, so their slots, and the order
 //! in which the file stores their events, are known too ([`Plan`]).
@@ -23,38 +24,22 @@
 //! a key, whatever the stream's length. Spilling costs two writes and two
 //! reads of 20 bytes an event, and about 40 bytes an event of temporary
 //! disk while the spill is dealt.
-//!
-//! Temporary files, `build-<hash of the column's name>.*.tmp`, are removed
-//! when the build ends, failed or not, and by the next writable open after
-//! a crash.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
 use super::file::{self, Column, ColumnInfo, Head, Plan};
+use super::spill::{deal, read_part, Appender, Held, Spill, Temps};
 use crate::db::Snapshot;
 use crate::query::field::numeric_field;
 use crate::storage::sweep::SweepRange;
-use crate::storage::vfs::{VFile, Vfs};
+use crate::storage::vfs::Vfs;
 use crate::{Error, Result};
 
 /// How many records a build reads between calls of its progress callback.
 const PROGRESS_EVERY: u64 = 1 << 16;
 
-/// Bytes of a spilled event: key number u32, event time i64, field f64
-/// (NaN where not a number), little-endian.
-const SPILLED: usize = 20;
-
-/// Most parts a spill is dealt into (each has a write buffer and a file).
 pub const MAX_PARTS: u64 = 64;
 
-/// Bytes of a part's write buffer.
-const PART_BUFFER: usize = 64 << 10;
-
-/// An event as a build holds it: key number, event time, field.
-type Held = (u32, i64, f64);
-
-/// Bytes of a held event.
 const HELD: usize = std::mem::size_of::<Held>();
 
 /// Builds the column of `field` in `stream` at `path` from the records of
@@ -75,10 +60,7 @@ pub(super) fn build(
     let (stream, field, horizon) = head;
     let end = snap.end_position();
     let cap = (budget / HELD).max(1);
-    let mut temps = Temps {
-        vfs,
-        paths: Vec::new(),
-    };
+    let mut temps = Temps::new(vfs);
     let swept = sweep(
         snap, stream, field, end, base, path, cap, &mut temps, progress,
     )?;
@@ -266,100 +248,6 @@ impl Interner {
     }
 }
 
-/// A temporary file of spilled events.
-struct Spill {
-    file: Arc<dyn VFile>,
-    path: PathBuf,
-    len: u64,
-}
-
-/// Temporary files of a build, removed when it ends.
-struct Temps<'a> {
-    vfs: &'a dyn Vfs,
-    paths: Vec<PathBuf>,
-}
-
-impl Temps<'_> {
-    /// Creates a temporary file beside the column at `path`, named after a
-    /// hash of its name (which may be near the longest a file system takes)
-    /// and `suffix`.
-    fn create(&mut self, path: &Path, suffix: &str) -> Result<(Arc<dyn VFile>, PathBuf)> {
-        let name = path.file_name().unwrap_or_default().as_encoded_bytes();
-        let p = path.with_file_name(format!("build-{:016x}{suffix}", file::key_hash(name)));
-        let f = self.vfs.create(&p).map_err(|e| Error::io(&p, e))?;
-        self.paths.push(p.clone());
-        Ok((f, p))
-    }
-}
-
-impl Temps<'_> {
-    /// Removes a temporary file now (a failure is logged; the next writable
-    /// open removes what is left).
-    fn remove(&mut self, p: &Path) {
-        if let Err(e) = crate::storage::fsutil::remove_if_exists(self.vfs, p) {
-            log::warn!("could not remove {}: {e}", p.display());
-        }
-        self.paths.retain(|q| q != p);
-    }
-}
-
-impl Drop for Temps<'_> {
-    fn drop(&mut self) {
-        for p in &self.paths {
-            if let Err(e) = crate::storage::fsutil::remove_if_exists(self.vfs, p) {
-                log::warn!("could not remove {}: {e}", p.display());
-            }
-        }
-    }
-}
-
-/// Appends events to a temporary file through a buffer.
-struct Appender {
-    file: Arc<dyn VFile>,
-    path: PathBuf,
-    buf: Vec<u8>,
-    len: u64,
-}
-
-impl Appender {
-    fn new((file, path): (Arc<dyn VFile>, PathBuf)) -> Self {
-        Appender {
-            file,
-            path,
-            buf: Vec::with_capacity(PART_BUFFER),
-            len: 0,
-        }
-    }
-
-    fn push(&mut self, (id, t, x): Held) -> Result<()> {
-        if self.buf.len() + SPILLED > PART_BUFFER {
-            self.flush()?;
-        }
-        self.buf.extend_from_slice(&id.to_le_bytes());
-        self.buf.extend_from_slice(&t.to_le_bytes());
-        self.buf.extend_from_slice(&x.to_le_bytes());
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<()> {
-        self.file
-            .write_at(&self.buf, self.len)
-            .map_err(|e| Error::io(&self.path, e))?;
-        self.len += self.buf.len() as u64;
-        self.buf.clear();
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<Spill> {
-        self.flush()?;
-        Ok(Spill {
-            file: self.file,
-            path: self.path,
-            len: self.len,
-        })
-    }
-}
-
 /// Events as a sweep gathers them: keys numbered, events counted, held up
 /// to `cap` and then all spilled.
 struct Gather<'t, 'v> {
@@ -484,76 +372,6 @@ fn sweep(
         return Err(e);
     }
     g.finish()
-}
-
-/// Bytes read from a temporary file at a time.
-const READ_BLOCK: usize = 1 << 20;
-
-/// Calls `f` with each event of a temporary file of `len` bytes, in order.
-fn each_event(
-    file: &dyn VFile,
-    path: &Path,
-    len: u64,
-    f: &mut dyn FnMut(Held) -> Result<()>,
-) -> Result<()> {
-    let block = READ_BLOCK / SPILLED * SPILLED;
-    let mut buf = vec![0u8; block];
-    let mut off = 0u64;
-    while off < len {
-        let want = block.min((len - off) as usize);
-        let got = file
-            .read_at(&mut buf[..want], off)
-            .map_err(|e| Error::io(path, e))?;
-        if got != want || !want.is_multiple_of(SPILLED) {
-            return Err(Error::io(
-                path,
-                std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("read {got} of {want} bytes at offset {off}"),
-                ),
-            ));
-        }
-        for e in buf[..want].chunks_exact(SPILLED) {
-            let id = u32::from_le_bytes(e[0..4].try_into().expect("4 bytes"));
-            let t = i64::from_le_bytes(e[4..12].try_into().expect("8 bytes"));
-            let x = f64::from_le_bytes(e[12..20].try_into().expect("8 bytes"));
-            f((id, t, x))?;
-        }
-        off += want as u64;
-    }
-    Ok(())
-}
-
-/// Deals the spilled events into `count` parts by their keys' storage
-/// `rank` (key number to rank) and `part_of_rank`.
-fn deal(
-    path: &Path,
-    spill: &Spill,
-    rank: &[u32],
-    part_of_rank: &[u32],
-    count: u32,
-    temps: &mut Temps<'_>,
-) -> Result<Vec<Spill>> {
-    let mut parts = (0..count)
-        .map(|p| Ok(Appender::new(temps.create(path, &format!(".part{p}.tmp"))?)))
-        .collect::<Result<Vec<_>>>()?;
-    each_event(&*spill.file, &spill.path, spill.len, &mut |e| {
-        let part = rank
-            .get(e.0 as usize)
-            .and_then(|&r| part_of_rank.get(r as usize))
-            .ok_or_else(|| Error::InvalidInput("column build: unknown key in spill".into()))?;
-        parts[*part as usize].push(e)
-    })?;
-    parts.into_iter().map(Appender::finish).collect()
-}
-
-/// Appends the events of a part to `out`.
-fn read_part(part: &Spill, out: &mut Vec<Held>) -> Result<()> {
-    out.reserve((part.len / SPILLED as u64) as usize);
-    each_event(&*part.file, &part.path, part.len, &mut |e| {
-        out.push(e);
-        Ok(())
-    })
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@
 
 mod build;
 pub mod file;
+mod spill;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
