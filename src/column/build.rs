@@ -44,10 +44,10 @@ const HELD: usize = std::mem::size_of::<Held>();
 
 /// Builds the column of `field` in `stream` at `path` from the records of
 /// `snap` below `end`, holding at most about `budget` bytes of events in
-/// memory (see the module documentation). With a `base`, a whole column of
-/// the same stream and field built under the same compaction horizon, its
-/// events are read from it and only the records after it from the log.
-#[allow(clippy::too_many_arguments)]
+/// memory (see the module documentation). With a `base` (a whole column of
+/// the same stream and field holding exactly the records below its end,
+/// which the caller vouches for), its events are read from it and only the
+/// records after it from the log.
 pub(super) fn build(
     vfs: &dyn Vfs,
     snap: &Snapshot,

@@ -17,8 +17,8 @@ use crate::{Error, Result};
 /// (NaN where not a number), little-endian.
 const SPILLED: usize = 20;
 
-/// Bytes of a part's write buffer.
-const PART_BUFFER: usize = 64 << 10;
+/// Bytes of an [`Appender`]'s buffer (the spill's, and each part's).
+const APPEND_BUFFER: usize = 64 << 10;
 
 /// An event as a build holds it: key number, event time, field.
 pub(super) type Held = (u32, i64, f64);
@@ -92,13 +92,13 @@ impl Appender {
         Appender {
             file,
             path,
-            buf: Vec::with_capacity(PART_BUFFER),
+            buf: Vec::with_capacity(APPEND_BUFFER),
             len: 0,
         }
     }
 
     pub(super) fn push(&mut self, (id, t, x): Held) -> Result<()> {
-        if self.buf.len() + SPILLED > PART_BUFFER {
+        if self.buf.len() + SPILLED > APPEND_BUFFER {
             self.flush()?;
         }
         self.buf.extend_from_slice(&id.to_le_bytes());
