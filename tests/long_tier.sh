@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 KILLS=${KILLS:-2000}
 CASES=${CASES:-5000}
 FUZZ_SECONDS=${FUZZ_SECONDS:-3600}
-TARGETS=${TARGETS:-"frame_decode segment_scan index_decode checkpoint_parse import_line ops_crash"}
+TARGETS=${TARGETS:-"frame_decode segment_scan index_decode checkpoint_parse import_line ops_crash column_parse column_build"}
 
 echo "== 1. SIGKILL soak: $KILLS kills"
 TABLELOG_KILL_ITERATIONS=$KILLS cargo test --release --test kill -- --nocapture
