@@ -918,10 +918,21 @@ fn column_then_window_gives_the_same_answers() {
         "{}",
         listed.stdout
     );
+    assert!(
+        listed.stdout.contains("(0 positions since"),
+        "{}",
+        listed.stdout
+    );
     // A late event after the column: read from the log's tail.
     e.import(
         "s",
         "{\"id\":\"a\",\"ts\":\"2024-01-01T00:05:00Z\",\"v\":10}\n",
+    );
+    let listed = e.cmd("column", &[]).ok();
+    assert!(
+        listed.stdout.contains("(1 position since"),
+        "{}",
+        listed.stdout
     );
     let after: Vec<String> = ["count", "sum", "avg", "min", "max"].map(window).to_vec();
     assert!(after[1].contains("\"sum_v_1h\":14.0"), "{}", after[1]);

@@ -47,14 +47,19 @@ pub fn run(a: ColumnArgs) -> CliResult<Outcome> {
             .create_if_missing(false)
             .read_only(true)
             .open()?;
+        let end = db.snapshot()?.end_position();
         for c in db.columns() {
+            // What a window reads from the log beside it: rebuild when large.
+            let behind = end.saturating_sub(c.known_end);
             crate::outln!(
-                "{}.{}: {} events over {} keys, below position {}, {} bytes in {}",
+                "{}.{}: {} events over {} keys, below position {} ({} position{} since, read from the log), {} bytes in {}",
                 c.stream,
                 c.field,
                 c.events,
                 c.keys,
                 c.known_end,
+                behind,
+                if behind == 1 { "" } else { "s" },
                 c.bytes,
                 c.path.display()
             )?;
