@@ -162,7 +162,8 @@ impl DbBuilder {
     /// in, 24 bytes each, before it spills them to temporary files beside
     /// the column and sorts them in parts of about this size (at least
     /// 1/64 of the stream, so at most 64 parts; a part also holds the whole
-    /// of a key that starts in it, and sorting takes half as much again).
+    /// of a key that starts in it; sorting takes half as much again, or as
+    /// much again under 16 MiB).
     /// Default [`crate::column::DEFAULT_BUILD_MEMORY`] (256 MiB). A build
     /// also holds each key's bytes and about 70 bytes of bookkeeping a key.
     pub fn column_build_memory(mut self, bytes: usize) -> Self {

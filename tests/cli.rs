@@ -919,7 +919,7 @@ fn column_then_window_gives_the_same_answers() {
         listed.stdout
     );
     assert!(
-        listed.stdout.contains("(0 positions since"),
+        listed.stdout.contains("(the log has 0 positions since"),
         "{}",
         listed.stdout
     );
@@ -930,7 +930,7 @@ fn column_then_window_gives_the_same_answers() {
     );
     let listed = e.cmd("column", &[]).ok();
     assert!(
-        listed.stdout.contains("(1 position since"),
+        listed.stdout.contains("(the log has 1 position since"),
         "{}",
         listed.stdout
     );

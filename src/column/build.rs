@@ -18,10 +18,11 @@
 //! in storage order: the keys whose events start in the same stretch of
 //! `per_part` events, where `per_part` is the larger of the budget and
 //! 1/[`MAX_PARTS`] of the stream. Each part is then read back, sorted and
-//! written in turn. So a build holds about its budget in events (half as
-//! much again while sorting; a part also holds the whole of a key that
-//! starts in it), plus each key's bytes and about 70 bytes of bookkeeping
-//! a key, whatever the stream's length. Spilling costs two writes and two
+//! written in turn. So a build holds about its budget in events (a part
+//! also holds the whole of a key that starts in it; sorting takes half as
+//! much again, or as much again under 16 MiB, and dealing a spill about
+//! 5 MiB of buffers), plus each key's bytes and about 70 bytes of
+//! bookkeeping a key, whatever the stream's length. Spilling costs two writes and two
 //! reads of 20 bytes an event, and about 40 bytes an event of temporary
 //! disk while the spill is dealt.
 
@@ -100,7 +101,7 @@ pub(super) fn build(
             let id = by_bytes[i];
             let n = plan.count(i) as usize;
             let run = held.get(at..at + n).unwrap_or_default();
-            if run.iter().any(|e| e.0 != id) {
+            if run.len() != n || run.iter().any(|e| e.0 != id) {
                 return Err(Error::InvalidInput(
                     "column build: events out of order".into(),
                 ));

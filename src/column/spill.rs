@@ -140,7 +140,7 @@ fn each_event(
     let mut buf = vec![0u8; block];
     let mut off = 0u64;
     while off < len {
-        let want = block.min((len - off) as usize);
+        let want = usize::try_from(len - off).map_or(block, |rest| block.min(rest));
         let got = file
             .read_at(&mut buf[..want], off)
             .map_err(|e| Error::io(path, e))?;

@@ -52,7 +52,7 @@ pub fn run(a: ColumnArgs) -> CliResult<Outcome> {
             // What a window reads from the log beside it: rebuild when large.
             let behind = end.saturating_sub(c.known_end);
             crate::outln!(
-                "{}.{}: {} events over {} keys, below position {} ({} position{} since, read from the log), {} bytes in {}",
+                "{}.{}: {} events over {} keys, below position {} (the log has {} position{} since, all streams), {} bytes in {}",
                 c.stream,
                 c.field,
                 c.events,
