@@ -98,17 +98,7 @@ pub(super) fn build(
         held.sort_by_key(|&(id, t, _)| (rank[id as usize], t));
         let mut at = 0;
         return file::write_planned(vfs, path, &head, &plan, &mut |i, out| {
-            let id = by_bytes[i];
-            let n = plan.count(i) as usize;
-            let run = held.get(at..at + n).unwrap_or_default();
-            if run.len() != n || run.iter().any(|e| e.0 != id) {
-                return Err(Error::InvalidInput(
-                    "column build: events out of order".into(),
-                ));
-            }
-            out.extend(run.iter().map(|&(_, t, x)| (t, x)));
-            at += n;
-            Ok(())
+            take_run(&held, &mut at, by_bytes[i], plan.count(i), out)
         });
     };
     drop(held);
@@ -127,7 +117,6 @@ pub(super) fn build(
     let mut loaded: Vec<Held> = Vec::new();
     let (mut current, mut at, mut r) = (None, 0usize, 0usize);
     let info = file::write_planned(vfs, path, &head, &plan, &mut |i, out| {
-        let id = by_bytes[i];
         let part = part_of_rank[r] as usize;
         if current != Some(part) {
             loaded.clear();
@@ -137,19 +126,33 @@ pub(super) fn build(
             current = Some(part);
         }
         r += 1;
-        let n = plan.count(i) as usize;
-        let run = loaded.get(at..at + n).unwrap_or_default();
-        if run.len() != n || run.iter().any(|e| e.0 != id) {
-            return Err(Error::InvalidInput(
-                "column build: a part lost events".into(),
-            ));
-        }
-        out.extend(run.iter().map(|&(_, t, x)| (t, x)));
-        at += n;
-        Ok(())
+        take_run(&loaded, &mut at, by_bytes[i], plan.count(i), out)
     })?;
     drop(temps);
     Ok(info)
+}
+
+/// Appends key `id`'s `n` events, the next in `events` from `*at` (sorted
+/// into storage order), to `out`, and moves `*at` past them.
+fn take_run(
+    events: &[Held],
+    at: &mut usize,
+    id: u32,
+    n: u64,
+    out: &mut Vec<(i64, f64)>,
+) -> Result<()> {
+    let run = usize::try_from(n)
+        .ok()
+        .and_then(|n| events.get(*at..at.checked_add(n)?))
+        .filter(|run| run.iter().all(|e| e.0 == id))
+        .ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "column build: key number {id}'s {n} events are not where its count puts them"
+            ))
+        })?;
+    out.extend(run.iter().map(|&(_, t, x)| (t, x)));
+    *at += run.len();
+    Ok(())
 }
 
 /// The part of each key, given their event counts in storage order: the

@@ -906,23 +906,7 @@ mod tests {
         let in_order = |k: &str| t.find_slot(k.as_bytes()).unwrap().in_order;
         assert!((0..7).all(|k| in_order(&format!("key{k}"))));
         assert!(!in_order("key7"));
-        for k in 0..8 {
-            let key = format!("key{k}").into_bytes();
-            for as_of in -50..210 {
-                for end in [0, 1, 100, 333, 599, 600, u64::MAX] {
-                    let want = all
-                        .iter()
-                        .filter(|(kk, v)| *kk == key && v.event_time <= as_of && v.position < end)
-                        .map(|(_, v)| *v)
-                        .max_by_key(VersionRef::order);
-                    assert_eq!(
-                        t.newest_visible(&key, as_of, end),
-                        want,
-                        "{k} {as_of} {end}"
-                    );
-                }
-            }
-        }
+        check_newest_visible(&t, &all, 8, -50..210, &[0, 1, 100, 333, 599, 600, u64::MAX]);
     }
 
     #[test]
@@ -979,11 +963,29 @@ mod tests {
                 assert_eq!(got, want, "copy_visible({as_of}, {end}), way {how}");
             }
         }
-        for k in 0..10 {
+        check_newest_visible(
+            &t,
+            &all_versions,
+            10,
+            -70..210,
+            &[0, 1, 57, 200, 399, 400, u64::MAX],
+        );
+    }
+
+    /// `newest_visible` of keys `key0..` against a brute force over `all`
+    /// (key, version), at every time of `times` and every end of `ends`.
+    fn check_newest_visible(
+        t: &KeyTable,
+        all: &[(Vec<u8>, VersionRef)],
+        keys: usize,
+        times: std::ops::Range<i64>,
+        ends: &[u64],
+    ) {
+        for k in 0..keys {
             let key = format!("key{k}").into_bytes();
-            for as_of in -70..210 {
-                for end in [0, 1, 57, 200, 399, 400, u64::MAX] {
-                    let want = all_versions
+            for as_of in times.clone() {
+                for &end in ends {
+                    let want = all
                         .iter()
                         .filter(|(kk, v)| *kk == key && v.event_time <= as_of && v.position < end)
                         .map(|(_, v)| *v)
