@@ -87,26 +87,15 @@ impl Catalog {
         writable: bool,
     ) -> Catalog {
         let dir = db_dir.join(CHECKPOINT_DIR);
-        let mut infos = Vec::new();
-        if let Ok(paths) = vfs.list(&dir) {
-            for p in paths {
-                if p.extension().is_some_and(|x| x == "ckpt") {
-                    match file::peek(&*vfs, &p) {
-                        Ok(i) if i.known_end > log_end => {
-                            crate::storage::fsutil::drop_past_log_end(
-                                &*vfs,
-                                &p,
-                                i.known_end,
-                                log_end,
-                                writable,
-                            );
-                        }
-                        Ok(i) => infos.push(i),
-                        Err(err) => log::warn!("ignoring checkpoint {}: {err}", p.display()),
-                    }
-                }
-            }
-        }
+        let infos = crate::storage::fsutil::derived_files(
+            &*vfs,
+            vfs.list(&dir).unwrap_or_default(),
+            "ckpt",
+            "checkpoint",
+            (log_end, writable),
+            file::peek,
+            |i| i.known_end,
+        );
         Catalog {
             dir,
             infos: Mutex::new(infos),

@@ -99,31 +99,27 @@ impl Columns {
         build_memory: usize,
     ) -> Columns {
         let dir = db_dir.join(COLUMN_DIR);
-        let mut infos = Vec::new();
-        for p in vfs.list(&dir).unwrap_or_default() {
-            if p.extension().is_some_and(|x| x == "tmp") && writable {
-                if let Err(e) = crate::storage::fsutil::remove_if_exists(&*vfs, &p) {
+        let (tmp, paths): (Vec<_>, Vec<_>) = vfs
+            .list(&dir)
+            .unwrap_or_default()
+            .into_iter()
+            .partition(|p| p.extension().is_some_and(|x| x == "tmp"));
+        if writable {
+            for p in &tmp {
+                if let Err(e) = crate::storage::fsutil::remove_if_exists(&*vfs, p) {
                     log::warn!("could not remove {}: {e}", p.display());
                 }
-                continue;
-            }
-            if p.extension().is_none_or(|x| x != "col") {
-                continue;
-            }
-            match file::peek(&*vfs, &p) {
-                Ok(i) if i.known_end > log_end => {
-                    crate::storage::fsutil::drop_past_log_end(
-                        &*vfs,
-                        &p,
-                        i.known_end,
-                        log_end,
-                        writable,
-                    );
-                }
-                Ok(i) => infos.push(i),
-                Err(e) => log::warn!("ignoring column {}: {e}", p.display()),
             }
         }
+        let infos = crate::storage::fsutil::derived_files(
+            &*vfs,
+            paths,
+            "col",
+            "column",
+            (log_end, writable),
+            file::peek,
+            |i| i.known_end,
+        );
         Columns {
             dir,
             vfs,

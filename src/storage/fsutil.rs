@@ -12,18 +12,42 @@ pub fn sync_dir(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     vfs.sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
+/// The headers of the files derived from the log (checkpoints, field
+/// columns) among `paths` whose extension is `ext`, read by `peek` (`what`
+/// names them in the log). A file that does not parse is logged and
+/// ignored (`verify` reports it); one reflecting positions past `log_end`
+/// (`known_end` of its header) goes to [`drop_past_log_end`].
+pub(crate) fn derived_files<I>(
+    vfs: &dyn Vfs,
+    paths: Vec<std::path::PathBuf>,
+    ext: &str,
+    what: &str,
+    (log_end, writable): (u64, bool),
+    peek: impl Fn(&dyn Vfs, &Path) -> Result<I>,
+    known_end: impl Fn(&I) -> u64,
+) -> Vec<I> {
+    let mut infos = Vec::new();
+    for p in paths {
+        if p.extension().is_none_or(|x| x != ext) {
+            continue;
+        }
+        match peek(vfs, &p) {
+            Ok(i) if known_end(&i) > log_end => {
+                drop_past_log_end(vfs, &p, known_end(&i), log_end, writable);
+            }
+            Ok(i) => infos.push(i),
+            Err(e) => log::warn!("ignoring {what} {}: {e}", p.display()),
+        }
+    }
+    infos
+}
+
 /// Opening found a file derived from the log (a checkpoint, a field column)
 /// that reflects positions up to `known_end`, past the log's end `log_end`:
 /// it outlived records a power loss took (written before they were synced),
 /// so it is never used. Logs it, and a `writable` handle removes it, syncing
 /// its directory, before new records reuse the positions.
-pub(crate) fn drop_past_log_end(
-    vfs: &dyn Vfs,
-    path: &Path,
-    known_end: u64,
-    log_end: u64,
-    writable: bool,
-) {
+fn drop_past_log_end(vfs: &dyn Vfs, path: &Path, known_end: u64, log_end: u64, writable: bool) {
     log::warn!(
         "ignoring {}: it reflects positions up to {known_end}, the log ends at {log_end}",
         path.display()
