@@ -59,6 +59,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use crate::storage::chunks::{self, ChunkChecks, Chunked, Sums, CHUNK};
 use crate::storage::fsutil::{self, SeqWriter};
 use crate::{Error, Result};
 
@@ -71,9 +72,6 @@ const SEARCH_WHOLE: usize = 4 * CHUNK / 16;
 const FLAG_HORIZON: u32 = 1;
 /// Header flag: fields are stored as f32.
 const FLAG_NARROW: u32 = 2;
-/// Bytes covered by one chunk checksum: a page, so a lookup checks about
-/// what it reads (a slot, a key's events) and no more.
-const CHUNK: usize = 4096;
 /// The fixed part of the header, before the names.
 const FIXED: usize = 72;
 
@@ -402,7 +400,7 @@ pub(crate) fn write_planned(
     let mut total = 0u64;
     fsutil::atomic_write_with(vfs, path, |file, tmp| {
         let io = |e| Error::io(tmp, e);
-        let mut w = Chunked::new(SeqWriter::new(file, 0));
+        let mut w = Chunked::at(SeqWriter::new(file, 0), 0);
         let mut head = Vec::with_capacity(layout.slots);
         head.extend_from_slice(MAGIC);
         head.extend_from_slice(&COLUMN_VERSION.to_le_bytes());
@@ -456,17 +454,13 @@ pub(crate) fn write_planned(
             w.write_all(&buf).map_err(io)?;
         }
         w.pad().map_err(io)?;
-        debug_assert_eq!(w.written, layout.body_end as u64);
-        let (crcs, inner) = w.finish();
-        let mut trailer = Vec::with_capacity(crcs.len() * 4 + 12);
-        for c in &crcs {
-            trailer.extend_from_slice(&c.to_le_bytes());
-        }
-        trailer.extend_from_slice(&(layout.body_end as u64).to_le_bytes());
-        let crc = crc32fast::hash(&trailer);
-        trailer.extend_from_slice(&crc.to_le_bytes());
-        let mut inner = inner;
-        inner.write_all(&trailer).map_err(io)?;
+        debug_assert_eq!(w.end(), layout.body_end as u64);
+        let (sums, mut inner) = w.finish();
+        let crcs = Sums::join(vec![sums], layout.body_end as u64)
+            .ok_or_else(|| Error::corrupt(tmp, 0, "column body written out of order"))?;
+        inner
+            .write_all(&chunks::trailer(&crcs, layout.body_end as u64))
+            .map_err(io)?;
         let (_, end) = inner.finish().map_err(io)?;
         total = end;
         Ok(())
@@ -483,57 +477,6 @@ pub(crate) fn write_planned(
     })
 }
 
-/// A writer that checksums what passes through it in [`CHUNK`]-byte chunks.
-struct Chunked<W: Write> {
-    inner: W,
-    crc: crc32fast::Hasher,
-    crcs: Vec<u32>,
-    written: u64,
-}
-
-impl<W: Write> Chunked<W> {
-    fn new(inner: W) -> Self {
-        Chunked {
-            inner,
-            crc: crc32fast::Hasher::new(),
-            crcs: Vec::new(),
-            written: 0,
-        }
-    }
-
-    /// Zeros up to the next multiple of 8 bytes.
-    fn pad(&mut self) -> std::io::Result<()> {
-        let n = (8 - (self.written % 8) as usize) % 8;
-        self.write_all(&[0u8; 8][..n])
-    }
-
-    /// The chunk checksums (the last chunk may be short) and the writer.
-    fn finish(mut self) -> (Vec<u32>, W) {
-        if !self.written.is_multiple_of(CHUNK as u64) {
-            self.crcs.push(self.crc.finalize());
-        }
-        (self.crcs, self.inner)
-    }
-}
-
-impl<W: Write> Write for Chunked<W> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        let room = CHUNK - (self.written % CHUNK as u64) as usize;
-        let n = self.inner.write(&b[..b.len().min(room)])?;
-        self.crc.update(&b[..n]);
-        self.written += n as u64;
-        if self.written.is_multiple_of(CHUNK as u64) && n > 0 {
-            let done = std::mem::replace(&mut self.crc, crc32fast::Hasher::new());
-            self.crcs.push(done.finalize());
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// A column file, read in place: opening checks the trailer and the
 /// header's chunks; every other chunk is checked the first time a lookup
 /// reads it ([`Column::find`], [`Column::ready`]).
@@ -542,8 +485,7 @@ pub struct Column {
     info: ColumnInfo,
     bytes: Bytes,
     layout: Layout,
-    /// Per chunk: 0 not checked yet, 1 matches its checksum, 2 does not.
-    checked: Box<[std::sync::atomic::AtomicU8]>,
+    checks: ChunkChecks,
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
@@ -559,75 +501,26 @@ impl Column {
 
     /// Validates `bytes` as a column file: checksums first, then the layout.
     pub fn parse(bytes: Bytes, path: &Path) -> Result<Column> {
-        use std::sync::atomic::AtomicU8;
-        let Checked {
-            info,
-            layout,
-            chunks,
-            eager,
-        } = checked_header(&bytes, path)?;
-        let checked = (0..chunks)
-            .map(|c| AtomicU8::new(u8::from(c < eager)))
-            .collect();
+        let (info, layout, checks) = checked_header(&bytes, path)?;
         Ok(Column {
             info,
             bytes,
             layout,
-            checked,
+            checks,
         })
     }
 
     /// Checks what opening leaves to first use: every chunk's checksum (on
     /// every core) and every slot's bounds. For `verify`.
     pub fn check_all(&self) -> Result<()> {
-        use std::sync::atomic::Ordering;
-        let chunks = self.checked.len();
-        if let Some(c) = first_bad_chunk(&self.bytes, self.layout.body_end, 0..chunks) {
-            self.checked[c].store(2, Ordering::Release);
-            return Err(chunk_mismatch(&self.info.path, c));
-        }
-        for c in self.checked.iter() {
-            c.store(1, Ordering::Release);
-        }
+        self.checks.check_all(&self.bytes, &self.info.path)?;
         self.check_layout(&self.info.path)
     }
 
     /// Checks the chunks holding bytes `from..to`, those not checked yet.
     #[inline]
     fn ensure(&self, from: usize, to: usize) -> Result<()> {
-        use std::sync::atomic::Ordering;
-        if from >= to {
-            return Ok(());
-        }
-        let chunks = from / CHUNK..=(to - 1) / CHUNK;
-        if chunks
-            .clone()
-            .all(|c| self.checked[c].load(Ordering::Acquire) == 1)
-        {
-            return Ok(());
-        }
-        self.check_chunks(chunks)
-    }
-
-    /// [`Column::ensure`]'s first reads: checks each chunk not checked yet and
-    /// records the outcome (two threads may both check one; they agree).
-    #[cold]
-    fn check_chunks(&self, chunks: std::ops::RangeInclusive<usize>) -> Result<()> {
-        use std::sync::atomic::Ordering;
-        for c in chunks {
-            let state = &self.checked[c];
-            match state.load(Ordering::Acquire) {
-                1 => continue,
-                2 => return Err(chunk_mismatch(&self.info.path, c)),
-                _ => {}
-            }
-            let ok = !chunk_is_bad(&self.bytes, self.layout.body_end, c);
-            state.store(if ok { 1 } else { 2 }, Ordering::Release);
-            if !ok {
-                return Err(chunk_mismatch(&self.info.path, c));
-            }
-        }
-        Ok(())
+        self.checks.ensure(&self.bytes, from..to, &self.info.path)
     }
 
     /// Makes `events` readable (their times and fields), checking their
@@ -943,75 +836,6 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a == b
 }
 
-/// The first chunk of `chunks` whose checksum does not match, checked on
-/// every core.
-fn first_bad_chunk(b: &[u8], body_end: usize, chunks: std::ops::Range<usize>) -> Option<usize> {
-    let check = |c: usize| chunk_is_bad(b, body_end, c);
-    let n = chunks.len();
-    let threads = crate::storage::cores().min(n.div_ceil(256)).max(1);
-    if threads == 1 {
-        return chunks.into_iter().find(|&c| check(c));
-    }
-    let (first, per) = (chunks.start, n.div_ceil(threads));
-    let part = move |t: usize| first + t * per..(first + (t + 1) * per).min(chunks.end);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (1..threads)
-            .map(|t| s.spawn(move || part(t).find(|&c| check(c))))
-            .collect();
-        let mut bad = part(0).find(|&c| check(c));
-        for h in handles {
-            let found = h.join().expect("checksum thread panicked");
-            bad = bad.or(found);
-        }
-        bad
-    })
-}
-
-/// Whether chunk `c` does not match its checksum.
-fn chunk_is_bad(b: &[u8], body_end: usize, c: usize) -> bool {
-    let at = body_end + 4 * c;
-    let stored = u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"));
-    crc32fast::hash(&b[c * CHUNK..((c + 1) * CHUNK).min(body_end)]) != stored
-}
-
-fn chunk_mismatch(path: &Path, c: usize) -> Error {
-    Error::corrupt(
-        path,
-        (c * CHUNK) as u64,
-        format!(
-            "column checksum mismatch in the {CHUNK}-byte chunk at {}",
-            c * CHUNK
-        ),
-    )
-}
-
-/// The trailer's body end and chunk count, checked against the file's length.
-fn frame(b: &[u8], path: &Path) -> Result<(usize, usize)> {
-    let len = b.len();
-    if len < FIXED + 12 {
-        return Err(Error::corrupt(
-            path,
-            0,
-            format!("column file too short ({len} bytes)"),
-        ));
-    }
-    let body_end = u64_at(b, len - 12);
-    usize::try_from(body_end)
-        .ok()
-        .filter(|&e| e >= FIXED && e <= len)
-        .and_then(|e| {
-            let chunks = e.div_ceil(CHUNK);
-            (e.checked_add(chunks.checked_mul(4)?.checked_add(12)?)? == len).then_some((e, chunks))
-        })
-        .ok_or_else(|| {
-            Error::corrupt(
-                path,
-                (len - 12) as u64,
-                format!("column body end {body_end} does not fit a {len}-byte file"),
-            )
-        })
-}
-
 /// The header's fields, and the layout its counts give, which must end at
 /// `body_end`.
 fn header(b: &[u8], body_end: usize, path: &Path) -> Result<(ColumnInfo, Layout)> {
@@ -1079,43 +903,16 @@ fn header(b: &[u8], body_end: usize, path: &Path) -> Result<(ColumnInfo, Layout)
 /// chunks' checksums (the rest is checked when it is used).
 pub fn peek(vfs: &dyn crate::storage::vfs::Vfs, path: &Path) -> Result<ColumnInfo> {
     let b = crate::storage::read_file(vfs, path)?;
-    Ok(checked_header(&b, path)?.info)
-}
-
-/// A column's header, checked.
-struct Checked {
-    info: ColumnInfo,
-    layout: Layout,
-    /// Chunks in the body.
-    chunks: usize,
-    /// The chunks before the slots (the header's), checked.
-    eager: usize,
+    Ok(checked_header(&b, path)?.0)
 }
 
 /// The trailer (its checksum), then the header: bounds-checked as it is
 /// parsed, and trusted only once its chunks match their checksums.
-fn checked_header(b: &[u8], path: &Path) -> Result<Checked> {
-    let (body_end, chunks) = frame(b, path)?;
-    let len = b.len();
-    let stored = u32::from_le_bytes(b[len - 4..].try_into().expect("4 bytes"));
-    if crc32fast::hash(&b[body_end..len - 4]) != stored {
-        return Err(Error::corrupt(
-            path,
-            body_end as u64,
-            "column trailer checksum mismatch",
-        ));
-    }
-    let (info, layout) = header(b, body_end, path)?;
-    let eager = layout.slots.div_ceil(CHUNK).min(chunks);
-    if let Some(c) = (0..eager).find(|&c| chunk_is_bad(b, body_end, c)) {
-        return Err(chunk_mismatch(path, c));
-    }
-    Ok(Checked {
-        info,
-        layout,
-        chunks,
-        eager,
-    })
+fn checked_header(b: &[u8], path: &Path) -> Result<(ColumnInfo, Layout, ChunkChecks)> {
+    let checks = ChunkChecks::open(b, FIXED, path, "column")?;
+    let (info, layout) = header(b, checks.body_end(), path)?;
+    checks.ensure(b, 0..layout.slots.min(checks.body_end()), path)?;
+    Ok((info, layout, checks))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! - [`record`]: records, ops, the hybrid logical clock.
 //! - [`frame`]: the checksummed unit written to disk (a batch, or part of one).
 //! - [`segment`]: segment files, their header, and the recovery scan.
+//! - [`chunks`]: checksums per 4 KiB chunk, checked as bytes are first read.
 //! - [`index`]: frame (position/time) and key indexes, in memory and as sidecars.
 //! - [`kidx_merge`]: merging key index files into a merged tier, streamed to disk.
 //! - [`log`]: opening, the writer, group commit, segment rolls.
@@ -12,6 +13,7 @@
 //! - [`horizon`]: the compaction horizon below which queries are refused.
 //! - [`compact`]: compaction and retention, which rewrite sealed segments.
 
+pub mod chunks;
 pub mod compact;
 pub mod frame;
 pub mod fsutil;
