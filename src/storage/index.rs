@@ -4,11 +4,14 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use foldhash::fast::RandomState;
 
+use super::chunks::{self, ChunkChecks};
 use super::frame::{Frame, FrameBuilder, FrameKind};
 use super::keytable::{KeyTable, Located};
 use super::record::{Hlc, Op};
@@ -17,8 +20,12 @@ use crate::{Error, Result};
 mod cursor;
 pub use cursor::KeyFileCursor;
 
-/// Sidecar format version.
+/// Frame index sidecar format version (and the key index's first).
 pub const INDEX_VERSION: u32 = 1;
+/// Key index format version written: checksummed per 4 KiB chunk
+/// ([`super::chunks`]), so a lookup checks the few chunks it reads. Files of
+/// version 1 (one checksum for the whole file) are still read.
+pub const KIDX_VERSION: u32 = 2;
 const FIDX_MAGIC: &[u8; 8] = b"TLOGFIDX";
 pub(crate) const KIDX_MAGIC: &[u8; 8] = b"TLOGKIDX";
 const FRAME_ENTRY: usize = 56;
@@ -355,7 +362,6 @@ pub fn encode_key_index<K: AsRef<[u8]>>(streams: &[StreamKeys<'_, K>]) -> Vec<u8
     let size = 8
         + 4
         + 4
-        + 4
         + streams
             .iter()
             .map(|(n, keys)| {
@@ -369,9 +375,9 @@ pub fn encode_key_index<K: AsRef<[u8]>>(streams: &[StreamKeys<'_, K>]) -> Vec<u8
                     + 4 * bucket_count(keys.len())
             })
             .sum::<usize>();
-    let mut out = Vec::with_capacity(size);
+    let mut out = Vec::with_capacity(size + size.div_ceil(chunks::CHUNK) * 4 + 12);
     out.extend_from_slice(KIDX_MAGIC);
-    out.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    out.extend_from_slice(&KIDX_VERSION.to_le_bytes());
     out.extend_from_slice(&(streams.len() as u32).to_le_bytes());
     // Directory: name, key count, then four absolute offsets patched below.
     let mut patch_at = Vec::new();
@@ -421,10 +427,16 @@ pub fn encode_key_index<K: AsRef<[u8]>>(streams: &[StreamKeys<'_, K>]) -> Vec<u8
         out[at + 16..at + 24].copy_from_slice(&vers_off.to_le_bytes());
         out[at + 24..at + 32].copy_from_slice(&hash_off.to_le_bytes());
     }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
     debug_assert_eq!(out.len(), size, "key index size computed up front");
+    append_trailer(&mut out);
     out
+}
+
+/// Appends the chunk checksums' trailer to a key index body held in memory.
+pub(crate) fn append_trailer(out: &mut Vec<u8>) {
+    let crcs: Vec<u32> = out.chunks(chunks::CHUNK).map(crc32fast::hash).collect();
+    let trailer = chunks::trailer(&crcs, out.len() as u64);
+    out.extend_from_slice(&trailer);
 }
 
 /// A key table row: key offset in the blob, key length, first version, versions.
@@ -621,98 +633,212 @@ struct StreamSection {
     blob_off: usize,
     vers_off: usize,
     hash_off: usize,
+    /// Version rows: `(hash_off - vers_off) / VERSION_ENTRY`.
+    versions: usize,
 }
 
-/// A validated, memory-mapped key index sidecar, searched in place.
+/// A memory-mapped key index sidecar, searched in place. Opening checks its
+/// header and directory; lookups check each chunk they read and each entry
+/// and bucket they follow ([`KeyIndexFile::open_lazy`]), walks check the
+/// whole file first ([`KeyIndexFile::check_all`]).
 #[derive(Debug, Clone)]
 pub struct KeyIndexFile {
     bytes: Bytes,
     streams: Vec<(String, StreamSection)>,
+    state: Arc<FileState>,
+}
+
+/// What is known of a key index file's bytes, shared by its clones (cursors).
+#[derive(Debug)]
+struct FileState {
+    path: PathBuf,
+    checks: ChunkChecks,
+    /// Every chunk and every entry and bucket has been checked.
+    whole: AtomicBool,
 }
 
 impl KeyIndexFile {
-    /// Validates the checksum and every offset of the file.
+    /// Validates the file whole: every checksum, then every entry and bucket.
     pub fn open(bytes: Bytes, path: &Path) -> Result<KeyIndexFile> {
-        let body = check_sidecar(&bytes, KIDX_MAGIC, path)?;
-        let b = &bytes[..body];
+        let f = KeyIndexFile::open_lazy(bytes, path)?;
+        f.check_all()?;
+        Ok(f)
+    }
+
+    /// Validates the header and directory of a key index file: its
+    /// trailer's checksum, the chunks holding them, and that its sections
+    /// tile the body. The rest is checked as it is read: a lookup checks the
+    /// chunks it reads and that the bucket and entry it follows lie in
+    /// bounds, and fails (leaving the file [`damaged`](Self::damaged)) if
+    /// not, so opening a large merged index costs about nothing. A version 1
+    /// file has one checksum for the whole file: it is checked whole.
+    pub fn open_lazy(bytes: Bytes, path: &Path) -> Result<KeyIndexFile> {
         let bad = |at: usize, why: &str| Error::corrupt(path, at as u64, why.to_string());
-        let n = le_u32(b, 12).ok_or_else(|| bad(12, "truncated"))? as usize;
+        if bytes.len() < 16 {
+            return Err(bad(
+                0,
+                &format!("index file too short ({} bytes)", bytes.len()),
+            ));
+        }
+        if &bytes[..8] != KIDX_MAGIC {
+            return Err(bad(0, "bad index magic"));
+        }
+        let checks = match le_u32(&bytes, 8).unwrap_or(0) {
+            1 => ChunkChecks::vouched(check_sidecar(&bytes, KIDX_MAGIC, path)?),
+            KIDX_VERSION => ChunkChecks::open(&bytes, 16, path, "key index")?,
+            found => {
+                return Err(Error::UnsupportedVersion {
+                    path: path.to_path_buf(),
+                    found,
+                    supported: KIDX_VERSION,
+                })
+            }
+        };
+        let body = checks.body_end();
+        let b = &bytes[..body];
+        // The directory's bytes, checked before they are read.
+        let read = |r: Range<usize>| -> Result<&[u8]> {
+            let got = b
+                .get(r.clone())
+                .ok_or_else(|| bad(r.start, "directory truncated"))?;
+            checks.ensure(&bytes, r, path)?;
+            Ok(got)
+        };
+        let n = le_u32(read(12..16)?, 0).unwrap_or(0) as usize;
         let mut at = 16;
         let mut streams = Vec::with_capacity(n.min(b.len()));
+        let mut end = 0usize;
         for _ in 0..n {
-            let len = usize::from(*b.get(at).ok_or_else(|| bad(at, "directory truncated"))?);
-            let name = b
-                .get(at + 1..at + 1 + len)
-                .ok_or_else(|| bad(at, "directory truncated"))?;
-            let name = std::str::from_utf8(name)
+            let len = usize::from(read(at..at + 1)?[0]);
+            let name = std::str::from_utf8(read(at + 1..at + 1 + len)?)
                 .map_err(|_| bad(at, "stream name not UTF-8"))?
                 .to_string();
             at += 1 + len;
-            let key_count = le_u32(b, at).ok_or_else(|| bad(at, "directory truncated"))? as usize;
-            let keys_off =
-                le_u64(b, at + 4).ok_or_else(|| bad(at, "directory truncated"))? as usize;
-            let blob_off =
-                le_u64(b, at + 12).ok_or_else(|| bad(at, "directory truncated"))? as usize;
-            let vers_off =
-                le_u64(b, at + 20).ok_or_else(|| bad(at, "directory truncated"))? as usize;
-            let hash_off =
-                le_u64(b, at + 28).ok_or_else(|| bad(at, "directory truncated"))? as usize;
-            if keys_off.checked_add(key_count.saturating_mul(KEY_ENTRY)) != Some(blob_off)
-                || blob_off > vers_off
-                || vers_off > body
-            {
+            let d = read(at..at + 36)?;
+            let off = |i: usize| le_u64(d, 4 + 8 * i).unwrap_or(u64::MAX) as usize;
+            let key_count = le_u32(d, 0).unwrap_or(0) as usize;
+            let (keys_off, blob_off, vers_off, hash_off) = (off(0), off(1), off(2), off(3));
+            let sections_fit = keys_off
+                .checked_add(key_count.saturating_mul(KEY_ENTRY))
+                .is_some_and(|e| e == blob_off)
+                && blob_off <= vers_off
+                && vers_off <= hash_off
+                && (hash_off - vers_off) % VERSION_ENTRY == 0
+                && hash_off
+                    .checked_add(4 * bucket_count(key_count))
+                    .is_some_and(|e| e <= body);
+            // Sections follow the directory and one another, and never overlap.
+            if !sections_fit || keys_off < end {
                 return Err(bad(at, "stream section offsets out of bounds"));
             }
-            let sec = StreamSection {
-                key_count,
-                keys_off,
-                blob_off,
-                vers_off,
-                hash_off,
-            };
-            // Validate every key entry once so lookups can index without checks failing.
-            let blob_len = vers_off - blob_off;
+            end = hash_off + 4 * bucket_count(key_count);
+            streams.push((
+                name,
+                StreamSection {
+                    key_count,
+                    keys_off,
+                    blob_off,
+                    vers_off,
+                    hash_off,
+                    versions: (hash_off - vers_off) / VERSION_ENTRY,
+                },
+            ));
+            at += 36;
+        }
+        if let Some((_, s)) = streams.first() {
+            if s.keys_off < at {
+                return Err(bad(at, "stream sections overlap the directory"));
+            }
+        }
+        Ok(KeyIndexFile {
+            bytes,
+            streams,
+            state: Arc::new(FileState {
+                path: path.to_path_buf(),
+                checks,
+                whole: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Checks what [`KeyIndexFile::open_lazy`] left to first use, once:
+    /// every chunk's checksum (on every core), then every key entry (in
+    /// bounds, its versions following the previous key's, at least one) and
+    /// every hash bucket (empty or naming a key). Cursors need it: they
+    /// read entries in order without checking each.
+    pub fn check_all(&self) -> Result<()> {
+        if self.state.whole.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let path = &self.state.path;
+        self.state.checks.check_all(&self.bytes, path)?;
+        let b = &self.bytes[..self.state.checks.body_end()];
+        let bad = |at: usize, why: &str| {
+            self.state.checks.mark_damaged();
+            Err(Error::corrupt(path, at as u64, why.to_string()))
+        };
+        for (_, s) in &self.streams {
+            let blob_len = s.vers_off - s.blob_off;
             let mut versions = 0usize;
-            for i in 0..key_count {
-                let e = keys_off + i * KEY_ENTRY;
-                let (ko, kl, vs, vc) = (
-                    le_u32(b, e).unwrap_or(u32::MAX) as usize,
-                    le_u32(b, e + 4).unwrap_or(u32::MAX) as usize,
-                    le_u32(b, e + 8).unwrap_or(u32::MAX) as usize,
-                    le_u32(b, e + 12).unwrap_or(u32::MAX) as usize,
-                );
+            for i in 0..s.key_count {
+                let e = s.keys_off + i * KEY_ENTRY;
+                let field = |at: usize| le_u32(b, e + at).unwrap_or(u32::MAX) as usize;
+                let (ko, kl, vs, vc) = (field(0), field(4), field(8), field(12));
                 if ko + kl > blob_len || vs != versions || vc == 0 {
-                    return Err(bad(e, "key entry out of bounds"));
+                    return bad(e, "key entry out of bounds");
                 }
                 versions += vc;
             }
-            if vers_off + versions * VERSION_ENTRY != hash_off {
-                return Err(bad(
-                    vers_off,
+            if versions != s.versions {
+                return bad(
+                    s.vers_off,
                     "versions do not end where the hash section starts",
-                ));
+                );
             }
-            let buckets = bucket_count(key_count);
-            if hash_off + buckets * 4 > body {
-                return Err(bad(hash_off, "hash section beyond end of file"));
-            }
-            for j in 0..buckets {
-                if le_u32(b, hash_off + 4 * j).unwrap_or(u32::MAX) as usize > key_count {
-                    return Err(bad(hash_off + 4 * j, "hash bucket names no key"));
+            for j in 0..bucket_count(s.key_count) {
+                if le_u32(b, s.hash_off + 4 * j).unwrap_or(u32::MAX) as usize > s.key_count {
+                    return bad(s.hash_off + 4 * j, "hash bucket names no key");
                 }
             }
-            streams.push((name, sec));
-            at += 36;
         }
         // The checks above read the key entries and hash buckets again;
         // lookups will touch a few of their pages.
-        super::mmap::release(&bytes);
-        Ok(KeyIndexFile { bytes, streams })
+        super::mmap::release(&self.bytes);
+        self.state.whole.store(true, Ordering::Release);
+        Ok(())
     }
 
-    /// Reads (maps) the key index file at `path` and validates it.
+    /// Whether a read found the file damaged (a chunk not matching its
+    /// checksum, or an entry or bucket out of bounds): a merged index so
+    /// found is no longer used.
+    #[must_use]
+    pub fn damaged(&self) -> bool {
+        self.state.checks.damaged()
+    }
+
+    /// Checks the chunks holding `r` before they are read.
+    #[inline]
+    fn ensure(&self, r: Range<usize>) -> Result<()> {
+        self.state.checks.ensure(&self.bytes, r, &self.state.path)
+    }
+
+    /// An error for bytes that match their checksums but not the format
+    /// (only a bug writes such a file), which marks the file damaged.
+    #[cold]
+    fn inconsistent(&self, at: usize, why: &str) -> Error {
+        self.state.checks.mark_damaged();
+        Error::corrupt(&self.state.path, at as u64, why.to_string())
+    }
+
+    /// Reads (maps) the key index file at `path` and validates it whole.
     pub fn load(vfs: &dyn super::vfs::Vfs, path: &Path) -> Result<KeyIndexFile> {
         KeyIndexFile::open(super::read_file(vfs, path)?, path)
+    }
+
+    /// Reads (maps) the key index file at `path`, validating its header
+    /// ([`KeyIndexFile::open_lazy`]).
+    pub fn load_lazy(vfs: &dyn super::vfs::Vfs, path: &Path) -> Result<KeyIndexFile> {
+        KeyIndexFile::open_lazy(super::read_file(vfs, path)?, path)
     }
 
     /// Drops the process's mapping of the file's pages, which stay in the page
@@ -742,9 +868,23 @@ impl KeyIndexFile {
     }
 
     /// Key number `i` of section `s`: its bytes and its versions' rows, both
-    /// file ranges (checked in bounds by [`KeyIndexFile::open`]).
+    /// file ranges (in bounds in a file [`KeyIndexFile::check_all`] passed).
     fn key_ranges(&self, s: &StreamSection, i: usize) -> (Range<usize>, Range<usize>) {
         key_ranges(s, &self.bytes[..], i)
+    }
+
+    /// Like [`KeyIndexFile::key_ranges`], for a lookup: the entry's chunk
+    /// checked first, and its ranges checked to lie in their sections.
+    fn checked_ranges(&self, s: &StreamSection, i: usize) -> Result<(Range<usize>, Range<usize>)> {
+        let e = s.keys_off + i * KEY_ENTRY;
+        self.ensure(e..e + KEY_ENTRY)?;
+        let entry = self.at(e..e + KEY_ENTRY);
+        let field = |at: usize| le_u32(entry, at).unwrap_or(u32::MAX) as usize;
+        let (ko, kl, vs, vc) = (field(0), field(4), field(8), field(12));
+        if ko + kl > s.vers_off - s.blob_off || vc == 0 || vs + vc > s.versions {
+            return Err(self.inconsistent(e, "key entry out of bounds"));
+        }
+        Ok(entry_ranges(s, entry))
     }
 
     /// The bytes of a range from [`KeyIndexFile::key_ranges`] (empty if out of
@@ -753,15 +893,23 @@ impl KeyIndexFile {
         self.bytes.get(r).unwrap_or_default()
     }
 
+    /// The bytes of `r`, their chunks checked first.
+    fn checked_at(&self, r: Range<usize>) -> Result<&[u8]> {
+        self.ensure(r.clone())?;
+        Ok(self.at(r))
+    }
+
     /// Appends the versions of `key` in `stream` (sorted by `(event_time, position)`)
-    /// to `out`: one probe of the stream's hash section, usually.
-    pub fn versions(&self, stream: &str, key: &[u8], out: &mut Vec<VersionRef>) {
+    /// to `out`: one probe of the stream's hash section, usually. An error
+    /// if what it reads is damaged.
+    pub fn versions(&self, stream: &str, key: &[u8], out: &mut Vec<VersionRef>) -> Result<()> {
         let Some(s) = self.section(stream) else {
-            return;
+            return Ok(());
         };
-        if let Some(i) = self.find_key(s, key) {
-            decode_versions(self.at(self.key_ranges(s, i).1), out);
+        if let Some((_, rows)) = self.find_key(s, key)? {
+            decode_versions(self.checked_at(rows)?, out);
         }
+        Ok(())
     }
 
     /// Starts loading step `stage` of a lookup of `key` in `stream`: 0 its
@@ -800,49 +948,55 @@ impl KeyIndexFile {
     }
 
     /// The newest version of `key` visible as of `as_of` below position `end`, by
-    /// `(event_time, position)`.
-    #[must_use]
+    /// `(event_time, position)`. An error if what it reads is damaged.
     pub fn newest_visible(
         &self,
         stream: &str,
         key: &[u8],
         as_of: i64,
         end: u64,
-    ) -> Option<VersionRef> {
-        let s = self.section(stream)?;
-        let i = self.find_key(s, key)?;
-        best_version(self.at(self.key_ranges(s, i).1), as_of, end)
+    ) -> Result<Option<VersionRef>> {
+        let Some(s) = self.section(stream) else {
+            return Ok(None);
+        };
+        Ok(match self.find_key(s, key)? {
+            Some((_, rows)) => best_version(self.checked_at(rows)?, as_of, end),
+            None => None,
+        })
     }
 
-    fn find_key(&self, s: &StreamSection, key: &[u8]) -> Option<usize> {
-        let b = &self.bytes;
+    /// The ranges of `key`'s bytes and versions, if section `s` has it:
+    /// each bucket, entry and key checked as it is read.
+    fn find_key(
+        &self,
+        s: &StreamSection,
+        key: &[u8],
+    ) -> Result<Option<(Range<usize>, Range<usize>)>> {
         let n = bucket_count(s.key_count);
         let mut at = (stable_hash(key) as usize) & (n - 1);
         for _ in 0..n {
-            let slot = le_u32(b, s.hash_off + 4 * at).unwrap_or(0) as usize;
+            let bucket = s.hash_off + 4 * at;
+            let slot = le_u32(self.checked_at(bucket..bucket + 4)?, 0).unwrap_or(0) as usize;
             if slot == 0 {
-                return None;
+                return Ok(None);
             }
-            let e = s.keys_off + (slot - 1) * KEY_ENTRY;
-            let ko = le_u32(b, e).unwrap_or(0) as usize;
-            let kl = le_u32(b, e + 4).unwrap_or(0) as usize;
-            if b.get(s.blob_off + ko..s.blob_off + ko + kl) == Some(key) {
-                return Some(slot - 1);
+            if slot > s.key_count {
+                return Err(self.inconsistent(bucket, "hash bucket names no key"));
+            }
+            let (k, rows) = self.checked_ranges(s, slot - 1)?;
+            if self.checked_at(k.clone())? == key {
+                return Ok(Some((k, rows)));
             }
             at = (at + 1) & (n - 1);
         }
-        None
+        Ok(None)
     }
 
     /// A cursor over the keys of `stream` in byte order, reading the file in
-    /// place (`None`: no such stream).
-    #[must_use]
-    pub fn cursor(&self, stream: &str) -> Option<KeyFileCursor> {
-        Some(KeyFileCursor::new(
-            self.clone(),
-            self.section(stream)?.clone(),
-            false,
-        ))
+    /// place (`None`: no such stream). The file is checked whole first
+    /// ([`KeyIndexFile::check_all`]).
+    pub fn cursor(&self, stream: &str) -> Result<Option<KeyFileCursor>> {
+        self.new_cursor(stream, false)
     }
 
     /// Like [`KeyIndexFile::cursor`], for walking the whole index once
@@ -850,24 +1004,15 @@ impl KeyIndexFile {
     /// windows and unmaps the pages under them as it goes, so walking many
     /// large indexes at once keeps a window per index resident, not the
     /// pieces of every index the kernel mapped.
-    #[must_use]
-    pub fn bulk_cursor(&self, stream: &str) -> Option<KeyFileCursor> {
-        Some(KeyFileCursor::new(
-            self.clone(),
-            self.section(stream)?.clone(),
-            true,
-        ))
+    pub fn bulk_cursor(&self, stream: &str) -> Result<Option<KeyFileCursor>> {
+        self.new_cursor(stream, true)
     }
 
-    /// The `i`-th key of `stream` in byte order, with its versions.
-    pub fn entry(&self, stream: &str, i: usize, out: &mut Vec<VersionRef>) -> Option<Bytes> {
-        let s = self.section(stream)?;
-        if i >= s.key_count {
-            return None;
-        }
-        let (key, versions) = self.key_ranges(s, i);
-        decode_versions(self.at(versions), out);
-        Some(self.bytes.slice(key))
+    fn new_cursor(&self, stream: &str, bulk: bool) -> Result<Option<KeyFileCursor>> {
+        self.check_all()?;
+        Ok(self
+            .section(stream)
+            .map(|s| KeyFileCursor::new(self.clone(), s.clone(), bulk)))
     }
 }
 
@@ -947,6 +1092,111 @@ mod tests {
                 file.prefetch_lookup("s", key, stage);
                 file.prefetch_lookup("other", key, stage);
             }
+        }
+    }
+
+    type KeyVersions = (Vec<u8>, Vec<super::VersionRef>);
+
+    /// An index of `keys` keys in stream "s" (and 3 in "t"), each with up to
+    /// 4 versions: its bytes, and each key with its versions.
+    fn lazy_sample(keys: usize) -> (Vec<u8>, Vec<KeyVersions>) {
+        use super::{encode_key_index, StreamKeys, VersionRef};
+        use crate::storage::record::Op;
+        let mut rng = crate::rng::Rng(3);
+        let mut ks: Vec<(Vec<u8>, Vec<VersionRef>)> = (0..keys)
+            .map(|k| {
+                let n = 1 + rng.below(4) as usize;
+                let vs = (0..n as u64)
+                    .map(|v| VersionRef {
+                        position: k as u64 * 10 + v,
+                        event_time: (k as i64 % 5) * 10 + v as i64,
+                        frame_off: k as u64,
+                        rec_off: v as u32,
+                        op: Op::Put,
+                    })
+                    .collect();
+                (format!("key-{k:05}").into_bytes(), vs)
+            })
+            .collect();
+        ks.sort_by(|a, b| a.0.cmp(&b.0));
+        let t: Vec<(Vec<u8>, Vec<VersionRef>)> = ks[..3].to_vec();
+        let streams: Vec<StreamKeys<'_, &Vec<u8>>> = vec![
+            ("s", ks.iter().map(|(k, v)| (k, &v[..])).collect()),
+            ("t", t.iter().map(|(k, v)| (k, &v[..])).collect()),
+        ];
+        (encode_key_index(&streams), ks)
+    }
+
+    /// Opened lazily, an index checks what each lookup reads: a damaged
+    /// chunk fails the lookups that read it (and marks the file damaged),
+    /// not the others, and a walk checks the whole file first.
+    #[test]
+    fn a_lazy_index_checks_what_each_lookup_reads() {
+        use super::KeyIndexFile;
+        use crate::storage::chunks::CHUNK;
+        let (good, keys) = lazy_sample(3000);
+        assert!(good.len() > 20 * CHUNK, "{} bytes", good.len());
+        let p = std::path::Path::new("k");
+        // A middle key's last version row: in the middle of the versions
+        // section, far from every key's entry, key bytes and bucket and
+        // from the first keys' rows.
+        let file = KeyIndexFile::open(bytes::Bytes::from(good.clone()), p).unwrap();
+        let s = file.section("s").unwrap().clone();
+        let middle = keys.len() / 2;
+        let (_, rows) = file.key_ranges(&s, middle);
+        let mut bad = good.clone();
+        bad[rows.end - 1] ^= 1;
+        let lazy = KeyIndexFile::open_lazy(bytes::Bytes::from(bad), p).unwrap();
+        let mut out = Vec::new();
+        for (k, vs) in &keys[..10] {
+            out.clear();
+            lazy.versions("s", k, &mut out).unwrap();
+            assert_eq!(&out, vs);
+        }
+        assert!(!lazy.damaged());
+        let (k, _) = &keys[middle];
+        match lazy.newest_visible("s", k, i64::MAX, u64::MAX) {
+            Err(crate::Error::Corruption { offset, .. }) => {
+                assert_eq!(offset as usize, (rows.end - 1) / CHUNK * CHUNK);
+            }
+            other => panic!("expected a corruption error, got {other:?}"),
+        }
+        assert!(lazy.damaged());
+        assert!(lazy.cursor("s").is_err());
+        assert!(KeyIndexFile::open(lazy.bytes.clone(), p).is_err());
+    }
+
+    /// Whatever byte is flipped, a lazily opened index either refuses to
+    /// open or answers every lookup right or with an error: never wrong.
+    #[test]
+    fn a_flipped_byte_never_gives_a_lazy_lookup_a_wrong_answer() {
+        use super::KeyIndexFile;
+        let (good, keys) = lazy_sample(120);
+        let p = std::path::Path::new("k");
+        let mut out = Vec::new();
+        for at in 0..good.len() {
+            let mut bad = good.clone();
+            bad[at] ^= 1 << (at % 8);
+            let Ok(lazy) = KeyIndexFile::open_lazy(bytes::Bytes::from(bad), p) else {
+                continue;
+            };
+            for (k, vs) in keys.iter().step_by(7).chain(&keys[keys.len() - 1..]) {
+                out.clear();
+                if lazy.versions("s", k, &mut out).is_ok() {
+                    assert_eq!(&out, vs, "flip at {at}");
+                }
+                if let Ok(v) = lazy.newest_visible("s", k, i64::MAX, u64::MAX) {
+                    assert_eq!(v.as_ref(), vs.last(), "flip at {at}");
+                }
+            }
+            out.clear();
+            if lazy.versions("s", b"absent", &mut out).is_ok() {
+                assert!(out.is_empty(), "flip at {at}");
+            }
+            assert!(
+                lazy.check_all().is_err(),
+                "flip at {at} passed a whole check"
+            );
         }
     }
 

@@ -20,10 +20,11 @@
 use std::io::Write;
 use std::path::Path;
 
+use super::chunks::{self, Chunked, Sums, CHUNK};
 use super::fsutil::SeqWriter;
 use super::index::{
-    bucket_count, hash_insert, key_entry, MemIndex, VersionRef, INDEX_VERSION, KEY_ENTRY,
-    KIDX_MAGIC, VERSION_ENTRY,
+    append_trailer, bucket_count, hash_insert, key_entry, MemIndex, VersionRef, KEY_ENTRY,
+    KIDX_MAGIC, KIDX_VERSION, VERSION_ENTRY,
 };
 use super::keytable::{ByKey, KeyTable};
 use super::vfs::VFile;
@@ -59,11 +60,11 @@ impl Sizes {
 /// The header and directory of a key index file of `streams` (sorted by
 /// name) with these sizes, and per stream the offsets of its keys, key bytes,
 /// versions and hash sections and of its end. The last end is where the
-/// file's checksum goes.
+/// trailer goes.
 pub(crate) fn layout(streams: &[(&str, Sizes)]) -> (Vec<u8>, Vec<[u64; 5]>) {
     let mut head = Vec::new();
     head.extend_from_slice(KIDX_MAGIC);
-    head.extend_from_slice(&INDEX_VERSION.to_le_bytes());
+    head.extend_from_slice(&KIDX_VERSION.to_le_bytes());
     head.extend_from_slice(&(streams.len() as u32).to_le_bytes());
     let dir_len: usize = streams.iter().map(|(n, _)| 1 + n.len() + 4 + 32).sum();
     let mut at = (head.len() + dir_len) as u64;
@@ -176,14 +177,13 @@ pub fn encode(idx: &MemIndex) -> Vec<u8> {
     let streams = streams(idx);
     let (head, offsets) = layout(&named(&streams));
     let end = offsets.last().map_or(head.len() as u64, |o| o[4]) as usize;
-    let mut out = Vec::with_capacity(end + 4);
+    let mut out = Vec::with_capacity(end + end.div_ceil(CHUNK) * 4 + 12);
     out.extend_from_slice(&head);
     for (_, table, _) in &streams {
         write_stream(&table.by_key(), &mut out).expect("writing to memory");
     }
     debug_assert_eq!(out.len(), end, "sections sized from the tables they encode");
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    append_trailer(&mut out);
     out
 }
 
@@ -197,12 +197,12 @@ pub fn write(idx: &MemIndex, file: &dyn VFile, tmp: &Path) -> Result<()> {
     let named = named(&streams);
     let (head, offsets) = layout(&named);
     let want_end = offsets.last().map_or(head.len() as u64, |o| o[4]);
-    let mut w = SeqWriter::new(file, 0);
+    let mut w = Chunked::at(SeqWriter::new(file, 0), 0);
     w.write_all(&head).map_err(io)?;
     for (_, table, _) in &streams {
         write_stream(&table.by_key(), &mut w).map_err(io)?;
     }
-    let (crc, end) = w.finish().map_err(io)?;
+    let end = w.end();
     if end != want_end {
         return Err(Error::corrupt(
             tmp,
@@ -210,8 +210,12 @@ pub fn write(idx: &MemIndex, file: &dyn VFile, tmp: &Path) -> Result<()> {
             format!("the key index ends at {end}, expected {want_end}"),
         ));
     }
-    file.write_at(&crc.finalize().to_le_bytes(), end)
-        .map_err(io)
+    let (sums, mut w) = w.finish();
+    let crcs = Sums::join(vec![sums], end)
+        .ok_or_else(|| Error::corrupt(tmp, 0, "key index body written out of order"))?;
+    w.write_all(&chunks::trailer(&crcs, end)).map_err(io)?;
+    w.finish().map_err(io)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,15 +8,16 @@
 //! encode from the same keys and versions (a test checks it): a first pass over
 //! the inputs counts each stream's keys, key bytes and versions, which fixes
 //! every section's offset; the second pass writes keys, key bytes and versions
-//! through one buffered writer per section, each with its own CRC, and the
-//! checksum of the whole file is the combination of the header's and the
-//! sections' in file order.
+//! through one buffered writer per section, each checksumming its share of
+//! the file's 4 KiB chunks, and the chunks' checksums are their shares'
+//! combined in file order ([`super::chunks::Sums::join`]).
 
 use std::io::Write;
 use std::path::Path;
 
 use bytes::Bytes;
 
+use super::chunks::{self, Chunked, Sums};
 use super::fsutil::{self, SeqWriter};
 use super::index::{bucket_count, hash_insert, key_entry, KeyFileCursor, KeyIndexFile, VersionRef};
 use super::kidx_encode::{layout, Sizes};
@@ -48,8 +49,13 @@ fn stream_names(files: &[&KeyIndexFile]) -> Vec<String> {
 /// and the directory synced.
 pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Result<()> {
     let names = stream_names(files);
-    let cursors = |name: &str| -> Vec<KeyFileCursor> {
-        files.iter().filter_map(|f| f.bulk_cursor(name)).collect()
+    // Each input is checked whole by its first cursor.
+    let cursors = |name: &str| -> Result<Vec<KeyFileCursor>> {
+        let mut out = Vec::with_capacity(files.len());
+        for f in files {
+            out.extend(f.bulk_cursor(name)?);
+        }
+        Ok(out)
     };
     // Both passes read every input once, in order, through bulk cursors:
     // they unmap what they have copied, so merging a large history does not
@@ -57,7 +63,7 @@ pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Resu
     // Pass 1: sizes, which fix the layout.
     let mut sizes = Vec::with_capacity(names.len());
     for name in &names {
-        let mut cs = cursors(name);
+        let mut cs = cursors(name)?;
         let mut s = Sizes {
             keys: 0,
             blob: 0,
@@ -85,18 +91,21 @@ pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Resu
     let at = layout.last().map_or(head.len() as u64, |o| o[4]);
     let written = fsutil::atomic_write_with(vfs, path, |file, tmp| {
         let io = |e| Error::io(tmp, e);
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&head);
+        let mut head_sums = Chunked::at(Vec::new(), 0);
+        head_sums.write_all(&head).map_err(io)?;
+        let (head_sums, head) = head_sums.finish();
+        let mut sums = vec![head_sums];
         file.write_at(&head, 0).map_err(io)?;
         // Pass 2: every stream's sections.
         let mut vs: Vec<VersionRef> = Vec::new();
         for ((name, offs), size) in names.iter().zip(&layout).zip(&sizes) {
             let [keys_off, blob_off, vers_off, hash_off, end] = *offs;
-            let mut cs = cursors(name);
-            let mut keys = SeqWriter::new(file, keys_off);
-            let mut blob = SeqWriter::new(file, blob_off);
-            let mut vers = SeqWriter::new(file, vers_off);
-            let mut hash = SeqWriter::new(file, hash_off);
+            let mut cs = cursors(name)?;
+            let section = |off: u64| Chunked::at(SeqWriter::new(file, off), off);
+            let mut keys = section(keys_off);
+            let mut blob = section(blob_off);
+            let mut vers = section(vers_off);
+            let mut hash = section(hash_off);
             let mut buckets = vec![0u32; bucket_count(size.keys)];
             let (mut i, mut blob_at, mut ver_at) = (0usize, 0u32, 0u32);
             while let Some(key) = next_key(&cs) {
@@ -128,7 +137,8 @@ pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Resu
             }
             let ends = [blob_off, vers_off, hash_off, end];
             for (section, want_end) in [keys, blob, vers, hash].into_iter().zip(ends) {
-                let (c, got_end) = section.finish().map_err(io)?;
+                let (section_sums, w) = section.finish();
+                let (_, got_end) = w.finish().map_err(io)?;
                 if got_end != want_end {
                     return Err(Error::corrupt(
                         tmp,
@@ -136,10 +146,12 @@ pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Resu
                         format!("the inputs changed while merging: a section ends at {got_end}, expected {want_end}"),
                     ));
                 }
-                crc.combine(&c);
+                sums.push(section_sums);
             }
         }
-        file.write_at(&crc.finalize().to_le_bytes(), at).map_err(io)
+        let crcs = Sums::join(sums, at)
+            .ok_or_else(|| Error::corrupt(tmp, 0, "merged key index sections do not tile it"))?;
+        file.write_at(&chunks::trailer(&crcs, at), at).map_err(io)
     });
     for f in files {
         f.release_pages();
@@ -163,7 +175,10 @@ mod tests {
         let names = stream_names(files);
         let mut per_stream: Vec<(&str, Keys)> = Vec::new();
         for name in &names {
-            let mut cs: Vec<_> = files.iter().filter_map(|f| f.cursor(name)).collect();
+            let mut cs: Vec<_> = files
+                .iter()
+                .filter_map(|f| f.cursor(name).unwrap())
+                .collect();
             let mut keys = Vec::new();
             while let Some(key) = next_key(&cs) {
                 let mut vs = Vec::new();

@@ -13,9 +13,10 @@
 //! therefore rewritten O(log n) times over the life of the log, and a lookup
 //! probes O(log n) tiers, instead of one index rebuilt whole every few rolls.
 //!
-//! Derived data: validated on first use, and ignored (lookups go to the
-//! per-segment indexes from that tier on) when missing, damaged or not on
-//! segment boundaries.
+//! Derived data: validated as it is read (a lookup checks the 4 KiB chunks it
+//! reads, a walk the whole file first), and ignored (lookups go to the
+//! per-segment indexes from that tier on) when missing, found damaged or not
+//! on segment boundaries.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -44,10 +45,12 @@ pub struct MergedIndex {
 }
 
 impl MergedIndex {
-    /// The index, validated on first use; `None` if unusable.
+    /// The index, its header validated on first use and the rest as it is
+    /// read ([`KeyIndexFile::open_lazy`]); `None` if unusable: it failed to
+    /// open, or a read found it damaged.
     pub fn index(&self) -> Option<&KeyIndexFile> {
         self.index
-            .get_or_init(|| match KeyIndexFile::load(&*self.vfs, &self.path) {
+            .get_or_init(|| match KeyIndexFile::load_lazy(&*self.vfs, &self.path) {
                 Ok(k) => Some(k),
                 Err(e) => {
                     log::warn!("ignoring merged index {}: {e}", self.path.display());
@@ -55,6 +58,7 @@ impl MergedIndex {
                 }
             })
             .as_ref()
+            .filter(|k| !k.damaged())
     }
 
     /// Gives the index's mapped pages back to the page cache, if it is loaded.

@@ -283,14 +283,17 @@ impl View {
     /// segments, not with the log.
     pub fn versions(&self, stream: &str, key: &[u8]) -> Result<Vec<VersionRef>> {
         let mut out = Vec::new();
-        let (merged, rest) = self.state.key_sources();
-        for m in merged {
-            m.versions(stream, key, &mut out);
-        }
-        out.retain(|v| v.position < self.end_pos);
-        for s in rest {
-            s.keys()?.versions(stream, key, &mut out);
-        }
+        self.with_key_sources(|merged, rest| {
+            out.clear();
+            for m in merged {
+                m.versions(stream, key, &mut out)?;
+            }
+            out.retain(|v| v.position < self.end_pos);
+            for s in rest {
+                s.keys()?.versions(stream, key, &mut out)?;
+            }
+            Ok(())
+        })?;
         {
             let inner = self.state.active.read_inner();
             if let Some(t) = inner.index.stream(stream) {
@@ -299,6 +302,27 @@ impl View {
         }
         out.sort_unstable_by_key(VersionRef::order);
         Ok(out)
+    }
+
+    /// Runs `f` over the log's key sources ([`LogState::key_sources`]): the
+    /// merged indexes, then the sealed segments they do not cover. Merged
+    /// indexes are checked as they are read; if `f` fails because it found
+    /// one damaged, that one is no longer used and `f` runs again over the
+    /// per-segment indexes it covered (each damaged tier drops out, so this
+    /// ends).
+    fn with_key_sources<T>(
+        &self,
+        mut f: impl FnMut(&[&super::index::KeyIndexFile], &[Arc<SealedSegment>]) -> Result<T>,
+    ) -> Result<T> {
+        loop {
+            let (merged, rest) = self.state.key_sources();
+            match f(&merged, rest) {
+                Err(e) if merged.iter().any(|m| m.damaged()) => {
+                    log::warn!("a merged key index is damaged, reading the segments' own: {e}");
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Starts loading where [`View::versions`] of `key` will look first in
@@ -323,7 +347,21 @@ impl View {
         end: u64,
     ) -> Result<Option<VersionRef>> {
         let end = end.min(self.end_pos);
-        let (merged, rest) = self.state.key_sources();
+        self.with_key_sources(|merged, rest| {
+            self.newest_visible_in(merged, rest, stream, key, as_of, end)
+        })
+    }
+
+    /// [`View::newest_visible`] over these key sources.
+    fn newest_visible_in(
+        &self,
+        merged: &[&super::index::KeyIndexFile],
+        rest: &[Arc<SealedSegment>],
+        stream: &str,
+        key: &[u8],
+        as_of: i64,
+        end: u64,
+    ) -> Result<Option<VersionRef>> {
         let mut best: Option<VersionRef> = {
             let inner = self.state.active.read_inner();
             // Every loaded key index of the log may hold the key: their
@@ -331,7 +369,7 @@ impl View {
             // `KeyIndexFile::prefetch_lookup`), so the cache misses of one
             // overlap those of the others, and the probes below find their
             // lines loaded or on their way.
-            if loaded_key_indexes(&merged, rest, end).nth(1).is_some() {
+            if loaded_key_indexes(merged, rest, end).nth(1).is_some() {
                 let active = inner.index.stream(stream).map(|t| (t, t.hash32(key)));
                 for stage in 0..3 {
                     match (active, stage) {
@@ -341,7 +379,7 @@ impl View {
                         }
                         _ => {}
                     }
-                    for f in loaded_key_indexes(&merged, rest, end) {
+                    for f in loaded_key_indexes(merged, rest, end) {
                         f.prefetch_lookup(stream, key, stage);
                     }
                 }
@@ -370,10 +408,13 @@ impl View {
             if lo > as_of || best.is_some_and(|b| b.event_time > hi) {
                 continue; // nothing in it is visible, or can be newer
             }
-            consider(&mut best, s.keys()?.newest_visible(stream, key, as_of, end));
+            consider(
+                &mut best,
+                s.keys()?.newest_visible(stream, key, as_of, end)?,
+            );
         }
         for m in merged.iter().rev() {
-            consider(&mut best, m.newest_visible(stream, key, as_of, end));
+            consider(&mut best, m.newest_visible(stream, key, as_of, end)?);
         }
         Ok(best)
     }
@@ -539,8 +580,6 @@ impl View {
     /// as they are, so they are not filtered): enough for [`KeyCursor::next_visible`] as of
     /// `as_of` or earlier, and much cheaper for a past time.
     pub fn keys_as_of(&self, stream: &str, as_of: i64) -> Result<KeyCursor> {
-        let mut sealed = Vec::new();
-        let (merged, rest) = self.state.key_sources();
         let cursor = |f: &super::index::KeyIndexFile| {
             if self.bulk {
                 f.bulk_cursor(stream)
@@ -548,12 +587,17 @@ impl View {
                 f.cursor(stream)
             }
         };
-        sealed.extend(merged.iter().filter_map(|m| cursor(m)));
-        for s in rest {
-            if let Some(c) = cursor(s.keys()?) {
-                sealed.push(c);
+        // Cursors check each index whole before they read it.
+        let sealed = self.with_key_sources(|merged, rest| {
+            let mut sealed = Vec::new();
+            for m in merged {
+                sealed.extend(cursor(m)?);
             }
-        }
+            for s in rest {
+                sealed.extend(cursor(s.keys()?)?);
+            }
+            Ok(sealed)
+        })?;
         let sorted = {
             let inner = self.state.active.read_inner();
             inner

@@ -292,8 +292,8 @@ mod tests {
             KeyIndexFile::open(Bytes::from(bytes.clone()), Path::new("heap")).unwrap(),
         ] {
             for stream in ["a", "b"] {
-                let mut inplace = file.cursor(stream).unwrap();
-                let mut bulk = file.bulk_cursor(stream).unwrap();
+                let mut inplace = file.cursor(stream).unwrap().unwrap();
+                let mut bulk = file.bulk_cursor(stream).unwrap().unwrap();
                 let (mut a, mut b) = (Vec::new(), Vec::new());
                 let mut n = 0;
                 while let Some(key) = inplace.key() {
@@ -348,9 +348,9 @@ mod tests {
         let Some(opened) = resident_kb(&file.bytes) else {
             return; // no /proc/self/smaps here
         };
-        walk(file.bulk_cursor("a").unwrap());
+        walk(file.bulk_cursor("a").unwrap().unwrap());
         let bulk = resident_kb(&file.bytes).unwrap();
-        walk(file.cursor("a").unwrap());
+        walk(file.cursor("a").unwrap().unwrap());
         let inplace = resident_kb(&file.bytes).unwrap();
         // A window's piece stays mapped only between its copy and its unmap.
         assert!(
