@@ -519,7 +519,11 @@ impl View {
     /// Stream names with at least one visible record.
     pub fn streams(&self) -> Result<Vec<String>> {
         let mut names = std::collections::BTreeSet::new();
-        for s in &self.state.sealed {
+        let (merged, rest) = self.state.key_sources();
+        for m in merged {
+            names.extend(m.stream_names().map(str::to_string));
+        }
+        for s in rest {
             names.extend(s.keys()?.stream_names().map(str::to_string));
         }
         let inner = self.state.active.read_inner();
@@ -549,7 +553,7 @@ impl View {
     /// Whether `stream` has any visible record.
     pub fn has_stream(&self, stream: &str) -> Result<bool> {
         // The active segment first: its index is in memory, where a sealed
-        // segment's key index file is mapped and validated on first use.
+        // segment's key index file is mapped and checked whole on first use.
         let active = {
             let inner = self.state.active.read_inner();
             inner
@@ -561,7 +565,14 @@ impl View {
         if active {
             return Ok(true);
         }
-        for s in &self.state.sealed {
+        // Then the merged indexes, whose directories say it without
+        // reading (or checking) their sections, then the segments they do
+        // not cover.
+        let (merged, rest) = self.state.key_sources();
+        if merged.iter().any(|m| m.key_count(stream) > 0) {
+            return Ok(true);
+        }
+        for s in rest {
             if s.keys()?.key_count(stream) > 0 {
                 return Ok(true);
             }
