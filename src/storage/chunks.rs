@@ -20,7 +20,7 @@
 use std::io::Write;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use crate::{Error, Result};
 
@@ -153,7 +153,10 @@ pub struct ChunkChecks {
     body_end: usize,
     /// Per chunk: 0 not checked yet, 1 matches its checksum, 2 does not.
     state: Box<[AtomicU8]>,
-    /// Every chunk matches (checked, or vouched for by a whole-file checksum).
+    /// Chunks found to match so far.
+    matched: AtomicUsize,
+    /// Every chunk matches (checked, or vouched for by a whole-file checksum):
+    /// reads then check nothing.
     all: AtomicBool,
     /// Some chunk does not match, or the bytes were found inconsistent.
     damaged: AtomicBool,
@@ -198,7 +201,8 @@ impl ChunkChecks {
         Ok(ChunkChecks {
             body_end,
             state: (0..chunks).map(|_| AtomicU8::new(0)).collect(),
-            all: AtomicBool::new(false),
+            matched: AtomicUsize::new(0),
+            all: AtomicBool::new(chunks == 0),
             damaged: AtomicBool::new(false),
         })
     }
@@ -210,6 +214,7 @@ impl ChunkChecks {
         ChunkChecks {
             body_end,
             state: Box::new([]),
+            matched: AtomicUsize::new(0),
             all: AtomicBool::new(true),
             damaged: AtomicBool::new(false),
         }
@@ -278,11 +283,19 @@ impl ChunkChecks {
                 2 => return Err(self.mismatch(path, c)),
                 _ => {}
             }
-            let ok = !self.is_bad(b, c);
-            state.store(if ok { 1 } else { 2 }, Ordering::Release);
-            if !ok {
+            if self.is_bad(b, c) {
+                state.store(2, Ordering::Release);
                 self.mark_damaged();
                 return Err(self.mismatch(path, c));
+            }
+            // Counted once, by whichever thread marks it first; the last
+            // chunk to match lets reads skip the checks.
+            if state
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+                && self.matched.fetch_add(1, Ordering::AcqRel) + 1 == self.state.len()
+            {
+                self.all.store(true, Ordering::Release);
             }
         }
         Ok(())
@@ -422,6 +435,16 @@ mod tests {
         let c = ChunkChecks::open(&whole, 0, Path::new("f"), "test").unwrap();
         c.check_all(&whole, Path::new("f")).unwrap();
         assert!(!c.damaged());
+        // Chunks checked one read at a time: once the last matches, reads
+        // check nothing more.
+        let c = ChunkChecks::open(&whole, 0, Path::new("f"), "test").unwrap();
+        for at in (0..data.len()).step_by(CHUNK).rev() {
+            assert!(!c.all.load(Ordering::Acquire));
+            c.ensure(&whole, at..at + 1, Path::new("f")).unwrap();
+            c.ensure(&whole, at..at + 1, Path::new("f")).unwrap();
+        }
+        assert!(c.all.load(Ordering::Acquire));
+        assert_eq!(c.matched.load(Ordering::Acquire), 4);
     }
 
     #[test]

@@ -499,10 +499,10 @@ fn le_u64(b: &[u8], at: usize) -> Option<u64> {
 /// CRC-32 of `b`, giving each chunk's mapped pages back to the page cache once
 /// hashed: checking a large index file does not leave it all resident. A
 /// file of at least two [`PARALLEL_CRC_PART`]s is hashed in parts, one thread
-/// per core, and the parts' CRCs combined: the first query after opening a
-/// large database validates its merged key indexes whole, and hashing is
-/// most of that. (A query already running a thread per core may then run
-/// more threads than cores for as long.)
+/// per core, and the parts' CRCs combined: a merged key index of format 1
+/// (one checksum for the whole file) is checked whole on first use, and
+/// hashing is most of that. (A query already running a thread per core may
+/// then run more threads than cores for as long.)
 fn crc_releasing(b: &[u8]) -> u32 {
     crc_in_parts(b, super::cores().min(b.len() / PARALLEL_CRC_PART))
 }

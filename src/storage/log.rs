@@ -214,7 +214,8 @@ pub struct LogState {
 impl LogState {
     /// The usable merged indexes (oldest first) and the sealed segments they do
     /// not cover. Tiers are used from the first segment on while each starts
-    /// where the previous ended and validates; the rest goes per segment.
+    /// where the previous ended, opens, and has not been found damaged by a
+    /// read; the rest goes per segment.
     #[must_use]
     pub fn key_sources(&self) -> (Vec<&super::index::KeyIndexFile>, &[Arc<SealedSegment>]) {
         let (tiers, end) = self.usable_tiers();
