@@ -232,7 +232,16 @@ fn damaged_or_missing_indexes_are_rebuilt_and_answers_do_not_change() {
             fs::write(d.join(side.file_name().unwrap()), &bad).unwrap();
             let db = Db::builder(&d).read_only(true).open().unwrap();
             let s = db.snapshot().unwrap();
+            // A `get` first: the key index is checked as lookups read it.
             for (k, want) in expected.iter().enumerate() {
+                assert_eq!(
+                    s.view()
+                        .newest_visible("s", format!("k{k}").as_bytes(), i64::MAX, u64::MAX)
+                        .unwrap()
+                        .as_ref(),
+                    want.last(),
+                    "{ext} flip at {at}"
+                );
                 assert_eq!(
                     &s.view().versions("s", format!("k{k}").as_bytes()).unwrap(),
                     want,
@@ -582,4 +591,101 @@ fn merged_key_index_tiers_stay_few_and_change_no_answer() {
         state.merged.len(),
         "replaced tiers' files are removed"
     );
+}
+
+/// Key index files are checked as lookups read them, so damage past the
+/// header is found in the middle of a query: the lookup then runs again
+/// without the damaged file (a segment's own index rebuilt from the
+/// segment, and rewritten by a writable handle; a merged index left for
+/// the segments' own), and every answer is the undamaged one.
+#[test]
+fn damage_a_lookup_finds_mid_query_changes_no_answer() {
+    let src = tempfile::tempdir().unwrap();
+    let open = |dir: &Path| {
+        Db::builder(dir)
+            .segment_size(64 << 10)
+            .auto_merge(false)
+            .checkpoint_every(0)
+            .open()
+            .unwrap()
+    };
+    {
+        let db = open(src.path());
+        let mut b = Batch::new();
+        for i in 0..6000i64 {
+            let key = format!("key-{:05}", (i * 7919) % 2500);
+            b.put_at("s", key, format!(r#"{{"i":{i}}}"#), i).unwrap();
+            if i % 500 == 499 {
+                db.writer().commit(std::mem::take(&mut b)).unwrap();
+            }
+        }
+    }
+    type Probe = (Vec<Option<u64>>, Vec<tablelog::Row>);
+    let probe = |db: &Db| -> Probe {
+        let s = db.snapshot().unwrap();
+        let gets = (0..2500)
+            .flat_map(|k| [1500, 4000, i64::MAX].map(|t| (k, t)))
+            .map(|(k, t)| {
+                let key = format!("key-{k:05}");
+                let v = s.view().newest_visible("s", key.as_bytes(), t, u64::MAX);
+                v.unwrap().map(|v| v.position)
+            })
+            .collect();
+        let table = s
+            .table("s", 3000, None)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        (gets, table)
+    };
+    let want = probe(&open(src.path()));
+    let kidx = segments(src.path())[1].with_extension("kidx");
+    let original = fs::read(&kidx).unwrap();
+    assert!(original.len() > 8 * 4096, "{} bytes", original.len());
+    let body = original.len() - 12 - 4 * (original.len() / 4097 + 1);
+    let work = tempfile::tempdir().unwrap();
+    // A segment's own index: chunk 0 holds the header (checked at open);
+    // a byte in each later chunk of the body.
+    for at in (4096 + 100..body).step_by(4096) {
+        let d = work.path().join(format!("own-{at}"));
+        copy_dir(src.path(), &d);
+        let mut bad = original.clone();
+        bad[at] ^= 0x10;
+        fs::write(d.join(kidx.file_name().unwrap()), &bad).unwrap();
+        let db = open(&d);
+        assert_eq!(probe(&db), want, "flip at {at}");
+        drop(db);
+        // The lookup that found it rebuilt the index and rewrote it.
+        assert_eq!(
+            fs::read(d.join(kidx.file_name().unwrap())).unwrap(),
+            original,
+            "flip at {at}"
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
+    // A merged index over every sealed segment.
+    open(src.path()).merge_key_indexes().unwrap();
+    let tier = fs::read_dir(src.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("index-")
+        })
+        .unwrap();
+    let original = fs::read(&tier).unwrap();
+    let body = original.len() - 12 - 4 * (original.len() / 4097 + 1);
+    for at in (4096 + 100..body).step_by(4096) {
+        let mut bad = original.clone();
+        bad[at] ^= 0x10;
+        fs::write(&tier, &bad).unwrap();
+        let db = Db::builder(src.path()).read_only(true).open().unwrap();
+        let s = db.snapshot().unwrap();
+        assert_eq!(probe(&db), want, "flip at {at}");
+        let merged = &s.view().state().merged[0];
+        assert!(merged.index().is_none(), "flip at {at} went unnoticed");
+    }
 }

@@ -20,7 +20,7 @@
 use std::io::Write;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::{Error, Result};
 
@@ -30,6 +30,17 @@ pub const CHUNK: usize = 4096;
 
 /// Bytes of the trailer after the chunk checksums: body end and CRC.
 const TRAILER_FIXED: usize = 12;
+
+/// Files of this process found damaged so far (each counted once).
+static DAMAGED_FILES: AtomicU64 = AtomicU64::new(0);
+
+/// How many files [`ChunkChecks`] have found damaged in this process so far:
+/// a reader that failed can tell from a change whether the failure found a
+/// damaged file (which it may then read around) or had another cause.
+#[must_use]
+pub fn damaged_files() -> u64 {
+    DAMAGED_FILES.load(Ordering::Acquire)
+}
 
 /// A writer that checksums what passes through it in chunks of [`CHUNK`]
 /// bytes of the file it writes, from byte `start` of that file.
@@ -236,7 +247,9 @@ impl ChunkChecks {
     /// Records that the file's bytes, though they match their checksums, are
     /// inconsistent (only a bug writes such a file).
     pub fn mark_damaged(&self) {
-        self.damaged.store(true, Ordering::Release);
+        if !self.damaged.swap(true, Ordering::AcqRel) {
+            DAMAGED_FILES.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Checks the chunks holding bytes `r` of `b` (the file), those not

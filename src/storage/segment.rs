@@ -397,6 +397,9 @@ pub struct SealedSegment {
     frames: OnceLock<std::result::Result<Vec<FrameMeta>, String>>,
     et_range: OnceLock<(i64, i64)>,
     keys: OnceLock<std::result::Result<KeyIndexFile, String>>,
+    /// The key index rebuilt from the segment, once a read found the one
+    /// in `keys` damaged.
+    rebuilt_keys: OnceLock<std::result::Result<KeyIndexFile, String>>,
     validated: OnceLock<Vec<AtomicBool>>,
     /// Per frame, its [`RecordMarks`], found the first time a record of it is
     /// read by position.
@@ -431,6 +434,7 @@ impl SealedSegment {
             frames: OnceLock::new(),
             et_range: OnceLock::new(),
             keys: OnceLock::new(),
+            rebuilt_keys: OnceLock::new(),
             validated: OnceLock::new(),
             record_marks: OnceLock::new(),
             vfs,
@@ -460,9 +464,9 @@ impl SealedSegment {
     /// Gives the mapped pages of the segment's key index, if loaded, back to
     /// the page cache (see [`KeyIndexFile::release_pages`]).
     pub fn release_index_pages(&self) -> usize {
-        match self.keys.get() {
-            Some(Ok(k)) => k.release_pages(),
-            _ => 0,
+        match self.keys_if_loaded() {
+            Some(k) => k.release_pages(),
+            None => 0,
         }
     }
 
@@ -478,14 +482,27 @@ impl SealedSegment {
     /// The key index if [`SealedSegment::keys`] has loaded it: for hints that
     /// must not load or validate one.
     pub(crate) fn keys_if_loaded(&self) -> Option<&KeyIndexFile> {
-        self.keys.get().and_then(|r| r.as_ref().ok())
+        match self.keys.get() {
+            Some(Ok(k)) if !k.damaged() => Some(k),
+            Some(Ok(_)) => self.rebuilt_keys.get().and_then(|r| r.as_ref().ok()),
+            _ => None,
+        }
     }
 
-    /// The key index, from the sidecar or rebuilt.
+    /// The key index: the sidecar, its header checked and the rest as it is
+    /// read ([`KeyIndexFile::open_lazy`]), or rebuilt from the segment if it
+    /// is missing or damaged, or once a read has found it damaged.
     pub fn keys(&self) -> Result<&KeyIndexFile> {
         let r = self
             .keys
             .get_or_init(|| self.load_keys().map_err(|e| e.to_string()));
+        let r = match r {
+            Ok(k) if k.damaged() => self.rebuilt_keys.get_or_init(|| {
+                log::warn!("{}: key index damaged, rebuilding", self.path.display());
+                self.rebuild_keys().map_err(|e| e.to_string())
+            }),
+            r => r,
+        };
         r.as_ref()
             .map_err(|e| Error::corrupt(&self.path, 0, e.clone()))
     }
@@ -596,17 +613,24 @@ impl SealedSegment {
 
     fn load_keys(&self) -> Result<KeyIndexFile> {
         let (_, kidx) = sidecar_paths(&self.path);
-        match KeyIndexFile::load(&*self.vfs, &kidx) {
+        match KeyIndexFile::load_lazy(&*self.vfs, &kidx) {
             Ok(k) => Ok(k),
             Err(_) => {
                 log::warn!(
                     "{}: key index missing or damaged, rebuilding",
                     kidx.display()
                 );
-                let idx = self.rebuild()?;
-                KeyIndexFile::open(Bytes::from(idx.encode_kidx()), &kidx)
+                self.rebuild_keys()
             }
         }
+    }
+
+    /// The key index rebuilt from the segment (and its sidecars rewritten
+    /// when writable), checked whole.
+    fn rebuild_keys(&self) -> Result<KeyIndexFile> {
+        let (_, kidx) = sidecar_paths(&self.path);
+        let idx = self.rebuild()?;
+        KeyIndexFile::open(Bytes::from(idx.encode_kidx()), &kidx)
     }
 
     /// Scans the whole segment; any damage is an error naming file and offset.
@@ -644,7 +668,7 @@ pub trait IndexSource {
 /// the key index streamed into its file as it is encoded
 /// ([`super::kidx_encode::write`]). Returns the key index and the outcome of
 /// the writes, which the caller reports. Once written (and synced), the key
-/// index is served from the file, mapped and validated like any other, so a
+/// index is served from the file, mapped and checked whole once, so a
 /// long-running writer does not keep every segment's index on its heap (about
 /// 40 bytes a record, for the segment's life); if the writes failed, or the
 /// file does not read back valid, from a copy encoded in memory.

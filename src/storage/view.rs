@@ -305,20 +305,22 @@ impl View {
     }
 
     /// Runs `f` over the log's key sources ([`LogState::key_sources`]): the
-    /// merged indexes, then the sealed segments they do not cover. Merged
-    /// indexes are checked as they are read; if `f` fails because it found
-    /// one damaged, that one is no longer used and `f` runs again over the
-    /// per-segment indexes it covered (each damaged tier drops out, so this
-    /// ends).
+    /// merged indexes, then the sealed segments they do not cover. Key
+    /// index files are checked as they are read; if `f` fails because it
+    /// found one damaged, that file is no longer used (a merged index gives
+    /// way to the segments' own, a segment's own to one rebuilt from the
+    /// segment) and `f` runs again. Each run that fails so has found another
+    /// file damaged, so this ends.
     fn with_key_sources<T>(
         &self,
         mut f: impl FnMut(&[&super::index::KeyIndexFile], &[Arc<SealedSegment>]) -> Result<T>,
     ) -> Result<T> {
         loop {
+            let damaged = super::chunks::damaged_files();
             let (merged, rest) = self.state.key_sources();
             match f(&merged, rest) {
-                Err(e) if merged.iter().any(|m| m.damaged()) => {
-                    log::warn!("a merged key index is damaged, reading the segments' own: {e}");
+                Err(e) if super::chunks::damaged_files() != damaged => {
+                    log::warn!("a key index is damaged, reading around it: {e}");
                 }
                 r => return r,
             }
@@ -553,7 +555,7 @@ impl View {
     /// Whether `stream` has any visible record.
     pub fn has_stream(&self, stream: &str) -> Result<bool> {
         // The active segment first: its index is in memory, where a sealed
-        // segment's key index file is mapped and checked whole on first use.
+        // segment's key index file must be mapped and its trailer checked.
         let active = {
             let inner = self.state.active.read_inner();
             inner
