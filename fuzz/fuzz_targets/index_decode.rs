@@ -5,7 +5,8 @@
 //! panic; one that checks whole is walked with cursors, bulk cursors checked
 //! against cursors reading in place and lookups against both. Each input is
 //! also tried with a fresh trailer (chunk checksums over the input as the
-//! body), so the structural checks behind the checksums get fuzzed too.
+//! body) and with its last four bytes made its format-1 checksum, so the
+//! structural checks behind the checksums get fuzzed too.
 #![no_main]
 
 use bytes::Bytes;
@@ -73,9 +74,18 @@ fn exercise(data: &[u8]) {
 
 fuzz_target!(|data: &[u8]| {
     exercise(data);
-    // The input as a body with a valid trailer.
+    // The input as a body with a valid trailer (format 2).
     let crcs: Vec<u32> = data.chunks(CHUNK).map(crc32fast::hash).collect();
     let mut fixed = data.to_vec();
     fixed.extend_from_slice(&trailer(&crcs, data.len() as u64));
     exercise(&fixed);
+    // The input with its last four bytes the CRC of the rest (format 1,
+    // still read).
+    if data.len() >= 24 {
+        let mut fixed = data.to_vec();
+        let body = fixed.len() - 4;
+        let crc = crc32fast::hash(&fixed[..body]);
+        fixed[body..].copy_from_slice(&crc.to_le_bytes());
+        exercise(&fixed);
+    }
 });

@@ -20,7 +20,7 @@
 use std::io::Write;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 
 use crate::{Error, Result};
 
@@ -30,17 +30,6 @@ pub const CHUNK: usize = 4096;
 
 /// Bytes of the trailer after the chunk checksums: body end and CRC.
 const TRAILER_FIXED: usize = 12;
-
-/// Files of this process found damaged so far (each counted once).
-static DAMAGED_FILES: AtomicU64 = AtomicU64::new(0);
-
-/// How many files [`ChunkChecks`] have found damaged in this process so far:
-/// a reader that failed can tell from a change whether the failure found a
-/// damaged file (which it may then read around) or had another cause.
-#[must_use]
-pub fn damaged_files() -> u64 {
-    DAMAGED_FILES.load(Ordering::Acquire)
-}
 
 /// A writer that checksums what passes through it in chunks of [`CHUNK`]
 /// bytes of the file it writes, from byte `start` of that file.
@@ -238,7 +227,10 @@ impl ChunkChecks {
     }
 
     /// Whether a chunk was found not to match, or [`ChunkChecks::mark_damaged`]
-    /// was called.
+    /// was called. Every error a read returns for damage is preceded by
+    /// this flag: a reader whose read failed can tell from it that it may
+    /// read around the file (a chunk is marked bad only after the file is
+    /// marked damaged, so a reader that saw the bad chunk sees the flag).
     #[must_use]
     pub fn damaged(&self) -> bool {
         self.damaged.load(Ordering::Acquire)
@@ -247,9 +239,7 @@ impl ChunkChecks {
     /// Records that the file's bytes, though they match their checksums, are
     /// inconsistent (only a bug writes such a file).
     pub fn mark_damaged(&self) {
-        if !self.damaged.swap(true, Ordering::AcqRel) {
-            DAMAGED_FILES.fetch_add(1, Ordering::AcqRel);
-        }
+        self.damaged.store(true, Ordering::Release);
     }
 
     /// Checks the chunks holding bytes `r` of `b` (the file), those not
@@ -297,8 +287,8 @@ impl ChunkChecks {
                 _ => {}
             }
             if self.is_bad(b, c) {
-                state.store(2, Ordering::Release);
                 self.mark_damaged();
+                state.store(2, Ordering::Release);
                 return Err(self.mismatch(path, c));
             }
             // Counted once, by whichever thread marks it first; the last
@@ -322,8 +312,8 @@ impl ChunkChecks {
         }
         let n = self.state.len();
         if let Some(c) = self.first_bad(b, 0..n) {
-            self.state[c].store(2, Ordering::Release);
             self.mark_damaged();
+            self.state[c].store(2, Ordering::Release);
             return Err(self.mismatch(path, c));
         }
         for s in self.state.iter() {

@@ -302,9 +302,10 @@ fn rewrite(log: &Log, inputs: &[Arc<SealedSegment>], dropped: &[u64]) -> Result<
         let mut bytes_read = 0u64;
         for seg in inputs {
             bytes_read += seg.bytes.len() as u64;
-            // Load the key index now: once this segment is replaced, its
-            // sidecars may be gone, and a lazy rebuild must not race a rewrite.
-            seg.keys()?;
+            // Load and check the key index whole now: once this segment is
+            // replaced, its sidecars may be gone, and a rebuild (on damage a
+            // lookup finds later) must not race a rewrite.
+            seg.keys()?.check_all()?;
             let frames = seg.frames()?;
             for (fi, meta) in frames.iter().enumerate() {
                 seg.check_frame_once(fi)?;

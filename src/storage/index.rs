@@ -667,7 +667,8 @@ impl KeyIndexFile {
 
     /// Validates the header and directory of a key index file: its
     /// trailer's checksum, the chunks holding them, and that its sections
-    /// tile the body. The rest is checked as it is read: a lookup checks the
+    /// lie in order in the body, after the directory, without overlapping.
+    /// The rest is checked as it is read: a lookup checks the
     /// chunks it reads and that the bucket and entry it follows lie in
     /// bounds, and fails (leaving the file [`damaged`](Self::damaged)) if
     /// not, so opening a large merged index costs about nothing. A version 1
@@ -686,12 +687,19 @@ impl KeyIndexFile {
         let checks = match le_u32(&bytes, 8).unwrap_or(0) {
             1 => ChunkChecks::vouched(check_sidecar(&bytes, KIDX_MAGIC, path)?),
             KIDX_VERSION => ChunkChecks::open(&bytes, 16, path, "key index")?,
+            // A version from the future, if the trailer and header vouch
+            // for it; otherwise a damaged version field.
             found => {
-                return Err(Error::UnsupportedVersion {
-                    path: path.to_path_buf(),
-                    found,
-                    supported: KIDX_VERSION,
-                })
+                let vouched = ChunkChecks::open(&bytes, 16, path, "key index")
+                    .and_then(|c| c.ensure(&bytes, 0..16, path));
+                return Err(match vouched {
+                    Ok(()) => Error::UnsupportedVersion {
+                        path: path.to_path_buf(),
+                        found,
+                        supported: KIDX_VERSION,
+                    },
+                    Err(_) => bad(8, &format!("bad index version {found} (checksums fail)")),
+                });
             }
         };
         let body = checks.body_end();
@@ -706,7 +714,8 @@ impl KeyIndexFile {
         };
         let n = le_u32(read(12..16)?, 0).unwrap_or(0) as usize;
         let mut at = 16;
-        let mut streams = Vec::with_capacity(n.min(b.len()));
+        // A directory entry takes 37 bytes at least.
+        let mut streams = Vec::with_capacity(n.min(b.len() / 37));
         let mut end = 0usize;
         for _ in 0..n {
             let len = usize::from(read(at..at + 1)?[0]);
@@ -1164,6 +1173,34 @@ mod tests {
         assert!(lazy.damaged());
         assert!(lazy.cursor("s").is_err());
         assert!(KeyIndexFile::open(lazy.bytes.clone(), p).is_err());
+    }
+
+    /// A version field the checksums vouch for is a file from a newer
+    /// format; one they do not is damage.
+    #[test]
+    fn an_unknown_version_is_unsupported_only_if_checksums_vouch_for_it() {
+        use super::KeyIndexFile;
+        use crate::storage::chunks::{trailer, CHUNK};
+        let (good, _) = lazy_sample(10);
+        let p = std::path::Path::new("k");
+        let end = good.len() - 12;
+        let body_end = u64::from_le_bytes(good[end..end + 8].try_into().unwrap());
+        let body = &good[..body_end as usize];
+        let mut newer = body.to_vec();
+        newer[8] = 3;
+        let crcs: Vec<u32> = newer.chunks(CHUNK).map(crc32fast::hash).collect();
+        let mut vouched = newer.clone();
+        vouched.extend_from_slice(&trailer(&crcs, newer.len() as u64));
+        assert!(matches!(
+            KeyIndexFile::open_lazy(bytes::Bytes::from(vouched), p),
+            Err(crate::Error::UnsupportedVersion { found: 3, .. })
+        ));
+        let mut flipped = good.clone();
+        flipped[8] = 3;
+        assert!(matches!(
+            KeyIndexFile::open_lazy(bytes::Bytes::from(flipped), p),
+            Err(crate::Error::Corruption { offset: 8, .. })
+        ));
     }
 
     /// Whatever byte is flipped, a lazily opened index either refuses to

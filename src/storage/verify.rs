@@ -196,6 +196,9 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                     };
                     match decoded {
                         Ok(()) if same == Some(true) => {}
+                        Ok(()) if same == Some(false) => {
+                            side_problem(0, "index does not match its segment".into());
+                        }
                         Err(Error::Corruption { offset, reason, .. }) => {
                             side_problem(offset, reason)
                         }

@@ -306,20 +306,31 @@ impl View {
 
     /// Runs `f` over the log's key sources ([`LogState::key_sources`]): the
     /// merged indexes, then the sealed segments they do not cover. Key
-    /// index files are checked as they are read; if `f` fails because it
-    /// found one damaged, that file is no longer used (a merged index gives
-    /// way to the segments' own, a segment's own to one rebuilt from the
-    /// segment) and `f` runs again. Each run that fails so has found another
-    /// file damaged, so this ends.
+    /// index files are checked as they are read. If `f` fails and a file it
+    /// could have read has been found damaged since it started (a read that
+    /// fails on damage marks its file first), that file is no longer used
+    /// (a merged index gives way to the segments' own, a segment's own to
+    /// one rebuilt from the segment) and `f` runs again. Each file is found
+    /// damaged once, so the runs are bounded by the number of files.
     fn with_key_sources<T>(
         &self,
         mut f: impl FnMut(&[&super::index::KeyIndexFile], &[Arc<SealedSegment>]) -> Result<T>,
     ) -> Result<T> {
+        let damaged_sidecars =
+            |rest: &[Arc<SealedSegment>]| rest.iter().filter(|s| s.sidecar_damaged()).count();
+        let mut retries = self.state.merged.len() + self.state.sealed.len();
         loop {
-            let damaged = super::chunks::damaged_files();
+            // Merged indexes already damaged are left out here; segments'
+            // own are replaced by `keys()`, so only new ones count.
             let (merged, rest) = self.state.key_sources();
+            let before = damaged_sidecars(rest);
             match f(&merged, rest) {
-                Err(e) if super::chunks::damaged_files() != damaged => {
+                Err(e)
+                    if retries > 0
+                        && (merged.iter().any(|m| m.damaged())
+                            || damaged_sidecars(rest) > before) =>
+                {
+                    retries -= 1;
                     log::warn!("a key index is damaged, reading around it: {e}");
                 }
                 r => return r,
