@@ -305,7 +305,7 @@ impl ChunkChecks {
     }
 
     /// Checks every chunk not checked yet, on every core; releases the
-    /// mapped pages it reads as it goes (see [`super::mmap::release`]).
+    /// mapped pages it reads as it goes (`MADV_DONTNEED` on its own mappings).
     pub fn check_all(&self, b: &[u8], path: &Path) -> Result<()> {
         if self.all.load(Ordering::Acquire) {
             return Ok(());
