@@ -779,20 +779,15 @@ impl KeyIndexFile {
         if self.state.whole.load(Ordering::Acquire) {
             return Ok(());
         }
-        let path = &self.state.path;
-        self.state.checks.check_all(&self.bytes, path)?;
+        self.state.checks.check_all(&self.bytes, &self.state.path)?;
         let b = &self.bytes[..self.state.checks.body_end()];
-        let bad = |at: usize, why: &str| {
-            self.state.checks.mark_damaged();
-            Err(Error::corrupt(path, at as u64, why.to_string()))
-        };
+        let bad = |at: usize, why: &str| Err(self.inconsistent(at, why));
         for (_, s) in &self.streams {
             let blob_len = s.vers_off - s.blob_off;
             let mut versions = 0usize;
             for i in 0..s.key_count {
                 let e = s.keys_off + i * KEY_ENTRY;
-                let field = |at: usize| le_u32(b, e + at).unwrap_or(u32::MAX) as usize;
-                let (ko, kl, vs, vc) = (field(0), field(4), field(8), field(12));
+                let [ko, kl, vs, vc] = entry_fields(b.get(e..e + KEY_ENTRY).unwrap_or_default());
                 if ko + kl > blob_len || vs != versions || vc == 0 {
                     return bad(e, "key entry out of bounds");
                 }
@@ -888,8 +883,7 @@ impl KeyIndexFile {
         let e = s.keys_off + i * KEY_ENTRY;
         self.ensure(e..e + KEY_ENTRY)?;
         let entry = self.at(e..e + KEY_ENTRY);
-        let field = |at: usize| le_u32(entry, at).unwrap_or(u32::MAX) as usize;
-        let (ko, kl, vs, vc) = (field(0), field(4), field(8), field(12));
+        let [ko, kl, vs, vc] = entry_fields(entry);
         if ko + kl > s.vers_off - s.blob_off || vc == 0 || vs + vc > s.versions {
             return Err(self.inconsistent(e, "key entry out of bounds"));
         }
@@ -1036,11 +1030,17 @@ fn key_ranges(s: &StreamSection, b: &[u8], i: usize) -> (Range<usize>, Range<usi
 /// entry (of section `s`) is `entry`. A damaged entry, which
 /// [`KeyIndexFile::open`] refuses, gives ranges that read as empty.
 fn entry_ranges(s: &StreamSection, entry: &[u8]) -> (Range<usize>, Range<usize>) {
-    let field = |at: usize| le_u32(entry, at).unwrap_or(0) as usize;
-    let (ko, kl, vs, vc) = (field(0), field(4), field(8), field(12));
+    let [ko, kl, vs, vc] = entry_fields(entry);
     let key = s.blob_off + ko..s.blob_off + ko + kl;
     let versions = s.vers_off + vs * VERSION_ENTRY..s.vers_off + (vs + vc) * VERSION_ENTRY;
     (key, versions)
+}
+
+/// A key entry's fields: key offset in the blob, key length, first version,
+/// versions (all 0 for a short entry, which has no versions and so is
+/// refused by every check).
+fn entry_fields(entry: &[u8]) -> [usize; 4] {
+    [0, 4, 8, 12].map(|at| le_u32(entry, at).unwrap_or(0) as usize)
 }
 
 /// A version from its row in a versions section.
