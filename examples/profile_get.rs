@@ -2,7 +2,7 @@
 //! then runs 1M `get` as-of lookups at random keys, as of the median time
 //! (`UNIFORM=1`: at times uniform over the history, as `benches/compare.rs`
 //! does; `AT=0.9`: at 90% of it, inside the active segment). Use under
-//! `perf record`. `SMAPS=1` then prints how much of each key index and
+//! `perf record` (`LOOKUPS=N` for fewer than 1M lookups, under callgrind). `SMAPS=1` then prints how much of each key index and
 //! segment file is mapped, and how much of it 2 MiB at a time
 //! (`FilePmdMapped`): a lookup's random reads miss the TLB far less there.
 use tablelog::workload::{Rng, Workload};
@@ -31,7 +31,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let snap = db.snapshot()?;
     let keys: Vec<Vec<u8>> = {
         let mut rng = Rng(9);
-        (0..1_000_000).map(|_| w.key(rng.below(w.keys))).collect()
+        let lookups = std::env::var("LOOKUPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        (0..lookups).map(|_| w.key(rng.below(w.keys))).collect()
     };
     let mid = std::env::var("AT")
         .ok()

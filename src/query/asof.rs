@@ -268,8 +268,14 @@ impl Snapshot {
     ) -> Result<GetResult> {
         let end = self.known_end(known_at)?;
         self.check_as_of(as_of)?;
-        self.check_stream(stream)?;
-        self.get_below(stream, key, as_of, end)
+        crate::storage::record::validate_stream_name(stream)?;
+        // A key found proves its stream exists; only a miss asks whether the
+        // stream does (an unknown stream is an error, not `NeverSeen`).
+        let found = self.get_below(stream, key, as_of, end)?;
+        if matches!(found, GetResult::NeverSeen) {
+            self.check_stream(stream)?;
+        }
+        Ok(found)
     }
 
     /// [`Snapshot::get`] with `known_at` resolved to an exclusive end and the

@@ -635,6 +635,8 @@ struct StreamSection {
     hash_off: usize,
     /// Version rows: `(hash_off - vers_off) / VERSION_ENTRY`.
     versions: usize,
+    /// Hash buckets: [`bucket_count`] of `key_count`, a power of two.
+    buckets: usize,
 }
 
 /// A memory-mapped key index sidecar, searched in place. Opening checks its
@@ -750,6 +752,7 @@ impl KeyIndexFile {
                     vers_off,
                     hash_off,
                     versions: (hash_off - vers_off) / VERSION_ENTRY,
+                    buckets: bucket_count(key_count),
                 },
             ));
             at += 36;
@@ -909,45 +912,21 @@ impl KeyIndexFile {
         let Some(s) = self.section(stream) else {
             return Ok(());
         };
-        if let Some((_, rows)) = self.find_key(s, key)? {
+        if let Some((_, rows)) = self.find_key(s, key, stable_hash(key))? {
             decode_versions(self.checked_at(rows)?, out);
         }
         Ok(())
     }
 
-    /// Starts loading step `stage` of a lookup of `key` in `stream`: 0 its
-    /// hash bucket; 1 the entry the bucket points at (reading the bucket);
-    /// 2 that entry's key bytes and versions (reading the entry). A reader
-    /// probing several files runs each stage over all of them before the
-    /// next, so their cache misses overlap instead of following one another.
-    /// Only a hint: what it reads it does not check, and a collision or an
-    /// absent key just makes it load the wrong lines.
-    pub(crate) fn prefetch_lookup(&self, stream: &str, key: &[u8], stage: u8) {
-        let Some(s) = self.section(stream) else {
-            return;
-        };
-        let b = &self.bytes;
-        let n = bucket_count(s.key_count);
-        let bucket = s.hash_off + 4 * ((stable_hash(key) as usize) & (n - 1));
-        let hint = |at: usize| {
-            if let Some(x) = b.get(at) {
-                crate::hint::prefetch(x);
-            }
-        };
-        if stage == 0 {
-            return hint(bucket);
-        }
-        let slot = le_u32(b, bucket).unwrap_or(0) as usize;
-        if slot == 0 || slot > s.key_count {
-            return;
-        }
-        let e = s.keys_off + (slot - 1) * KEY_ENTRY;
-        if stage == 1 {
-            return hint(e);
-        }
-        let (key_at, versions) = entry_ranges(s, b.get(e..e + KEY_ENTRY).unwrap_or_default());
-        hint(key_at.start);
-        hint(versions.start);
+    /// A lookup of the key whose [`stable_hash`] is `hash` in `stream`, its
+    /// section found once (`None`: no such stream here), for a reader that
+    /// hints each stage of it ([`KeyProbe::prefetch`]) before it reads.
+    pub(crate) fn probe(&self, stream: &str, hash: u64) -> Option<KeyProbe<'_>> {
+        Some(KeyProbe {
+            file: self,
+            s: self.section(stream)?,
+            hash,
+        })
     }
 
     /// The newest version of `key` visible as of `as_of` below position `end`, by
@@ -959,24 +938,36 @@ impl KeyIndexFile {
         as_of: i64,
         end: u64,
     ) -> Result<Option<VersionRef>> {
-        let Some(s) = self.section(stream) else {
-            return Ok(None);
-        };
-        Ok(match self.find_key(s, key)? {
-            Some((_, rows)) => best_version(self.checked_at(rows)?, as_of, end),
-            None => None,
-        })
+        self.newest_visible_hashed(stream, key, stable_hash(key), as_of, end)
     }
 
-    /// The ranges of `key`'s bytes and versions, if section `s` has it:
-    /// each bucket, entry and key checked as it is read.
+    /// [`KeyIndexFile::newest_visible`] with the key's [`stable_hash`]
+    /// already computed, for a reader that probes several files.
+    pub(crate) fn newest_visible_hashed(
+        &self,
+        stream: &str,
+        key: &[u8],
+        hash: u64,
+        as_of: i64,
+        end: u64,
+    ) -> Result<Option<VersionRef>> {
+        match self.probe(stream, hash) {
+            Some(p) => p.newest_visible(key, as_of, end),
+            None => Ok(None),
+        }
+    }
+
+    /// The ranges of `key`'s bytes and versions (`hash`: its
+    /// [`stable_hash`]), if section `s` has it: each bucket, entry and key
+    /// checked as it is read.
     fn find_key(
         &self,
         s: &StreamSection,
         key: &[u8],
+        hash: u64,
     ) -> Result<Option<(Range<usize>, Range<usize>)>> {
-        let n = bucket_count(s.key_count);
-        let mut at = (stable_hash(key) as usize) & (n - 1);
+        let n = s.buckets;
+        let mut at = (hash as usize) & (n - 1);
         for _ in 0..n {
             let bucket = s.hash_off + 4 * at;
             let slot = le_u32(self.checked_at(bucket..bucket + 4)?, 0).unwrap_or(0) as usize;
@@ -1016,6 +1007,61 @@ impl KeyIndexFile {
         Ok(self
             .section(stream)
             .map(|s| KeyFileCursor::new(self.clone(), s.clone(), bulk)))
+    }
+}
+
+/// One file's lookup of one key: [`KeyIndexFile::probe`].
+#[derive(Clone, Copy)]
+pub(crate) struct KeyProbe<'a> {
+    file: &'a KeyIndexFile,
+    s: &'a StreamSection,
+    hash: u64,
+}
+
+impl KeyProbe<'_> {
+    /// Starts loading step `stage` of the lookup: 0 its hash bucket; 1 the
+    /// entry the bucket points at (reading the bucket); 2 that entry's key
+    /// bytes and versions (reading the entry). A reader probing several
+    /// files runs each stage over all of them before the next, so their
+    /// cache misses overlap instead of following one another. Only a hint:
+    /// what it reads it does not check, and a collision or an absent key
+    /// just makes it load the wrong lines.
+    pub(crate) fn prefetch(&self, stage: u8) {
+        let (s, b) = (self.s, &self.file.bytes);
+        let bucket = s.hash_off + 4 * ((self.hash as usize) & (s.buckets - 1));
+        let hint = |at: usize| {
+            if let Some(x) = b.get(at) {
+                crate::hint::prefetch(x);
+            }
+        };
+        if stage == 0 {
+            return hint(bucket);
+        }
+        let slot = le_u32(b, bucket).unwrap_or(0) as usize;
+        if slot == 0 || slot > s.key_count {
+            return;
+        }
+        let e = s.keys_off + (slot - 1) * KEY_ENTRY;
+        if stage == 1 {
+            return hint(e);
+        }
+        let (key_at, versions) = entry_ranges(s, b.get(e..e + KEY_ENTRY).unwrap_or_default());
+        hint(key_at.start);
+        hint(versions.start);
+    }
+
+    /// [`KeyIndexFile::newest_visible`] of `key`, whose hash this probe was
+    /// made with.
+    pub(crate) fn newest_visible(
+        &self,
+        key: &[u8],
+        as_of: i64,
+        end: u64,
+    ) -> Result<Option<VersionRef>> {
+        Ok(match self.file.find_key(self.s, key, self.hash)? {
+            Some((_, rows)) => best_version(self.file.checked_at(rows)?, as_of, end),
+            None => None,
+        })
     }
 }
 
@@ -1098,8 +1144,11 @@ mod tests {
         .unwrap();
         for stage in 0..3 {
             for key in keys.iter().map(|k| &k[..]).chain([&b"absent"[..], b""]) {
-                file.prefetch_lookup("s", key, stage);
-                file.prefetch_lookup("other", key, stage);
+                for stream in ["s", "other"] {
+                    if let Some(p) = file.probe(stream, super::stable_hash(key)) {
+                        p.prefetch(stage);
+                    }
+                }
             }
         }
     }

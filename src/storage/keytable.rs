@@ -462,7 +462,19 @@ impl KeyTable {
     /// qualifies, else a walk of the key's versions in this segment.
     #[must_use]
     pub fn newest_visible(&self, key: &[u8], as_of: i64, end: u64) -> Option<VersionRef> {
-        let slot = self.find_slot(key)?;
+        self.newest_visible_hashed(key, self.hash32(key), as_of, end)
+    }
+
+    /// [`KeyTable::newest_visible`] with the key's [`KeyTable::hash32`]
+    /// already computed (by a reader that hinted its bucket first).
+    pub(crate) fn newest_visible_hashed(
+        &self,
+        key: &[u8],
+        hash: u32,
+        as_of: i64,
+        end: u64,
+    ) -> Option<VersionRef> {
+        let slot = &self.slots[self.slot_index(key, hash)? as usize];
         if slot.min_et > as_of {
             return None; // every version here is after `as_of`
         }

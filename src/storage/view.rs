@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::frame::parse_record;
 use super::frame::{decode_stream_table, trusted_payload, trusted_plain_records, trusted_records};
-use super::index::{FrameMeta, KeyIndexFile, VersionRef};
+use super::index::{stable_hash, FrameMeta, KeyIndexFile, VersionRef};
 use super::keytable::KeyTable;
 use super::log::{LogState, RecoveryReport};
 use super::record::{Hlc, Op, Record};
@@ -42,6 +42,12 @@ fn loaded_key_indexes<'a>(
             .filter_map(|s| s.keys_if_loaded()),
     )
 }
+
+/// How many key index files' lookups [`View::newest_visible`] starts
+/// together; past them, files are probed one after another. A log has a few
+/// merged tiers and fewer than [`super::merged::MERGE_AFTER`] segments
+/// outside them, unless merging is off.
+const MAX_OVERLAPPED: usize = 16;
 
 /// Where [`View::locate_value`] found a value.
 enum ValueAt {
@@ -343,8 +349,11 @@ impl View {
     /// and loads no index.
     pub(crate) fn prefetch_key(&self, stream: &str, key: &[u8]) {
         let (merged, rest) = self.state.key_sources();
+        let hash = stable_hash(key);
         for f in loaded_key_indexes(&merged, rest, self.end_pos) {
-            f.prefetch_lookup(stream, key, 0);
+            if let Some(p) = f.probe(stream, hash) {
+                p.prefetch(0);
+            }
         }
     }
 
@@ -375,15 +384,28 @@ impl View {
         as_of: i64,
         end: u64,
     ) -> Result<Option<VersionRef>> {
+        // Each file's hash of the key, and the active table's, computed once.
+        let hash = stable_hash(key);
         let mut best: Option<VersionRef> = {
             let inner = self.state.active.read_inner();
+            let active = inner.index.stream(stream).map(|t| (t, t.hash32(key)));
             // Every loaded key index of the log may hold the key: their
             // lookups start together, a stage at a time (see
             // `KeyIndexFile::prefetch_lookup`), so the cache misses of one
             // overlap those of the others, and the probes below find their
             // lines loaded or on their way.
-            if loaded_key_indexes(merged, rest, end).nth(1).is_some() {
-                let active = inner.index.stream(stream).map(|t| (t, t.hash32(key)));
+            let mut probes = [None; MAX_OVERLAPPED];
+            let mut n = 0;
+            for f in loaded_key_indexes(merged, rest, end) {
+                if let Some(p) = f.probe(stream, hash) {
+                    probes[n] = Some(p);
+                    n += 1;
+                    if n == MAX_OVERLAPPED {
+                        break;
+                    }
+                }
+            }
+            if n > 1 {
                 for stage in 0..3 {
                     match (active, stage) {
                         (Some((t, h)), 0) => t.bucket_hint(h),
@@ -392,16 +414,13 @@ impl View {
                         }
                         _ => {}
                     }
-                    for f in loaded_key_indexes(merged, rest, end) {
-                        f.prefetch_lookup(stream, key, stage);
+                    for p in probes[..n].iter().flatten() {
+                        p.prefetch(stage);
                     }
                 }
             }
             if inner.index.min_event_time().is_some_and(|t| t <= as_of) {
-                inner
-                    .index
-                    .stream(stream)
-                    .and_then(|t| t.newest_visible(key, as_of, end))
+                active.and_then(|(t, h)| t.newest_visible_hashed(key, h, as_of, end))
             } else {
                 None // every record of the active segment is after `as_of`
             }
@@ -423,11 +442,15 @@ impl View {
             }
             consider(
                 &mut best,
-                s.keys()?.newest_visible(stream, key, as_of, end)?,
+                s.keys()?
+                    .newest_visible_hashed(stream, key, hash, as_of, end)?,
             );
         }
         for m in merged.iter().rev() {
-            consider(&mut best, m.newest_visible(stream, key, as_of, end)?);
+            consider(
+                &mut best,
+                m.newest_visible_hashed(stream, key, hash, as_of, end)?,
+            );
         }
         Ok(best)
     }
