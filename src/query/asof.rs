@@ -268,9 +268,9 @@ impl Snapshot {
     ) -> Result<GetResult> {
         let end = self.known_end(known_at)?;
         self.check_as_of(as_of)?;
-        crate::storage::record::validate_stream_name(stream)?;
-        // A key found proves its stream exists; only a miss asks whether the
-        // stream does (an unknown stream is an error, not `NeverSeen`).
+        // A key found proves its stream exists, under a name every write
+        // checked; only a miss checks the name and asks whether the stream
+        // exists (an unknown stream is an error, not `NeverSeen`).
         let found = self.get_below(stream, key, as_of, end)?;
         if matches!(found, GetResult::NeverSeen) {
             self.check_stream(stream)?;
@@ -278,8 +278,9 @@ impl Snapshot {
         Ok(found)
     }
 
-    /// [`Snapshot::get`] with `known_at` resolved to an exclusive end and the
-    /// checks done.
+    /// [`Snapshot::get`] with `known_at` resolved to an exclusive end and
+    /// `as_of` checked; the stream is the caller's to check (a miss on an
+    /// unknown stream is `NeverSeen` here).
     pub(crate) fn get_below(
         &self,
         stream: &str,

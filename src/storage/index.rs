@@ -29,6 +29,9 @@ pub const KIDX_VERSION: u32 = 2;
 const FIDX_MAGIC: &[u8; 8] = b"TLOGFIDX";
 pub(crate) const KIDX_MAGIC: &[u8; 8] = b"TLOGKIDX";
 const FRAME_ENTRY: usize = 56;
+/// Up to this many streams, [`MemIndex::stream`] compares names instead of
+/// hashing.
+const LINEAR_STREAMS: usize = 8;
 /// How many records ahead of its push [`MemIndex::add_frame`] locates a key.
 const LOCATE_AHEAD: usize = 8;
 pub(crate) const KEY_ENTRY: usize = 16;
@@ -147,6 +150,11 @@ impl MemIndex {
     /// The key table of `stream`.
     #[must_use]
     pub fn stream(&self, name: &str) -> Option<&KeyTable> {
+        // Most logs have a few streams: comparing their names costs a
+        // lookup less than hashing the one asked for.
+        if self.streams.len() <= LINEAR_STREAMS {
+            return self.streams.iter().find(|(n, _)| n == name).map(|(_, t)| t);
+        }
         self.by_name.get(name).map(|&i| &self.streams[i].1)
     }
 

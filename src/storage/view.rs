@@ -391,7 +391,7 @@ impl View {
             let active = inner.index.stream(stream).map(|t| (t, t.hash32(key)));
             // Every loaded key index of the log may hold the key: their
             // lookups start together, a stage at a time (see
-            // `KeyIndexFile::prefetch_lookup`), so the cache misses of one
+            // `KeyProbe::prefetch`), so the cache misses of one
             // overlap those of the others, and the probes below find their
             // lines loaded or on their way.
             let mut probes = [None; MAX_OVERLAPPED];
