@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tablelog::storage::vfs::{FaultPlan, FaultyVfs, OsVfs};
-use tablelog::{Batch, Clock, Db, Durability, Error, Hlc, Op, Record, Result};
+use tablelog::{Batch, Clock, Db, Durability, Error, GetResult, Hlc, Op, Record, Result};
 
 fn all(db: &Db) -> Vec<Record> {
     db.snapshot()
@@ -1030,6 +1030,25 @@ fn limits_and_bad_input_are_typed_errors_and_write_nothing() {
         b.put_at("s", vec![0u8; 70_000], "v", 0).is_err(),
         "format key limit"
     );
+    // A get checks its stream only when it finds nothing: the errors are
+    // the same as if it checked first.
+    let mut b = Batch::new();
+    b.put_at("s", "k", "v", 0).unwrap();
+    w.commit(b).unwrap();
+    let snap = db.snapshot().unwrap();
+    assert!(matches!(
+        snap.get("s", b"k", 0, None),
+        Ok(GetResult::Present(_))
+    ));
+    assert!(matches!(
+        snap.get("s", b"other", 0, None),
+        Ok(GetResult::NeverSeen)
+    ));
+    assert!(matches!(snap.get("t", b"k", 0, None), Err(Error::UnknownStream(s)) if s == "t"));
+    assert!(matches!(
+        snap.get("bad name", b"k", 0, None),
+        Err(Error::InvalidStreamName(_))
+    ));
     // A directory that is not a database.
     let empty = tempfile::tempdir().unwrap();
     assert!(matches!(
