@@ -2,9 +2,10 @@
 //! then runs 1M `get` as-of lookups at random keys, as of the median time
 //! (`UNIFORM=1`: at times uniform over the history, as `benches/compare.rs`
 //! does; `AT=0.9`: at 90% of it, inside the active segment). Use under
-//! `perf record` (`LOOKUPS=N` for fewer than 1M lookups, under callgrind). `SMAPS=1` then prints how much of each key index and
-//! segment file is mapped, and how much of it 2 MiB at a time
-//! (`FilePmdMapped`): a lookup's random reads miss the TLB far less there.
+//! `perf record`, or under callgrind with `LOOKUPS=N` (fewer than 1M
+//! lookups). `SMAPS=1` then prints how much of each key index and segment
+//! file is mapped, and how much of it 2 MiB at a time (`FilePmdMapped`): a
+//! lookup's random reads miss the TLB far less there.
 use tablelog::workload::{Rng, Workload};
 use tablelog::Db;
 
