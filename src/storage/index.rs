@@ -737,20 +737,19 @@ impl KeyIndexFile {
             let off = |i: usize| le_u64(d, 4 + 8 * i).unwrap_or(u64::MAX) as usize;
             let key_count = le_u32(d, 0).unwrap_or(0) as usize;
             let (keys_off, blob_off, vers_off, hash_off) = (off(0), off(1), off(2), off(3));
+            let buckets = bucket_count(key_count);
             let sections_fit = keys_off
                 .checked_add(key_count.saturating_mul(KEY_ENTRY))
                 .is_some_and(|e| e == blob_off)
                 && blob_off <= vers_off
                 && vers_off <= hash_off
                 && (hash_off - vers_off) % VERSION_ENTRY == 0
-                && hash_off
-                    .checked_add(4 * bucket_count(key_count))
-                    .is_some_and(|e| e <= body);
+                && hash_off.checked_add(4 * buckets).is_some_and(|e| e <= body);
             // Sections follow the directory and one another, and never overlap.
             if !sections_fit || keys_off < end {
                 return Err(bad(at, "stream section offsets out of bounds"));
             }
-            end = hash_off + 4 * bucket_count(key_count);
+            end = hash_off + 4 * buckets;
             streams.push((
                 name,
                 StreamSection {
@@ -760,7 +759,7 @@ impl KeyIndexFile {
                     vers_off,
                     hash_off,
                     versions: (hash_off - vers_off) / VERSION_ENTRY,
-                    buckets: bucket_count(key_count),
+                    buckets,
                 },
             ));
             at += 36;
@@ -810,7 +809,7 @@ impl KeyIndexFile {
                     "versions do not end where the hash section starts",
                 );
             }
-            for j in 0..bucket_count(s.key_count) {
+            for j in 0..s.buckets {
                 if le_u32(b, s.hash_off + 4 * j).unwrap_or(u32::MAX) as usize > s.key_count {
                     return bad(s.hash_off + 4 * j, "hash bucket names no key");
                 }
