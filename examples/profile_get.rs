@@ -5,7 +5,8 @@
 //! `perf record`, or under callgrind with `LOOKUPS=N` (fewer than 1M
 //! lookups). `SMAPS=1` then prints how much of each key index and segment
 //! file is mapped, and how much of it 2 MiB at a time (`FilePmdMapped`): a
-//! lookup's random reads miss the TLB far less there.
+//! lookup's random reads miss the TLB far less there. `DIR=path` keeps the
+//! database in `path` and reuses it when it already holds events.
 use tablelog::workload::{Rng, Workload};
 use tablelog::Db;
 
@@ -18,9 +19,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         events: n,
         ..Workload::default()
     };
-    let dir = tempfile::tempdir()?;
-    let db = Db::open(dir.path())?;
-    w.load(&db.writer(), "bench", |_| {})?;
+    // `DIR=path`: keep the database there, and reuse it if it has data.
+    let tmp = tempfile::tempdir()?;
+    let path = std::env::var_os("DIR").map_or(tmp.path().to_path_buf(), Into::into);
+    let db = Db::open(&path)?;
+    if db.snapshot()?.end_position() == 0 {
+        w.load(&db.writer(), "bench", |_| {})?;
+    }
     if std::env::var("MERGE").is_ok() {
         let t = std::time::Instant::now();
         let end = db.merge_key_indexes()?;
@@ -36,7 +41,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(1_000_000);
-        (0..lookups).map(|_| w.key(rng.below(w.keys))).collect()
+        // `HOT_KEYS=n`: look up only the first n keys, whose index entries
+        // and records then stay in cache (what a lookup costs without misses).
+        let hot = std::env::var("HOT_KEYS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(w.keys);
+        (0..lookups).map(|_| w.key(rng.below(hot))).collect()
     };
     let mid = std::env::var("AT")
         .ok()
