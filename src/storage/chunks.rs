@@ -220,6 +220,12 @@ impl ChunkChecks {
         }
     }
 
+    /// Whether every chunk has matched its checksum: reads need no checks.
+    #[must_use]
+    pub fn all_matched(&self) -> bool {
+        self.all.load(Ordering::Acquire)
+    }
+
     /// The body's length: where the trailer starts.
     #[must_use]
     pub fn body_end(&self) -> usize {
