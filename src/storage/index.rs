@@ -1182,6 +1182,26 @@ fn best_version(rows: &[u8], as_of: i64, end: u64) -> Option<VersionRef> {
 
 #[cfg(test)]
 mod tests {
+    /// `key_eq` agrees with `==` at every length up to 40 bytes, for equal
+    /// keys, keys differing in any one byte, and keys of other lengths.
+    #[test]
+    fn key_eq_agrees_with_slice_equality() {
+        use super::key_eq;
+        let base: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(37) ^ 0x5A).collect();
+        for n in 0..=base.len() {
+            let a = &base[..n];
+            assert!(key_eq(a, &a.to_vec()), "length {n}");
+            for i in 0..n {
+                let mut b = a.to_vec();
+                b[i] ^= 0x80;
+                assert!(!key_eq(a, &b), "length {n}, byte {i}");
+            }
+            for m in 0..=base.len() {
+                assert_eq!(key_eq(a, &base[..m]), n == m, "lengths {n} and {m}");
+            }
+        }
+    }
+
     /// Lookup hints never panic: every stage, for present and absent keys
     /// (the empty key too) and an unknown stream.
     #[test]
