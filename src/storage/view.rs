@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::frame::parse_record;
 use super::frame::{decode_stream_table, trusted_payload, trusted_plain_records, trusted_records};
-use super::index::{stable_hash, FrameMeta, KeyIndexFile, VersionRef};
+use super::index::{stable_hash, FrameMeta, KeyIndexFile, KeyProbe, VersionRef};
 use super::keytable::KeyTable;
 use super::log::{LogState, RecoveryReport};
 use super::record::{Hlc, Op, Record};
@@ -386,26 +386,44 @@ impl View {
     ) -> Result<Option<VersionRef>> {
         // Each file's hash of the key, and the active table's, computed once.
         let hash = stable_hash(key);
+        let rest = &rest[..rest.partition_point(|s| s.base < end)];
+        // The lookup in each key index that will be read whatever the others
+        // hold, its section found once: the segments outside the merged
+        // tiers newest first (the order they are read in below) whose event
+        // times span `as_of`, then the merged tiers newest first. `None`: no
+        // lookup started, the file is read below through `keys` (not loaded
+        // yet, or a segment whose events are all before `as_of`, read only
+        // when the newer ones find no version: a hint there would mostly be
+        // wasted); `Some(None)`: the file has no such stream. Past
+        // `MAX_OVERLAPPED` files, the rest start no lookup.
+        let mut probes: [Option<Option<KeyProbe<'_>>>; MAX_OVERLAPPED] = [None; MAX_OVERLAPPED];
+        let (mut n, mut started) = (0, 0);
+        for s in rest.iter().rev().take(MAX_OVERLAPPED) {
+            let (lo, hi) = s.event_time_range()?;
+            let read_for_sure = lo <= as_of && as_of <= hi;
+            probes[n] = s
+                .keys_if_loaded()
+                .filter(|_| read_for_sure)
+                .map(|f| f.probe(stream, hash));
+            started += usize::from(matches!(probes[n], Some(Some(_))));
+            n += 1;
+        }
+        if n == rest.len() {
+            for m in merged.iter().rev().take(MAX_OVERLAPPED - n) {
+                probes[n] = Some(m.probe(stream, hash));
+                started += usize::from(matches!(probes[n], Some(Some(_))));
+                n += 1;
+            }
+        }
         let mut best: Option<VersionRef> = {
             let inner = self.state.active.read_inner();
             let active = inner.index.stream(stream).map(|t| (t, t.hash32(key)));
-            // Every loaded key index of the log may hold the key: their
-            // lookups start together, a stage at a time (see
-            // `KeyProbe::prefetch`), so the cache misses of one
+            let read_active = inner.index.min_event_time().is_some_and(|t| t <= as_of);
+            // The lookups that will be read start together, a stage at a
+            // time (see `KeyProbe::prefetch`), so the cache misses of one
             // overlap those of the others, and the probes below find their
             // lines loaded or on their way.
-            let mut probes = [None; MAX_OVERLAPPED];
-            let mut n = 0;
-            for f in loaded_key_indexes(merged, rest, end) {
-                if let Some(p) = f.probe(stream, hash) {
-                    probes[n] = Some(p);
-                    n += 1;
-                    if n == MAX_OVERLAPPED {
-                        break;
-                    }
-                }
-            }
-            if n > 1 {
+            if started + usize::from(read_active && active.is_some()) > 1 {
                 for stage in 0..3 {
                     match (active, stage) {
                         (Some((t, h)), 0) => t.bucket_hint(h),
@@ -414,12 +432,14 @@ impl View {
                         }
                         _ => {}
                     }
-                    for p in probes[..n].iter().flatten() {
-                        p.prefetch(stage);
+                    for p in &probes[..n] {
+                        if let Some(Some(p)) = p {
+                            p.prefetch(stage);
+                        }
                     }
                 }
             }
-            if inner.index.min_event_time().is_some_and(|t| t <= as_of) {
+            if read_active {
                 active.and_then(|(t, h)| t.newest_visible_hashed(key, h, as_of, end))
             } else {
                 None // every record of the active segment is after `as_of`
@@ -432,25 +452,33 @@ impl View {
                 }
             }
         };
-        for s in rest.iter().rev() {
-            if s.base >= end {
-                continue;
-            }
+        // A file's lookup if one was started, else the file itself.
+        let probe = |i: usize| probes.get(i).copied().flatten();
+        for (i, s) in rest.iter().rev().enumerate() {
             let (lo, hi) = s.event_time_range()?;
             if lo > as_of || best.is_some_and(|b| b.event_time > hi) {
                 continue; // nothing in it is visible, or can be newer
             }
-            consider(
-                &mut best,
-                s.keys()?
+            let found = match probe(i) {
+                Some(p) => p
+                    .map(|p| p.newest_visible(key, as_of, end))
+                    .transpose()?
+                    .flatten(),
+                None => s
+                    .keys()?
                     .newest_visible_hashed(stream, key, hash, as_of, end)?,
-            );
+            };
+            consider(&mut best, found);
         }
-        for m in merged.iter().rev() {
-            consider(
-                &mut best,
-                m.newest_visible_hashed(stream, key, hash, as_of, end)?,
-            );
+        for (j, m) in merged.iter().rev().enumerate() {
+            let found = match probe(rest.len() + j) {
+                Some(p) => p
+                    .map(|p| p.newest_visible(key, as_of, end))
+                    .transpose()?
+                    .flatten(),
+                None => m.newest_visible_hashed(stream, key, hash, as_of, end)?,
+            };
+            consider(&mut best, found);
         }
         Ok(best)
     }
