@@ -307,9 +307,12 @@ impl Snapshot {
             Some(v) if v.op == Op::Put => {
                 // The frame's header and the record, loading together.
                 self.view.prefetch_record(&v);
+                // The key comes from the record (no copy), checked against
+                // the one asked for.
+                let (key, value) = self.view.key_and_value(&v, key)?;
                 let row = Row {
-                    key: Bytes::copy_from_slice(key),
-                    value: self.view.value(&v)?,
+                    key,
+                    value,
                     event_time: v.event_time,
                     position: v.position,
                 };

@@ -49,12 +49,15 @@ fn loaded_key_indexes<'a>(
 /// outside them, unless merging is off.
 const MAX_OVERLAPPED: usize = 16;
 
-/// Where [`View::locate_value`] found a value.
+/// Where [`View::locate_value`] found a record's key and value.
 enum ValueAt {
     /// These bytes of the mapped segment (an uncompressed frame).
-    Mapped(std::ops::Range<usize>),
+    Mapped {
+        key: std::ops::Range<usize>,
+        value: std::ops::Range<usize>,
+    },
     /// Decompressed from its frame.
-    Owned(Bytes),
+    Owned { key: Bytes, value: Bytes },
 }
 
 /// One segment as seen by a view.
@@ -512,10 +515,34 @@ impl View {
         let value = match at {
             // Uncompressed frames (the common case) slice the value straight
             // out of the mapped segment: one reference-count increment.
-            ValueAt::Mapped(range) => bytes.slice(range),
-            ValueAt::Owned(value) => value,
+            ValueAt::Mapped { value, .. } => bytes.slice(value),
+            ValueAt::Owned { value, .. } => value,
         };
         Ok((value, stamp))
+    }
+
+    /// The key and the value of the record a version of `key` points to,
+    /// both sliced from the mapped segment when its frame is uncompressed
+    /// (no copy of the key). An error if the record holds another key: the
+    /// index that gave `v` is then wrong.
+    pub(crate) fn key_and_value(&self, v: &VersionRef, key: &[u8]) -> Result<(Bytes, Bytes)> {
+        let (bytes, _, at) = self.locate_value(v)?;
+        let (got, value) = match at {
+            ValueAt::Mapped { key, value } => (bytes.slice(key), bytes.slice(value)),
+            ValueAt::Owned { key, value } => (key, value),
+        };
+        if got != key {
+            let seg = self.seg(self.seg_index_for(v.position));
+            return Err(Error::corrupt(
+                seg.path(),
+                v.frame_off,
+                format!(
+                    "the record at payload offset {} holds another key than the index says",
+                    v.rec_off
+                ),
+            ));
+        }
+        Ok((got, value))
     }
 
     /// Calls `f` with the value of the record a version points to, borrowed
@@ -524,8 +551,8 @@ impl View {
     pub(crate) fn with_value<R>(&self, v: &VersionRef, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         let (bytes, _, at) = self.locate_value(v)?;
         Ok(match at {
-            ValueAt::Mapped(range) => f(&bytes[range]),
-            ValueAt::Owned(value) => f(&value),
+            ValueAt::Mapped { value, .. } => f(&bytes[value]),
+            ValueAt::Owned { value, .. } => f(&value),
         })
     }
 
@@ -557,13 +584,21 @@ impl View {
             Some((header, recs, start)) => {
                 let r = parse_record(recs, v.rec_off as usize).ok_or_else(no_record)?;
                 let at = start + r.value_off;
-                (header, ValueAt::Mapped(at..at + r.value.len()))
+                let key = at - r.key.len()..at;
+                (
+                    header,
+                    ValueAt::Mapped {
+                        key,
+                        value: at..at + r.value.len(),
+                    },
+                )
             }
             None => {
                 let (header, recs) = trusted_records(bytes, v.frame_off as usize, seg.path())?;
                 let r = parse_record(&recs, v.rec_off as usize).ok_or_else(no_record)?;
+                let key = recs.slice(r.value_off - r.key.len()..r.value_off);
                 let value = recs.slice(r.value_off..r.value_off + r.value.len());
-                (header, ValueAt::Owned(value))
+                (header, ValueAt::Owned { key, value })
             }
         };
         let index = v
@@ -1017,6 +1052,67 @@ impl Iterator for Scan {
                     self.failed = true;
                     return Some(Err(e));
                 }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Batch, Compression, Db, Error};
+
+    /// A value that compresses, though not to nothing.
+    fn value_of(round: i64, i: u64) -> String {
+        format!(
+            "{round}-{:016x}-{}",
+            i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            "x".repeat(40)
+        )
+    }
+
+    /// A version whose record holds another key (an index gone wrong) is a
+    /// corruption error, not another key's row: in the active segment, in a
+    /// sealed one, and in a compressed frame.
+    #[test]
+    fn a_version_pointing_at_another_keys_record_is_corruption() {
+        for compression in [Compression::None, Compression::Zstd(3)] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = Db::builder(dir.path())
+                .segment_size(4096)
+                .compression(compression)
+                .open()
+                .unwrap();
+            let w = db.writer();
+            for round in 0..2 {
+                // 1,000 records of 64-byte values: frames above the 4 KiB
+                // that compression needs, and (compressed too) past a
+                // segment's size, so round 0 is sealed.
+                let mut b = Batch::new();
+                for i in 0..1000 {
+                    let value = value_of(round, i);
+                    b.put_at("s", format!("key-{i}"), value, round).unwrap();
+                }
+                w.commit(b).unwrap();
+            }
+            let snap = db.snapshot().unwrap();
+            let view = snap.view();
+            assert!(
+                !view.state.sealed.is_empty(),
+                "round 0 is in a sealed segment"
+            );
+            for as_of in [0, 1] {
+                let v = view
+                    .newest_visible("s", b"key-7", as_of, u64::MAX)
+                    .unwrap()
+                    .unwrap();
+                let (key, value) = view.key_and_value(&v, b"key-7").unwrap();
+                assert_eq!(&key[..], b"key-7");
+                assert_eq!(value, value_of(as_of, 7).as_bytes());
+                let err = view.key_and_value(&v, b"key-8").unwrap_err();
+                assert!(
+                    matches!(&err, Error::Corruption { reason, .. } if reason.contains("another key")),
+                    "{compression}, as of {as_of}: {err}"
+                );
             }
         }
     }
