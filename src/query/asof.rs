@@ -305,8 +305,6 @@ impl Snapshot {
         match self.view.newest_visible(stream, key, as_of, end)? {
             None => return Ok((GetResult::NeverSeen, false)),
             Some(v) if v.op == Op::Put => {
-                // The frame's header and the record, loading together.
-                self.view.prefetch_record(&v);
                 // The key comes from the record (no copy), checked against
                 // the one asked for.
                 let (key, value) = self.view.key_and_value(&v, key)?;

@@ -1102,7 +1102,7 @@ fn first_bucket(s: &StreamSection, hash: u64) -> usize {
 /// compared as two overlapping words each: the call to `memcmp` that slice
 /// equality makes cost more than the compare (about 35 instructions).
 #[inline]
-fn key_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn key_eq(a: &[u8], b: &[u8]) -> bool {
     let n = a.len();
     if n != b.len() {
         return false;

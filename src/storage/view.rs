@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::frame::parse_record;
 use super::frame::{decode_stream_table, trusted_payload, trusted_plain_records, trusted_records};
-use super::index::{stable_hash, FrameMeta, KeyIndexFile, KeyProbe, VersionRef};
+use super::index::{key_eq, stable_hash, FrameMeta, KeyIndexFile, KeyProbe, VersionRef};
 use super::keytable::KeyTable;
 use super::log::{LogState, RecoveryReport};
 use super::record::{Hlc, Op, Record};
@@ -58,6 +58,19 @@ enum ValueAt {
     },
     /// Decompressed from its frame.
     Owned { key: Bytes, value: Bytes },
+}
+
+/// [`View::prefetch_record`] of `v` in `bytes`, its segment's.
+fn prefetch_record_in(bytes: &Bytes, v: &VersionRef) {
+    let frame = v.frame_off as usize;
+    let record = frame
+        .saturating_add(crate::storage::frame::HEADER_LEN)
+        .saturating_add(v.rec_off as usize);
+    for at in [frame, record, record.saturating_add(64)] {
+        if let Some(b) = bytes.get(at) {
+            crate::hint::prefetch(b);
+        }
+    }
 }
 
 /// One segment as seen by a view.
@@ -401,8 +414,11 @@ impl View {
         // `MAX_OVERLAPPED` files, the rest start no lookup.
         let mut probes: [Option<Option<KeyProbe<'_>>>; MAX_OVERLAPPED] = [None; MAX_OVERLAPPED];
         let (mut n, mut started) = (0, 0);
+        // The event-time ranges of those segments, read once.
+        let mut ranges = [(0, 0); MAX_OVERLAPPED];
         for s in rest.iter().rev().take(MAX_OVERLAPPED) {
             let (lo, hi) = s.event_time_range()?;
+            ranges[n] = (lo, hi);
             let read_for_sure = lo <= as_of && as_of <= hi;
             probes[n] = s
                 .keys_if_loaded()
@@ -458,7 +474,10 @@ impl View {
         // A file's lookup if one was started, else the file itself.
         let probe = |i: usize| probes.get(i).copied().flatten();
         for (i, s) in rest.iter().rev().enumerate() {
-            let (lo, hi) = s.event_time_range()?;
+            let (lo, hi) = match ranges.get(i) {
+                Some(&r) => r,
+                None => s.event_time_range()?,
+            };
             if lo > as_of || best.is_some_and(|b| b.event_time > hi) {
                 continue; // nothing in it is visible, or can be newer
             }
@@ -491,16 +510,7 @@ impl View {
     /// reader that knows its next versions ahead can overlap their cache
     /// misses. Only a hint: it reads nothing and checks nothing.
     pub(crate) fn prefetch_record(&self, v: &VersionRef) {
-        let bytes = self.seg(self.seg_index_for(v.position)).bytes();
-        let frame = v.frame_off as usize;
-        let record = frame
-            .saturating_add(crate::storage::frame::HEADER_LEN)
-            .saturating_add(v.rec_off as usize);
-        for at in [frame, record, record.saturating_add(64)] {
-            if let Some(b) = bytes.get(at) {
-                crate::hint::prefetch(b);
-            }
-        }
+        prefetch_record_in(self.seg(self.seg_index_for(v.position)).bytes(), v);
     }
 
     /// The value of the record a version points to (zero-copy when uncompressed).
@@ -526,13 +536,16 @@ impl View {
     /// (no copy of the key). An error if the record holds another key: the
     /// index that gave `v` is then wrong.
     pub(crate) fn key_and_value(&self, v: &VersionRef, key: &[u8]) -> Result<(Bytes, Bytes)> {
-        let (bytes, _, at) = self.locate_value(v)?;
+        let seg = self.seg(self.seg_index_for(v.position));
+        // The frame's header and the record start loading together, and
+        // while the frame is found in the frame index.
+        prefetch_record_in(seg.bytes(), v);
+        let (bytes, _, at) = self.locate_value_in(seg, v)?;
         let (got, value) = match at {
             ValueAt::Mapped { key, value } => (bytes.slice(key), bytes.slice(value)),
             ValueAt::Owned { key, value } => (key, value),
         };
-        if got != key {
-            let seg = self.seg(self.seg_index_for(v.position));
+        if !key_eq(&got, key) {
             return Err(Error::corrupt(
                 seg.path(),
                 v.frame_off,
@@ -559,7 +572,15 @@ impl View {
     /// Finds, after validating its frame, the value of the record `v` points
     /// to: the segment's bytes, the record's stamp and where the value lies.
     fn locate_value(&self, v: &VersionRef) -> Result<(&Bytes, Hlc, ValueAt)> {
-        let seg = self.seg(self.seg_index_for(v.position));
+        self.locate_value_in(self.seg(self.seg_index_for(v.position)), v)
+    }
+
+    /// [`View::locate_value`] in `seg`, the segment holding `v`.
+    fn locate_value_in<'a>(
+        &self,
+        seg: Seg<'a>,
+        v: &VersionRef,
+    ) -> Result<(&'a Bytes, Hlc, ValueAt)> {
         if let Seg::Sealed(s) = seg {
             let frames = s.frames()?;
             let i = frames.partition_point(|f| f.offset < v.frame_off);
