@@ -25,6 +25,24 @@ pub(crate) fn prefetch<T>(p: &T) {
     }
 }
 
+/// Asks the CPU to start loading the cache lines of `bytes`, at most
+/// `max_lines` of them from its start. Only a hint.
+#[inline]
+pub(crate) fn prefetch_lines(bytes: &[u8], max_lines: usize) {
+    const LINE: usize = 64;
+    let Some(first) = bytes.first() else {
+        return;
+    };
+    let skew = std::ptr::from_ref(first) as usize % LINE;
+    for l in 0..max_lines {
+        // The first line from `bytes[0]` itself, then each line's start.
+        match bytes.get((l * LINE).saturating_sub(skew)..) {
+            Some(rest) if !rest.is_empty() => prefetch_line(rest.as_ptr()),
+            _ => break,
+        }
+    }
+}
+
 #[inline(always)]
 fn prefetch_line(p: *const u8) {
     #[cfg(target_arch = "x86_64")]

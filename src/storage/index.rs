@@ -1048,7 +1048,9 @@ pub(crate) struct KeyProbe<'a> {
 impl KeyProbe<'_> {
     /// Starts loading step `stage` of the lookup: 0 its hash bucket; 1 the
     /// entry the bucket points at (reading the bucket); 2 that entry's key
-    /// bytes and versions (reading the entry). A reader probing several
+    /// bytes and up to 8 lines (16 versions) of its version rows (reading
+    /// the entry), which the binary search would otherwise miss in one
+    /// after another. A reader probing several
     /// files runs each stage over all of them before the next, so their
     /// cache misses overlap instead of following one another. Only a hint:
     /// what it reads it does not check, and a collision or an absent key
@@ -1074,7 +1076,7 @@ impl KeyProbe<'_> {
         }
         let (key_at, versions) = entry_ranges(s, b.get(e..e + KEY_ENTRY).unwrap_or_default());
         hint(key_at.start);
-        hint(versions.start);
+        crate::hint::prefetch_lines(b.get(versions).unwrap_or_default(), 8);
     }
 
     /// [`KeyIndexFile::newest_visible`] of `key`, whose hash this probe was
