@@ -25,8 +25,9 @@ pub(crate) fn prefetch<T>(p: &T) {
     }
 }
 
-/// Asks the CPU to start loading the cache lines of `bytes`, at most
-/// `max_lines` of them from its start. Only a hint.
+/// Asks the CPU to start loading the cache lines of `bytes`: all of them
+/// if there are at most `max_lines`, else `max_lines` spread evenly over it
+/// (where a binary search of it looks first). Only a hint.
 #[inline]
 pub(crate) fn prefetch_lines(bytes: &[u8], max_lines: usize) {
     const LINE: usize = 64;
@@ -34,11 +35,16 @@ pub(crate) fn prefetch_lines(bytes: &[u8], max_lines: usize) {
         return;
     };
     let skew = std::ptr::from_ref(first) as usize % LINE;
-    for l in 0..max_lines {
-        // The first line from `bytes[0]` itself, then each line's start.
-        match bytes.get((l * LINE).saturating_sub(skew)..) {
-            Some(rest) if !rest.is_empty() => prefetch_line(rest.as_ptr()),
-            _ => break,
+    let lines = (skew + bytes.len()).div_ceil(LINE);
+    if lines <= max_lines {
+        for l in 0..lines {
+            // The first line from `bytes[0]` itself, then each line's start
+            // (`l * LINE - skew < bytes.len()` for every line it spans).
+            prefetch_line(bytes[(l * LINE).saturating_sub(skew)..].as_ptr());
+        }
+    } else {
+        for i in 0..max_lines {
+            prefetch_line(bytes[i * bytes.len() / max_lines..].as_ptr());
         }
     }
 }
@@ -55,4 +61,22 @@ fn prefetch_line(p: *const u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+#[cfg(test)]
+mod tests {
+    /// `prefetch_lines` stays inside its slice whatever its length, its
+    /// alignment and the number of lines asked for (a stray line would be
+    /// a panic from the slice index).
+    #[test]
+    fn prefetch_lines_stays_in_bounds() {
+        let buf = vec![7u8; 1024];
+        for start in 0..64 {
+            for len in 0..700 {
+                for max in [1, 4, 8, 64] {
+                    super::prefetch_lines(&buf[start..start + len], max);
+                }
+            }
+        }
+    }
 }

@@ -220,7 +220,8 @@ impl ChunkChecks {
         }
     }
 
-    /// Whether every chunk has matched its checksum: reads need no checks.
+    /// Whether every chunk has matched its checksum: reads need no more
+    /// checksum checks (their bounds are the reader's to check).
     #[must_use]
     pub fn all_matched(&self) -> bool {
         self.all.load(Ordering::Acquire)

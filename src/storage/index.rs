@@ -127,7 +127,8 @@ pub struct MemIndex {
     pub frames: Vec<FrameMeta>,
     streams: Vec<(String, KeyTable)>,
     by_name: HashMap<String, usize, RandomState>,
-    min_et: Option<i64>,
+    /// The smallest and largest event times of the records indexed.
+    et_range: Option<(i64, i64)>,
     /// The emptied tables of a retired index, by stream: each stream that
     /// comes takes its own back (see [`MemIndex::recycle`]).
     spare: Vec<(String, KeyTable)>,
@@ -140,7 +141,7 @@ impl Clone for MemIndex {
             frames: self.frames.clone(),
             streams: self.streams.clone(),
             by_name: self.by_name.clone(),
-            min_et: self.min_et,
+            et_range: self.et_range,
             spare: Vec::new(),
         }
     }
@@ -166,7 +167,14 @@ impl MemIndex {
     /// The smallest event time of any record indexed (`None` if there is none).
     #[must_use]
     pub fn min_event_time(&self) -> Option<i64> {
-        self.min_et
+        self.et_range.map(|(lo, _)| lo)
+    }
+
+    /// The smallest and largest event times of the records indexed (`None`
+    /// if there is none).
+    #[must_use]
+    pub fn event_time_range(&self) -> Option<(i64, i64)> {
+        self.et_range
     }
 
     /// Every stream with its key table.
@@ -277,7 +285,9 @@ impl MemIndex {
         if meta.count > 0 {
             meta.min_et = min_et;
             meta.max_et = max_et;
-            self.min_et = Some(self.min_et.map_or(min_et, |m| m.min(min_et)));
+            self.et_range = Some(self.et_range.map_or((min_et, max_et), |(lo, hi)| {
+                (lo.min(min_et), hi.max(max_et))
+            }));
         }
         self.frames.push(meta);
     }
@@ -987,6 +997,9 @@ impl KeyIndexFile {
         let trusted = self.state.checks.all_matched();
         let read = |r: Range<usize>| {
             if trusted {
+                // In bounds: open checked that the sections lie in the body,
+                // and `checked_ranges` that each entry lies in its sections.
+                debug_assert!(r.end <= self.state.checks.body_end());
                 Ok(self.at(r))
             } else {
                 self.checked_at(r)
@@ -1048,9 +1061,9 @@ pub(crate) struct KeyProbe<'a> {
 impl KeyProbe<'_> {
     /// Starts loading step `stage` of the lookup: 0 its hash bucket; 1 the
     /// entry the bucket points at (reading the bucket); 2 that entry's key
-    /// bytes and up to 8 lines (16 versions) of its version rows (reading
-    /// the entry), which the binary search would otherwise miss in one
-    /// after another. A reader probing several
+    /// bytes and the lines of its version rows (reading the entry), up to 8
+    /// of them (spread over the rows when they span more), which the binary
+    /// search would otherwise miss one after another. A reader probing several
     /// files runs each stage over all of them before the next, so their
     /// cache misses overlap instead of following one another. Only a hint:
     /// what it reads it does not check, and a collision or an absent key

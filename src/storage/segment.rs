@@ -566,6 +566,7 @@ impl SealedSegment {
 
     /// The smallest and largest event times of the segment's records
     /// (`(i64::MAX, i64::MIN)` if it has none), from the frame index.
+    #[inline]
     pub fn event_time_range(&self) -> Result<(i64, i64)> {
         if let Some(r) = self.et_range.get() {
             return Ok(*r);

@@ -43,10 +43,11 @@ fn loaded_key_indexes<'a>(
     )
 }
 
-/// How many key index files' lookups [`View::newest_visible`] starts
-/// together; past them, files are probed one after another. A log has a few
-/// merged tiers and fewer than [`super::merged::MERGE_AFTER`] segments
-/// outside them, unless merging is off.
+/// How many key index files [`View::newest_visible`] may start lookups in
+/// together (merged tiers first, then segments); past them, files are
+/// probed one after another. A log has a few merged tiers and fewer than
+/// [`super::merged::MERGE_AFTER`] segments outside them, unless merging is
+/// off.
 const MAX_OVERLAPPED: usize = 16;
 
 /// Where [`View::locate_value`] found a record's key and value.
@@ -403,39 +404,51 @@ impl View {
         // Each file's hash of the key, and the active table's, computed once.
         let hash = stable_hash(key);
         let rest = &rest[..rest.partition_point(|s| s.base < end)];
-        // The lookup in each key index that will be read whatever the others
-        // hold, its section found once: the segments outside the merged
-        // tiers newest first (the order they are read in below) whose event
-        // times span `as_of`, then the merged tiers newest first. `None`: no
-        // lookup started, the file is read below through `keys` (not loaded
-        // yet, or a segment whose events are all before `as_of`, read only
-        // when the newer ones find no version: a hint there would mostly be
-        // wasted); `Some(None)`: the file has no such stream. Past
-        // `MAX_OVERLAPPED` files, the rest start no lookup.
+        // The lookup in each key index that will surely be read, its section
+        // found once, started below a stage at a time: the merged tiers
+        // newest first (slots `0..m`), then the segments outside them newest
+        // first (slot `m + i` for the `i`-th, the order they are read in
+        // below). A segment's lookup is not started when all its events
+        // precede `as_of` and a newer segment's (or the active one's) span
+        // it: that newer one almost always holds a version that decides, and
+        // this one is then skipped. `None`: not started (or the index is not
+        // loaded yet): the file is read below through `keys`; `Some(None)`:
+        // the file has no such stream. Past `MAX_OVERLAPPED` files, none is
+        // started.
         let mut probes: [Option<Option<KeyProbe<'_>>>; MAX_OVERLAPPED] = [None; MAX_OVERLAPPED];
-        let (mut n, mut started) = (0, 0);
-        // The event-time ranges of those segments, read once.
-        let mut ranges = [(0, 0); MAX_OVERLAPPED];
-        for s in rest.iter().rev().take(MAX_OVERLAPPED) {
-            let (lo, hi) = s.event_time_range()?;
-            ranges[n] = (lo, hi);
-            let read_for_sure = lo <= as_of && as_of <= hi;
-            probes[n] = s
-                .keys_if_loaded()
-                .filter(|_| read_for_sure)
-                .map(|f| f.probe(stream, hash));
-            started += usize::from(matches!(probes[n], Some(Some(_))));
-            n += 1;
+        let m = merged.len().min(MAX_OVERLAPPED);
+        for (slot, f) in probes.iter_mut().zip(merged.iter().rev()) {
+            *slot = Some(f.probe(stream, hash));
         }
-        if n == rest.len() {
-            for m in merged.iter().rev().take(MAX_OVERLAPPED - n) {
-                probes[n] = Some(m.probe(stream, hash));
-                started += usize::from(matches!(probes[n], Some(Some(_))));
-                n += 1;
+        // The event-time ranges of the segments, read once.
+        let mut ranges = [(0, 0); MAX_OVERLAPPED];
+        // The active segment, newest of all, spans `as_of` too when it has
+        // events on both sides of it.
+        let inner = self.state.active.read_inner();
+        let mut spanned = inner
+            .index
+            .event_time_range()
+            .is_some_and(|(lo, hi)| lo <= as_of && as_of <= hi);
+        for (i, s) in rest.iter().rev().enumerate().take(MAX_OVERLAPPED) {
+            let (lo, hi) = s.event_time_range()?;
+            ranges[i] = (lo, hi);
+            let spans = lo <= as_of && as_of <= hi;
+            let start = lo <= as_of && (spans || !spanned);
+            spanned |= spans;
+            if let Some(slot) = probes.get_mut(m + i) {
+                *slot = s
+                    .keys_if_loaded()
+                    .filter(|_| start)
+                    .map(|f| f.probe(stream, hash));
             }
         }
+        let n = (m + rest.len()).min(MAX_OVERLAPPED);
+        let started = probes[..n]
+            .iter()
+            .filter(|p| matches!(p, Some(Some(_))))
+            .count();
         let mut best: Option<VersionRef> = {
-            let inner = self.state.active.read_inner();
+            let inner = inner; // released once the active table is read
             let active = inner.index.stream(stream).map(|t| (t, t.hash32(key)));
             let read_active = inner.index.min_event_time().is_some_and(|t| t <= as_of);
             // The lookups that will be read start together, a stage at a
@@ -473,6 +486,7 @@ impl View {
         };
         // A file's lookup if one was started, else the file itself.
         let probe = |i: usize| probes.get(i).copied().flatten();
+        let ranges = &ranges[..rest.len().min(MAX_OVERLAPPED)];
         for (i, s) in rest.iter().rev().enumerate() {
             let (lo, hi) = match ranges.get(i) {
                 Some(&r) => r,
@@ -481,7 +495,7 @@ impl View {
             if lo > as_of || best.is_some_and(|b| b.event_time > hi) {
                 continue; // nothing in it is visible, or can be newer
             }
-            let found = match probe(i) {
+            let found = match probe(m + i) {
                 Some(p) => p
                     .map(|p| p.newest_visible(key, as_of, end))
                     .transpose()?
@@ -493,7 +507,7 @@ impl View {
             consider(&mut best, found);
         }
         for (j, m) in merged.iter().rev().enumerate() {
-            let found = match probe(rest.len() + j) {
+            let found = match probe(j) {
                 Some(p) => p
                     .map(|p| p.newest_visible(key, as_of, end))
                     .transpose()?
@@ -550,8 +564,9 @@ impl View {
                 seg.path(),
                 v.frame_off,
                 format!(
-                    "the record at payload offset {} holds another key than the index says",
-                    v.rec_off
+                    "the record at payload offset {} (position {}) holds a different key \
+                     than the key index that points at it",
+                    v.rec_off, v.position
                 ),
             ));
         }
@@ -1131,7 +1146,7 @@ mod tests {
                 assert_eq!(value, value_of(as_of, 7).as_bytes());
                 let err = view.key_and_value(&v, b"key-8").unwrap_err();
                 assert!(
-                    matches!(&err, Error::Corruption { reason, .. } if reason.contains("another key")),
+                    matches!(&err, Error::Corruption { reason, .. } if reason.contains("different key")),
                     "{compression}, as of {as_of}: {err}"
                 );
             }
