@@ -1491,7 +1491,7 @@ mod tests {
         add(&mut fresh, &after);
         assert_eq!(recycled.encode_kidx(), fresh.encode_kidx());
         assert_eq!(recycled.encode_fidx(), fresh.encode_fidx());
-        assert_eq!(recycled.min_event_time(), fresh.min_event_time());
+        assert_eq!(recycled.event_time_range(), fresh.event_time_range());
         let names = |i: &MemIndex| i.streams().map(|(n, _)| n.to_string()).collect::<Vec<_>>();
         assert_eq!(names(&recycled), names(&fresh));
         for (name, table) in fresh.streams() {

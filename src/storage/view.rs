@@ -425,10 +425,8 @@ impl View {
         // The active segment, newest of all, spans `as_of` too when it has
         // events on both sides of it.
         let inner = self.state.active.read_inner();
-        let mut spanned = inner
-            .index
-            .event_time_range()
-            .is_some_and(|(lo, hi)| lo <= as_of && as_of <= hi);
+        let active_range = inner.index.event_time_range();
+        let mut spanned = active_range.is_some_and(|(lo, hi)| lo <= as_of && as_of <= hi);
         for (i, s) in rest.iter().rev().enumerate().take(MAX_OVERLAPPED) {
             let (lo, hi) = s.event_time_range()?;
             ranges[i] = (lo, hi);
@@ -450,7 +448,7 @@ impl View {
         let mut best: Option<VersionRef> = {
             let inner = inner; // released once the active table is read
             let active = inner.index.stream(stream).map(|t| (t, t.hash32(key)));
-            let read_active = inner.index.min_event_time().is_some_and(|t| t <= as_of);
+            let read_active = active_range.is_some_and(|(lo, _)| lo <= as_of);
             // The lookups that will be read start together, a stage at a
             // time (see `KeyProbe::prefetch`), so the cache misses of one
             // overlap those of the others, and the probes below find their
@@ -506,13 +504,13 @@ impl View {
             };
             consider(&mut best, found);
         }
-        for (j, m) in merged.iter().rev().enumerate() {
+        for (j, tier) in merged.iter().rev().enumerate() {
             let found = match probe(j) {
                 Some(p) => p
                     .map(|p| p.newest_visible(key, as_of, end))
                     .transpose()?
                     .flatten(),
-                None => m.newest_visible_hashed(stream, key, hash, as_of, end)?,
+                None => tier.newest_visible_hashed(stream, key, hash, as_of, end)?,
             };
             consider(&mut best, found);
         }
