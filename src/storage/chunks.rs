@@ -158,6 +158,12 @@ pub struct ChunkChecks {
     /// Every chunk matches (checked, or vouched for by a whole-file checksum):
     /// reads then check nothing.
     all: AtomicBool,
+    /// Chunk numbers that lookups never read (see [`ChunkChecks::set_cold`]).
+    cold: Vec<Range<usize>>,
+    /// Chunks outside `cold` yet to match.
+    hot_left: AtomicUsize,
+    /// Every chunk outside `cold` matches.
+    hot: AtomicBool,
     /// Some chunk does not match, or the bytes were found inconsistent.
     damaged: AtomicBool,
 }
@@ -203,6 +209,9 @@ impl ChunkChecks {
             state: (0..chunks).map(|_| AtomicU8::new(0)).collect(),
             matched: AtomicUsize::new(0),
             all: AtomicBool::new(chunks == 0),
+            cold: Vec::new(),
+            hot_left: AtomicUsize::new(chunks),
+            hot: AtomicBool::new(chunks == 0),
             damaged: AtomicBool::new(false),
         })
     }
@@ -216,6 +225,9 @@ impl ChunkChecks {
             state: Box::new([]),
             matched: AtomicUsize::new(0),
             all: AtomicBool::new(true),
+            cold: Vec::new(),
+            hot_left: AtomicUsize::new(0),
+            hot: AtomicBool::new(true),
             damaged: AtomicBool::new(false),
         }
     }
@@ -225,6 +237,36 @@ impl ChunkChecks {
     #[must_use]
     pub fn all_matched(&self) -> bool {
         self.all.load(Ordering::Acquire)
+    }
+
+    /// Declares the byte ranges of the body that lookups never read (only
+    /// walks, which check every chunk first): once every chunk not wholly
+    /// inside one has matched, [`ChunkChecks::hot_matched`] says so.
+    pub fn set_cold(&mut self, ranges: impl IntoIterator<Item = Range<usize>>) {
+        self.cold = ranges
+            .into_iter()
+            .map(|r| r.start.div_ceil(CHUNK)..r.end.min(self.body_end) / CHUNK)
+            .filter(|c| !c.is_empty())
+            .collect();
+        let left = (0..self.state.len())
+            .filter(|&c| !self.is_cold(c) && self.state[c].load(Ordering::Acquire) != 1)
+            .count();
+        self.hot_left.store(left, Ordering::Release);
+        if left == 0 {
+            self.hot.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether every chunk outside the ranges given to
+    /// [`ChunkChecks::set_cold`] (every chunk, if none were) has matched its
+    /// checksum: reads outside them need no more checks.
+    #[must_use]
+    pub fn hot_matched(&self) -> bool {
+        self.hot.load(Ordering::Acquire)
+    }
+
+    fn is_cold(&self, c: usize) -> bool {
+        self.cold.iter().any(|r| r.contains(&c))
     }
 
     /// The body's length: where the trailer starts.
@@ -303,9 +345,13 @@ impl ChunkChecks {
             if state
                 .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
-                && self.matched.fetch_add(1, Ordering::AcqRel) + 1 == self.state.len()
             {
-                self.all.store(true, Ordering::Release);
+                if self.matched.fetch_add(1, Ordering::AcqRel) + 1 == self.state.len() {
+                    self.all.store(true, Ordering::Release);
+                }
+                if !self.is_cold(c) && self.hot_left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.hot.store(true, Ordering::Release);
+                }
             }
         }
         Ok(())
@@ -327,6 +373,7 @@ impl ChunkChecks {
             s.store(1, Ordering::Release);
         }
         self.all.store(true, Ordering::Release);
+        self.hot.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -499,5 +546,30 @@ mod tests {
             assert!(c.damaged());
             assert!(c.check_all(&b, p).is_err());
         }
+    }
+
+    /// Reads outside the cold ranges make the checks "hot matched" once
+    /// they have checked every chunk outside them, and only then; a whole
+    /// check still checks the cold chunks, and finds damage there.
+    #[test]
+    fn hot_chunks_matched_leave_the_cold_ones_to_a_whole_check() {
+        let data: Vec<u8> = (0..8 * CHUNK).map(|i| (i * 13 % 251) as u8).collect();
+        let mut file = file_of_runs(&data, &[data.len()]);
+        // Chunks 2, 3 and 4 lie wholly in the cold range; 1 and 5 only in part.
+        let cold = CHUNK + 100..5 * CHUNK + 100;
+        file[3 * CHUNK + 5] ^= 1; // damage in a cold chunk
+        let p = Path::new("f");
+        let mut checks = ChunkChecks::open(&file, 0, p, "test").unwrap();
+        checks.ensure(&file, 0..10, p).unwrap(); // chunk 0, before set_cold
+        checks.set_cold([cold]);
+        for c in [1, 5, 6] {
+            assert!(!checks.hot_matched());
+            checks.ensure(&file, c * CHUNK..c * CHUNK + 1, p).unwrap();
+        }
+        assert!(!checks.hot_matched());
+        checks.ensure(&file, 7 * CHUNK..8 * CHUNK, p).unwrap();
+        assert!(checks.hot_matched() && !checks.all_matched());
+        assert!(checks.check_all(&file, p).is_err());
+        assert!(checks.damaged());
     }
 }

@@ -22,10 +22,13 @@ pub use cursor::KeyFileCursor;
 
 /// Frame index sidecar format version (and the key index's first).
 pub const INDEX_VERSION: u32 = 1;
-/// Key index format version written: checksummed per 4 KiB chunk
-/// ([`super::chunks`]), so a lookup checks the few chunks it reads. Files of
-/// version 1 (one checksum for the whole file) are still read.
-pub const KIDX_VERSION: u32 = 2;
+/// Key index format version written: 3. Its hash buckets hold each key's
+/// entry (where its bytes and version rows are) and 16 bits of its hash, so
+/// a lookup reads a bucket, then the key's bytes and rows together: one
+/// cache miss fewer than following a key number to the keys section, as
+/// format 2 does. Files of version 2 (checksummed per 4 KiB chunk, as 3 is)
+/// and 1 (one checksum for the whole file) are still read.
+pub const KIDX_VERSION: u32 = 3;
 const FIDX_MAGIC: &[u8; 8] = b"TLOGFIDX";
 pub(crate) const KIDX_MAGIC: &[u8; 8] = b"TLOGKIDX";
 const FRAME_ENTRY: usize = 56;
@@ -36,6 +39,8 @@ const LINEAR_STREAMS: usize = 8;
 const LOCATE_AHEAD: usize = 8;
 pub(crate) const KEY_ENTRY: usize = 16;
 pub(crate) const VERSION_ENTRY: usize = 32;
+/// Bytes of a format 3 hash bucket: see [`HashSection`].
+pub(crate) const BUCKET: usize = 16;
 
 /// One frame of a segment: the sparse position index and the event-time index in one row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -395,7 +400,7 @@ pub fn encode_key_index<K: AsRef<[u8]>>(streams: &[StreamKeys<'_, K>]) -> Vec<u8
                         .iter()
                         .map(|(k, vs)| 16 + k.as_ref().len() + 32 * vs.len())
                         .sum::<usize>()
-                    + 4 * bucket_count(keys.len())
+                    + hash_len(keys.len())
             })
             .sum::<usize>();
     let mut out = Vec::with_capacity(size + size.div_ceil(chunks::CHUNK) * 4 + 12);
@@ -435,16 +440,15 @@ pub fn encode_key_index<K: AsRef<[u8]>>(streams: &[StreamKeys<'_, K>]) -> Vec<u8
                 out.extend_from_slice(&v.encode());
             }
         }
-        // Hash section: open addressing with linear probing; bucket = key
-        // number + 1, 0 = empty.
         let hash_off = out.len() as u64;
-        let mut buckets = vec![0u32; bucket_count(keys.len())];
-        for (i, (k, _)) in keys.iter().enumerate() {
-            hash_insert(&mut buckets, k.as_ref(), i);
+        let mut hash = HashSection::new(keys.len());
+        let (mut blob_at, mut ver_at) = (0u32, 0u32);
+        for (k, vs) in keys {
+            hash.insert(k.as_ref(), blob_at, ver_at, vs.len() as u32);
+            blob_at += k.as_ref().len() as u32;
+            ver_at += vs.len() as u32;
         }
-        for b in buckets {
-            out.extend_from_slice(&b.to_le_bytes());
-        }
+        out.extend_from_slice(hash.bytes());
         out[at..at + 8].copy_from_slice(&keys_off.to_le_bytes());
         out[at + 8..at + 16].copy_from_slice(&blob_off.to_le_bytes());
         out[at + 16..at + 24].copy_from_slice(&vers_off.to_le_bytes());
@@ -472,15 +476,68 @@ pub(crate) fn key_entry(blob_off: u32, len: u32, first: u32, count: u32) -> [u8;
     e
 }
 
-/// Puts key number `i` into a hash section (`buckets.len()` a power of two,
-/// at most half full): linear probing from `stable_hash(key)`, bucket = `i + 1`.
-pub(crate) fn hash_insert(buckets: &mut [u32], key: &[u8], i: usize) {
-    let mask = buckets.len() - 1;
-    let mut b = (stable_hash(key) as usize) & mask;
-    while buckets[b] != 0 {
-        b = (b + 1) & mask;
+/// A stream's hash section of format 3, built in memory as its keys are
+/// encoded: [`bucket_count`] buckets of [`BUCKET`] bytes, open addressing
+/// with linear probing from `stable_hash(key) mod buckets`. A bucket is all
+/// zeros when empty; else it holds the key's
+///
+/// ```text
+/// u16 tag (stable_hash >> 48), u16 key length, u32 key offset in the blob,
+/// u32 first version, u32 version count (>= 1)
+/// ```
+///
+/// A lookup compares the tag and length before it reads a key's bytes, so a
+/// collision costs no read outside the bucket's line.
+pub(crate) struct HashSection {
+    bytes: Vec<u8>,
+}
+
+impl HashSection {
+    /// Empty buckets for `keys` keys.
+    pub(crate) fn new(keys: usize) -> HashSection {
+        HashSection {
+            bytes: vec![0; hash_len(keys)],
+        }
     }
-    buckets[b] = i as u32 + 1;
+
+    /// Puts a key (at most [`u16::MAX`] bytes, as every key is) with its
+    /// place in the blob and its version rows into the first empty bucket
+    /// from its hash's.
+    pub(crate) fn insert(&mut self, key: &[u8], blob_off: u32, first: u32, count: u32) {
+        debug_assert!(count > 0 && key.len() <= usize::from(u16::MAX));
+        let mask = self.bytes.len() / BUCKET - 1;
+        let hash = stable_hash(key);
+        let mut b = (hash as usize) & mask;
+        while self.bytes[b * BUCKET + 12..b * BUCKET + 16] != [0; 4] {
+            b = (b + 1) & mask;
+        }
+        let at = &mut self.bytes[b * BUCKET..(b + 1) * BUCKET];
+        at[..2].copy_from_slice(&bucket_tag(hash).to_le_bytes());
+        at[2..4].copy_from_slice(&(key.len() as u16).to_le_bytes());
+        at[4..8].copy_from_slice(&blob_off.to_le_bytes());
+        at[8..12].copy_from_slice(&first.to_le_bytes());
+        at[12..].copy_from_slice(&count.to_le_bytes());
+    }
+
+    /// The section's bytes, as the file holds them.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// The 16 bits of a key's hash its format 3 bucket keeps: the high ones,
+/// which do not choose the bucket.
+fn bucket_tag(hash: u64) -> u16 {
+    (hash >> 48) as u16
+}
+
+/// A format 3 bucket's fields: tag, key length, key offset in the blob, first
+/// version, version count (0: empty).
+fn bucket_fields(b: &[u8]) -> (u16, usize, usize, usize, usize) {
+    let tag = b.get(..2).map_or(0, |t| u16::from_le_bytes([t[0], t[1]]));
+    let len = b.get(2..4).map_or(0, |t| u16::from_le_bytes([t[0], t[1]]));
+    let f = |at| le_u32(b, at).unwrap_or(0) as usize;
+    (tag, usize::from(len), f(4), f(8), f(12))
 }
 
 /// The key hash stored in key index files: stable across builds and platforms
@@ -506,8 +563,22 @@ pub fn stable_hash(key: &[u8]) -> u64 {
     h ^ (h >> 33)
 }
 
-/// Buckets of a stream's hash section: a power of two at least twice the keys.
+/// Buckets of a stream's hash section in format 3: the smallest power of two
+/// at least 4/3 of the keys and above them (at most three quarters full, and
+/// never full). A bucket's tag spares a collision a read, so the table can
+/// be fuller than format 2's.
 pub(crate) fn bucket_count(keys: usize) -> usize {
+    (keys + keys / 3 + 1).next_power_of_two().max(2)
+}
+
+/// Bytes of a stream's hash section in format 3.
+pub(crate) fn hash_len(keys: usize) -> usize {
+    BUCKET * bucket_count(keys)
+}
+
+/// Buckets of a stream's hash section in formats 1 and 2 (`u32` key numbers):
+/// a power of two at least twice the keys.
+fn bucket_count_v2(keys: usize) -> usize {
     (keys * 2).next_power_of_two().max(2)
 }
 
@@ -658,8 +729,43 @@ struct StreamSection {
     hash_off: usize,
     /// Version rows: `(hash_off - vers_off) / VERSION_ENTRY`.
     versions: usize,
-    /// Hash buckets: [`bucket_count`] of `key_count`, a power of two.
+    /// Hash buckets, a power of two: [`bucket_count`] of `key_count`
+    /// (format 3), or [`bucket_count_v2`] (formats 1 and 2).
     buckets: usize,
+    /// Format 3: buckets of [`BUCKET`] bytes holding the key's entry
+    /// ([`HashSection`]); else `u32` key numbers (key number + 1, 0 empty).
+    wide: bool,
+}
+
+impl StreamSection {
+    /// Bytes of one hash bucket.
+    fn bucket_len(&self) -> usize {
+        if self.wide {
+            BUCKET
+        } else {
+            4
+        }
+    }
+
+    /// The file range of hash bucket `j`.
+    fn bucket(&self, j: usize) -> Range<usize> {
+        let at = self.hash_off + j * self.bucket_len();
+        at..at + self.bucket_len()
+    }
+
+    /// The file ranges of the key bytes and version rows a format 3 bucket
+    /// names, if they lie in their sections.
+    fn bucket_ranges(&self, b: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
+        let (_, kl, ko, vs, vc) = bucket_fields(b);
+        (ko + kl <= self.vers_off - self.blob_off && vc > 0 && vs + vc <= self.versions).then(
+            || {
+                let key = self.blob_off + ko..self.blob_off + ko + kl;
+                let rows =
+                    self.vers_off + vs * VERSION_ENTRY..self.vers_off + (vs + vc) * VERSION_ENTRY;
+                (key, rows)
+            },
+        )
+    }
 }
 
 /// A memory-mapped key index sidecar, searched in place. Opening checks its
@@ -709,9 +815,10 @@ impl KeyIndexFile {
         if &bytes[..8] != KIDX_MAGIC {
             return Err(bad(0, "bad index magic"));
         }
-        let checks = match le_u32(&bytes, 8).unwrap_or(0) {
+        let version = le_u32(&bytes, 8).unwrap_or(0);
+        let mut checks = match version {
             1 => ChunkChecks::vouched(check_sidecar(&bytes, KIDX_MAGIC, path)?),
-            KIDX_VERSION => ChunkChecks::open(&bytes, 16, path, "key index")?,
+            2 | KIDX_VERSION => ChunkChecks::open(&bytes, 16, path, "key index")?,
             // A version from the future, if the trailer and header vouch
             // for it; otherwise a damaged version field.
             found => {
@@ -727,6 +834,7 @@ impl KeyIndexFile {
                 });
             }
         };
+        let wide = version >= 3;
         let body = checks.body_end();
         let b = &bytes[..body];
         // The directory's bytes, checked before they are read.
@@ -752,19 +860,26 @@ impl KeyIndexFile {
             let off = |i: usize| le_u64(d, 4 + 8 * i).unwrap_or(u64::MAX) as usize;
             let key_count = le_u32(d, 0).unwrap_or(0) as usize;
             let (keys_off, blob_off, vers_off, hash_off) = (off(0), off(1), off(2), off(3));
-            let buckets = bucket_count(key_count);
+            let (buckets, bucket_len) = if wide {
+                (bucket_count(key_count), BUCKET)
+            } else {
+                (bucket_count_v2(key_count), 4)
+            };
+            let hash_end = buckets
+                .checked_mul(bucket_len)
+                .and_then(|n| hash_off.checked_add(n));
             let sections_fit = keys_off
                 .checked_add(key_count.saturating_mul(KEY_ENTRY))
                 .is_some_and(|e| e == blob_off)
                 && blob_off <= vers_off
                 && vers_off <= hash_off
                 && (hash_off - vers_off) % VERSION_ENTRY == 0
-                && hash_off.checked_add(4 * buckets).is_some_and(|e| e <= body);
+                && hash_end.is_some_and(|e| e <= body);
             // Sections follow the directory and one another, and never overlap.
             if !sections_fit || keys_off < end {
                 return Err(bad(at, "stream section offsets out of bounds"));
             }
-            end = hash_off + 4 * buckets;
+            end = hash_end.unwrap_or(usize::MAX);
             streams.push((
                 name,
                 StreamSection {
@@ -775,6 +890,7 @@ impl KeyIndexFile {
                     hash_off,
                     versions: (hash_off - vers_off) / VERSION_ENTRY,
                     buckets,
+                    wide,
                 },
             ));
             at += 36;
@@ -783,6 +899,11 @@ impl KeyIndexFile {
             if s.keys_off < at {
                 return Err(bad(at, "stream sections overlap the directory"));
             }
+        }
+        if wide {
+            // Lookups read a key's entry in its bucket, never in the keys
+            // section: the sections they read are checked without it.
+            checks.set_cold(streams.iter().map(|(_, s)| s.keys_off..s.blob_off));
         }
         Ok(KeyIndexFile {
             bytes,
@@ -798,7 +919,8 @@ impl KeyIndexFile {
     /// Checks what [`KeyIndexFile::open_lazy`] left to first use, once:
     /// every chunk's checksum (on every core), then every key entry (in
     /// bounds, its versions following the previous key's, at least one) and
-    /// every hash bucket (empty or naming a key). Cursors need it: they
+    /// every hash bucket (empty or naming a key; in format 3, all zeros or
+    /// an entry in bounds, as many of those as keys). Cursors need it: they
     /// read entries in order without checking each.
     pub fn check_all(&self) -> Result<()> {
         if self.state.whole.load(Ordering::Acquire) {
@@ -824,9 +946,30 @@ impl KeyIndexFile {
                     "versions do not end where the hash section starts",
                 );
             }
-            for j in 0..s.buckets {
-                if le_u32(b, s.hash_off + 4 * j).unwrap_or(u32::MAX) as usize > s.key_count {
-                    return bad(s.hash_off + 4 * j, "hash bucket names no key");
+            if s.wide {
+                let mut used = 0usize;
+                for j in 0..s.buckets {
+                    let r = s.bucket(j);
+                    let at = r.start;
+                    let bucket = b.get(r).unwrap_or_default();
+                    if bucket_fields(bucket).4 == 0 {
+                        if bucket.iter().any(|&x| x != 0) {
+                            return bad(at, "empty hash bucket not zero");
+                        }
+                    } else if s.bucket_ranges(bucket).is_none() {
+                        return bad(at, "hash bucket out of bounds");
+                    } else {
+                        used += 1;
+                    }
+                }
+                if used != s.key_count {
+                    return bad(s.hash_off, "hash section holds another number of keys");
+                }
+            } else {
+                for j in 0..s.buckets {
+                    if le_u32(b, s.hash_off + 4 * j).unwrap_or(u32::MAX) as usize > s.key_count {
+                        return bad(s.hash_off + 4 * j, "hash bucket names no key");
+                    }
                 }
             }
         }
@@ -942,7 +1085,8 @@ impl KeyIndexFile {
         let Some(s) = self.section(stream) else {
             return Ok(());
         };
-        if let Some(rows) = self.find_key(s, key, first_bucket(s, stable_hash(key)))? {
+        let hash = stable_hash(key);
+        if let Some(rows) = self.find_key(s, key, first_bucket(s, hash), bucket_tag(hash))? {
             decode_versions(rows, out);
         }
         Ok(())
@@ -957,6 +1101,7 @@ impl KeyIndexFile {
             file: self,
             s,
             first: first_bucket(s, hash),
+            tag: bucket_tag(hash),
         })
     }
 
@@ -989,12 +1134,21 @@ impl KeyIndexFile {
     }
 
     /// The rows of `key`'s versions, if section `s` has it, looking from
-    /// bucket `first` (see [`first_bucket`]): each bucket, entry, key and
-    /// the rows checked as they are read. Once every chunk of the file has
-    /// matched, only the entries' bounds are left to check.
-    fn find_key(&self, s: &StreamSection, key: &[u8], first: usize) -> Result<Option<&[u8]>> {
+    /// bucket `first` (see [`first_bucket`]) for buckets of tag `tag` (see
+    /// [`bucket_tag`]; format 3): each bucket, entry, key and the rows
+    /// checked as they are read. Once every chunk of the file has matched,
+    /// only the entries' bounds are left to check.
+    fn find_key(
+        &self,
+        s: &StreamSection,
+        key: &[u8],
+        first: usize,
+        tag: u16,
+    ) -> Result<Option<&[u8]>> {
         // One atomic load for the whole lookup instead of one per read.
-        let trusted = self.state.checks.all_matched();
+        // In format 3 the keys sections, which lookups do not read, need
+        // not have been checked.
+        let trusted = self.state.checks.hot_matched();
         let read = |r: Range<usize>| {
             if trusted {
                 // In bounds: open checked that the sections lie in the body,
@@ -1007,6 +1161,27 @@ impl KeyIndexFile {
         };
         let n = s.buckets;
         let mut at = first;
+        if s.wide {
+            for _ in 0..n {
+                let r = s.bucket(at);
+                let start = r.start;
+                let b = read(r)?;
+                let (t, len, _, _, count) = bucket_fields(b);
+                if count == 0 {
+                    return Ok(None);
+                }
+                if t == tag && len == key.len() {
+                    let (k, rows) = s
+                        .bucket_ranges(b)
+                        .ok_or_else(|| self.inconsistent(start, "hash bucket out of bounds"))?;
+                    if key_eq(read(k)?, key) {
+                        return read(rows).map(Some);
+                    }
+                }
+                at = (at + 1) & (n - 1);
+            }
+            return Ok(None);
+        }
         for _ in 0..n {
             let bucket = s.hash_off + 4 * at;
             let slot = le_u32(read(bucket..bucket + 4)?, 0).unwrap_or(0) as usize;
@@ -1056,21 +1231,25 @@ pub(crate) struct KeyProbe<'a> {
     s: &'a StreamSection,
     /// The bucket the lookup starts at.
     first: usize,
+    /// The key's tag, which its format 3 bucket holds.
+    tag: u16,
 }
 
 impl KeyProbe<'_> {
-    /// Starts loading step `stage` of the lookup: 0 its hash bucket; 1 the
-    /// entry the bucket points at (reading the bucket); 2 that entry's key
-    /// bytes and the lines of its version rows (reading the entry), up to 8
-    /// of them (spread over the rows when they span more), which the binary
-    /// search would otherwise miss one after another. A reader probing several
-    /// files runs each stage over all of them before the next, so their
-    /// cache misses overlap instead of following one another. Only a hint:
-    /// what it reads it does not check, and a collision or an absent key
-    /// just makes it load the wrong lines.
+    /// Starts loading step `stage` of the lookup: 0 its hash bucket; then
+    /// the key's bytes and the lines of its version rows, up to 8 of them
+    /// (spread over the rows when they span more), which the binary search
+    /// would otherwise miss one after another. In format 3 the bucket holds
+    /// where those are: stage 1 reads it (and the next few buckets, on a
+    /// collision) and starts them, and stage 2 does nothing. In formats 1
+    /// and 2, stage 1 starts the key entry the bucket names and stage 2 reads
+    /// it. A reader probing several files runs each stage over all of them
+    /// before the next, so their cache misses overlap instead of following
+    /// one another. Only a hint: what it reads it does not check, and an
+    /// absent key just makes it load the wrong lines, or none.
     pub(crate) fn prefetch(&self, stage: u8) {
         let (s, b) = (self.s, &self.file.bytes);
-        let bucket = s.hash_off + 4 * self.first;
+        let bucket = s.bucket(self.first).start;
         let hint = |at: usize| {
             if let Some(x) = b.get(at) {
                 crate::hint::prefetch(x);
@@ -1078,6 +1257,28 @@ impl KeyProbe<'_> {
         };
         if stage == 0 {
             return hint(bucket);
+        }
+        if s.wide {
+            if stage == 1 {
+                // The bucket's line holds the next few: a collision's key
+                // is usually among them.
+                for j in 0..4 {
+                    let r = s.bucket((self.first + j) & (s.buckets - 1));
+                    let bucket = b.get(r).unwrap_or_default();
+                    let (tag, _, _, _, count) = bucket_fields(bucket);
+                    if count == 0 {
+                        return;
+                    }
+                    if tag == self.tag {
+                        if let Some((key, rows)) = s.bucket_ranges(bucket) {
+                            hint(key.start);
+                            crate::hint::prefetch_lines(b.get(rows).unwrap_or_default(), 8);
+                        }
+                        return;
+                    }
+                }
+            }
+            return;
         }
         let slot = le_u32(b, bucket).unwrap_or(0) as usize;
         if slot == 0 || slot > s.key_count {
@@ -1100,10 +1301,12 @@ impl KeyProbe<'_> {
         as_of: i64,
         end: u64,
     ) -> Result<Option<VersionRef>> {
-        Ok(match self.file.find_key(self.s, key, self.first)? {
-            Some(rows) => best_version(rows, as_of, end),
-            None => None,
-        })
+        Ok(
+            match self.file.find_key(self.s, key, self.first, self.tag)? {
+                Some(rows) => best_version(rows, as_of, end),
+                None => None,
+            },
+        )
     }
 }
 
@@ -1327,20 +1530,100 @@ mod tests {
         let body_end = u64::from_le_bytes(good[end..end + 8].try_into().unwrap());
         let body = &good[..body_end as usize];
         let mut newer = body.to_vec();
-        newer[8] = 3;
+        newer[8] = 4;
         let crcs: Vec<u32> = newer.chunks(CHUNK).map(crc32fast::hash).collect();
         let mut vouched = newer.clone();
         vouched.extend_from_slice(&trailer(&crcs, newer.len() as u64));
         assert!(matches!(
             KeyIndexFile::open_lazy(bytes::Bytes::from(vouched), p),
-            Err(crate::Error::UnsupportedVersion { found: 3, .. })
+            Err(crate::Error::UnsupportedVersion { found: 4, .. })
         ));
         let mut flipped = good.clone();
-        flipped[8] = 3;
+        flipped[8] = 4;
         assert!(matches!(
             KeyIndexFile::open_lazy(bytes::Bytes::from(flipped), p),
             Err(crate::Error::Corruption { offset: 8, .. })
         ));
+    }
+
+    /// `body` (a key index without its trailer) with a trailer that vouches
+    /// for it.
+    fn resealed(mut body: Vec<u8>) -> Vec<u8> {
+        let crcs: Vec<u32> = body
+            .chunks(crate::storage::chunks::CHUNK)
+            .map(crc32fast::hash)
+            .collect();
+        let trailer = crate::storage::chunks::trailer(&crcs, body.len() as u64);
+        body.extend_from_slice(&trailer);
+        body
+    }
+
+    /// At the fullest a format 3 hash section gets (three quarters), every
+    /// key is found with its versions, through a plain lookup and through a
+    /// hinted probe, and no absent key is.
+    #[test]
+    fn format_3_lookups_find_every_key_at_the_fullest_table() {
+        use super::{bucket_count, stable_hash, KeyIndexFile};
+        let n = 3071; // 3071 keys in 4096 buckets
+        assert_eq!(bucket_count(n), 4096);
+        let (good, keys) = lazy_sample(n);
+        let file =
+            KeyIndexFile::open_lazy(bytes::Bytes::from(good), std::path::Path::new("k")).unwrap();
+        let mut out = Vec::new();
+        for (k, vs) in &keys {
+            out.clear();
+            file.versions("s", k, &mut out).unwrap();
+            assert_eq!(&out, vs);
+            let p = file.probe("s", stable_hash(k)).unwrap();
+            for stage in 0..3 {
+                p.prefetch(stage);
+            }
+            let newest = p.newest_visible(k, i64::MAX, u64::MAX).unwrap();
+            assert_eq!(newest.as_ref(), vs.last());
+        }
+        for a in 0..2000 {
+            let k = format!("absent-{a}");
+            out.clear();
+            file.versions("s", k.as_bytes(), &mut out).unwrap();
+            assert!(out.is_empty(), "{k}");
+        }
+        assert!(!file.damaged());
+        file.check_all().unwrap();
+    }
+
+    /// A bucket whose checksums match but whose entry reaches past its
+    /// sections (only a bug writes one) fails the lookups that follow it and
+    /// the whole check, and marks the file damaged: it never answers.
+    #[test]
+    fn a_bucket_out_of_bounds_is_corruption_not_an_answer() {
+        use super::{bucket_fields, KeyIndexFile, BUCKET};
+        let (good, keys) = lazy_sample(200);
+        let p = std::path::Path::new("k");
+        let file = KeyIndexFile::open(bytes::Bytes::from(good.clone()), p).unwrap();
+        let s = file.section("s").unwrap().clone();
+        // The first bucket in use, and its key.
+        let j = (0..s.buckets)
+            .find(|&j| bucket_fields(&good[s.bucket(j)]).4 > 0)
+            .unwrap();
+        let at = s.bucket(j).start;
+        let (key, _) = s.bucket_ranges(&good[s.bucket(j)]).unwrap();
+        let key = good[key].to_vec();
+        assert!(keys.iter().any(|(k, _)| *k == key));
+        let body_end =
+            u64::from_le_bytes(good[good.len() - 12..good.len() - 4].try_into().unwrap());
+        let mut body = good[..body_end as usize].to_vec();
+        let blob_len = (s.vers_off - s.blob_off) as u32;
+        body[at + 4..at + 8].copy_from_slice(&blob_len.to_le_bytes());
+        assert_eq!(BUCKET, 16);
+        let bad = resealed(body);
+        let lazy = KeyIndexFile::open_lazy(bytes::Bytes::from(bad.clone()), p).unwrap();
+        assert!(matches!(
+            lazy.newest_visible("s", &key, i64::MAX, u64::MAX),
+            Err(crate::Error::Corruption { offset, .. }) if offset as usize == at
+        ));
+        assert!(lazy.damaged());
+        let lazy = KeyIndexFile::open_lazy(bytes::Bytes::from(bad), p).unwrap();
+        assert!(lazy.check_all().is_err());
     }
 
     /// Whatever byte is flipped, a lazily opened index either refuses to

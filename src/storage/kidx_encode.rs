@@ -23,8 +23,8 @@ use std::path::Path;
 use super::chunks::{self, Chunked, Sums, CHUNK};
 use super::fsutil::SeqWriter;
 use super::index::{
-    append_trailer, bucket_count, hash_insert, key_entry, MemIndex, VersionRef, KEY_ENTRY,
-    KIDX_MAGIC, KIDX_VERSION, VERSION_ENTRY,
+    append_trailer, hash_len, key_entry, HashSection, MemIndex, VersionRef, KEY_ENTRY, KIDX_MAGIC,
+    KIDX_VERSION, VERSION_ENTRY,
 };
 use super::keytable::{ByKey, KeyTable};
 use super::vfs::VFile;
@@ -74,7 +74,7 @@ pub(crate) fn layout(streams: &[(&str, Sizes)]) -> (Vec<u8>, Vec<[u64; 5]>) {
         let blob_off = keys_off + (s.keys * KEY_ENTRY) as u64;
         let vers_off = blob_off + s.blob as u64;
         let hash_off = vers_off + (s.versions * VERSION_ENTRY) as u64;
-        at = hash_off + 4 * bucket_count(s.keys) as u64;
+        at = hash_off + hash_len(s.keys) as u64;
         head.push(name.len() as u8);
         head.extend_from_slice(name.as_bytes());
         head.extend_from_slice(&(s.keys as u32).to_le_bytes());
@@ -120,13 +120,13 @@ const AHEAD: usize = 16;
 /// huge folios: `get` reads three of the four sections.
 fn write_stream<W: Write>(by: &ByKey<'_>, w: &mut W) -> std::io::Result<()> {
     let n = by.len();
-    let mut buckets = vec![0u32; bucket_count(n)];
+    let mut hash = HashSection::new(n);
     let (mut blob_at, mut ver_at) = (0u32, 0u32);
     for i in 0..n {
         by.prefetch(i + AHEAD);
         let (key, count) = (by.key(i), by.version_count(i) as u32);
         w.write_all(&key_entry(blob_at, key.len() as u32, ver_at, count))?;
-        hash_insert(&mut buckets, key, i);
+        hash.insert(key, blob_at, ver_at, count);
         blob_at += key.len() as u32;
         ver_at += count;
     }
@@ -134,7 +134,7 @@ fn write_stream<W: Write>(by: &ByKey<'_>, w: &mut W) -> std::io::Result<()> {
         by.prefetch(i + AHEAD);
         w.write_all(by.key(i))?;
     }
-    // Rows and buckets are encoded into a buffer written 64 KiB at a time.
+    // Rows are encoded into a buffer written 64 KiB at a time.
     const ROWS: usize = 64 << 10;
     let (mut vs, mut rows): (Vec<VersionRef>, Vec<u8>) = (Vec::new(), Vec::with_capacity(ROWS));
     for i in 0..n {
@@ -149,14 +149,8 @@ fn write_stream<W: Write>(by: &ByKey<'_>, w: &mut W) -> std::io::Result<()> {
             }
         }
     }
-    for b in &buckets {
-        rows.extend_from_slice(&b.to_le_bytes());
-        if rows.len() >= ROWS {
-            w.write_all(&rows)?;
-            rows.clear();
-        }
-    }
-    w.write_all(&rows)
+    w.write_all(&rows)?;
+    w.write_all(hash.bytes())
 }
 
 /// An error if a key index file cannot hold `idx` (its fields are 32-bit):

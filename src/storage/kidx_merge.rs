@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use super::chunks::{self, Chunked, Sums};
 use super::fsutil::{self, SeqWriter};
-use super::index::{bucket_count, hash_insert, key_entry, KeyFileCursor, KeyIndexFile, VersionRef};
+use super::index::{key_entry, HashSection, KeyFileCursor, KeyIndexFile, VersionRef};
 use super::kidx_encode::{layout, Sizes};
 use super::vfs::Vfs;
 use crate::{Error, Result};
@@ -106,8 +106,8 @@ pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Resu
             let mut blob = section(blob_off);
             let mut vers = section(vers_off);
             let mut hash = section(hash_off);
-            let mut buckets = vec![0u32; bucket_count(size.keys)];
-            let (mut i, mut blob_at, mut ver_at) = (0usize, 0u32, 0u32);
+            let mut buckets = HashSection::new(size.keys);
+            let (mut blob_at, mut ver_at) = (0u32, 0u32);
             while let Some(key) = next_key(&cs) {
                 vs.clear();
                 for c in &mut cs {
@@ -127,14 +127,11 @@ pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Resu
                 for v in &vs {
                     vers.write_all(&v.encode()).map_err(io)?;
                 }
-                hash_insert(&mut buckets, &key, i);
+                buckets.insert(&key, blob_at, ver_at, vs.len() as u32);
                 blob_at += key.len() as u32;
                 ver_at += vs.len() as u32;
-                i += 1;
             }
-            for b in &buckets {
-                hash.write_all(&b.to_le_bytes()).map_err(io)?;
-            }
+            hash.write_all(buckets.bytes()).map_err(io)?;
             let ends = [blob_off, vers_off, hash_off, end];
             for (section, want_end) in [keys, blob, vers, hash].into_iter().zip(ends) {
                 let (section_sums, w) = section.finish();
