@@ -401,6 +401,8 @@ pub struct SealedSegment {
     /// in `keys` damaged.
     rebuilt_keys: OnceLock<std::result::Result<KeyIndexFile, String>>,
     validated: OnceLock<Vec<AtomicBool>>,
+    /// The frames' offsets, densely: see [`SealedSegment::frame_at`].
+    frame_offsets: OnceLock<Box<[u64]>>,
     /// Per frame, its [`RecordMarks`], found the first time a record of it is
     /// read by position.
     record_marks: OnceLock<Vec<OnceLock<RecordMarks>>>,
@@ -436,6 +438,7 @@ impl SealedSegment {
             keys: OnceLock::new(),
             rebuilt_keys: OnceLock::new(),
             validated: OnceLock::new(),
+            frame_offsets: OnceLock::new(),
             record_marks: OnceLock::new(),
             vfs,
             writable,
@@ -512,6 +515,34 @@ impl SealedSegment {
         };
         r.as_ref()
             .map_err(|e| Error::corrupt(&self.path, 0, e.clone()))
+    }
+
+    /// The number of the frame that starts at byte `offset`, if one does: a
+    /// guess from the frames' average size (right when they are about
+    /// equal, as batches of like records make them), then a binary search.
+    /// Both read a dense copy of the frames' offsets, 8 bytes a frame, where
+    /// a search of the frame index's 56-byte rows reads a line a step: a
+    /// `get` finds its record's frame here.
+    pub fn frame_at(&self, offset: u64) -> Result<Option<usize>> {
+        let offs = match self.frame_offsets.get() {
+            Some(o) => o,
+            None => {
+                let o = self.frames()?.iter().map(|f| f.offset).collect();
+                self.frame_offsets.get_or_init(|| o)
+            }
+        };
+        let (Some(&first), Some(&last)) = (offs.first(), offs.last()) else {
+            return Ok(None);
+        };
+        if first < offset && offset <= last {
+            let guess = (u128::from(offset - first) * (offs.len() - 1) as u128
+                / u128::from(last - first)) as usize;
+            if offs.get(guess) == Some(&offset) {
+                return Ok(Some(guess));
+            }
+        }
+        let i = offs.partition_point(|&o| o < offset);
+        Ok((offs.get(i) == Some(&offset)).then_some(i))
     }
 
     /// Validates frame number `i` (checksum and record bounds) the first time it is

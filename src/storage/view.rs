@@ -595,15 +595,13 @@ impl View {
         v: &VersionRef,
     ) -> Result<(&'a Bytes, Hlc, ValueAt)> {
         if let Seg::Sealed(s) = seg {
-            let frames = s.frames()?;
-            let i = frames.partition_point(|f| f.offset < v.frame_off);
-            if frames.get(i).map(|f| f.offset) != Some(v.frame_off) {
+            let Some(i) = s.frame_at(v.frame_off)? else {
                 return Err(Error::corrupt(
                     s.path.with_extension("kidx"),
                     0,
                     "version points at no frame",
                 ));
-            }
+            };
             s.check_frame_once(i)?;
         }
         let bytes = seg.bytes();
