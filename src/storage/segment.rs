@@ -881,6 +881,48 @@ mod tests {
         Bytes::from(bytes)
     }
 
+    /// `frame_at` finds every frame by its offset and nothing elsewhere,
+    /// whether the frames are alike (the guess finds them) or not (the
+    /// search does).
+    #[test]
+    fn frames_are_found_at_their_offsets_only() {
+        use super::super::frame::FrameBuilder;
+        use super::super::record::{Hlc, Op};
+        for sizes in [
+            vec![3usize; 40],
+            vec![1, 9, 2, 30, 1, 1, 7, 64, 3, 5, 2, 18],
+        ] {
+            let mut bytes = encode_header().to_vec();
+            let mut pos = 0u64;
+            for n in &sizes {
+                let mut f = FrameBuilder::new();
+                for _ in 0..*n {
+                    f.push("s", Op::Put, b"k", b"value", 1);
+                }
+                f.finish(FrameKind::Commit, pos, Hlc(pos), None).unwrap();
+                bytes.extend_from_slice(f.encoded());
+                pos += *n as u64;
+            }
+            let vfs = super::super::memvfs::MemVfs::new();
+            let dir = Path::new("/db");
+            vfs.create_dir_all(dir).unwrap();
+            let path = dir.join(segment_name(0));
+            vfs.create(&path).unwrap().write_at(&bytes, 0).unwrap();
+            let seg = SealedSegment::open(path, 0, Arc::new(vfs), false).unwrap();
+            let frames = seg.frames().unwrap().to_vec();
+            assert_eq!(frames.len(), sizes.len());
+            for (i, f) in frames.iter().enumerate() {
+                assert_eq!(seg.frame_at(f.offset).unwrap(), Some(i));
+                for off in [f.offset - 1, f.offset + 1] {
+                    assert_eq!(seg.frame_at(off).unwrap(), None, "offset {off}");
+                }
+            }
+            for off in [0, bytes.len() as u64, u64::MAX] {
+                assert_eq!(seg.frame_at(off).unwrap(), None, "offset {off}");
+            }
+        }
+    }
+
     #[test]
     fn trailing_data_frames_count_in_a_sealed_segment_only() {
         let b = open_ended();
