@@ -241,16 +241,28 @@ impl ChunkChecks {
 
     /// Declares the byte ranges of the body that lookups never read (only
     /// walks, which check every chunk first): once every chunk not wholly
-    /// inside one has matched, [`ChunkChecks::hot_matched`] says so.
+    /// inside one has matched, [`ChunkChecks::hot_matched`] says so. The
+    /// ranges must not overlap, and no chunk wholly inside one may have been
+    /// checked yet (a file opening declares them after reading only its
+    /// header). It costs a step a range, not a chunk: opening a large index
+    /// stays cheap.
     pub fn set_cold(&mut self, ranges: impl IntoIterator<Item = Range<usize>>) {
         self.cold = ranges
             .into_iter()
             .map(|r| r.start.div_ceil(CHUNK)..r.end.min(self.body_end) / CHUNK)
             .filter(|c| !c.is_empty())
             .collect();
-        let left = (0..self.state.len())
-            .filter(|&c| !self.is_cold(c) && self.state[c].load(Ordering::Acquire) != 1)
-            .count();
+        debug_assert!(self.cold.iter().flat_map(Clone::clone).all(|c| {
+            self.state
+                .get(c)
+                .is_some_and(|s| s.load(Ordering::Acquire) == 0)
+        }));
+        let cold: usize = self.cold.iter().map(ExactSizeIterator::len).sum();
+        let left = self
+            .state
+            .len()
+            .saturating_sub(cold)
+            .saturating_sub(self.matched.load(Ordering::Acquire));
         self.hot_left.store(left, Ordering::Release);
         if left == 0 {
             self.hot.store(true, Ordering::Release);
