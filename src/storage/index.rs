@@ -490,6 +490,8 @@ pub(crate) fn key_entry(blob_off: u32, len: u32, first: u32, count: u32) -> [u8;
 /// collision costs no read outside the bucket's line.
 pub(crate) struct HashSection {
     bytes: Vec<u8>,
+    /// Buckets in use.
+    used: usize,
 }
 
 impl HashSection {
@@ -497,15 +499,23 @@ impl HashSection {
     pub(crate) fn new(keys: usize) -> HashSection {
         HashSection {
             bytes: vec![0; hash_len(keys)],
+            used: 0,
         }
     }
 
     /// Puts a key (at most [`u16::MAX`] bytes, as every key is) with its
     /// place in the blob and its version rows into the first empty bucket
-    /// from its hash's.
+    /// from its hash's. Panics past the keys it was made for, which would
+    /// leave no empty bucket to end a lookup (its callers count them first).
     pub(crate) fn insert(&mut self, key: &[u8], blob_off: u32, first: u32, count: u32) {
         debug_assert!(count > 0 && key.len() <= usize::from(u16::MAX));
-        let mask = self.bytes.len() / BUCKET - 1;
+        let buckets = self.bytes.len() / BUCKET;
+        self.used += 1;
+        assert!(
+            self.used < buckets,
+            "a hash section of {buckets} buckets given a key too many"
+        );
+        let mask = buckets - 1;
         let hash = stable_hash(key);
         let mut b = (hash as usize) & mask;
         while self.bytes[b * BUCKET + 12..b * BUCKET + 16] != [0; 4] {

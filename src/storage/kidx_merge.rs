@@ -107,8 +107,21 @@ pub fn write_merged(vfs: &dyn Vfs, path: &Path, files: &[&KeyIndexFile]) -> Resu
             let mut vers = section(vers_off);
             let mut hash = section(hash_off);
             let mut buckets = HashSection::new(size.keys);
-            let (mut blob_at, mut ver_at) = (0u32, 0u32);
+            let (mut i, mut blob_at, mut ver_at) = (0usize, 0u32, 0u32);
             while let Some(key) = next_key(&cs) {
+                // More keys than the first pass counted would overfill the
+                // hash section, sized for those.
+                if i == size.keys {
+                    return Err(Error::corrupt(
+                        tmp,
+                        keys_off,
+                        format!(
+                            "the inputs changed while merging: stream {name} has more than {} keys",
+                            size.keys
+                        ),
+                    ));
+                }
+                i += 1;
                 vs.clear();
                 for c in &mut cs {
                     if c.key() == Some(&key[..]) {
