@@ -505,8 +505,9 @@ impl HashSection {
 
     /// Puts a key (at most [`u16::MAX`] bytes, as every key is) with its
     /// place in the blob and its version rows into the first empty bucket
-    /// from its hash's. Panics past the keys it was made for, which would
-    /// leave no empty bucket to end a lookup (its callers count them first).
+    /// from its hash's. Panics rather than fill the last empty bucket, which
+    /// a lookup of an absent key needs to end (callers insert the keys they
+    /// sized it for, no more: the table then keeps a quarter empty).
     pub(crate) fn insert(&mut self, key: &[u8], blob_off: u32, first: u32, count: u32) {
         debug_assert!(count > 0 && key.len() <= usize::from(u16::MAX));
         let buckets = self.bytes.len() / BUCKET;
@@ -912,7 +913,9 @@ impl KeyIndexFile {
         }
         if wide {
             // Lookups read a key's entry in its bucket, never in the keys
-            // section: the sections they read are checked without it.
+            // section: the sections they read are checked without it. Only
+            // the header and directory have been checked so far, and every
+            // section lies after them, as `set_cold` requires.
             checks.set_cold(streams.iter().map(|(_, s)| s.keys_off..s.blob_off));
         }
         Ok(KeyIndexFile {
@@ -974,6 +977,37 @@ impl KeyIndexFile {
                 }
                 if used != s.key_count {
                     return bad(s.hash_off, "hash section holds another number of keys");
+                }
+                // Each key is found from its hash's bucket, in a bucket
+                // holding exactly its entry: with as many buckets in use as
+                // keys (and each key's first version its own), every bucket
+                // in use is then some key's, and a lookup of a key reads
+                // that key's versions and no other's.
+                for i in 0..s.key_count {
+                    let e = s.keys_off + i * KEY_ENTRY;
+                    let [ko, kl, vs, vc] =
+                        entry_fields(b.get(e..e + KEY_ENTRY).unwrap_or_default());
+                    let key = b
+                        .get(s.blob_off + ko..s.blob_off + ko + kl)
+                        .unwrap_or_default();
+                    let hash = stable_hash(key);
+                    let want = (bucket_tag(hash), kl, ko, vs, vc);
+                    let mut at = first_bucket(s, hash);
+                    let mut found = false;
+                    for _ in 0..s.buckets {
+                        let got = bucket_fields(b.get(s.bucket(at)).unwrap_or_default());
+                        if got.4 == 0 {
+                            break;
+                        }
+                        if got == want {
+                            found = true;
+                            break;
+                        }
+                        at = (at + 1) & (s.buckets - 1);
+                    }
+                    if !found {
+                        return bad(e, "key not found from its hash bucket");
+                    }
                 }
             } else {
                 for j in 0..s.buckets {
@@ -1634,6 +1668,44 @@ mod tests {
         assert!(lazy.damaged());
         let lazy = KeyIndexFile::open_lazy(bytes::Bytes::from(bad), p).unwrap();
         assert!(lazy.check_all().is_err());
+    }
+
+    /// A whole check ties every bucket to its key's entry: a bucket whose
+    /// key bytes are its key's but whose versions are another key's (checksums
+    /// matching, in bounds, as many buckets in use as keys) fails it, where
+    /// a lookup would read the other key's versions.
+    #[test]
+    fn a_bucket_holding_another_keys_versions_fails_the_whole_check() {
+        use super::{bucket_fields, KeyIndexFile};
+        let (good, _) = lazy_sample(200);
+        let p = std::path::Path::new("k");
+        let file = KeyIndexFile::open(bytes::Bytes::from(good.clone()), p).unwrap();
+        let s = file.section("s").unwrap().clone();
+        let used: Vec<usize> = (0..s.buckets)
+            .filter(|&j| bucket_fields(&good[s.bucket(j)]).4 > 0)
+            .collect();
+        // Two buckets whose keys have equally many versions.
+        let (a, b) = used
+            .iter()
+            .flat_map(|&a| used.iter().map(move |&b| (a, b)))
+            .find(|&(a, b)| {
+                a != b && bucket_fields(&good[s.bucket(a)]).4 == bucket_fields(&good[s.bucket(b)]).4
+            })
+            .unwrap();
+        let body_end =
+            u64::from_le_bytes(good[good.len() - 12..good.len() - 4].try_into().unwrap());
+        let mut body = good[..body_end as usize].to_vec();
+        let from = s.bucket(b).start;
+        let to = s.bucket(a).start;
+        let first = body[from + 8..from + 12].to_vec();
+        body[to + 8..to + 12].copy_from_slice(&first);
+        let bad = resealed(body);
+        let lazy = KeyIndexFile::open_lazy(bytes::Bytes::from(bad), p).unwrap();
+        assert!(matches!(
+            lazy.check_all(),
+            Err(crate::Error::Corruption { reason, .. }) if reason.contains("not found from its hash bucket")
+        ));
+        assert!(lazy.damaged());
     }
 
     /// Whatever byte is flipped, a lazily opened index either refuses to

@@ -180,8 +180,8 @@ pub fn verify(dir: &Path) -> Result<VerifyReport> {
                     format!("index unreadable ({e}); it is rebuilt on next use"),
                 ),
                 Ok(got) => {
-                    // A key index of an earlier format (version 1) holds
-                    // the same keys and versions in other bytes.
+                    // A key index of an earlier format (versions 1 and 2)
+                    // holds the same keys and versions in other bytes.
                     let mut same = None;
                     let decoded = if is_fidx {
                         decode_fidx(&got, side).map(|_| ())
