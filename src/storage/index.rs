@@ -418,17 +418,15 @@ pub fn encode_key_index<K: AsRef<[u8]>>(streams: &[StreamKeys<'_, K>]) -> Vec<u8
     }
     for ((_, keys), at) in streams.iter().zip(patch_at) {
         let keys_off = out.len() as u64;
+        let mut hash = HashSection::new(keys.len());
         let mut blob_len = 0u32;
         let mut ver_start = 0u32;
         for (k, vs) in keys {
-            out.extend_from_slice(&key_entry(
-                blob_len,
-                k.as_ref().len() as u32,
-                ver_start,
-                vs.len() as u32,
-            ));
-            blob_len += k.as_ref().len() as u32;
-            ver_start += vs.len() as u32;
+            let (key, count) = (k.as_ref(), vs.len() as u32);
+            out.extend_from_slice(&key_entry(blob_len, key.len() as u32, ver_start, count));
+            hash.insert(key, blob_len, ver_start, count);
+            blob_len += key.len() as u32;
+            ver_start += count;
         }
         let blob_off = out.len() as u64;
         for (k, _) in keys {
@@ -441,13 +439,6 @@ pub fn encode_key_index<K: AsRef<[u8]>>(streams: &[StreamKeys<'_, K>]) -> Vec<u8
             }
         }
         let hash_off = out.len() as u64;
-        let mut hash = HashSection::new(keys.len());
-        let (mut blob_at, mut ver_at) = (0u32, 0u32);
-        for (k, vs) in keys {
-            hash.insert(k.as_ref(), blob_at, ver_at, vs.len() as u32);
-            blob_at += k.as_ref().len() as u32;
-            ver_at += vs.len() as u32;
-        }
         out.extend_from_slice(hash.bytes());
         out[at..at + 8].copy_from_slice(&keys_off.to_le_bytes());
         out[at + 8..at + 16].copy_from_slice(&blob_off.to_le_bytes());
@@ -764,18 +755,27 @@ impl StreamSection {
         at..at + self.bucket_len()
     }
 
+    /// The file ranges of a key's bytes and version rows from its entry's
+    /// fields: key offset in the blob, key length, first version, versions.
+    fn ranges(&self, [ko, kl, vs, vc]: [usize; 4]) -> (Range<usize>, Range<usize>) {
+        let key = self.blob_off + ko..self.blob_off + ko + kl;
+        let rows = self.vers_off + vs * VERSION_ENTRY..self.vers_off + (vs + vc) * VERSION_ENTRY;
+        (key, rows)
+    }
+
+    /// [`StreamSection::ranges`], if they lie in their sections and the key
+    /// has a version.
+    fn checked_ranges(&self, fields: [usize; 4]) -> Option<(Range<usize>, Range<usize>)> {
+        let [ko, kl, vs, vc] = fields;
+        (ko + kl <= self.vers_off - self.blob_off && vc > 0 && vs + vc <= self.versions)
+            .then(|| self.ranges(fields))
+    }
+
     /// The file ranges of the key bytes and version rows a format 3 bucket
     /// names, if they lie in their sections.
     fn bucket_ranges(&self, b: &[u8]) -> Option<(Range<usize>, Range<usize>)> {
         let (_, kl, ko, vs, vc) = bucket_fields(b);
-        (ko + kl <= self.vers_off - self.blob_off && vc > 0 && vs + vc <= self.versions).then(
-            || {
-                let key = self.blob_off + ko..self.blob_off + ko + kl;
-                let rows =
-                    self.vers_off + vs * VERSION_ENTRY..self.vers_off + (vs + vc) * VERSION_ENTRY;
-                (key, rows)
-            },
-        )
+        self.checked_ranges([ko, kl, vs, vc])
     }
 }
 
@@ -1102,12 +1102,8 @@ impl KeyIndexFile {
         if !trusted {
             self.ensure(e..e + KEY_ENTRY)?;
         }
-        let entry = self.at(e..e + KEY_ENTRY);
-        let [ko, kl, vs, vc] = entry_fields(entry);
-        if ko + kl > s.vers_off - s.blob_off || vc == 0 || vs + vc > s.versions {
-            return Err(self.inconsistent(e, "key entry out of bounds"));
-        }
-        Ok(entry_ranges(s, entry))
+        s.checked_ranges(entry_fields(self.at(e..e + KEY_ENTRY)))
+            .ok_or_else(|| self.inconsistent(e, "key entry out of bounds"))
     }
 
     /// The bytes of a range from [`KeyIndexFile::key_ranges`] (empty if out of
@@ -1393,10 +1389,7 @@ fn key_ranges(s: &StreamSection, b: &[u8], i: usize) -> (Range<usize>, Range<usi
 /// entry (of section `s`) is `entry`. A damaged entry, which
 /// [`KeyIndexFile::open`] refuses, gives ranges that read as empty.
 fn entry_ranges(s: &StreamSection, entry: &[u8]) -> (Range<usize>, Range<usize>) {
-    let [ko, kl, vs, vc] = entry_fields(entry);
-    let key = s.blob_off + ko..s.blob_off + ko + kl;
-    let versions = s.vers_off + vs * VERSION_ENTRY..s.vers_off + (vs + vc) * VERSION_ENTRY;
-    (key, versions)
+    s.ranges(entry_fields(entry))
 }
 
 /// A key entry's fields: key offset in the blob, key length, first version,
