@@ -978,42 +978,49 @@ impl KeyIndexFile {
                 if used != s.key_count {
                     return bad(s.hash_off, "hash section holds another number of keys");
                 }
-                // Each key is found from its hash's bucket, in a bucket
-                // holding exactly its entry: with as many buckets in use as
-                // keys (and each key's first version its own), every bucket
-                // in use is then some key's, and a lookup of a key reads
-                // that key's versions and no other's.
-                for i in 0..s.key_count {
-                    let e = s.keys_off + i * KEY_ENTRY;
-                    let [ko, kl, vs, vc] =
-                        entry_fields(b.get(e..e + KEY_ENTRY).unwrap_or_default());
-                    let key = b
-                        .get(s.blob_off + ko..s.blob_off + ko + kl)
-                        .unwrap_or_default();
-                    let hash = stable_hash(key);
-                    let want = (bucket_tag(hash), kl, ko, vs, vc);
-                    let mut at = first_bucket(s, hash);
-                    let mut found = false;
-                    for _ in 0..s.buckets {
-                        let got = bucket_fields(b.get(s.bucket(at)).unwrap_or_default());
-                        if got.4 == 0 {
-                            break;
-                        }
-                        if got == want {
-                            found = true;
-                            break;
-                        }
-                        at = (at + 1) & (s.buckets - 1);
-                    }
-                    if !found {
-                        return bad(e, "key not found from its hash bucket");
-                    }
-                }
             } else {
                 for j in 0..s.buckets {
                     if le_u32(b, s.hash_off + 4 * j).unwrap_or(u32::MAX) as usize > s.key_count {
                         return bad(s.hash_off + 4 * j, "hash bucket names no key");
                     }
+                }
+            }
+            // Each key is found from its hash's bucket, in a bucket that is
+            // its own: in format 3 one holding exactly its entry and tag
+            // (with as many buckets in use as keys, and each key's first
+            // version its own, every bucket in use is then some key's), in
+            // formats 1 and 2 one naming it. A lookup of a key then reads
+            // that key's versions, and a key a walk sees is never missed.
+            for i in 0..s.key_count {
+                let e = s.keys_off + i * KEY_ENTRY;
+                let fields = entry_fields(b.get(e..e + KEY_ENTRY).unwrap_or_default());
+                let [ko, kl, vs, vc] = fields;
+                let hash = stable_hash(b.get(s.ranges(fields).0).unwrap_or_default());
+                // Whether bucket `at` is key `i`'s (`None`: empty).
+                let own = |at: usize| {
+                    let bucket = b.get(s.bucket(at)).unwrap_or_default();
+                    if s.wide {
+                        let got = bucket_fields(bucket);
+                        (got.4 != 0).then(|| got == (bucket_tag(hash), kl, ko, vs, vc))
+                    } else {
+                        let slot = le_u32(bucket, 0).unwrap_or(0) as usize;
+                        (slot != 0).then_some(slot == i + 1)
+                    }
+                };
+                let mut at = first_bucket(s, hash);
+                let mut found = false;
+                for _ in 0..s.buckets {
+                    match own(at) {
+                        None => break,
+                        Some(true) => {
+                            found = true;
+                            break;
+                        }
+                        Some(false) => at = (at + 1) & (s.buckets - 1),
+                    }
+                }
+                if !found {
+                    return bad(e, "key not found from its hash bucket");
                 }
             }
         }
@@ -1699,6 +1706,35 @@ mod tests {
             Err(crate::Error::Corruption { reason, .. }) if reason.contains("not found from its hash bucket")
         ));
         assert!(lazy.damaged());
+    }
+
+    /// Format 2 too: a file whose checksums match but whose buckets leave a
+    /// key out (a lookup would call it absent while a walk sees it) fails
+    /// the whole check. The file is a segment's key index from the format 2
+    /// fixture.
+    #[test]
+    fn a_format_2_key_missing_from_its_buckets_fails_the_whole_check() {
+        use super::KeyIndexFile;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/kidx_v2/00000000000000000000.kidx");
+        let good = std::fs::read(&path).unwrap();
+        assert_eq!(good[8..12], 2u32.to_le_bytes());
+        let file = KeyIndexFile::open(bytes::Bytes::from(good.clone()), &path).unwrap();
+        let s = file.section("inventory").unwrap().clone();
+        assert!(!s.wide);
+        let at = (0..s.buckets)
+            .map(|j| s.bucket(j).start)
+            .find(|&at| good[at..at + 4] != [0; 4])
+            .unwrap();
+        let body_end =
+            u64::from_le_bytes(good[good.len() - 12..good.len() - 4].try_into().unwrap());
+        let mut body = good[..body_end as usize].to_vec();
+        body[at..at + 4].fill(0);
+        let lazy = KeyIndexFile::open_lazy(bytes::Bytes::from(resealed(body)), &path).unwrap();
+        assert!(matches!(
+            lazy.check_all(),
+            Err(crate::Error::Corruption { reason, .. }) if reason.contains("not found from its hash bucket")
+        ));
     }
 
     /// Whatever byte is flipped, a lazily opened index either refuses to
