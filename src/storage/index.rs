@@ -991,11 +991,26 @@ impl KeyIndexFile {
             // version its own, every bucket in use is then some key's), in
             // formats 1 and 2 one naming it. A lookup of a key then reads
             // that key's versions, and a key a walk sees is never missed.
-            for i in 0..s.key_count {
+            let entry = |i: usize| {
                 let e = s.keys_off + i * KEY_ENTRY;
-                let fields = entry_fields(b.get(e..e + KEY_ENTRY).unwrap_or_default());
+                entry_fields(b.get(e..e + KEY_ENTRY).unwrap_or_default())
+            };
+            let hash_of = |fields| stable_hash(b.get(s.ranges(fields).0).unwrap_or_default());
+            // Buckets are read at random: each key's is hinted this many
+            // keys ahead, so the misses overlap (keys and entries are read
+            // in order, and cached).
+            const AHEAD: usize = 8;
+            for i in 0..s.key_count {
+                if i + AHEAD < s.key_count {
+                    let ahead = s.bucket(first_bucket(s, hash_of(entry(i + AHEAD))));
+                    if let Some(x) = b.get(ahead.start) {
+                        crate::hint::prefetch(x);
+                    }
+                }
+                let e = s.keys_off + i * KEY_ENTRY;
+                let fields = entry(i);
                 let [ko, kl, vs, vc] = fields;
-                let hash = stable_hash(b.get(s.ranges(fields).0).unwrap_or_default());
+                let hash = hash_of(fields);
                 // Whether bucket `at` is key `i`'s (`None`: empty).
                 let own = |at: usize| {
                     let bucket = b.get(s.bucket(at)).unwrap_or_default();
