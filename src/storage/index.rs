@@ -1586,17 +1586,11 @@ mod tests {
     #[test]
     fn an_unknown_version_is_unsupported_only_if_checksums_vouch_for_it() {
         use super::KeyIndexFile;
-        use crate::storage::chunks::{trailer, CHUNK};
         let (good, _) = lazy_sample(10);
         let p = std::path::Path::new("k");
-        let end = good.len() - 12;
-        let body_end = u64::from_le_bytes(good[end..end + 8].try_into().unwrap());
-        let body = &good[..body_end as usize];
-        let mut newer = body.to_vec();
+        let mut newer = body_of(&good);
         newer[8] = 4;
-        let crcs: Vec<u32> = newer.chunks(CHUNK).map(crc32fast::hash).collect();
-        let mut vouched = newer.clone();
-        vouched.extend_from_slice(&trailer(&crcs, newer.len() as u64));
+        let vouched = resealed(newer);
         assert!(matches!(
             KeyIndexFile::open_lazy(bytes::Bytes::from(vouched), p),
             Err(crate::Error::UnsupportedVersion { found: 4, .. })
@@ -1607,6 +1601,13 @@ mod tests {
             KeyIndexFile::open_lazy(bytes::Bytes::from(flipped), p),
             Err(crate::Error::Corruption { offset: 8, .. })
         ));
+    }
+
+    /// A key index file's body: the file without its trailer.
+    fn body_of(file: &[u8]) -> Vec<u8> {
+        let end = file.len() - 12;
+        let body_end = u64::from_le_bytes(file[end..end + 8].try_into().unwrap());
+        file[..body_end as usize].to_vec()
     }
 
     /// `body` (a key index without its trailer) with a trailer that vouches
@@ -1672,9 +1673,7 @@ mod tests {
         let (key, _) = s.bucket_ranges(&good[s.bucket(j)]).unwrap();
         let key = good[key].to_vec();
         assert!(keys.iter().any(|(k, _)| *k == key));
-        let body_end =
-            u64::from_le_bytes(good[good.len() - 12..good.len() - 4].try_into().unwrap());
-        let mut body = good[..body_end as usize].to_vec();
+        let mut body = body_of(&good);
         let blob_len = (s.vers_off - s.blob_off) as u32;
         body[at + 4..at + 8].copy_from_slice(&blob_len.to_le_bytes());
         assert_eq!(BUCKET, 16);
@@ -1711,9 +1710,7 @@ mod tests {
                 a != b && bucket_fields(&good[s.bucket(a)]).4 == bucket_fields(&good[s.bucket(b)]).4
             })
             .unwrap();
-        let body_end =
-            u64::from_le_bytes(good[good.len() - 12..good.len() - 4].try_into().unwrap());
-        let mut body = good[..body_end as usize].to_vec();
+        let mut body = body_of(&good);
         let from = s.bucket(b).start;
         let to = s.bucket(a).start;
         let first = body[from + 8..from + 12].to_vec();
@@ -1745,9 +1742,7 @@ mod tests {
             .map(|j| s.bucket(j).start)
             .find(|&at| good[at..at + 4] != [0; 4])
             .unwrap();
-        let body_end =
-            u64::from_le_bytes(good[good.len() - 12..good.len() - 4].try_into().unwrap());
-        let mut body = good[..body_end as usize].to_vec();
+        let mut body = body_of(&good);
         body[at..at + 4].fill(0);
         let lazy = KeyIndexFile::open_lazy(bytes::Bytes::from(resealed(body)), &path).unwrap();
         assert!(matches!(
