@@ -20,13 +20,29 @@
 use std::io::Write;
 use std::ops::Range;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use crate::{Error, Result};
 
 /// Bytes covered by one chunk checksum: a page, so a lookup checks about
 /// what it reads and no more.
 pub const CHUNK: usize = 4096;
+
+/// Files found damaged in this process so far: see [`damage_epoch`].
+static DAMAGE_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// How many files ([`ChunkChecks`]) this process has found damaged so far.
+/// A reader that reads around damaged files takes this before a read and
+/// again when the read fails: if it grew, a file may have been found
+/// damaged by that read (or by another reader meanwhile), and the read is
+/// worth running again from sources chosen afresh. One load instead of a
+/// walk over every source a read could have used. The count is
+/// process-wide, so damage found in an unrelated file can cost a reader
+/// one needless retry, never a wrong answer.
+#[must_use]
+pub fn damage_epoch() -> u64 {
+    DAMAGE_EPOCH.load(Ordering::Acquire)
+}
 
 /// Bytes of the trailer after the chunk checksums: body end and CRC.
 const TRAILER_FIXED: usize = 12;
@@ -300,7 +316,11 @@ impl ChunkChecks {
     /// Records that the file's bytes, though they match their checksums, are
     /// inconsistent (only a bug writes such a file).
     pub fn mark_damaged(&self) {
-        self.damaged.store(true, Ordering::Release);
+        // Counted before any chunk is marked bad, so a reader that sees the
+        // bad chunk (or the error) sees the count grown.
+        if !self.damaged.swap(true, Ordering::AcqRel) {
+            DAMAGE_EPOCH.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     /// Checks the chunks holding bytes `r` of `b` (the file), those not

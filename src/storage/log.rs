@@ -218,6 +218,9 @@ impl LogState {
     /// read; the rest goes per segment.
     #[must_use]
     pub fn key_sources(&self) -> (Vec<&super::index::KeyIndexFile>, &[Arc<SealedSegment>]) {
+        if self.merged.is_empty() {
+            return (Vec::new(), &self.sealed);
+        }
         let (tiers, end) = self.usable_tiers();
         let first = self.sealed.partition_point(|s| s.base < end);
         (tiers, &self.sealed[first..])

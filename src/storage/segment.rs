@@ -492,13 +492,6 @@ impl SealedSegment {
         }
     }
 
-    /// Whether the key index sidecar was loaded and a read has since found it
-    /// damaged ([`SealedSegment::keys`] then gives one rebuilt from the
-    /// segment).
-    pub(crate) fn sidecar_damaged(&self) -> bool {
-        matches!(self.keys.get(), Some(Ok(k)) if k.damaged())
-    }
-
     /// The key index: the sidecar, its header checked and the rest as it is
     /// read ([`KeyIndexFile::open_lazy`]), or rebuilt from the segment if it
     /// is missing or damaged, or once a read has found it damaged.

@@ -329,30 +329,25 @@ impl View {
 
     /// Runs `f` over the log's key sources ([`LogState::key_sources`]): the
     /// merged indexes, then the sealed segments they do not cover. Key
-    /// index files are checked as they are read. If `f` fails and a file it
-    /// could have read has been found damaged since it started (a read that
-    /// fails on damage marks its file first), that file is no longer used
-    /// (a merged index gives way to the segments' own, a segment's own to
-    /// one rebuilt from the segment) and `f` runs again. Each file is found
-    /// damaged once, so the runs are bounded by the number of files.
+    /// index files are checked as they are read. If `f` fails and some file
+    /// has been found damaged since it started (a read that fails on damage
+    /// marks its file first, see [`super::chunks::damage_epoch`]), the
+    /// damaged file is no longer used (a merged index gives way to the
+    /// segments' own, a segment's own to one rebuilt from the segment) and
+    /// `f` runs again. Each file is found damaged once, so the runs are
+    /// bounded by the number of files.
     fn with_key_sources<T>(
         &self,
         mut f: impl FnMut(&[&super::index::KeyIndexFile], &[Arc<SealedSegment>]) -> Result<T>,
     ) -> Result<T> {
-        let damaged_sidecars =
-            |rest: &[Arc<SealedSegment>]| rest.iter().filter(|s| s.sidecar_damaged()).count();
         let mut retries = self.state.merged.len() + self.state.sealed.len();
         loop {
-            // Merged indexes already damaged are left out here; segments'
-            // own are replaced by `keys()`, so only new ones count.
+            // Merged indexes already damaged are left out here, and
+            // segments' own are replaced by `keys()`.
+            let epoch = super::chunks::damage_epoch();
             let (merged, rest) = self.state.key_sources();
-            let before = damaged_sidecars(rest);
             match f(&merged, rest) {
-                Err(e)
-                    if retries > 0
-                        && (merged.iter().any(|m| m.damaged())
-                            || damaged_sidecars(rest) > before) =>
-                {
+                Err(e) if retries > 0 && super::chunks::damage_epoch() != epoch => {
                     retries -= 1;
                     log::warn!("a key index is damaged, reading around it: {e}");
                 }
@@ -411,40 +406,31 @@ impl View {
         // below). A segment's lookup is not started when all its events
         // precede `as_of` and a newer segment's (or the active one's) span
         // it: that newer one almost always holds a version that decides, and
-        // this one is then skipped. `None`: not started (or the index is not
-        // loaded yet): the file is read below through `keys`; `Some(None)`:
-        // the file has no such stream. Past `MAX_OVERLAPPED` files, none is
-        // started.
-        let mut probes: [Option<Option<KeyProbe<'_>>>; MAX_OVERLAPPED] = [None; MAX_OVERLAPPED];
+        // this one is then skipped. `None`: not started (the index is not
+        // loaded yet, or has no such stream): the file is read below through
+        // `keys`. Past `MAX_OVERLAPPED` files, none is started.
+        let mut probes: [Option<KeyProbe<'_>>; MAX_OVERLAPPED] = [None; MAX_OVERLAPPED];
         let m = merged.len().min(MAX_OVERLAPPED);
+        let mut started = 0;
         for (slot, f) in probes.iter_mut().zip(merged.iter().rev()) {
-            *slot = Some(f.probe(stream, hash));
+            *slot = f.probe(stream, hash);
+            started += usize::from(slot.is_some());
         }
-        // The event-time ranges of the segments, read once.
-        let mut ranges = [(0, 0); MAX_OVERLAPPED];
         // The active segment, newest of all, spans `as_of` too when it has
         // events on both sides of it.
         let inner = self.state.active.read_inner();
         let active_range = inner.index.event_time_range();
         let mut spanned = active_range.is_some_and(|(lo, hi)| lo <= as_of && as_of <= hi);
-        for (i, s) in rest.iter().rev().enumerate().take(MAX_OVERLAPPED) {
+        for (slot, s) in probes[m..].iter_mut().zip(rest.iter().rev()) {
             let (lo, hi) = s.event_time_range()?;
-            ranges[i] = (lo, hi);
             let spans = lo <= as_of && as_of <= hi;
-            let start = lo <= as_of && (spans || !spanned);
-            spanned |= spans;
-            if let Some(slot) = probes.get_mut(m + i) {
-                *slot = s
-                    .keys_if_loaded()
-                    .filter(|_| start)
-                    .map(|f| f.probe(stream, hash));
+            if lo <= as_of && (spans || !spanned) {
+                *slot = s.keys_if_loaded().and_then(|f| f.probe(stream, hash));
+                started += usize::from(slot.is_some());
             }
+            spanned |= spans;
         }
-        let n = (m + rest.len()).min(MAX_OVERLAPPED);
-        let started = probes[..n]
-            .iter()
-            .filter(|p| matches!(p, Some(Some(_))))
-            .count();
+        let probes = &probes[..(m + rest.len()).min(MAX_OVERLAPPED)];
         let mut best: Option<VersionRef> = {
             let inner = inner; // released once the active table is read
             let active = inner.index.stream(stream).map(|t| (t, t.hash32(key)));
@@ -462,10 +448,8 @@ impl View {
                         }
                         _ => {}
                     }
-                    for p in &probes[..n] {
-                        if let Some(Some(p)) = p {
-                            p.prefetch(stage);
-                        }
+                    for p in probes.iter().flatten() {
+                        p.prefetch(stage);
                     }
                 }
             }
@@ -482,35 +466,23 @@ impl View {
                 }
             }
         };
-        // A file's lookup if one was started, else the file itself.
-        let probe = |i: usize| probes.get(i).copied().flatten();
-        let ranges = &ranges[..rest.len().min(MAX_OVERLAPPED)];
         for (i, s) in rest.iter().rev().enumerate() {
-            let (lo, hi) = match ranges.get(i) {
-                Some(&r) => r,
-                None => s.event_time_range()?,
-            };
+            let (lo, hi) = s.event_time_range()?;
             if lo > as_of || best.is_some_and(|b| b.event_time > hi) {
                 continue; // nothing in it is visible, or can be newer
             }
-            let found = match probe(m + i) {
-                Some(p) => p
-                    .map(|p| p.newest_visible(key, as_of, end))
-                    .transpose()?
-                    .flatten(),
-                None => s
+            let found = match probes.get(m + i) {
+                Some(Some(p)) => p.newest_visible(key, as_of, end)?,
+                _ => s
                     .keys()?
                     .newest_visible_hashed(stream, key, hash, as_of, end)?,
             };
             consider(&mut best, found);
         }
         for (j, tier) in merged.iter().rev().enumerate() {
-            let found = match probe(j) {
-                Some(p) => p
-                    .map(|p| p.newest_visible(key, as_of, end))
-                    .transpose()?
-                    .flatten(),
-                None => tier.newest_visible_hashed(stream, key, hash, as_of, end)?,
+            let found = match probes.get(j) {
+                Some(Some(p)) => p.newest_visible(key, as_of, end)?,
+                _ => tier.newest_visible_hashed(stream, key, hash, as_of, end)?,
             };
             consider(&mut best, found);
         }
