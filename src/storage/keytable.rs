@@ -23,8 +23,10 @@ use std::hash::BuildHasher;
 use super::index::VersionRef;
 
 mod buckets;
+mod late;
 
 use buckets::Buckets;
+use late::LateKeys;
 
 const NONE: u32 = u32::MAX;
 
@@ -276,6 +278,8 @@ pub struct KeyTable {
     key_bytes: usize,
     versions: Vec<VersionRef>,
     prev: Vec<u32>,
+    /// The keys with versions older than the first one.
+    late: LateKeys,
     hasher: foldhash::fast::FixedState,
 }
 
@@ -339,6 +343,7 @@ impl KeyTable {
         let idx = self.versions.len() as u32;
         self.versions.push(v);
         let hash = at.hash;
+        self.late.push(hash, v.event_time, idx == 0);
         let found = match at.slot {
             Some(s)
                 if self.slots.get(s as usize).is_some_and(|slot| {
@@ -399,6 +404,7 @@ impl KeyTable {
         self.key_bytes = 0;
         self.versions.clear();
         self.prev.clear();
+        self.late.clear();
     }
 
     /// Bytes of all keys.
@@ -457,6 +463,15 @@ impl KeyTable {
         out[start..].reverse();
     }
 
+    /// Whether the key whose [`KeyTable::hash32`] is `hash` may have a
+    /// version with `event_time <= as_of` here: `false` only when it surely
+    /// has none, known without reading the hash table (see `late.rs`), so a
+    /// reader can skip loading the key's bucket and slot.
+    #[inline]
+    pub(crate) fn may_have_visible(&self, hash: u32, as_of: i64) -> bool {
+        self.late.may_have(hash, as_of)
+    }
+
     /// The newest version of `key` by `(event_time, position)` among those with
     /// `event_time <= as_of` and `position < end`: the newest one when it
     /// qualifies, else a walk of the key's versions in this segment.
@@ -474,6 +489,9 @@ impl KeyTable {
         as_of: i64,
         end: u64,
     ) -> Option<VersionRef> {
+        if !self.may_have_visible(hash, as_of) {
+            return None;
+        }
         let slot = &self.slots[self.slot_index(key, hash)? as usize];
         if slot.min_et > as_of {
             return None; // every version here is after `as_of`
@@ -1010,5 +1028,103 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The newest version of `key` with `event_time <= as_of`, by brute force.
+    fn newest_by_hand(
+        pushed: &[(Vec<u8>, VersionRef)],
+        key: &[u8],
+        as_of: i64,
+    ) -> Option<VersionRef> {
+        pushed
+            .iter()
+            .filter(|(k, v)| k == key && v.event_time <= as_of)
+            .map(|(_, v)| *v)
+            .max_by_key(VersionRef::order)
+    }
+
+    #[test]
+    fn lookups_before_the_first_version_find_late_versions_and_rule_out_the_rest() {
+        // Mostly in time order, a tenth late by up to 500, some far back:
+        // the filter rules a key out only when it has no version that old.
+        let mut rng = crate::rng::Rng(31);
+        let mut t = KeyTable::default();
+        let mut pushed = Vec::new();
+        for p in 0..3000u64 {
+            let key = format!("key{}", rng.below(700)).into_bytes();
+            let mut et = 1000 + p as i64;
+            if rng.below(10) == 0 {
+                et -= rng.below(500) as i64 + if rng.below(4) == 0 { 900 } else { 0 };
+            }
+            let v = VersionRef {
+                event_time: et,
+                ..v(p)
+            };
+            t.push(&key, v);
+            pushed.push((key, v));
+        }
+        let (mut ruled_out, mut late_found) = (0, 0);
+        for k in 0..720 {
+            let key = format!("key{k}").into_bytes();
+            for as_of in [0, 150, 400, 700, 990, 999, 1000, 1001, 2500, 5000] {
+                let want = newest_by_hand(&pushed, &key, as_of);
+                assert_eq!(
+                    t.newest_visible(&key, as_of, u64::MAX),
+                    want,
+                    "key{k} as of {as_of}"
+                );
+                if !t.may_have_visible(t.hash32(&key), as_of) {
+                    assert_eq!(want, None, "key{k} ruled out as of {as_of}");
+                    ruled_out += 1;
+                } else if as_of < 1000 && want.is_some() {
+                    late_found += 1;
+                }
+            }
+        }
+        // The filter did something, and late versions were there to find.
+        assert!(
+            ruled_out > 2000 && late_found > 100,
+            "{ruled_out} {late_found}"
+        );
+    }
+
+    #[test]
+    fn an_empty_or_cleared_table_rules_out_every_key_before_its_first_version() {
+        let mut t = KeyTable::default();
+        assert!(!t.may_have_visible(t.hash32(b"k"), i64::MAX - 1));
+        t.push(
+            b"k",
+            VersionRef {
+                event_time: 100,
+                ..v(0)
+            },
+        );
+        t.push(
+            b"late",
+            VersionRef {
+                event_time: 10,
+                ..v(1)
+            },
+        );
+        assert!(t.may_have_visible(t.hash32(b"late"), 10));
+        assert_eq!(
+            t.newest_visible(b"late", 10, u64::MAX).map(|v| v.position),
+            Some(1)
+        );
+        // Cleared, then filled with later versions only: "late" is gone,
+        // from the filter too.
+        t.clear();
+        assert!(!t.may_have_visible(t.hash32(b"late"), 50));
+        t.push(
+            b"k",
+            VersionRef {
+                event_time: 200,
+                ..v(2)
+            },
+        );
+        assert!(!t.may_have_visible(t.hash32(b"late"), 50));
+        assert!(!t.may_have_visible(t.hash32(b"k"), 150));
+        assert!(t.may_have_visible(t.hash32(b"k"), 200));
+        assert_eq!(t.newest_visible(b"late", 50, u64::MAX), None);
     }
 }

@@ -433,13 +433,22 @@ impl View {
         let probes = &probes[..(m + rest.len()).min(MAX_OVERLAPPED)];
         let mut best: Option<VersionRef> = {
             let inner = inner; // released once the active table is read
-            let active = inner.index.stream(stream).map(|t| (t, t.hash32(key)));
-            let read_active = active_range.is_some_and(|(lo, _)| lo <= as_of);
+                               // The active table is read unless every record of the active
+                               // segment is after `as_of`, or the key has none as old. Most
+                               // lookups ask about a time before the segment's first event,
+                               // when only its late events can be visible: a filter of their
+                               // keys rules the table out for most keys, its hash table unread.
+            let active = inner
+                .index
+                .stream(stream)
+                .filter(|_| active_range.is_some_and(|(lo, _)| lo <= as_of))
+                .map(|t| (t, t.hash32(key)))
+                .filter(|&(t, h)| t.may_have_visible(h, as_of));
             // The lookups that will be read start together, a stage at a
             // time (see `KeyProbe::prefetch`), so the cache misses of one
             // overlap those of the others, and the probes below find their
             // lines loaded or on their way.
-            if started + usize::from(read_active && active.is_some()) > 1 {
+            if started + usize::from(active.is_some()) > 1 {
                 for stage in 0..3 {
                     match (active, stage) {
                         (Some((t, h)), 0) => t.bucket_hint(h),
@@ -453,11 +462,7 @@ impl View {
                     }
                 }
             }
-            if read_active {
-                active.and_then(|(t, h)| t.newest_visible_hashed(key, h, as_of, end))
-            } else {
-                None // every record of the active segment is after `as_of`
-            }
+            active.and_then(|(t, h)| t.newest_visible_hashed(key, h, as_of, end))
         };
         let consider = |best: &mut Option<VersionRef>, v: Option<VersionRef>| {
             if let Some(v) = v {
