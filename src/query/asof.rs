@@ -281,6 +281,7 @@ impl Snapshot {
     /// [`Snapshot::get`] with `known_at` resolved to an exclusive end and
     /// `as_of` checked; the stream is the caller's to check (a miss on an
     /// unknown stream is `NeverSeen` here).
+    #[inline]
     pub(crate) fn get_below(
         &self,
         stream: &str,
@@ -293,6 +294,7 @@ impl Snapshot {
 
     /// [`Snapshot::get_below`], with whether a present row is settled: its
     /// value is that of a put, the newest visible version.
+    #[inline]
     pub(crate) fn get_settled(
         &self,
         stream: &str,
@@ -303,7 +305,7 @@ impl Snapshot {
         // Fast path: the newest visible version decides alone unless it is a
         // patch (one probe per key index, no version list).
         match self.view.newest_visible(stream, key, as_of, end)? {
-            None => return Ok((GetResult::NeverSeen, false)),
+            None => Ok((GetResult::NeverSeen, false)),
             Some(v) if v.op == Op::Put => {
                 // The key comes from the record (no copy), checked against
                 // the one asked for.
@@ -314,28 +316,32 @@ impl Snapshot {
                     event_time: v.event_time,
                     position: v.position,
                 };
-                return Ok((GetResult::Present(row), true));
+                Ok((GetResult::Present(row), true))
             }
             Some(v) if v.op == Op::Delete => {
                 let gone = GetResult::Deleted {
                     event_time: v.event_time,
                     position: v.position,
                 };
-                return Ok((gone, false));
+                Ok((gone, false))
             }
-            _ => {}
+            Some(_) => Ok((self.get_folded(stream, key, as_of, end)?, false)),
         }
-        // The newest visible version is a patch: the row is not settled.
+    }
+
+    /// [`Snapshot::get_settled`] of a key whose newest visible version is a
+    /// patch: its versions folded from the last put or delete on.
+    #[cold]
+    fn get_folded(&self, stream: &str, key: &[u8], as_of: i64, end: u64) -> Result<GetResult> {
         let mut versions = self.view.versions(stream, key)?;
         visible(&mut versions, as_of, end);
-        let folded = fold(
+        fold(
             self,
             stream,
             self.merge.get(stream),
             &Bytes::copy_from_slice(key),
             &versions,
-        )?;
-        Ok((folded, false))
+        )
     }
 
     /// Every live row of `stream` as of `as_of`, known at `known_at`, in key order,
