@@ -16,7 +16,10 @@
 //! key of up to 16 bytes), plus 8 bytes per table bucket at a load of
 //! 0.375–0.75: 43–53 bytes beyond the key's own bytes. (Keeping the 48-byte
 //! slots in the buckets themselves would cost 64–128 bytes a key at these
-//! loads.) A version costs 36 bytes.
+//! loads.) A version costs 36 bytes. A table whose versions arrived out of
+//! event-time order also holds an 8 KiB filter of the keys with versions
+//! older than its first one, so lookups as of earlier times skip it
+//! (`late.rs`).
 
 use std::hash::BuildHasher;
 

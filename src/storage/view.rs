@@ -432,12 +432,13 @@ impl View {
         }
         let probes = &probes[..(m + rest.len()).min(MAX_OVERLAPPED)];
         let mut best: Option<VersionRef> = {
-            let inner = inner; // released once the active table is read
-                               // The active table is read unless every record of the active
-                               // segment is after `as_of`, or the key has none as old. Most
-                               // lookups ask about a time before the segment's first event,
-                               // when only its late events can be visible: a filter of their
-                               // keys rules the table out for most keys, its hash table unread.
+            // Released once the active table is read.
+            let inner = inner;
+            // The active table is read unless every record of the active
+            // segment is after `as_of`, or the key has none as old. Most
+            // lookups ask about a time before the segment's first event,
+            // when only its late events can be visible: a filter of their
+            // keys rules the table out for most keys, its hash table unread.
             let active = inner
                 .index
                 .stream(stream)
