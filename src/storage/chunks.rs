@@ -28,14 +28,15 @@ use crate::{Error, Result};
 /// what it reads and no more.
 pub const CHUNK: usize = 4096;
 
-/// Files found damaged in this process so far: see [`damage_epoch`].
+/// Damage found in this process so far: see [`damage_epoch`].
 static DAMAGE_EPOCH: AtomicU64 = AtomicU64::new(0);
 
-/// How many files ([`ChunkChecks`]) this process has found damaged so far.
-/// A reader that reads around damaged files takes this before a read and
-/// again when the read fails: if it grew, a file may have been found
-/// damaged by that read (or by another reader meanwhile), and the read is
-/// worth running again from sources chosen afresh. One load instead of a
+/// How many times this process has found a file ([`ChunkChecks`]) damaged
+/// so far (each [`ChunkChecks::mark_damaged`]). A reader that reads around
+/// damaged files takes this before it chooses its files and again when its
+/// read fails: if it grew, a file may have been found damaged by that read
+/// (or by another reader meanwhile), and the read is worth running again
+/// from sources chosen afresh. One load instead of a
 /// walk over every source a read could have used. The count is
 /// process-wide, so damage found in an unrelated file can cost a reader
 /// one needless retry, never a wrong answer.
@@ -316,11 +317,15 @@ impl ChunkChecks {
     /// Records that the file's bytes, though they match their checksums, are
     /// inconsistent (only a bug writes such a file).
     pub fn mark_damaged(&self) {
-        // Counted before any chunk is marked bad, so a reader that sees the
-        // bad chunk (or the error) sees the count grown.
-        if !self.damaged.swap(true, Ordering::AcqRel) {
-            DAMAGE_EPOCH.fetch_add(1, Ordering::AcqRel);
-        }
+        // Flag, then count, on every call: a reader whose read fails either
+        // counted itself, or saw a bad chunk stored after another reader
+        // counted (the chunk's state is stored after this returns). A
+        // reader that saw the count grow before it chose its files sees the
+        // flag too, and does not choose this one. Counting only the first
+        // call would let a reader fail between another's flag and its count
+        // and see no growth.
+        self.damaged.store(true, Ordering::Release);
+        DAMAGE_EPOCH.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Checks the chunks holding bytes `r` of `b` (the file), those not
