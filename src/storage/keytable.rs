@@ -16,10 +16,10 @@
 //! key of up to 16 bytes), plus 8 bytes per table bucket at a load of
 //! 0.375–0.75: 43–53 bytes beyond the key's own bytes. (Keeping the 48-byte
 //! slots in the buckets themselves would cost 64–128 bytes a key at these
-//! loads.) A version costs 36 bytes. A table whose versions arrived out of
-//! event-time order also holds an 8 KiB filter of the keys with versions
-//! older than its first one, so lookups as of earlier times skip it
-//! (`late.rs`).
+//! loads.) A version costs 36 bytes. A table that receives a version older
+//! than its first one also holds an 8 KiB Bloom filter of the keys with
+//! such versions, with which lookups as of a time before its first version
+//! skip most keys (`late.rs`).
 
 use std::hash::BuildHasher;
 
@@ -1048,15 +1048,16 @@ mod tests {
 
     #[test]
     fn lookups_before_the_first_version_find_late_versions_and_rule_out_the_rest() {
-        // Mostly in time order, a tenth late by up to 500, some far back:
-        // the filter rules a key out only when it has no version that old.
+        // Mostly in time order from 1000 (the first version on time), a
+        // tenth late by up to 500, a quarter of those 900 more: the filter
+        // rules a key out only when it has no version that old.
         let mut rng = crate::rng::Rng(31);
         let mut t = KeyTable::default();
         let mut pushed = Vec::new();
         for p in 0..3000u64 {
             let key = format!("key{}", rng.below(700)).into_bytes();
             let mut et = 1000 + p as i64;
-            if rng.below(10) == 0 {
+            if p > 0 && rng.below(10) == 0 {
                 et -= rng.below(500) as i64 + if rng.below(4) == 0 { 900 } else { 0 };
             }
             let v = VersionRef {
@@ -1080,15 +1081,18 @@ mod tests {
                     assert_eq!(want, None, "key{k} ruled out as of {as_of}");
                     ruled_out += 1;
                 } else if as_of < 1000 && want.is_some() {
+                    // Before the first version: let through by the filter.
                     late_found += 1;
                 }
             }
         }
-        // The filter did something, and late versions were there to find.
+        // The filter ruled keys out, and let through late versions older
+        // than the first.
         assert!(
             ruled_out > 2000 && late_found > 100,
             "{ruled_out} {late_found}"
         );
+        assert_eq!(pushed[0].1.event_time, 1000, "the first version is on time");
     }
 
     #[test]
@@ -1117,6 +1121,7 @@ mod tests {
         // Cleared, then filled with later versions only: "late" is gone,
         // from the filter too.
         t.clear();
+        assert!(!t.may_have_visible(t.hash32(b"k"), 150), "no first version");
         assert!(!t.may_have_visible(t.hash32(b"late"), 50));
         t.push(
             b"k",
