@@ -36,10 +36,10 @@ static DAMAGE_EPOCH: AtomicU64 = AtomicU64::new(0);
 /// damaged files takes this before it chooses its files and again when its
 /// read fails: if it grew, a file may have been found damaged by that read
 /// (or by another reader meanwhile), and the read is worth running again
-/// from sources chosen afresh. One load instead of a
-/// walk over every source a read could have used. The count is
-/// process-wide, so damage found in an unrelated file can cost a reader
-/// one needless retry, never a wrong answer.
+/// from sources chosen afresh: one load instead of a walk over every
+/// source the read could have used. The count is process-wide, so damage
+/// found in an unrelated file can cost a reader a needless retry (bounded
+/// by its number of files), never a wrong answer.
 #[must_use]
 pub fn damage_epoch() -> u64 {
     DAMAGE_EPOCH.load(Ordering::Acquire)
@@ -314,8 +314,8 @@ impl ChunkChecks {
         self.damaged.load(Ordering::Acquire)
     }
 
-    /// Records that the file's bytes, though they match their checksums, are
-    /// inconsistent (only a bug writes such a file).
+    /// Marks the file damaged: a chunk did not match its checksum, or the
+    /// bytes match but are inconsistent (only a bug writes such a file).
     pub fn mark_damaged(&self) {
         // Flag, then count, on every call: a reader whose read fails either
         // counted itself, or saw a bad chunk stored after another reader
