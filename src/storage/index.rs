@@ -507,12 +507,10 @@ impl HashSection {
             self.used < buckets,
             "a hash section of {buckets} buckets given a key too many"
         );
-        let mask = buckets - 1;
         let hash = stable_hash(key);
-        let mut b = (hash as usize) & mask;
-        while self.bytes[b * BUCKET + 12..b * BUCKET + 16] != [0; 4] {
-            b = (b + 1) & mask;
-        }
+        let b = probe_order((hash as usize) & (buckets - 1), buckets)
+            .find(|&b| self.bytes[b * BUCKET + 12..b * BUCKET + 16] == [0; 4])
+            .expect("a free bucket: fewer keys than buckets");
         let at = &mut self.bytes[b * BUCKET..(b + 1) * BUCKET];
         at[..2].copy_from_slice(&bucket_tag(hash).to_le_bytes());
         at[2..4].copy_from_slice(&(key.len() as u16).to_le_bytes());
@@ -1026,18 +1024,10 @@ impl KeyIndexFile {
                         (slot != 0).then_some(slot == i + 1)
                     }
                 };
-                let mut at = first_bucket(s, hash);
-                let mut found = false;
-                for _ in 0..s.buckets {
-                    match own(at) {
-                        None => break,
-                        Some(true) => {
-                            found = true;
-                            break;
-                        }
-                        Some(false) => at = (at + 1) & (s.buckets - 1),
-                    }
-                }
+                // Probed up to the first empty bucket.
+                let found = probe_order(first_bucket(s, hash), s.buckets)
+                    .map_while(own)
+                    .any(|mine| mine);
                 if !found {
                     return bad(e, "key not found from its hash bucket");
                 }
@@ -1225,10 +1215,8 @@ impl KeyIndexFile {
                 self.checked_at(r)
             }
         };
-        let n = s.buckets;
-        let mut at = first;
         if s.wide {
-            for _ in 0..n {
+            for at in probe_order(first, s.buckets) {
                 let r = s.bucket(at);
                 let start = r.start;
                 let b = read(r)?;
@@ -1244,11 +1232,10 @@ impl KeyIndexFile {
                         return read(rows).map(Some);
                     }
                 }
-                at = (at + 1) & (n - 1);
             }
             return Ok(None);
         }
-        for _ in 0..n {
+        for at in probe_order(first, s.buckets) {
             let bucket = s.hash_off + 4 * at;
             let slot = le_u32(read(bucket..bucket + 4)?, 0).unwrap_or(0) as usize;
             if slot == 0 {
@@ -1261,7 +1248,6 @@ impl KeyIndexFile {
             if key_eq(read(k)?, key) {
                 return read(rows).map(Some);
             }
-            at = (at + 1) & (n - 1);
         }
         Ok(None)
     }
@@ -1328,8 +1314,8 @@ impl KeyProbe<'_> {
             if stage == 1 {
                 // The bucket's line holds the next few: a collision's key
                 // is usually among them.
-                for j in 0..4 {
-                    let r = s.bucket((self.first + j) & (s.buckets - 1));
+                for at in probe_order(self.first, s.buckets).take(4) {
+                    let r = s.bucket(at);
                     let bucket = b.get(r).unwrap_or_default();
                     let (tag, _, _, _, count) = bucket_fields(bucket);
                     if count == 0 {
@@ -1380,6 +1366,16 @@ impl KeyProbe<'_> {
 /// [`stable_hash`] is `hash` starts.
 fn first_bucket(s: &StreamSection, hash: u64) -> usize {
     (hash as usize) & (s.buckets - 1)
+}
+
+/// The buckets, in order, that a probe starting at bucket `first` of a
+/// hash section of `buckets` (a power of two) visits: linear probing,
+/// wrapping around, each bucket once. Inserts, lookups, their hints and
+/// the whole check all probe in this order, so a key is looked for where
+/// it was put.
+fn probe_order(first: usize, buckets: usize) -> impl Iterator<Item = usize> {
+    debug_assert!(buckets.is_power_of_two());
+    (0..buckets).map(move |i| (first + i) & (buckets - 1))
 }
 
 /// `a == b`. Keys and stream names of 4 to 16 bytes, the usual ones, are
