@@ -20,6 +20,11 @@
 //! than its first one also holds an 8 KiB Bloom filter of the keys with
 //! such versions, with which lookups as of a time before its first version
 //! skip most keys (`late.rs`).
+//!
+//! A key whose versions arrived in event-time order has them chained newest
+//! first, so a lookup stops at the first one as old as it asks for; its slot
+//! names the version before the newest, where a lookup as of an earlier
+//! time starts (each step of the walk is a dependent cache miss).
 
 use std::hash::BuildHasher;
 
@@ -55,8 +60,11 @@ struct Slot {
     /// the first visible one.
     in_order: bool,
     tail: u32,
-    /// Index of that newest version (a later position wins ties).
-    best: u32,
+    /// Out of order: the index of that newest version (a later position
+    /// wins ties). In order, that is `tail`, and this is the version before
+    /// it ([`NONE`]: none), where a lookup as of an earlier time starts its
+    /// walk without reading `tail`'s link first.
+    best_or_prev: u32,
 }
 
 // A slot is read at random by every push and lookup: keep it at 48 bytes.
@@ -361,16 +369,19 @@ impl KeyTable {
             Some(at) => {
                 let slot = &mut self.slots[at as usize];
                 self.prev.push(slot.tail);
-                slot.tail = idx;
                 // The new version has the largest position, so it is the newest
                 // by (event_time, position) exactly when its event time is not older.
                 slot.min_et = slot.min_et.min(v.event_time);
                 if v.event_time >= slot.best_et {
                     slot.best_et = v.event_time;
-                    slot.best = idx;
-                } else {
+                    // In order: the version before the new one; else the new best.
+                    slot.best_or_prev = if slot.in_order { slot.tail } else { idx };
+                } else if slot.in_order {
+                    // The newest stays the best: from now on it is named here.
+                    slot.best_or_prev = slot.tail;
                     slot.in_order = false;
                 }
+                slot.tail = idx;
             }
             None => {
                 self.prev.push(NONE);
@@ -391,7 +402,7 @@ impl KeyTable {
                     key_len: u16::try_from(key.len()).expect("a record's key fits 16 bits"),
                     in_order: true,
                     tail: idx,
-                    best: idx,
+                    best_or_prev: NONE,
                 });
                 self.table.insert(hash, slot);
             }
@@ -499,8 +510,13 @@ impl KeyTable {
         if slot.min_et > as_of {
             return None; // every version here is after `as_of`
         }
+        let best = if slot.in_order {
+            slot.tail
+        } else {
+            slot.best_or_prev
+        };
         if slot.best_et <= as_of {
-            let best = self.versions[slot.best as usize];
+            let best = self.versions[best as usize];
             if best.position < end {
                 return Some(best);
             }
@@ -508,7 +524,10 @@ impl KeyTable {
         let mut found: Option<VersionRef> = None;
         let mut at = slot.tail;
         if slot.in_order {
-            // Newest first by (event_time, position): the first visible one wins.
+            // Newest first by (event_time, position): the first visible one
+            // wins. The newest was looked at above; the walk goes on from
+            // the version before it, which the slot names.
+            at = slot.best_or_prev;
             while at != NONE {
                 let v = self.versions[at as usize];
                 if v.position < end && v.event_time <= as_of {
@@ -940,6 +959,66 @@ mod tests {
         assert!((0..7).all(|k| in_order(&format!("key{k}"))));
         assert!(!in_order("key7"));
         check_newest_visible(&t, &all, 8, -50..210, &[0, 1, 100, 333, 599, 600, u64::MAX]);
+    }
+
+    /// In-order keys of one to six versions, ties and wide gaps between
+    /// their event times included, looked up at, just before and just after
+    /// every event time, below every position: the walk that starts from the
+    /// version the slot names before the newest, against a brute force.
+    #[test]
+    fn in_order_walks_from_the_version_before_the_newest_match_brute_force() {
+        const WIDE: i64 = 1 << 33;
+        let mut rng = crate::rng::Rng(21);
+        let mut t = KeyTable::default();
+        let mut all: Vec<(Vec<u8>, VersionRef)> = Vec::new();
+        let mut times = vec![i64::MIN, i64::MAX];
+        let mut next_et = [0i64; 6];
+        for p in 0..60u64 {
+            let k = rng.below(6) as usize;
+            if all
+                .iter()
+                .filter(|(key, _)| *key == format!("key{k}").into_bytes())
+                .count()
+                > k
+            {
+                continue; // key k gets k + 1 versions
+            }
+            next_et[k] += match rng.below(3) {
+                0 => 0, // a tie
+                1 => 1 + rng.below(5) as i64,
+                _ => WIDE + rng.below(5) as i64,
+            };
+            let v = VersionRef {
+                event_time: next_et[k],
+                position: p,
+                frame_off: 0,
+                rec_off: 0,
+                op: Op::Put,
+            };
+            let key = format!("key{k}").into_bytes();
+            t.push(&key, v);
+            all.push((key, v));
+            times.extend([v.event_time - 1, v.event_time, v.event_time + 1]);
+        }
+        assert!((0..6).all(|k| t.find_slot(format!("key{k}").as_bytes()).unwrap().in_order));
+        let ends: Vec<u64> = (0..=60).chain([u64::MAX]).collect();
+        for k in 0..6 {
+            let key = format!("key{k}").into_bytes();
+            for &as_of in &times {
+                for &end in &ends {
+                    let want = all
+                        .iter()
+                        .filter(|(kk, v)| *kk == key && v.event_time <= as_of && v.position < end)
+                        .map(|(_, v)| *v)
+                        .max_by_key(VersionRef::order);
+                    assert_eq!(
+                        t.newest_visible(&key, as_of, end),
+                        want,
+                        "{k} {as_of} {end}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
