@@ -1651,20 +1651,32 @@ mod tests {
         file.check_all().unwrap();
     }
 
+    /// A format 3 sample of `keys` keys ([`lazy_sample`]): its bytes, its
+    /// keys, its stream's section and the buckets in use, in order.
+    fn sample_buckets(
+        keys: usize,
+    ) -> (Vec<u8>, Vec<KeyVersions>, super::StreamSection, Vec<usize>) {
+        use super::{bucket_fields, KeyIndexFile};
+        let (good, keys) = lazy_sample(keys);
+        let file = KeyIndexFile::open(bytes::Bytes::from(good.clone()), std::path::Path::new("k"))
+            .unwrap();
+        let s = file.section("s").unwrap().clone();
+        let used = (0..s.buckets)
+            .filter(|&j| bucket_fields(&good[s.bucket(j)]).4 > 0)
+            .collect();
+        (good, keys, s, used)
+    }
+
     /// A bucket whose checksums match but whose entry reaches past its
     /// sections (only a bug writes one) fails the lookups that follow it and
     /// the whole check, and marks the file damaged: it never answers.
     #[test]
     fn a_bucket_out_of_bounds_is_corruption_not_an_answer() {
-        use super::{bucket_fields, KeyIndexFile, BUCKET};
-        let (good, keys) = lazy_sample(200);
+        use super::{KeyIndexFile, BUCKET};
+        let (good, keys, s, used) = sample_buckets(200);
         let p = std::path::Path::new("k");
-        let file = KeyIndexFile::open(bytes::Bytes::from(good.clone()), p).unwrap();
-        let s = file.section("s").unwrap().clone();
         // The first bucket in use, and its key.
-        let j = (0..s.buckets)
-            .find(|&j| bucket_fields(&good[s.bucket(j)]).4 > 0)
-            .unwrap();
+        let j = used[0];
         let at = s.bucket(j).start;
         let (key, _) = s.bucket_ranges(&good[s.bucket(j)]).unwrap();
         let key = good[key].to_vec();
@@ -1691,13 +1703,8 @@ mod tests {
     #[test]
     fn a_bucket_holding_another_keys_versions_fails_the_whole_check() {
         use super::{bucket_fields, KeyIndexFile};
-        let (good, _) = lazy_sample(200);
+        let (good, _, s, used) = sample_buckets(200);
         let p = std::path::Path::new("k");
-        let file = KeyIndexFile::open(bytes::Bytes::from(good.clone()), p).unwrap();
-        let s = file.section("s").unwrap().clone();
-        let used: Vec<usize> = (0..s.buckets)
-            .filter(|&j| bucket_fields(&good[s.bucket(j)]).4 > 0)
-            .collect();
         // Two buckets whose keys have equally many versions.
         let (a, b) = used
             .iter()
