@@ -1002,23 +1002,7 @@ mod tests {
         }
         assert!((0..6).all(|k| t.find_slot(format!("key{k}").as_bytes()).unwrap().in_order));
         let ends: Vec<u64> = (0..=60).chain([u64::MAX]).collect();
-        for k in 0..6 {
-            let key = format!("key{k}").into_bytes();
-            for &as_of in &times {
-                for &end in &ends {
-                    let want = all
-                        .iter()
-                        .filter(|(kk, v)| *kk == key && v.event_time <= as_of && v.position < end)
-                        .map(|(_, v)| *v)
-                        .max_by_key(VersionRef::order);
-                    assert_eq!(
-                        t.newest_visible(&key, as_of, end),
-                        want,
-                        "{k} {as_of} {end}"
-                    );
-                }
-            }
-        }
+        check_newest_visible(&t, &all, 6, times.iter().copied(), &ends);
     }
 
     #[test]
@@ -1090,7 +1074,7 @@ mod tests {
         t: &KeyTable,
         all: &[(Vec<u8>, VersionRef)],
         keys: usize,
-        times: std::ops::Range<i64>,
+        times: impl Iterator<Item = i64> + Clone,
         ends: &[u64],
     ) {
         for k in 0..keys {
