@@ -491,11 +491,17 @@ impl KeyTable {
     /// qualifies, else a walk of the key's versions in this segment.
     #[must_use]
     pub fn newest_visible(&self, key: &[u8], as_of: i64, end: u64) -> Option<VersionRef> {
-        self.newest_visible_hashed(key, self.hash32(key), as_of, end)
+        let hash = self.hash32(key);
+        if !self.may_have_visible(hash, as_of) {
+            return None;
+        }
+        self.newest_visible_hashed(key, hash, as_of, end)
     }
 
     /// [`KeyTable::newest_visible`] with the key's [`KeyTable::hash32`]
-    /// already computed (by a reader that hinted its bucket first).
+    /// already computed, by a reader that hinted its bucket first and has
+    /// asked [`KeyTable::may_have_visible`] (it finds the same answer
+    /// without, reading the hash table).
     pub(crate) fn newest_visible_hashed(
         &self,
         key: &[u8],
@@ -503,9 +509,6 @@ impl KeyTable {
         as_of: i64,
         end: u64,
     ) -> Option<VersionRef> {
-        if !self.may_have_visible(hash, as_of) {
-            return None;
-        }
         let slot = &self.slots[self.slot_index(key, hash)? as usize];
         if slot.min_et > as_of {
             return None; // every version here is after `as_of`
