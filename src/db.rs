@@ -192,6 +192,10 @@ impl DbBuilder {
     }
 
     /// Opens (or creates) the database.
+    ///
+    /// Unless read-only, takes the directory's writer lock, and fails with
+    /// [`Error::Locked`] if another handle or process still holds it after a
+    /// quarter of a second of trying (see that error for why it tries again).
     pub fn open(self) -> Result<Db> {
         let dir = self.dir.clone();
         let stored = match Settings::load(&*self.vfs, &dir) {
