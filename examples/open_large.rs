@@ -27,6 +27,11 @@
 //!   scratch every 1M records and makes a 10 GB load quadratic).
 //! - `TOPUP=1`: also measure with a full active segment.
 //! - `NO_DROP=1`: skip the cold-cache open.
+//! - `COLD_TABLE=1`: then, caches dropped again, time `table_from_scratch`
+//!   as of the middle of the history on a cold open.
+//! - `COLD_GETS`: after the cold open's first `get`, that many more of random
+//!   keys as of random times of the history, each timed (default 200): lookups
+//!   that find their pages on disk, as in a database larger than memory.
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -119,8 +124,41 @@ fn stats(v: &mut [Duration]) -> String {
     )
 }
 
+/// `n` lookups of uniformly random keys (of the loader's 1M) as of uniformly
+/// random times of the history, each timed, on `db` (cold pages, when the
+/// caches were just dropped: a database larger than memory).
+fn random_gets(db: &Db, n: usize) -> Result<Vec<Duration>, Box<dyn std::error::Error>> {
+    let snap = db.snapshot()?;
+    let w = Loader::new().w;
+    let end = snap.end_position().max(1) as i64 * w.step_us;
+    let mut rng = Rng(11);
+    let mut found = 0;
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let key = w.key(rng.below(w.keys));
+        let t = rng.below(end as u64) as i64;
+        let start = Instant::now();
+        let row = snap.get(STREAM, &key, t, None)?;
+        times.push(start.elapsed());
+        found += usize::from(row.row().is_some());
+    }
+    if n > 0 && found == 0 {
+        return Err("no random lookup found a row".into());
+    }
+    Ok(times)
+}
+
 /// One open: (open time, first snapshot + get time).
 fn open_once(dir: &Path, key: &[u8]) -> Result<(Duration, Duration), Box<dyn std::error::Error>> {
+    open_then(dir, key, |_| Ok(()))
+}
+
+/// [`open_once`], running `then` on the handle before it drops.
+fn open_then(
+    dir: &Path,
+    key: &[u8],
+    then: impl FnOnce(&Db) -> Result<(), Box<dyn std::error::Error>>,
+) -> Result<(Duration, Duration), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let db = Db::builder(dir).segment_size(SEGMENT_SIZE).open()?;
     let open = t.elapsed();
@@ -132,6 +170,7 @@ fn open_once(dir: &Path, key: &[u8]) -> Result<(Duration, Duration), Box<dyn std
         return Err(format!("key {} not found", String::from_utf8_lossy(key)).into());
     }
     drop(snap);
+    then(&db)?;
     let t = Instant::now();
     drop(db);
     let closed = t.elapsed();
@@ -151,14 +190,49 @@ fn measure(dir: &Path, reps: usize, key: &[u8]) -> Result<(), Box<dyn std::error
     );
     if std::env::var_os("NO_DROP").is_none() {
         if drop_caches() {
-            let (open, first) = open_once(dir, key)?;
+            let n = env_u64("COLD_GETS").unwrap_or(200) as usize;
+            let mut gets = Vec::new();
+            let (open, first) = open_then(dir, key, |db| {
+                gets = random_gets(db, n)?;
+                Ok(())
+            })?;
             println!(
                 "cold open: {:.2} ms, first snapshot+get: {:.2} ms",
                 open.as_secs_f64() * 1e3,
                 first.as_secs_f64() * 1e3
             );
+            if n > 0 {
+                let total: Duration = gets.iter().sum();
+                let p90 = {
+                    let mut g = gets.clone();
+                    g.sort();
+                    g[g.len() * 9 / 10]
+                };
+                println!(
+                    "then {n} random gets, cold: {} (p90 {:.2} ms, total {:.0} ms)",
+                    stats(&mut gets),
+                    p90.as_secs_f64() * 1e3,
+                    total.as_secs_f64() * 1e3
+                );
+            }
         } else {
             println!("cold open: skipped (could not write /proc/sys/vm/drop_caches)");
+        }
+        if std::env::var_os("COLD_TABLE").is_some() && drop_caches() {
+            let db = Db::builder(dir).segment_size(SEGMENT_SIZE).open()?;
+            let snap = db.snapshot()?;
+            let mid = snap.end_position() as i64 / 2 * Loader::new().w.step_us;
+            let t = Instant::now();
+            let mut table = snap.table_from_scratch(STREAM, mid, None)?;
+            let mut rows = 0u64;
+            while let Some(row) = table.next_ref() {
+                row?;
+                rows += 1;
+            }
+            println!(
+                "cold table from scratch as of the middle: {:.0} ms ({rows} rows)",
+                t.elapsed().as_secs_f64() * 1e3
+            );
         }
     }
     let mut opens = Vec::new();

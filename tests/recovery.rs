@@ -140,9 +140,18 @@ fn sealed_db(dir: &Path) -> Vec<Record> {
 fn every_byte_flip_in_a_sealed_segment_is_a_corruption_error_naming_file_and_offset() {
     let src = tempfile::tempdir().unwrap();
     let recs = sealed_db(src.path());
-    let seg = segments(src.path())[1].clone();
+    let segs = segments(src.path());
+    let seg = segs[1].clone();
     let name = seg.file_name().unwrap().to_owned();
     let original = fs::read(&seg).unwrap();
+    // Its records: each is the one answer to a `get` of its key as of its
+    // event time (event times fall as positions rise, one record a batch).
+    let base = |p: &Path| -> u64 { p.file_stem().unwrap().to_str().unwrap().parse().unwrap() };
+    let inside: Vec<&Record> = recs
+        .iter()
+        .filter(|r| (base(&segs[1])..base(&segs[2])).contains(&r.position))
+        .collect();
+    assert!(inside.len() >= 3);
     let work = tempfile::tempdir().unwrap();
     let d = work.path().join("db");
     copy_dir(src.path(), &d);
@@ -157,7 +166,14 @@ fn every_byte_flip_in_a_sealed_segment_is_a_corruption_error_naming_file_and_off
                 .view()
                 .scan_time("s", i64::MIN, i64::MAX)
                 .collect();
-            Ok((scanned, table))
+            // Lookups read a record through the segment's second mapping
+            // (advised random) and check its frame there.
+            let snap = db.snapshot()?;
+            let gets: Vec<Result<tablelog::GetResult>> = inside
+                .iter()
+                .map(|r| snap.get("s", &r.key, r.event_time, None))
+                .collect();
+            Ok((scanned, table, gets))
         });
         let check = |e: &Error| match e {
             Error::Corruption { path, .. } => assert_eq!(
@@ -170,9 +186,31 @@ fn every_byte_flip_in_a_sealed_segment_is_a_corruption_error_naming_file_and_off
         };
         match outcome {
             Err(e) => check(&e),
-            Ok((scanned, table)) => {
+            Ok((scanned, table, gets)) => {
                 check(&scanned.expect_err(&format!("flip at {at} read back silently")));
                 check(&table.expect_err(&format!("flip at {at} read back silently")));
+                // Each lookup answers right or names the damage, and the one
+                // whose record's frame holds the flip cannot answer.
+                let mut failed = 0;
+                for (r, got) in inside.iter().zip(gets) {
+                    match got {
+                        Ok(got) => {
+                            let Some(row) = got.row() else {
+                                panic!("flip at {at}: a get found no row")
+                            };
+                            assert_eq!(
+                                (row.position, &row.value),
+                                (r.position, &r.value),
+                                "flip at {at}: a get answered wrong"
+                            );
+                        }
+                        Err(e) => {
+                            check(&e);
+                            failed += 1;
+                        }
+                    }
+                }
+                assert!(failed > 0, "flip at {at}: every get answered");
             }
         }
         let report = tablelog::storage::verify::verify(&d).unwrap();

@@ -427,10 +427,18 @@ impl ChunkChecks {
             super::mmap::release(&b[bytes]);
             bad
         };
+        // The stretch of chunks `r` (clamped to the body), to read ahead:
+        // files lookups read are advised random (`mmap::advise_random`).
+        let read_ahead = |r: Range<usize>| {
+            let bytes = (r.start * CHUNK).min(self.body_end)..(r.end * CHUNK).min(self.body_end);
+            super::mmap::will_need(&b[bytes]);
+        };
         let scan = |r: Range<usize>| {
             let mut at = r.start;
+            read_ahead(at..(at + RELEASE_EVERY).min(r.end));
             while at < r.end {
                 let to = (at + RELEASE_EVERY).min(r.end);
+                read_ahead(to..(to + RELEASE_EVERY).min(r.end));
                 if let Some(c) = check(at..to) {
                     return Some(c);
                 }

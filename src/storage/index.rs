@@ -821,12 +821,18 @@ impl KeyIndexFile {
                 &format!("index file too short ({} bytes)", bytes.len()),
             ));
         }
+        // Lookups read a few lines of it: a cold fault reads its page, not
+        // the disk's read-ahead (walks read ahead explicitly: `check_all`).
+        super::mmap::advise_random(&bytes);
         if &bytes[..8] != KIDX_MAGIC {
             return Err(bad(0, "bad index magic"));
         }
         let version = le_u32(&bytes, 8).unwrap_or(0);
         let mut checks = match version {
-            1 => ChunkChecks::vouched(check_sidecar(&bytes, KIDX_MAGIC, path)?),
+            1 => {
+                super::mmap::will_need(&bytes);
+                ChunkChecks::vouched(check_sidecar(&bytes, KIDX_MAGIC, path)?)
+            }
             2 | KIDX_VERSION => ChunkChecks::open(&bytes, 16, path, "key index")?,
             // A version from the future, if the trailer and header vouch
             // for it; otherwise a damaged version field.

@@ -67,6 +67,42 @@ pub(crate) fn map(file: &File, len: usize) -> std::io::Result<Bytes> {
 /// Returns the length advised (0 if `bytes` is not mapped by us), whether or
 /// not its pages were resident.
 pub(crate) fn release(bytes: &[u8]) -> usize {
+    within_mapping(bytes, release_range)
+}
+
+/// Tells the kernel that the mapping holding `bytes` is read at random
+/// (`MADV_RANDOM` over `bytes`; anything not mapped by [`map`] is left
+/// alone): a page fault in it then reads that page from disk, not the
+/// device's read-ahead around it (8 MiB on some disks), and leaves nothing
+/// else in the page cache. For files that point lookups read a few lines of
+/// (key indexes); whoever then reads them through calls [`will_need`] ahead.
+/// Returns the length advised.
+pub(crate) fn advise_random(bytes: &[u8]) -> usize {
+    within_mapping(bytes, |map, offset, len| {
+        match map.advise_range(memmap2::Advice::Random, offset, len) {
+            Ok(()) => len,
+            Err(_) => 0,
+        }
+    })
+}
+
+/// Starts reading the pages under `bytes` into the page cache, if they belong
+/// to a mapping made by [`map`] (`MADV_WILLNEED`, which reads ahead whatever
+/// the mapping's advice): a reader about to go through a stretch of a file
+/// advised [`advise_random`] calls it so that its faults find the pages
+/// coming, in large reads. Returns the length advised.
+pub(crate) fn will_need(bytes: &[u8]) -> usize {
+    within_mapping(bytes, |map, offset, len| {
+        match map.advise_range(memmap2::Advice::WillNeed, offset, len) {
+            Ok(()) => len,
+            Err(_) => 0,
+        }
+    })
+}
+
+/// Calls `f(mapping, offset, len)` if `bytes` lie inside one mapping made by
+/// [`map`], holding it alive meanwhile; 0 (and no call) otherwise.
+fn within_mapping(bytes: &[u8], f: impl FnOnce(&memmap2::Mmap, usize, usize) -> usize) -> usize {
     if bytes.is_empty() {
         return 0;
     }
@@ -86,7 +122,7 @@ pub(crate) fn release(bytes: &[u8]) -> usize {
     if offset.saturating_add(bytes.len()) > map.len() {
         return 0;
     }
-    release_range(&map, offset, bytes.len())
+    f(&map, offset, bytes.len())
 }
 
 fn release_range(map: &memmap2::Mmap, offset: usize, len: usize) -> usize {
@@ -106,6 +142,22 @@ fn release_range(map: &memmap2::Mmap, offset: usize, len: usize) -> usize {
 /// This process's resident kB in the mapping holding `bytes` (Linux only).
 #[cfg(all(test, target_os = "linux"))]
 pub(crate) fn resident_kb(bytes: &[u8]) -> Option<u64> {
+    let kb = smaps_field(bytes, "Rss:")?;
+    kb.trim_end_matches(" kB").trim().parse().ok()
+}
+
+/// The kernel's flags of the mapping holding `bytes` (`rr`: advised
+/// random), from `/proc/self/smaps` (Linux only).
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn vm_flags(bytes: &[u8]) -> Option<Vec<String>> {
+    let flags = smaps_field(bytes, "VmFlags:")?;
+    Some(flags.split_whitespace().map(str::to_string).collect())
+}
+
+/// Field `name` of the `/proc/self/smaps` entry of the mapping holding
+/// `bytes`, trimmed.
+#[cfg(all(test, target_os = "linux"))]
+fn smaps_field(bytes: &[u8], name: &str) -> Option<String> {
     let at = bytes.as_ptr() as usize;
     let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
     let mut inside = false;
@@ -121,8 +173,8 @@ pub(crate) fn resident_kb(bytes: &[u8]) -> Option<u64> {
             }
         }
         if inside {
-            if let Some(kb) = line.strip_prefix("Rss:") {
-                return kb.trim().trim_end_matches(" kB").trim().parse().ok();
+            if let Some(v) = line.strip_prefix(name) {
+                return Some(v.trim().to_string());
             }
         }
     }
@@ -169,5 +221,32 @@ mod tests {
         drop(m);
         assert_eq!(release(&tail), data.len() - (1 << 20));
         assert_eq!(&tail[..], &data[1 << 20..]);
+    }
+
+    #[test]
+    fn advice_applies_to_our_mappings_only_and_changes_no_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        let (point, scan) = (map(&f, data.len()).unwrap(), map(&f, data.len()).unwrap());
+        assert_eq!(advise_random(&point), data.len());
+        assert_eq!(will_need(&scan[4096..8192]), 4096);
+        assert_eq!(
+            will_need(&point[..]),
+            data.len(),
+            "read ahead whatever the advice"
+        );
+        // (Where /proc/self/smaps is readable: only the first is random.)
+        #[cfg(target_os = "linux")]
+        if let (Some(p), Some(s)) = (vm_flags(&point), vm_flags(&scan)) {
+            assert!(p.iter().any(|f| f == "rr"), "{p:?}");
+            assert!(!s.iter().any(|f| f == "rr"), "{s:?}");
+        }
+        assert_eq!(&point[..], &data[..]);
+        assert_eq!(&scan[..], &data[..]);
+        let heap = Bytes::from(data.clone());
+        assert_eq!(advise_random(&heap) + will_need(&heap) + will_need(&[]), 0);
     }
 }

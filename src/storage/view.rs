@@ -96,6 +96,15 @@ impl<'a> Seg<'a> {
         }
     }
 
+    /// The bytes a point read reads: a sealed segment's
+    /// [`SealedSegment::point`] mapping, not read ahead.
+    pub(super) fn point_bytes(self) -> &'a Bytes {
+        match self {
+            Seg::Sealed(s) => &s.point,
+            Seg::Active(v) => &v.active_bytes,
+        }
+    }
+
     pub(super) fn frames(self) -> Result<&'a [FrameMeta]> {
         match self {
             Seg::Sealed(s) => s.frames(),
@@ -529,8 +538,8 @@ impl View {
         let seg = self.seg(self.seg_index_for(v.position));
         // The frame's header and the record start loading together, and
         // while the frame is found in the frame index.
-        prefetch_record_in(seg.bytes(), v);
-        let (bytes, _, at) = self.locate_value_in(seg, v)?;
+        prefetch_record_in(seg.point_bytes(), v);
+        let (bytes, _, at) = self.locate_value_in(seg, v, true)?;
         let (got, value) = match at {
             ValueAt::Mapped { key, value } => (bytes.slice(key), bytes.slice(value)),
             ValueAt::Owned { key, value } => (key, value),
@@ -563,14 +572,17 @@ impl View {
     /// Finds, after validating its frame, the value of the record `v` points
     /// to: the segment's bytes, the record's stamp and where the value lies.
     fn locate_value(&self, v: &VersionRef) -> Result<(&Bytes, Hlc, ValueAt)> {
-        self.locate_value_in(self.seg(self.seg_index_for(v.position)), v)
+        self.locate_value_in(self.seg(self.seg_index_for(v.position)), v, false)
     }
 
-    /// [`View::locate_value`] in `seg`, the segment holding `v`.
+    /// [`View::locate_value`] in `seg`, the segment holding `v`, read
+    /// through its [`point`](Seg::point_bytes) mapping when `point` (a
+    /// lookup's one record, which kernel read-ahead would not serve).
     fn locate_value_in<'a>(
         &self,
         seg: Seg<'a>,
         v: &VersionRef,
+        point: bool,
     ) -> Result<(&'a Bytes, Hlc, ValueAt)> {
         if let Seg::Sealed(s) = seg {
             let Some(i) = s.frame_at(v.frame_off)? else {
@@ -580,9 +592,17 @@ impl View {
                     "version points at no frame",
                 ));
             };
-            s.check_frame_once(i)?;
+            if point {
+                s.check_frame_for_point(i)?;
+            } else {
+                s.check_frame_once(i)?;
+            }
         }
-        let bytes = seg.bytes();
+        let bytes = if point {
+            seg.point_bytes()
+        } else {
+            seg.bytes()
+        };
         let no_record = || {
             Error::corrupt(
                 seg.path(),

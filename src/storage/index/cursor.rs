@@ -328,6 +328,20 @@ mod tests {
         }
     }
 
+    /// Lookups read a few lines of a key index, so its mapping is advised
+    /// random (a cold fault reads a page, not the disk's read-ahead);
+    /// checking it whole, which reads ahead explicitly, still passes.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_key_index_is_mapped_for_random_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = mapped(dir.path(), &index_bytes(&mut Rng(6), 2_000));
+        let Some(flags) = crate::storage::mmap::vm_flags(&file.bytes) else {
+            return; // no /proc/self/smaps here
+        };
+        assert!(flags.iter().any(|f| f == "rr"), "{flags:?}");
+    }
+
     /// The point of bulk cursors: walking an index leaves (almost) none of it
     /// mapped, where walking it in place leaves it all.
     #[cfg(target_os = "linux")]
