@@ -214,6 +214,9 @@ impl ChunkChecks {
                 )
             })?;
         let stored = u32::from_le_bytes(b[len - 4..].try_into().expect("4 bytes"));
+        // One read for the whole table (0.1% of the file), not a fault a
+        // page: files lookups read are advised random.
+        super::mmap::will_need(&b[body_end..]);
         if crc32fast::hash(&b[body_end..len - 4]) != stored {
             return Err(Error::corrupt(
                 path,
