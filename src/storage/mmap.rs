@@ -100,6 +100,12 @@ pub(crate) fn will_need(bytes: &[u8]) -> usize {
     })
 }
 
+/// Whether `bytes` lie inside a live mapping made by [`map`] (not, say, a
+/// heap copy from an in-memory file system).
+pub(crate) fn is_mapped(bytes: &[u8]) -> bool {
+    within_mapping(bytes, |_, _, len| len) > 0
+}
+
 /// Calls `f(mapping, offset, len)` if `bytes` lie inside one mapping made by
 /// [`map`], holding it alive meanwhile; 0 (and no call) otherwise.
 fn within_mapping(bytes: &[u8], f: impl FnOnce(&memmap2::Mmap, usize, usize) -> usize) -> usize {
@@ -248,5 +254,6 @@ mod tests {
         assert_eq!(&scan[..], &data[..]);
         let heap = Bytes::from(data.clone());
         assert_eq!(advise_random(&heap) + will_need(&heap) + will_need(&[]), 0);
+        assert!(is_mapped(&point[5..9]) && !is_mapped(&heap) && !is_mapped(&[]));
     }
 }

@@ -397,7 +397,8 @@ pub struct SealedSegment {
     /// first check of a frame reads that frame ahead (see
     /// [`SealedSegment::check_frame_for_point`]), where one in `bytes` reads
     /// the disk's read-ahead around it (8 MiB on some disks), which scans
-    /// want and a lookup pays for. Both map the same page cache pages.
+    /// want and a lookup pays for. Both map the same page cache pages. (The
+    /// same bytes as `bytes` where that is not a mapping of a real file.)
     pub point: Bytes,
     /// What its header says (compacted or not, where frames start).
     pub header: SegHeader,
@@ -435,8 +436,16 @@ impl SealedSegment {
         let len = usize::try_from(file.len().map_err(io)?)
             .map_err(|_| Error::corrupt(&path, 0, "segment larger than the address space"))?;
         let bytes = file.map(len).map_err(io)?;
-        let point = file.map(len).map_err(io)?;
-        super::mmap::advise_random(&point);
+        // Point reads share `bytes` where it is no mapping of ours (an
+        // in-memory file system's copy) or where a second mapping fails
+        // (the process at its limit of mappings): slower cold, never wrong.
+        let point = match super::mmap::is_mapped(&bytes).then(|| file.map(len)) {
+            Some(Ok(point)) => {
+                super::mmap::advise_random(&point);
+                point
+            }
+            _ => bytes.clone(),
+        };
         Ok(SealedSegment {
             base,
             path,
@@ -1089,6 +1098,13 @@ mod tests {
             check(0).unwrap();
             assert!(matches!(check(last), Err(Error::Corruption { .. })));
         }
+        // An in-memory file system's copy is not copied twice.
+        let mem = super::super::memvfs::MemVfs::new();
+        mem.create_dir_all(Path::new("/db")).unwrap();
+        let path = Path::new("/db").join(segment_name(0));
+        mem.create(&path).unwrap().write_at(&bytes, 0).unwrap();
+        let seg = SealedSegment::open(path, 0, Arc::new(mem), false).unwrap();
+        assert_eq!(seg.point.as_ptr(), seg.bytes.as_ptr());
     }
 
     #[test]
