@@ -196,6 +196,7 @@ impl DbBuilder {
     /// Unless read-only, takes the directory's writer lock, and fails with
     /// [`Error::Locked`] if another handle or process still holds it after a
     /// quarter of a second of trying (see that error for why it tries again).
+    /// Dropping the last handle releases the lock.
     pub fn open(self) -> Result<Db> {
         let dir = self.dir.clone();
         let stored = match Settings::load(&*self.vfs, &dir) {

@@ -40,12 +40,11 @@ pub enum Error {
     },
     /// Another process (or handle) holds the write lock of the database.
     ///
-    /// The lock is an `flock` on `DIR/LOCK`, released when the writing handle
-    /// drops. A held lock is tried again for a quarter of a second before this
-    /// error: a child process the application spawns shares the lock's open
-    /// file between its `fork` and its `exec` (the descriptor is
-    /// close-on-exec), so a handle dropped and reopened at that very moment
-    /// would otherwise see it held.
+    /// The lock is an `flock` on `DIR/LOCK`, released (`LOCK_UN`) when the
+    /// writing handle drops, which also releases the copy a child process
+    /// spawned meanwhile holds between its `fork` and its `exec`. A held lock
+    /// is tried again for a quarter of a second before this error, for a
+    /// writer process that ended without dropping its handle while spawning.
     #[error("database {0} is locked by another writer process")]
     Locked(PathBuf),
     /// The directory does not hold a tablelog database.

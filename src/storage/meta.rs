@@ -207,15 +207,17 @@ pub const LOCK_PATIENCE: Duration = Duration::from_millis(255);
 
 /// Takes the exclusive writer lock of the database directory.
 ///
-/// A held lock is tried again for up to [`LOCK_PATIENCE`] before the error.
-/// The lock is an `flock`, owned by the lock file's open file description, and
-/// a child process spawned by any thread of the process that took it holds a
-/// copy of that description from its `fork` (or `clone`) until its `exec`
-/// closes it (the descriptor is close-on-exec). A handle dropped and reopened
-/// at that moment, or a writer process started just after the previous one
-/// exited, would otherwise see the lock held by nobody that writes: measured,
-/// 11% of immediate re-locks failed with a thread spawning processes beside.
-/// A real writer holds it far longer than the patience, and is reported.
+/// The lock is an `flock`, owned by the lock file's open file description,
+/// and a child process spawned by any thread of the process that took it
+/// holds a copy of that description from its `fork` (or `clone`) until its
+/// `exec` closes it (the descriptor is close-on-exec). Closing the
+/// descriptor alone left the lock held by nobody that writes until then:
+/// measured, 11% of immediate re-locks after a drop failed with a thread
+/// spawning processes beside. So the guard unlocks explicitly when dropped,
+/// which releases every copy; and a held lock is tried again for up to
+/// [`LOCK_PATIENCE`] before the error, for a previous writer process that
+/// ended without dropping its handle (killed, say) while one of its children
+/// was being spawned. A real writer holds it far longer, and is reported.
 pub fn lock(vfs: &dyn super::vfs::Vfs, dir: &Path) -> Result<Box<dyn std::any::Any + Send + Sync>> {
     let path = dir.join(LOCK_FILE);
     let mut wait = Duration::from_millis(1);

@@ -175,10 +175,23 @@ impl Vfs for OsVfs {
             .truncate(false)
             .open(path)?;
         match f.try_lock() {
-            Ok(()) => Ok(Box::new(f)),
+            Ok(()) => Ok(Box::new(LockGuard(f))),
             Err(std::fs::TryLockError::WouldBlock) => Err(io::ErrorKind::WouldBlock.into()),
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+}
+
+/// The writer lock of [`OsVfs::lock`]: unlocks explicitly when dropped. An
+/// `flock` belongs to the open file description, which a child process
+/// spawned meanwhile by any thread holds a copy of until its `exec`; closing
+/// our descriptor alone would leave the lock held until then, `LOCK_UN`
+/// releases it for every copy.
+struct LockGuard(File);
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
     }
 }
 
