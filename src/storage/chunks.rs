@@ -366,6 +366,13 @@ impl ChunkChecks {
         chunks: std::ops::RangeInclusive<usize>,
         path: &Path,
     ) -> Result<()> {
+        if chunks.end() > chunks.start() {
+            // A read of several chunks (a hot key's versions): one request
+            // for all, not a fault a page, in a file advised random.
+            let bytes = (chunks.start() * CHUNK).min(self.body_end)
+                ..((chunks.end() + 1) * CHUNK).min(self.body_end);
+            super::mmap::will_need(&b[bytes]);
+        }
         for c in chunks {
             let Some(state) = self.state.get(c) else {
                 return Err(self.mismatch(path, c));

@@ -950,6 +950,18 @@ impl KeyIndexFile {
         self.state.checks.check_all(&self.bytes, &self.state.path)?;
         let b = &self.bytes[..self.state.checks.body_end()];
         let bad = |at: usize, why: &str| Err(self.inconsistent(at, why));
+        // The passes below read every entry and bucket: read ahead, since the
+        // file is advised random and the chunk pass may have been skipped
+        // (every chunk matched already), or its pages evicted since.
+        for (_, s) in &self.streams {
+            let keys = s.keys_off..s.keys_off + s.key_count * KEY_ENTRY;
+            let hash = s.hash_off..s.hash_off + s.buckets * s.bucket_len();
+            for r in [keys, hash] {
+                if let Some(r) = b.get(r) {
+                    super::mmap::will_need(r);
+                }
+            }
+        }
         for (_, s) in &self.streams {
             let blob_len = s.vers_off - s.blob_off;
             let mut versions = 0usize;
@@ -1149,6 +1161,11 @@ impl KeyIndexFile {
         };
         let hash = stable_hash(key);
         if let Some(rows) = self.find_key(s, key, first_bucket(s, hash), bucket_tag(hash))? {
+            // All of them: one read ahead, not a fault a page (the file is
+            // advised random; a hot key's rows span megabytes).
+            if rows.len() > 4096 {
+                super::mmap::will_need(rows);
+            }
             decode_versions(rows, out);
         }
         Ok(())

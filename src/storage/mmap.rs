@@ -100,6 +100,23 @@ pub(crate) fn will_need(bytes: &[u8]) -> usize {
     })
 }
 
+/// Whether this process may make a mapping that only speeds reads up (a
+/// sealed segment's second mapping, for point reads): while the live
+/// mappings made by [`map`] are under a quarter of the kernel's limit of
+/// mappings per process (`vm.max_map_count`, read once; 65,530 where it
+/// cannot be read), so that the mappings reads need are not the ones the
+/// kernel refuses.
+pub(crate) fn spare_mapping() -> bool {
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let limit = *LIMIT.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(65_530)
+    });
+    LIVE.lock().unwrap_or_else(PoisonError::into_inner).len() < limit / 4
+}
+
 /// Whether `bytes` lie inside a live mapping made by [`map`] (not, say, a
 /// heap copy from an in-memory file system).
 pub(crate) fn is_mapped(bytes: &[u8]) -> bool {

@@ -437,9 +437,12 @@ impl SealedSegment {
             .map_err(|_| Error::corrupt(&path, 0, "segment larger than the address space"))?;
         let bytes = file.map(len).map_err(io)?;
         // Point reads share `bytes` where it is no mapping of ours (an
-        // in-memory file system's copy) or where a second mapping fails
-        // (the process at its limit of mappings): slower cold, never wrong.
-        let point = match super::mmap::is_mapped(&bytes).then(|| file.map(len)) {
+        // in-memory file system's copy), where the process has used a
+        // quarter of its limit of mappings (the rest is kept for mappings
+        // reads need: key indexes are mapped later), or where a second
+        // mapping fails: slower cold, never wrong.
+        let second = super::mmap::is_mapped(&bytes) && super::mmap::spare_mapping();
+        let point = match second.then(|| file.map(len)) {
             Some(Ok(point)) => {
                 super::mmap::advise_random(&point);
                 point
