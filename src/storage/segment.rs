@@ -563,17 +563,20 @@ impl SealedSegment {
     /// Validates frame number `i` (checksum and record bounds) the first time it is
     /// read in this process; later reads trust it.
     pub fn check_frame_once(&self, i: usize) -> Result<()> {
-        self.check_frame_in(i, &self.bytes, false)
+        self.check_frame_in(i, false)
     }
 
     /// [`SealedSegment::check_frame_once`] for a read through
     /// [`SealedSegment::point`]: a first check reads the frame ahead in one
     /// request, instead of a fault a page.
     pub fn check_frame_for_point(&self, i: usize) -> Result<()> {
-        self.check_frame_in(i, &self.point, true)
+        self.check_frame_in(i, true)
     }
 
-    fn check_frame_in(&self, i: usize, bytes: &Bytes, read_ahead: bool) -> Result<()> {
+    /// Checks frame `i` once, through [`SealedSegment::point`] (reading the
+    /// frame ahead) when `point`, else through [`SealedSegment::bytes`].
+    fn check_frame_in(&self, i: usize, point: bool) -> Result<()> {
+        let bytes = if point { &self.point } else { &self.bytes };
         let frames = self.frames()?;
         let flags = self
             .validated
@@ -587,7 +590,7 @@ impl SealedSegment {
         };
         if !flag.load(Ordering::Acquire) {
             let at = frames[i].offset as usize;
-            if read_ahead {
+            if point {
                 let end = at.saturating_add(frames[i].total_len as usize);
                 if let Some(frame) = bytes.get(at..end) {
                     super::mmap::will_need(frame);
