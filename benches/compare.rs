@@ -32,7 +32,13 @@
 //!    `COMPARE_RUNS` rounds, each from an empty directory; medians are shown.
 //! 3. the whole table as of the median event time (latest version with
 //!    `ts <= T` per key; at equal ts the later position wins).
-//! 4. random `get` as of a time.
+//! 4. random `get` as of a time. Beside the engines it times a *model
+//!    lookup* (`compare/model.rs`): an in-memory hash index built from the
+//!    finished log that reads only a slot, the key's contiguous versions and
+//!    the record, as cheaply as an index that does not stay in cache can. It
+//!    is no engine; it shows how far each engine's `get` is from that floor,
+//!    and so what a lead over a peer would ask (a lead of 4× on a peer the
+//!    model beats by 5× leaves tablelog 1.25× the model's time).
 //!
 //! With 1 and 2 it measures the machine's append ceiling over the same records
 //! in the same run ([`tablelog::workload::raw_append`], as `tablelog bench`
@@ -51,6 +57,9 @@
 //! under `key ‖ ts (big-endian, sign bit flipped) ‖ position (big-endian)`, so a
 //! key's versions are adjacent and in `(ts, position)` order. All temporary data
 //! lives in `tempfile` directories.
+
+#[path = "compare/model.rs"]
+mod model;
 
 use std::error::Error;
 use std::hint::black_box;
@@ -940,6 +949,69 @@ fn time_gets(r: &dyn Reader, lookups: &[(usize, Vec<u8>, i64)], runs: usize) -> 
     Ok((median(us), hits))
 }
 
+/// Checks the model's answers to `sample` against the reference: the same
+/// version (by its rank among the key's versions) and the same value.
+fn verify_model(
+    m: &model::Model,
+    d: &Data,
+    reference: &Reference,
+    sample: &[(usize, Vec<u8>, i64)],
+) {
+    for (k, key, t) in sample {
+        let versions = &reference.versions[*k];
+        let want = versions.partition_point(|&(ts, _)| ts <= *t).checked_sub(1);
+        let got = m.get(key, *t);
+        let ok = match (want, got) {
+            (None, None) => true,
+            (Some(r), Some((gr, gv))) => r == gr && d.value(versions[r].1 as usize) == gv,
+            _ => false,
+        };
+        assert!(
+            ok,
+            "model: get({:?}, as of {t}) disagrees: expected version {want:?}, got {:?}",
+            String::from_utf8_lossy(key),
+            got.map(|(r, v)| (r, String::from_utf8_lossy(v)))
+        );
+    }
+}
+
+/// Times the model over `lookups` (as [`time_gets`] times an engine) and
+/// prints it beside the engines' `get` figures in `lines` (tablelog's first):
+/// how far tablelog is from it, and what a 4× lead on each peer would ask.
+fn print_model_floor(
+    m: &model::Model,
+    lookups: &[(usize, Vec<u8>, i64)],
+    runs: usize,
+    lines: &[Line],
+) {
+    let mut us = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let mut sink = 0u64;
+        let start = Instant::now();
+        for (_, key, t) in lookups {
+            if let Some((r, v)) = m.get(key, *t) {
+                sink = sink.wrapping_add(r as u64 + v.len() as u64 + u64::from(v[0]));
+            }
+        }
+        us.push(start.elapsed().as_secs_f64() * 1e6 / lookups.len() as f64);
+        black_box(sink);
+    }
+    let floor = median(us);
+    println!(
+        "  model lookup: {floor:.2} µs (one hash slot, one entry of the key's versions, its \
+         record read from tablelog's log; in memory, no engine: see benches/compare/model.rs)"
+    );
+    println!(
+        "  tablelog at {:.1}× the model's time; the model is {}",
+        lines[0].figure / floor,
+        lines[1..]
+            .iter()
+            .map(|l| format!("{:.1}× faster than {}", l.figure / floor, l.engine))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
 // ---------------------------------------------------------------- main
 
 fn main() -> Res<()> {
@@ -1198,6 +1270,20 @@ fn main() -> Res<()> {
         check.elapsed().as_secs_f64()
     );
 
+    // The model lookup (see `compare/model.rs`), checked against the same
+    // reference before it is timed.
+    let build = Instant::now();
+    let keys: Vec<Vec<u8>> = (0..p.keys).map(|k| w.key(k)).collect();
+    let model = model::Model::build(&tl.snap, STREAM, &keys)?;
+    drop(keys);
+    verify_model(&model, &data, &reference, &sample);
+    println!(
+        "model lookup built ({} in memory, {:.1} s) and checked on the same {} gets",
+        mib(model.bytes() as u64),
+        build.elapsed().as_secs_f64(),
+        sample.len()
+    );
+
     // ------------------------------------------------------------ 3. table as of T
     let mut lines = Vec::new();
     for r in table_readers {
@@ -1246,6 +1332,7 @@ fn main() -> Res<()> {
         &lines,
         false,
     );
+    print_model_floor(&model, &lookups, p.runs, &lines);
 
     println!();
     println!("total {:.1} s", total.elapsed().as_secs_f64());
