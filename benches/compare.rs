@@ -33,12 +33,13 @@
 //! 3. the whole table as of the median event time (latest version with
 //!    `ts <= T` per key; at equal ts the later position wins).
 //! 4. random `get` as of a time. Beside the engines it times a *model
-//!    lookup* (`compare/model.rs`): an in-memory hash index built from the
-//!    finished log that reads only a slot, the key's contiguous versions and
-//!    the record, as cheaply as an index that does not stay in cache can. It
-//!    is no engine; it shows how far each engine's `get` is from that floor,
+//!    lookup* (`compare/model.rs`): tablelog's key index layout (hash
+//!    buckets, key bytes, 32-byte version rows) built in memory from the
+//!    finished log as one index, read with no engine around it: a bucket,
+//!    the key and its versions, the record. It is no engine; it shows the
+//!    floor tablelog's format sets, how far each engine's `get` is from it,
 //!    and so what a lead over a peer would ask (a lead of 4× on a peer the
-//!    model beats by 5× leaves tablelog 1.25× the model's time).
+//!    model beats by 6× leaves tablelog 1.5× the model's time).
 //!
 //! With 1 and 2 it measures the machine's append ceiling over the same records
 //! in the same run ([`tablelog::workload::raw_append`], as `tablelog bench`
@@ -998,8 +999,8 @@ fn print_model_floor(
     }
     let floor = median(us);
     println!(
-        "  model lookup: {floor:.2} µs (one hash slot, one entry of the key's versions, its \
-         record read from tablelog's log; in memory, no engine: see benches/compare/model.rs)"
+        "  model lookup: {floor:.2} µs (tablelog's key index layout as one index in memory, \
+         its records read from tablelog's log; no engine: see benches/compare/model.rs)"
     );
     println!(
         "  tablelog at {:.1}× the model's time; the model is {}",

@@ -1,46 +1,59 @@
-//! A model of the cheapest `get` as of a time that an index over this data
-//! can do, run beside the engines as the floor the `get` figures stand on.
+//! A model of a `get` as of a time that reads tablelog's key index layout
+//! and nothing else, run beside the engines: the floor the format sets, so
+//! that what tablelog's `get` takes beyond it is the engine's.
 //!
 //! No engine would ship it: it lives in memory, is built from the finished
-//! log, is never checked, and knows nothing of segments, late events,
-//! deletes or recovery. It keeps only what a lookup must read, each piece
-//! once and as compactly as it goes:
+//! log as one index over every version, is never checked, and knows nothing
+//! of segments, late events, deletes, damage or recovery. It lays the index
+//! out as a key index file's stream does (`docs/format.md`, format 3):
 //!
-//! - a hash table of 8-byte slots (16 bits of the key's hash, the offset of
-//!   the key's entry), at most half full;
-//! - per key one contiguous entry: its length and version count, its bytes,
-//!   then its versions as 16-byte rows (event time; where its value lies),
-//!   sorted by `(event time, position)`;
+//! - hash buckets of 16 bytes (16 bits of the key's hash, the key's length,
+//!   its offset in the key bytes, its first version and version count),
+//!   the smallest power of two at least `keys + keys / 3 + 1` of them,
+//!   probed linearly;
+//! - the keys' bytes, in key order;
+//! - the versions, 32 bytes each (event time; the value's address and
+//!   length; 16 bytes unused, where the file has the position, the frame's
+//!   offset and the record's), per key sorted by `(event time, position)`;
 //! - the value itself, read where tablelog's log holds it (the record in the
 //!   mapped segment), as any index over this log must.
 //!
-//! A lookup reads a slot, the key's entry (a binary search over its rows) and
-//! the value: three dependent reads, and a few dozen instructions. The slots
-//! (2 MiB at 100,000 keys) and entries (32 MiB) sit on 2 MiB pages
-//! (`MADV_HUGEPAGE`), so their reads walk no page tables. The one way under
-//! it is an index small enough to stay in cache, which at 2 million versions
-//! this machine's shared last-level cache does not hold.
+//! A lookup reads a bucket, then the key's bytes and its versions together
+//! (a binary search), then the value: three dependent reads and some fifty
+//! instructions. All but the values sit on 2 MiB pages (`MADV_HUGEPAGE`),
+//! as key index files do when the page cache holds them in huge folios.
 
 use bytes::Bytes;
 use memmap2::{Advice, MmapMut};
 
 use super::Res;
 
-/// Bytes of a row: event time (`i64`), then the value's address (low 48
-/// bits) and length (high 16).
-const ROW: usize = 16;
+/// Bytes of a version row: event time (`i64`), the value's address (low 48
+/// bits) and length (high 16), then 16 bytes the model does not use.
+const ROW: usize = 32;
+/// Bytes of a hash bucket.
+const BUCKET: usize = 16;
 
 /// The model index. The values its rows point at are kept alive by `_keep`.
 pub struct Model {
-    slots: MmapMut,
+    buckets: MmapMut,
     mask: usize,
-    arena: MmapMut,
+    blob: MmapMut,
+    rows: MmapMut,
     /// One handle per value a row points into: keeps their memory mapped and
     /// unchanged while the model lives.
     _keep: Vec<Bytes>,
 }
 
-fn word(b: &[u8], at: usize) -> u64 {
+fn u16_at(b: &[u8], at: usize) -> usize {
+    usize::from(u16::from_le_bytes([b[at], b[at + 1]]))
+}
+
+fn u32_at(b: &[u8], at: usize) -> usize {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]) as usize
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(w)
@@ -55,12 +68,11 @@ fn huge(len: usize) -> Res<MmapMut> {
 }
 
 impl Model {
-    /// Builds the model of `stream` over `keys` from every version `snap`
-    /// holds of them (`Snapshot::history`).
+    /// Builds the model of `stream` over `keys` (sorted, distinct) from every
+    /// version `snap` holds of them (`Snapshot::history`).
     pub fn build(snap: &tablelog::Snapshot, stream: &str, keys: &[Vec<u8>]) -> Res<Model> {
-        let mut entries = Vec::with_capacity(keys.len());
-        let mut keep = Vec::new();
-        let mut size = 0usize;
+        let mut versions = Vec::with_capacity(keys.len());
+        let (mut key_bytes, mut rows_len) = (0, 0);
         for key in keys {
             let mut rows: Vec<(i64, u64, Bytes)> = snap
                 .history(stream, key, None)?
@@ -68,54 +80,63 @@ impl Model {
                 .map(|e| (e.event_time, e.position, e.value))
                 .collect();
             rows.sort_unstable_by_key(|r| (r.0, r.1));
-            size += entry_len(key.len(), rows.len());
-            entries.push(rows);
+            key_bytes += key.len();
+            rows_len += rows.len();
+            versions.push(rows);
         }
-        let cap = (keys.len() * 2).next_power_of_two().max(2);
-        let (mut slots, mut arena) = (huge(cap * 8)?, huge(size)?);
-        let mut at = 0;
-        for (key, rows) in keys.iter().zip(entries) {
-            if rows.is_empty() {
+        let n = keys.len();
+        let cap = (n + n / 3 + 1).next_power_of_two().max(2);
+        let mut buckets = huge(cap * BUCKET)?;
+        let mut blob = huge(key_bytes)?;
+        let mut rows = huge(rows_len * ROW)?;
+        let mut keep = Vec::with_capacity(rows_len);
+        let (mut at, mut first) = (0, 0);
+        for (key, vs) in keys.iter().zip(versions) {
+            if vs.is_empty() {
                 continue;
             }
+            assert!(
+                (1..1 << 16).contains(&key.len()) && at < 1 << 32 && first < 1 << 32,
+                "model: key or index out of range"
+            );
+            blob[at..at + key.len()].copy_from_slice(key);
             let h = tablelog::storage::index::stable_hash(key);
             let mut i = h as usize & (cap - 1);
-            while word(&slots, i * 8) != 0 {
+            while u16_at(&buckets, i * BUCKET + 2) != 0 {
                 i = (i + 1) & (cap - 1);
             }
-            assert!(at < 1 << 47, "model arena too large");
-            let slot = (h >> 48 << 48) | at as u64 | 1 << 47;
-            slots[i * 8..i * 8 + 8].copy_from_slice(&slot.to_le_bytes());
-            let n = rows.len();
-            arena[at..at + 2].copy_from_slice(&(key.len() as u16).to_le_bytes());
-            arena[at + 2..at + 4].copy_from_slice(&(n as u16).to_le_bytes());
-            arena[at + 8..at + 8 + key.len()].copy_from_slice(key);
-            let mut r = at + 8 + key.len().next_multiple_of(8);
-            for (et, _, value) in rows {
+            let b = &mut buckets[i * BUCKET..(i + 1) * BUCKET];
+            b[0..2].copy_from_slice(&((h >> 48) as u16).to_le_bytes());
+            b[2..4].copy_from_slice(&(key.len() as u16).to_le_bytes());
+            b[4..8].copy_from_slice(&(at as u32).to_le_bytes());
+            b[8..12].copy_from_slice(&(first as u32).to_le_bytes());
+            b[12..16].copy_from_slice(&(vs.len() as u32).to_le_bytes());
+            for (et, _, value) in vs {
                 let addr = value.as_ptr() as u64;
                 assert!(
                     addr < 1 << 48 && value.len() < 1 << 16,
                     "value out of range"
                 );
-                arena[r..r + 8].copy_from_slice(&et.to_le_bytes());
-                arena[r + 8..r + 16]
-                    .copy_from_slice(&(addr | (value.len() as u64) << 48).to_le_bytes());
-                r += ROW;
+                let r = &mut rows[first * ROW..(first + 1) * ROW];
+                r[0..8].copy_from_slice(&et.to_le_bytes());
+                r[8..16].copy_from_slice(&(addr | (value.len() as u64) << 48).to_le_bytes());
+                first += 1;
                 keep.push(value);
             }
-            at = r;
+            at += key.len();
         }
         Ok(Model {
-            slots,
+            buckets,
             mask: cap - 1,
-            arena,
+            blob,
+            rows,
             _keep: keep,
         })
     }
 
-    /// Bytes of memory the model's slots and entries take.
+    /// Bytes of memory the model's buckets, keys and versions take.
     pub fn bytes(&self) -> usize {
-        self.slots.len() + self.arena.len()
+        self.buckets.len() + self.blob.len() + self.rows.len()
     }
 
     /// The row of `key` as of `t`, as its index among the key's versions in
@@ -124,35 +145,32 @@ impl Model {
         let h = tablelog::storage::index::stable_hash(key);
         let mut i = h as usize & self.mask;
         loop {
-            let s = word(&self.slots, i * 8);
-            if s == 0 {
+            let b = &self.buckets[i * BUCKET..(i + 1) * BUCKET];
+            let len = u16_at(b, 2);
+            if len == 0 {
                 return None;
             }
-            if s >> 48 == h >> 48 {
-                // Bit 47 marks a slot in use (an entry may start at offset 0).
-                let at = (s & ((1 << 47) - 1)) as usize;
-                let a = &self.arena[at..];
-                let len = usize::from(u16::from_le_bytes([a[0], a[1]]));
-                let n = usize::from(u16::from_le_bytes([a[2], a[3]]));
-                if &a[8..8 + len] == key {
-                    let rows = &a[8 + len.next_multiple_of(8)..][..n * ROW];
+            if u16_at(b, 0) == (h >> 48) as usize && len == key.len() {
+                let at = u32_at(b, 4);
+                if &self.blob[at..at + len] == key {
+                    let (first, n) = (u32_at(b, 8), u32_at(b, 12));
+                    let rows = &self.rows[first * ROW..(first + n) * ROW];
                     let (mut lo, mut hi) = (0, n);
                     while lo < hi {
                         let mid = (lo + hi) / 2;
-                        if word(rows, mid * ROW) as i64 <= t {
+                        if u64_at(rows, mid * ROW) as i64 <= t {
                             lo = mid + 1;
                         } else {
                             hi = mid;
                         }
                     }
                     let r = lo.checked_sub(1)?;
-                    let v = word(rows, r * ROW + 8);
+                    let v = u64_at(rows, r * ROW + 8);
                     let (addr, len) = ((v & ((1 << 48) - 1)) as usize, (v >> 48) as usize);
                     // SAFETY: `addr` and `len` are those of a `Bytes` in
                     // `self._keep`, which keeps that memory alive and unchanged
-                    // (it is a read-only mapping of a sealed or active segment,
-                    // or tablelog's own copy) for as long as `self`, which the
-                    // returned slice borrows.
+                    // (a read-only mapping of a segment, or tablelog's own copy)
+                    // for as long as `self`, which the returned slice borrows.
                     let value = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
                     return Some((r, value));
                 }
@@ -160,9 +178,4 @@ impl Model {
             i = (i + 1) & self.mask;
         }
     }
-}
-
-/// Bytes of one key's entry.
-fn entry_len(key_len: usize, versions: usize) -> usize {
-    8 + key_len.next_multiple_of(8) + versions * ROW
 }
