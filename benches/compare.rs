@@ -976,28 +976,61 @@ fn verify_model(
     }
 }
 
-/// Times the model over `lookups` (as [`time_gets`] times an engine) and
-/// prints it beside the engines' `get` figures in `lines` (tablelog's first):
-/// how far tablelog is from it, and what a 4× lead on each peer would ask.
+/// Median µs a lookup of `get` over `lookups`, `runs` times. `get` returns
+/// a number from its answer (0 for none). `chained`: each lookup waits for
+/// the one before it, its request read from an index that depends on the
+/// previous answer (through a zero the compiler cannot see), so no two
+/// lookups' cache misses overlap: the latency of one lookup, where the
+/// plain loop lets the CPU start the next lookup's reads while the last's
+/// are in flight, as far as its out-of-order window reaches.
+fn time_lookups(
+    lookups: &[(usize, Vec<u8>, i64)],
+    runs: usize,
+    chained: bool,
+    get: impl Fn(&[u8], i64) -> u64,
+) -> f64 {
+    let n = lookups.len().max(1);
+    let mut us = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let (mut sink, mut dep) = (0u64, 0usize);
+        let start = Instant::now();
+        for i in 0..lookups.len() {
+            // `dep` is 0: `j` is `i`, read only after the last answer.
+            let j = i + dep;
+            let (_, key, t) = &lookups[if j < n { j } else { j - n }];
+            let r = get(key, *t);
+            sink = sink.wrapping_add(r);
+            if chained {
+                dep = black_box(0usize) & r as usize;
+            }
+        }
+        us.push(start.elapsed().as_secs_f64() * 1e6 / n as f64);
+        black_box(sink);
+    }
+    median(us)
+}
+
+/// Times the model over `lookups` (as [`time_gets`] times an engine), and it
+/// and tablelog one lookup at a time ([`time_lookups`]), and prints them
+/// beside the engines' `get` figures in `lines` (tablelog's first).
 fn print_model_floor(
     m: &model::Model,
+    tl: &TablelogReader,
     lookups: &[(usize, Vec<u8>, i64)],
     runs: usize,
     lines: &[Line],
 ) {
-    let mut us = Vec::with_capacity(runs);
-    for _ in 0..runs.max(1) {
-        let mut sink = 0u64;
-        let start = Instant::now();
-        for (_, key, t) in lookups {
-            if let Some((r, v)) = m.get(key, *t) {
-                sink = sink.wrapping_add(r as u64 + v.len() as u64 + u64::from(v[0]));
-            }
-        }
-        us.push(start.elapsed().as_secs_f64() * 1e6 / lookups.len() as f64);
-        black_box(sink);
-    }
-    let floor = median(us);
+    let model = |key: &[u8], t: i64| {
+        m.get(key, t)
+            .map_or(0, |(r, v)| r as u64 + v.len() as u64 + u64::from(v[0]))
+    };
+    let tablelog = |key: &[u8], t: i64| match tl.snap.get(STREAM, key, t, None) {
+        Ok(GetResult::Present(row)) => row.position + row.value.len() as u64,
+        _ => 0,
+    };
+    let floor = time_lookups(lookups, runs, false, model);
+    let model_chained = time_lookups(lookups, runs, true, model);
+    let tl_chained = time_lookups(lookups, runs, true, tablelog);
     println!(
         "  model lookup: {floor:.2} µs (tablelog's key index layout as one index in memory, \
          its records read from tablelog's log; no engine: see benches/compare/model.rs)"
@@ -1010,6 +1043,11 @@ fn print_model_floor(
             .map(|l| format!("{:.1}× faster than {}", l.figure / floor, l.engine))
             .collect::<Vec<_>>()
             .join(", ")
+    );
+    println!(
+        "  one lookup at a time (each waits for the last): model {model_chained:.2} µs, \
+         tablelog {tl_chained:.2} µs ({:.1}× the model)",
+        tl_chained / model_chained
     );
 }
 
@@ -1333,7 +1371,7 @@ fn main() -> Res<()> {
         &lines,
         false,
     );
-    print_model_floor(&model, &lookups, p.runs, &lines);
+    print_model_floor(&model, &tl, &lookups, p.runs, &lines);
 
     println!();
     println!("total {:.1} s", total.elapsed().as_secs_f64());
