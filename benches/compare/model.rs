@@ -4,7 +4,8 @@
 //!
 //! No engine would ship it: it lives in memory, is built from the finished
 //! log as one index over every version, is never checked, and knows nothing
-//! of segments, late events, deletes, damage or recovery. It lays the index
+//! of segments, the active segment, late events, patches or deletes (the
+//! comparison's log holds puts only), damage or recovery. It lays the index
 //! out as a key index file's stream does (`docs/format.md`, format 3):
 //!
 //! - hash buckets of 16 bytes (16 bits of the key's hash, the key's length,
@@ -12,16 +13,20 @@
 //!   the smallest power of two at least `keys + keys / 3 + 1` of them,
 //!   probed linearly;
 //! - the keys' bytes, in key order;
-//! - the versions, 32 bytes each (event time; the value's address and
-//!   length; 16 bytes unused, where the file has the position, the frame's
-//!   offset and the record's), per key sorted by `(event time, position)`;
-//! - the value itself, read where tablelog's log holds it (the record in the
-//!   mapped segment), as any index over this log must.
+//! - the versions, 32 bytes each: the event time, the value's address and
+//!   length in 8 bytes, and 16 bytes unused (a file's row holds the
+//!   position, the frame's and the record's offsets and the op in those
+//!   24), per key sorted by `(event time, position)`;
+//! - the value itself, where tablelog's `get` reads it: the value `Bytes`
+//!   that `Snapshot::get` returns for that version (a slice of the mapping
+//!   of its segment that `get` reads records through), as any index over
+//!   this log must.
 //!
 //! A lookup reads a bucket, then the key's bytes and its versions together
-//! (a binary search), then the value: three dependent reads and some fifty
-//! instructions. All but the values sit on 2 MiB pages (`MADV_HUGEPAGE`),
-//! as key index files do when the page cache holds them in huge folios.
+//! (a binary search), then the value: three dependent reads and about 260
+//! instructions (callgrind, of a scratch copy of this code). All but
+//! the values sit on 2 MiB pages (`MADV_HUGEPAGE`), as key index files do
+//! when the page cache holds them in huge folios.
 
 use bytes::Bytes;
 use memmap2::{Advice, MmapMut};
@@ -68,17 +73,30 @@ fn huge(len: usize) -> Res<MmapMut> {
 }
 
 impl Model {
-    /// Builds the model of `stream` over `keys` (sorted, distinct) from every
-    /// version `snap` holds of them (`Snapshot::history`).
+    /// Builds the model of `stream` over `keys` (distinct) from every
+    /// version `snap` holds of them (`Snapshot::history`), each value taken
+    /// from `Snapshot::get` of that version (as of its event time, known at
+    /// its position), so the model reads it where `get` does.
     pub fn build(snap: &tablelog::Snapshot, stream: &str, keys: &[Vec<u8>]) -> Res<Model> {
         let mut versions = Vec::with_capacity(keys.len());
         let (mut key_bytes, mut rows_len) = (0, 0);
         for key in keys {
-            let mut rows: Vec<(i64, u64, Bytes)> = snap
-                .history(stream, key, None)?
-                .into_iter()
-                .map(|e| (e.event_time, e.position, e.value))
-                .collect();
+            let mut rows = Vec::new();
+            for e in snap.history(stream, key, None)? {
+                let (et, pos) = (e.event_time, e.position);
+                match snap.get(stream, key, et, pos)? {
+                    tablelog::GetResult::Present(row) if row.position == pos => {
+                        rows.push((et, pos, row.value));
+                    }
+                    other => {
+                        return Err(format!(
+                        "model: get of {:?} as of {et} at {pos} answered {other:?}, not that put",
+                        String::from_utf8_lossy(key)
+                    )
+                        .into())
+                    }
+                }
+            }
             rows.sort_unstable_by_key(|r| (r.0, r.1));
             key_bytes += key.len();
             rows_len += rows.len();
@@ -168,9 +186,12 @@ impl Model {
                     let v = u64_at(rows, r * ROW + 8);
                     let (addr, len) = ((v & ((1 << 48) - 1)) as usize, (v >> 48) as usize);
                     // SAFETY: `addr` and `len` are those of a `Bytes` in
-                    // `self._keep`, which keeps that memory alive and unchanged
-                    // (a read-only mapping of a segment, or tablelog's own copy)
-                    // for as long as `self`, which the returned slice borrows.
+                    // `self._keep`, which keeps that memory alive for as long
+                    // as `self`, which the returned slice borrows: a read-only
+                    // mapping of a segment, which tablelog never modifies or
+                    // truncates while mapped (`storage::mmap::map`), or
+                    // tablelog's own copy of a decompressed value. Nothing
+                    // writes through them.
                     let value = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
                     return Some((r, value));
                 }
