@@ -1028,7 +1028,7 @@ fn time_lookups(
 /// [`Reader`]) over `lookups`, in a loop and one lookup at a time
 /// ([`time_lookups`]), and prints them beside the engines' `get` figures in
 /// `lines` (tablelog's first).
-fn print_model_floor(
+fn print_model_lookup(
     m: &model::Model,
     tl: &TablelogReader,
     lookups: &[(usize, Vec<u8>, i64)],
@@ -1041,7 +1041,11 @@ fn print_model_floor(
     };
     let tablelog = |key: &[u8], t: i64| match tl.snap.get(STREAM, key, t, None) {
         Ok(GetResult::Present(row)) => row.position + row.value.len() as u64,
-        _ => 0,
+        Ok(_) => 0,
+        Err(e) => panic!(
+            "tablelog: get({:?}, as of {t}) failed: {e}",
+            String::from_utf8_lossy(key)
+        ),
     };
     let model_loop = time_lookups(lookups, runs, false, model);
     let tl_loop = time_lookups(lookups, runs, false, tablelog);
@@ -1388,7 +1392,7 @@ fn main() -> Res<()> {
         &lines,
         false,
     );
-    print_model_floor(&model, &tl, &lookups, p.runs, &lines);
+    print_model_lookup(&model, &tl, &lookups, p.runs, &lines);
 
     println!();
     println!("total {:.1} s", total.elapsed().as_secs_f64());

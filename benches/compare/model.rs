@@ -89,11 +89,9 @@ impl Model {
                         rows.push((et, pos, row.value));
                     }
                     other => {
-                        return Err(format!(
-                        "model: get of {:?} as of {et} at {pos} answered {other:?}, not that put",
-                        String::from_utf8_lossy(key)
-                    )
-                        .into())
+                        let key = String::from_utf8_lossy(key);
+                        let what = format!("get of {key:?} as of {et} at {pos}: {other:?}");
+                        return Err(format!("model: not the put history gave, {what}").into());
                     }
                 }
             }
