@@ -52,6 +52,16 @@ const SWEEP_NS: u64 = 215;
 pub(crate) const WINDOW_VERSION_NS: u64 = 130;
 pub(crate) const JOIN_VERSION_NS: u64 = 15;
 
+/// How many keys a probing join or window reads ahead of the one it
+/// answers (their versions gathered, the records they will read
+/// prefetched), so the cache misses of one key's lookups and values
+/// overlap those of the next keys'.
+pub(crate) const PROBE_KEYS_AHEAD: usize = 2;
+
+/// How many keys ahead of those a probing join or window starts their key
+/// lookups ([`crate::storage::view::View::prefetch_key`]).
+pub(crate) const PROBE_LOOKUPS_AHEAD: usize = 4;
+
 /// Threads a sweep over `records` records uses: one per available core, up
 /// to 8, each with at least 256k records.
 pub(crate) fn sweep_threads(records: u64) -> usize {

@@ -3,7 +3,8 @@
 use std::collections::VecDeque;
 
 use super::access::{
-    group_by_key, prefer_sweep, sweep_threads, AccessPath, KeySet, WINDOW_VERSION_NS,
+    group_by_key, prefer_sweep, sweep_threads, AccessPath, KeySet, PROBE_KEYS_AHEAD,
+    PROBE_LOOKUPS_AHEAD, WINDOW_VERSION_NS,
 };
 use super::asof::KnownAt;
 use super::field::numeric_field;
@@ -308,13 +309,13 @@ impl Snapshot {
             };
             let run = |(chunk, o): (&[std::ops::Range<usize>], &mut [Option<f64>])| -> Result<()> {
                 let base = chunk[0].start;
-                let mut ahead = std::collections::VecDeque::with_capacity(KEYS_AHEAD + 1);
+                let mut ahead = std::collections::VecDeque::with_capacity(PROBE_KEYS_AHEAD + 1);
                 for (k, g) in chunk.iter().enumerate() {
-                    if let Some(g) = chunk.get(k + KEYS_AHEAD + LOOKUPS_AHEAD) {
+                    if let Some(g) = chunk.get(k + PROBE_KEYS_AHEAD + PROBE_LOOKUPS_AHEAD) {
                         self.view
                             .prefetch_key(stream, &requests[order[g.start]].key);
                     }
-                    while ahead.len() <= KEYS_AHEAD && k + ahead.len() < chunk.len() {
+                    while ahead.len() <= PROBE_KEYS_AHEAD && k + ahead.len() < chunk.len() {
                         ahead.push_back(load(&chunk[k + ahead.len()])?);
                     }
                     let versions = match ahead.pop_front() {
@@ -357,13 +358,6 @@ fn span(requests: &[Request], reqs: &[usize], width: i64) -> (i64, i64) {
     let start = i128::from(first) - i128::from(width) + 1;
     (i64::try_from(start).unwrap_or(i64::MIN), last)
 }
-
-/// How many keys the probing path reads ahead of the one it answers.
-const KEYS_AHEAD: usize = 2;
-
-/// How many keys ahead of those it reads the probing path starts their
-/// lookups.
-const LOOKUPS_AHEAD: usize = 4;
 
 /// The swept path's events grouped by key, ready to answer requests.
 struct Swept<'a> {
