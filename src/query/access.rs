@@ -53,14 +53,44 @@ pub(crate) const WINDOW_VERSION_NS: u64 = 130;
 pub(crate) const JOIN_VERSION_NS: u64 = 15;
 
 /// How many keys a probing join or window reads ahead of the one it
-/// answers (their versions gathered, the records they will read
-/// prefetched), so the cache misses of one key's lookups and values
-/// overlap those of the next keys'.
-pub(crate) const PROBE_KEYS_AHEAD: usize = 2;
+/// answers (see [`read_ahead`]).
+const PROBE_KEYS_AHEAD: usize = 2;
 
-/// How many keys ahead of those a probing join or window starts their key
-/// lookups ([`crate::storage::view::View::prefetch_key`]).
-pub(crate) const PROBE_LOOKUPS_AHEAD: usize = 4;
+/// How many keys ahead of those it reads a probing join or window starts
+/// their key lookups (see [`read_ahead`]).
+const PROBE_LOOKUPS_AHEAD: usize = 4;
+
+/// Answers keys `0..n` in order, as a probing join or window does, so the
+/// cache misses of one key's lookups and values overlap those of the next
+/// keys': `answer(k, x)` gets what `load(k)` returned
+/// [`PROBE_KEYS_AHEAD`] keys earlier (`load` gathers a key's versions and
+/// starts loading the records it will read), and `hint(k)` (starting a
+/// key's lookups: [`View::prefetch_key`]) runs [`PROBE_LOOKUPS_AHEAD`] keys
+/// before `load(k)`. Stops at the first error.
+pub(crate) fn read_ahead<T>(
+    n: usize,
+    mut hint: impl FnMut(usize),
+    mut load: impl FnMut(usize) -> Result<T>,
+    mut answer: impl FnMut(usize, T) -> Result<()>,
+) -> Result<()> {
+    let mut ahead = std::collections::VecDeque::with_capacity(PROBE_KEYS_AHEAD + 1);
+    for k in 0..n {
+        let hinted = k + PROBE_KEYS_AHEAD + PROBE_LOOKUPS_AHEAD;
+        if hinted < n {
+            hint(hinted);
+        }
+        while ahead.len() <= PROBE_KEYS_AHEAD && k + ahead.len() < n {
+            ahead.push_back(load(k + ahead.len())?);
+        }
+        // Never empty: the loop above has just loaded key `k` if it was not.
+        let loaded = match ahead.pop_front() {
+            Some(loaded) => loaded,
+            None => load(k)?,
+        };
+        answer(k, loaded)?;
+    }
+    Ok(())
+}
 
 /// Threads a sweep over `records` records uses: one per available core, up
 /// to 8, each with at least 256k records.

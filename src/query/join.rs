@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
-use super::access::{prefer_sweep, KeySet, JOIN_VERSION_NS, PROBE_KEYS_AHEAD, PROBE_LOOKUPS_AHEAD};
+use super::access::{prefer_sweep, read_ahead, KeySet, JOIN_VERSION_NS};
 use super::asof::{GetResult, KnownAt, Row};
 use crate::db::Snapshot;
 use crate::storage::index::VersionRef;
@@ -145,52 +145,48 @@ impl Snapshot {
                     }
                     Ok(Some(versions))
                 };
-            // Keys are read `PROBE_KEYS_AHEAD` ahead of the one answered, and
-            // probed keys' lookups started `PROBE_LOOKUPS_AHEAD` further, so
-            // the cache misses of one key overlap those of the next ones.
+            // Keys are read a few ahead of the one answered, and probed
+            // keys' lookups started further ahead ([`read_ahead`]).
             let run = |(k0, chunk, o): JoinJob<'_>| -> Result<()> {
                 let base = chunk[0].start;
-                let mut ahead = std::collections::VecDeque::with_capacity(PROBE_KEYS_AHEAD + 1);
-                for (k, g) in chunk.iter().enumerate() {
+                let hint = |k: usize| {
                     if swept.is_none() {
-                        if let Some(g) = chunk.get(k + PROBE_KEYS_AHEAD + PROBE_LOOKUPS_AHEAD) {
-                            self.view
-                                .prefetch_key(stream, &requests[order[g.start]].key);
-                        }
+                        let key = &requests[order[chunk[k].start]].key;
+                        self.view.prefetch_key(stream, key);
                     }
-                    while ahead.len() <= PROBE_KEYS_AHEAD && k + ahead.len() < chunk.len() {
-                        let next = k + ahead.len();
-                        ahead.push_back(load(k0 + next, &chunk[next])?);
-                    }
-                    let loaded = match ahead.pop_front() {
-                        Some(loaded) => loaded,
-                        None => load(k0 + k, g)?, // not reached: the loop above loads `g`
-                    };
-                    let o = &mut o[g.start - base..g.end - base];
-                    match loaded {
-                        Some(versions) => self.join_key(
-                            stream,
-                            merge,
-                            requests,
-                            &order[g.clone()],
-                            &versions,
-                            ttl,
-                            o,
-                        )?,
-                        None => {
-                            for (o, &ri) in o.iter_mut().zip(&order[g.clone()]) {
-                                let r = &requests[ri];
-                                *o = match self.get_below(stream, &r.key, r.time, end)? {
-                                    GetResult::Present(row) => {
-                                        Some(row).filter(|row| within_ttl(row, r, ttl))
-                                    }
-                                    _ => None,
-                                };
+                };
+                read_ahead(
+                    chunk.len(),
+                    hint,
+                    |k| load(k0 + k, &chunk[k]),
+                    |k, loaded| {
+                        let g = &chunk[k];
+                        let o = &mut o[g.start - base..g.end - base];
+                        match loaded {
+                            Some(versions) => self.join_key(
+                                stream,
+                                merge,
+                                requests,
+                                &order[g.clone()],
+                                &versions,
+                                ttl,
+                                o,
+                            ),
+                            None => {
+                                for (o, &ri) in o.iter_mut().zip(&order[g.clone()]) {
+                                    let r = &requests[ri];
+                                    *o = match self.get_below(stream, &r.key, r.time, end)? {
+                                        GetResult::Present(row) => {
+                                            Some(row).filter(|row| within_ttl(row, r, ttl))
+                                        }
+                                        _ => None,
+                                    };
+                                }
+                                Ok(())
                             }
                         }
-                    }
-                }
-                Ok(())
+                    },
+                )
             };
             super::parallel::run_jobs(jobs, run)?;
             for (&i, row) in order.iter().zip(sorted) {

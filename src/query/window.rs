@@ -3,8 +3,7 @@
 use std::collections::VecDeque;
 
 use super::access::{
-    group_by_key, prefer_sweep, sweep_threads, AccessPath, KeySet, PROBE_KEYS_AHEAD,
-    PROBE_LOOKUPS_AHEAD, WINDOW_VERSION_NS,
+    group_by_key, prefer_sweep, read_ahead, sweep_threads, AccessPath, KeySet, WINDOW_VERSION_NS,
 };
 use super::asof::KnownAt;
 use super::field::numeric_field;
@@ -309,29 +308,26 @@ impl Snapshot {
             };
             let run = |(chunk, o): (&[std::ops::Range<usize>], &mut [Option<f64>])| -> Result<()> {
                 let base = chunk[0].start;
-                let mut ahead = std::collections::VecDeque::with_capacity(PROBE_KEYS_AHEAD + 1);
-                for (k, g) in chunk.iter().enumerate() {
-                    if let Some(g) = chunk.get(k + PROBE_KEYS_AHEAD + PROBE_LOOKUPS_AHEAD) {
-                        self.view
-                            .prefetch_key(stream, &requests[order[g.start]].key);
-                    }
-                    while ahead.len() <= PROBE_KEYS_AHEAD && k + ahead.len() < chunk.len() {
-                        ahead.push_back(load(&chunk[k + ahead.len()])?);
-                    }
-                    let versions = match ahead.pop_front() {
-                        Some(versions) => versions,
-                        None => load(g)?, // not reached: the loop above loads `g`
-                    };
-                    let reqs = &order[g.clone()];
-                    let time = |i: usize| versions[i].event_time;
-                    let value = |i: usize| match agg {
-                        Agg::Count => Ok(None),
-                        _ => self.view.with_value(&versions[i], numeric),
-                    };
-                    let o = &mut o[g.start - base..g.end - base];
-                    slide(requests, reqs, width, agg, versions.len(), time, value, o)?;
-                }
-                Ok(())
+                let hint = |k: usize| {
+                    let key = &requests[order[chunk[k].start]].key;
+                    self.view.prefetch_key(stream, key);
+                };
+                read_ahead(
+                    chunk.len(),
+                    hint,
+                    |k| load(&chunk[k]),
+                    |k, versions| {
+                        let g = &chunk[k];
+                        let reqs = &order[g.clone()];
+                        let time = |i: usize| versions[i].event_time;
+                        let value = |i: usize| match agg {
+                            Agg::Count => Ok(None),
+                            _ => self.view.with_value(&versions[i], numeric),
+                        };
+                        let o = &mut o[g.start - base..g.end - base];
+                        slide(requests, reqs, width, agg, versions.len(), time, value, o)
+                    },
+                )
             };
             super::parallel::run_jobs(jobs, run)?;
         }
