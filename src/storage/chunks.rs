@@ -356,6 +356,11 @@ impl ChunkChecks {
         self.check_chunks(b, chunks, path)
     }
 
+    /// The byte range of chunks `r` in the file, clamped to the body.
+    fn chunk_bytes(&self, r: Range<usize>) -> Range<usize> {
+        (r.start * CHUNK).min(self.body_end)..(r.end * CHUNK).min(self.body_end)
+    }
+
     /// [`ChunkChecks::ensure`]'s first reads: checks each chunk not checked
     /// yet and records the outcome (two threads may both check one; they
     /// agree).
@@ -369,9 +374,7 @@ impl ChunkChecks {
         if chunks.end() > chunks.start() {
             // A read of several chunks (a hot key's versions): one request
             // for all, not a fault a page, in a file advised random.
-            let bytes = (chunks.start() * CHUNK).min(self.body_end)
-                ..((chunks.end() + 1) * CHUNK).min(self.body_end);
-            super::mmap::will_need(&b[bytes]);
+            super::mmap::will_need(&b[self.chunk_bytes(*chunks.start()..chunks.end() + 1)]);
         }
         for c in chunks {
             let Some(state) = self.state.get(c) else {
@@ -433,15 +436,13 @@ impl ChunkChecks {
             let bad = r
                 .clone()
                 .find(|&c| self.state[c].load(Ordering::Acquire) != 1 && self.is_bad(b, c));
-            let bytes = r.start * CHUNK..(r.end * CHUNK).min(self.body_end);
-            super::mmap::release(&b[bytes]);
+            super::mmap::release(&b[self.chunk_bytes(r)]);
             bad
         };
-        // The stretch of chunks `r` (clamped to the body), to read ahead:
-        // files lookups read are advised random (`mmap::advise_random`).
+        // Files lookups read are advised random (`mmap::advise_random`):
+        // the scan reads the next stretch ahead while it hashes one.
         let read_ahead = |r: Range<usize>| {
-            let bytes = (r.start * CHUNK).min(self.body_end)..(r.end * CHUNK).min(self.body_end);
-            super::mmap::will_need(&b[bytes]);
+            super::mmap::will_need(&b[self.chunk_bytes(r)]);
         };
         let scan = |r: Range<usize>| {
             let mut at = r.start;

@@ -395,7 +395,7 @@ pub struct SealedSegment {
     /// The whole file mapped a second time and advised `MADV_RANDOM`, for
     /// point reads (`get`): a cold page fault there reads its page, and the
     /// first check of a frame reads that frame ahead (see
-    /// [`SealedSegment::check_frame_for_point`]), where one in `bytes` reads
+    /// [`SealedSegment::check_frame_in`]), where one in `bytes` reads
     /// the disk's read-ahead around it (8 MiB on some disks), which scans
     /// want and a lookup pays for. Both map the same page cache pages. (The
     /// same bytes as `bytes` where that is not a mapping of a real file.)
@@ -566,16 +566,11 @@ impl SealedSegment {
         self.check_frame_in(i, false)
     }
 
-    /// [`SealedSegment::check_frame_once`] for a read through
-    /// [`SealedSegment::point`]: a first check reads the frame ahead in one
-    /// request, instead of a fault a page.
-    pub fn check_frame_for_point(&self, i: usize) -> Result<()> {
-        self.check_frame_in(i, true)
-    }
-
-    /// Checks frame `i` once, through [`SealedSegment::point`] (reading the
-    /// frame ahead) when `point`, else through [`SealedSegment::bytes`].
-    fn check_frame_in(&self, i: usize, point: bool) -> Result<()> {
+    /// [`SealedSegment::check_frame_once`], through [`SealedSegment::point`]
+    /// when `point` (for a read through it: a first check then reads the
+    /// frame ahead in one request, instead of a fault a page), else through
+    /// [`SealedSegment::bytes`].
+    pub(crate) fn check_frame_in(&self, i: usize, point: bool) -> Result<()> {
         let bytes = if point { &self.point } else { &self.bytes };
         let frames = self.frames()?;
         let flags = self
@@ -1085,7 +1080,7 @@ mod tests {
         let frames = seg.frames().unwrap().len();
         assert_eq!(frames, 20);
         for i in 0..frames {
-            seg.check_frame_for_point(i).unwrap();
+            seg.check_frame_in(i, true).unwrap();
         }
         // A flipped byte of a frame fails its first check through either
         // (the frame index, kept healthy, says where the frames lie).
@@ -1097,10 +1092,7 @@ mod tests {
         for point in [true, false] {
             let seg = SealedSegment::open(path.clone(), 0, vfs.clone(), false).unwrap();
             let last = seg.frames().unwrap().len() - 1;
-            let check = |i| match point {
-                true => seg.check_frame_for_point(i),
-                false => seg.check_frame_once(i),
-            };
+            let check = |i| seg.check_frame_in(i, point);
             check(0).unwrap();
             assert!(matches!(check(last), Err(Error::Corruption { .. })));
         }

@@ -592,11 +592,7 @@ impl View {
                     "version points at no frame",
                 ));
             };
-            if point {
-                s.check_frame_for_point(i)?;
-            } else {
-                s.check_frame_once(i)?;
-            }
+            s.check_frame_in(i, point)?;
         }
         let bytes = if point {
             seg.point_bytes()
